@@ -1,0 +1,84 @@
+"""Capture: run stimuli through a model once and keep per-image, per-channel responses."""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterable
+
+from resstream_assert.capture.cache import ResponseCache, cache_key, default_cache_dir
+from resstream_assert.capture.responses import REDUCERS, Responses, site_key
+from resstream_assert.discovery.residual_map import SITES, ResidualMap
+
+__all__ = ["capture", "Responses", "ResponseCache", "REDUCERS", "site_key", "default_cache_dir", "COUNTERS"]
+
+#: Running totals for benchmarks: forward passes (batches) and images sent through a model.
+COUNTERS = {"batches": 0, "images": 0, "cache_hits": 0}
+
+
+def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id",), sites: Iterable[str] = SITES,
+            batch_size: int = 64, device: str = "cpu", cache: ResponseCache | None = None,
+            progress: bool = True, keep_maps: Iterable[str] = ()) -> dict[str, Responses]:
+    """Capture every site of every block for each stimulus variant of ``probe``.
+
+    One forward pass per variant covers all sites of all blocks. Results come from
+    ``cache`` when an identical capture (same weights, images, variant, sites, versions)
+    was stored before.
+
+    Example:
+        >>> out = capture(loaded, rmap, probe, variants=("id", "S"))  # doctest: +SKIP
+        >>> out["S"].get(3, "branch_out").shape  # doctest: +SKIP
+        (512, 128)
+    """
+    from resstream_assert import __version__
+
+    sites = tuple(sites)
+    keep_maps = tuple(keep_maps)
+    cache = cache or ResponseCache(None)
+    out: dict[str, Responses] = {}
+    for variant in variants:
+        key = cache_key(model=loaded.digest, probe=probe.digest, variant=variant, sites=sites, keep=keep_maps,
+                        size=rmap.input_size, backend=loaded.backend, version=__version__,
+                        framework=_framework_version(loaded.backend), provider=loaded.meta.get("providers"))
+        before = cache.hits
+        out[variant] = cache.get_or_compute(
+            key, lambda v=variant: _run(loaded, rmap, probe, v, sites, batch_size, device, progress, keep_maps))
+        COUNTERS["cache_hits"] += cache.hits - before
+    return out
+
+
+def _run(loaded, rmap, probe, variant, sites, batch_size, device, progress, keep_maps) -> Responses:
+    from tqdm.auto import tqdm
+
+    from resstream_assert.stimuli.variants import apply_variant, parse_variant
+
+    parse_variant(variant)  # fail early, with the list of valid names
+    bar = tqdm(total=len(probe), desc=f"capture {loaded.name} [{variant}]", unit="img", leave=False,
+               disable=not progress or not sys.stderr.isatty())
+
+    def tick(n: int) -> None:
+        COUNTERS["batches"] += 1
+        COUNTERS["images"] += n
+        bar.update(n)
+
+    transform = None if variant == "id" else (lambda x: apply_variant(x, variant))
+    try:
+        if loaded.backend == "onnx":
+            from resstream_assert.capture.onnx_runtime import capture_onnx
+
+            return capture_onnx(loaded, rmap, probe.batches(batch_size), variant=variant, sites=sites,
+                                transform=transform, progress=tick)
+        from resstream_assert.capture.torch_fx import capture_torch
+
+        return capture_torch(loaded, rmap, probe.batches(batch_size), variant=variant, sites=sites,
+                             keep_maps=keep_maps, device=device, transform=transform, progress=tick)
+    finally:
+        bar.close()
+
+
+def _framework_version(backend: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("onnxruntime" if backend == "onnx" else "torch")
+    except PackageNotFoundError:
+        return "unknown"

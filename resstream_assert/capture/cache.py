@@ -1,0 +1,79 @@
+"""On-disk cache of captured responses, keyed by content hashes, safe across xdist workers.
+
+The key covers everything a response depends on: the weights (digest), the probe images
+(digest), the stimulus variant, the sites, the input size, the backend and the versions of
+this package and of the framework. A FileLock per key makes concurrent workers compute
+each entry once; writes are atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+from filelock import FileLock
+
+from resstream_assert.capture.responses import Responses
+
+
+def default_cache_dir() -> Path:
+    """``$RESSTREAM_CACHE_DIR``, else ``$XDG_CACHE_HOME/resstream_assert``, else ``~/.cache/resstream_assert``.
+
+    Example:
+        >>> default_cache_dir().name  # doctest: +SKIP
+        'resstream_assert'
+    """
+    env = os.environ.get("RESSTREAM_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "resstream_assert"
+
+
+def cache_key(**parts) -> str:
+    """A sha256 over the JSON of ``parts`` (sorted keys).
+
+    Example:
+        >>> len(cache_key(model="abc", variant="id"))
+        64
+    """
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class ResponseCache:
+    """Get-or-compute :class:`Responses` under a directory; ``directory=None`` disables caching.
+
+    ``hits`` and ``misses`` count what happened, so tests can prove a second session reuses it.
+
+    Example:
+        >>> cache = ResponseCache(None)
+        >>> cache.get_or_compute("k", lambda: None) is None
+        True
+    """
+
+    def __init__(self, directory: str | Path | None):
+        self.directory = Path(directory) if directory else None
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_compute(self, key: str, compute: Callable[[], Responses]) -> Responses:
+        if self.directory is None:
+            self.misses += 1
+            return compute()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{key}.npz"
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                try:
+                    result = Responses.load(path)
+                    self.hits += 1
+                    return result
+                except (OSError, ValueError, KeyError):
+                    path.unlink(missing_ok=True)  # a damaged entry is recomputed, not trusted
+            result = compute()
+            result.save(path)
+            self.misses += 1
+            return result

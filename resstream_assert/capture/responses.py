@@ -1,0 +1,87 @@
+"""Captured responses: per image and channel, at every site of every block, for one stimulus variant.
+
+Data only (numpy). Both capture backends (torch hooks, onnxruntime) return this type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+#: Per-channel reductions of a feature map: the paper's center unit and the spatial mean.
+REDUCERS = ("center", "mean")
+
+
+def site_key(block: int, site: str) -> str:
+    """The key of one (block, site) pair in :class:`Responses` arrays.
+
+    Example:
+        >>> site_key(3, "branch_out")
+        '3/branch_out'
+    """
+    return f"{block}/{site}"
+
+
+@dataclass(frozen=True)
+class Responses:
+    """Responses of one model to one stimulus variant (``id``, ``S``, ``Sinv``, ``zoom1.25``, ...).
+
+    ``center[key]`` and ``mean[key]`` are ``(N, C)`` float32 arrays, ``key = site_key(block, site)``;
+    ``center`` is the unit at ``(H//2, W//2)`` (the papers' convention), ``mean`` the spatial mean.
+    ``logits`` is ``(N, K)``. ``maps`` holds whole ``(N, C, H, W)`` maps only for sites asked for.
+
+    Example:
+        >>> r = Responses("id", {"0/branch_out": np.zeros((2, 4), np.float32)}, {}, None)
+        >>> r.get(0, "branch_out").shape
+        (2, 4)
+    """
+
+    variant: str
+    center: dict[str, np.ndarray]
+    mean: dict[str, np.ndarray]
+    logits: np.ndarray | None
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def get(self, block, site: str, reducer: str = "center") -> np.ndarray:
+        """The ``(N, C)`` array of one site; ``block`` is an index or a :class:`Block`."""
+        idx = block if isinstance(block, int) else block.index
+        table = {"center": self.center, "mean": self.mean}.get(reducer)
+        if table is None:
+            raise ValueError(f"unknown reducer {reducer!r}; use one of {REDUCERS}")
+        try:
+            return table[site_key(idx, site)]
+        except KeyError:
+            raise KeyError(f"site {site!r} of block {idx} was not captured for variant {self.variant!r}; "
+                           f"captured: {sorted(table)[:6]}...") from None
+
+    @property
+    def n_images(self) -> int:
+        """Number of images (rows)."""
+        arr = next(iter(self.center.values()), None)
+        return 0 if arr is None else int(arr.shape[0])
+
+    def save(self, path: str | Path) -> None:
+        """Write to one ``.npz`` file (no pickle)."""
+        arrays = {f"center|{k}": v for k, v in self.center.items()}
+        arrays.update({f"mean|{k}": v for k, v in self.mean.items()})
+        arrays.update({f"maps|{k}": v for k, v in self.maps.items()})
+        if self.logits is not None:
+            arrays["logits"] = self.logits
+        arrays["variant"] = np.array(self.variant)
+        tmp = Path(str(path) + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Responses":
+        """Read a file written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as z:
+            parts: dict[str, dict[str, np.ndarray]] = {"center": {}, "mean": {}, "maps": {}}
+            for name in z.files:
+                if "|" in name:
+                    kind, key = name.split("|", 1)
+                    parts[kind][key] = z[name]
+            logits = z["logits"] if "logits" in z.files else None
+            return cls(str(z["variant"]), parts["center"], parts["mean"], logits, parts["maps"])

@@ -1,0 +1,106 @@
+"""The ``resstream`` command: inspect models and run the built-in claims suite.
+
+Subcommands are thin: each parses arguments and calls the library.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _sites(args: argparse.Namespace) -> int:
+    from resstream_assert.discovery import discover
+    from resstream_assert.loading import load_model
+
+    loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle,
+                        backend=args.backend)
+    rmap = discover(loaded)
+    print(json.dumps(rmap.to_dict(), indent=2) if args.json else rmap.table())
+    return 0
+
+
+def _zoo(args: argparse.Namespace) -> int:
+    import model_zoo
+
+    rows = [{"name": e.name, "spec": f"zoo:{e.name}", "arch": e.arch, "input_size": e.input_size,
+             "classes": e.num_classes, "accuracy": e.accuracy} for e in model_zoo.entries()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'spec':<30}{'input':>6}{'classes':>8}{'held-out acc':>14}  architecture")
+    for r in rows:
+        acc = "-" if r["accuracy"] is None else f"{100 * r['accuracy']:.1f}%"
+        print(f"{r['spec']:<30}{r['input_size']:>6}{r['classes']:>8}{acc:>14}  {r['arch']}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import pytest
+
+    argv = ["--pyargs", "resstream_assert.suite", "-p", "no:cacheprovider"] if args.no_cache else \
+        ["--pyargs", "resstream_assert.suite"]
+    for spec in args.spec or []:
+        argv += ["--resstream-model", spec]
+    return int(pytest.main(argv + list(args.pytest_args)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs).
+
+    Example:
+        >>> build_parser().parse_args(["sites", "torchvision:resnet18"]).spec
+        'torchvision:resnet18'
+    """
+    p = argparse.ArgumentParser(prog="resstream", description=(
+        "Statistical checks of residual-stream claims on ResNets. Model specs: zoo:NAME, torchvision:ARCH[@WEIGHTS], "
+        "timm:ARCH[@WEIGHTS], package.module:factory[@WEIGHTS], or a .onnx path; add +nc-id, +nc-plain, +nc-perm or "
+        "+nc-rand for a negative control."))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("sites", help="print the residual blocks and canonical sites of a model")
+    s.add_argument("spec", help="model spec, e.g. zoo:resnet18-synth96 or torchvision:resnet50")
+    s.add_argument("--json", action="store_true", help="print JSON (a list of blocks with their sites)")
+    s.add_argument("--input-size", type=int, default=None, help="input size in px (default: the model's own)")
+    s.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="discover on torch or ONNX graph")
+    s.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
+    s.set_defaults(func=_sites)
+
+    z = sub.add_parser("zoo", help="list the trained models shipped in model_zoo")
+    z.add_argument("--json", action="store_true", help="print JSON")
+    z.set_defaults(func=_zoo)
+
+    r = sub.add_parser("run", help="run the built-in claims suite (pytest --pyargs resstream_assert.suite)")
+    r.add_argument("spec", nargs="*", help="model specs (default: zoo:resnet18-synth96)")
+    r.add_argument("--no-cache", action="store_true", help="do not use pytest's cache directory")
+    r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="further pytest arguments, after '--'")
+    r.set_defaults(func=_run)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return p
+
+
+#: Functions that add further subcommands (export, ...); each takes the subparsers object.
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``resstream`` console script."""
+    from resstream_assert.errors import ResstreamError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ResstreamError as exc:
+        print(f"resstream: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `resstream sites ... | head`: the reader left; not an error
+        sys.stdout = open(os.devnull, "w")
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

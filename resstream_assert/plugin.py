@@ -1,0 +1,196 @@
+"""The pytest plugin: options, ini keys, fixtures and report hooks. No logic and no torch here.
+
+Every option is also an ini key (``resstream_model = ...`` in ``[pytest]``). Heavy work
+lives in :mod:`resstream_assert.session`; torch is imported only when a fixture needs it,
+so installing this plugin never slows an unrelated project's pytest.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pytest
+
+# name, type, default, help. Type "list" means repeatable on the command line, linelist in ini.
+_OPTIONS = [
+    ("model", "list", None, "model spec to test (repeatable): zoo:NAME, torchvision:ARCH[@WEIGHTS], "
+     "timm:ARCH[@WEIGHTS], package.module:factory[@WEIGHTS], path.onnx; suffix +nc-id|+nc-plain|+nc-perm|"
+     "+nc-rand for a negative control. Default: zoo:resnet18-synth96"),
+    ("backend", "list", None, "capture backend(s): torch, onnx (repeatable; onnx runs a torch model through its "
+     "own ONNX export). Default: torch, or onnx for .onnx files"),
+    ("providers", "str", "", "onnxruntime execution providers, comma-separated (default: CUDA first when available)"),
+    ("probe", "str", None, "folder of probe images (ImageFolder-like or flat). Default: the embedded probe set"),
+    ("images", "int", 512, "number of probe images"),
+    ("batch-size", "int", 64, "images per forward pass"),
+    ("device", "str", "cpu", "torch device: cpu or cuda[:N]"),
+    ("seed", "int", 0, "seed for probe sampling, permutations and bootstraps (printed in the header)"),
+    ("input-size", "int", None, "input size in px (default: the model's own, 224 for torchvision/timm)"),
+    ("cache-dir", "str", None, "directory of the on-disk response cache (default: pytest's cache dir)"),
+    ("no-cache", "bool", False, "do not read or write the response cache"),
+    ("trust-pickle", "bool", False, "allow loading checkpoints that pickle whole models (runs code from the file)"),
+    ("list-sites", "bool", False, "print the residual blocks and canonical sites of each model, then exit"),
+]
+
+
+class ModelRef(NamedTuple):
+    """One parametrization of the model fixtures: a spec on a backend."""
+
+    spec: str
+    backend: str
+
+    def __str__(self) -> str:
+        return self.spec if self.backend == "torch" else f"{self.spec}[{self.backend}]"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("resstream", "residual-stream claims (resstream_assert)")
+    for name, kind, default, text in _OPTIONS:
+        dest = "resstream_" + name.replace("-", "_")
+        flag = f"--resstream-{name}"
+        if kind == "bool":
+            group.addoption(flag, action="store_true", default=None, dest=dest, help=text)
+            parser.addini(dest, text, type="bool", default=default)
+        elif kind == "list":
+            group.addoption(flag, action="append", default=None, dest=dest, metavar="SPEC", help=text)
+            parser.addini(dest, text, type="linelist", default=[])
+        else:
+            group.addoption(flag, action="store", default=None, dest=dest, type=int if kind == "int" else str,
+                            metavar=name.split("-")[-1].upper(), help=text + f" (default: {default})")
+            parser.addini(dest, text, default=None if default is None else str(default))
+
+
+def _get(config: pytest.Config, name: str):
+    """Command line first, then ini, then the built-in default."""
+    dest = "resstream_" + name.replace("-", "_")
+    value = config.getoption(dest)
+    if value is not None:
+        return value
+    kind, default = next((k, d) for n, k, d, _ in _OPTIONS if n == name)
+    ini = config.getini(dest)
+    if kind == "list":
+        return list(ini) or None
+    if kind == "bool":
+        return bool(ini)
+    if ini in (None, ""):
+        return default
+    return int(ini) if kind == "int" else ini
+
+
+def run_config(config: pytest.Config):
+    """The :class:`~resstream_assert.session.RunConfig` of this pytest run."""
+    if not hasattr(config, "_resstream_run_config"):
+        from resstream_assert.session import DEFAULT_MODEL, RunConfig
+
+        cache_dir = None
+        if not _get(config, "no-cache"):
+            cache_dir = _get(config, "cache-dir") or (str(config.cache.mkdir("resstream")) if getattr(config, "cache", None) else None)
+        providers = tuple(p for p in (_get(config, "providers") or "").split(",") if p)
+        config._resstream_run_config = RunConfig(
+            models=tuple(_get(config, "model") or [DEFAULT_MODEL]), probe=_get(config, "probe"),
+            images=_get(config, "images"), batch_size=_get(config, "batch-size"), device=_get(config, "device"),
+            seed=_get(config, "seed"), input_size=_get(config, "input-size"), cache_dir=cache_dir,
+            trust_pickle=_get(config, "trust-pickle"), backends=tuple(_get(config, "backend") or ()),
+            providers=providers)
+    return config._resstream_run_config
+
+
+def model_refs(config: pytest.Config) -> list[ModelRef]:
+    """Every (model, backend) pair the run parametrizes over."""
+    cfg = run_config(config)
+    refs = []
+    for spec in cfg.models:
+        backends = cfg.backends or (("onnx",) if spec.split("+")[0].lower().endswith(".onnx") else ("torch",))
+        refs += [ModelRef(spec, b) for b in backends]
+    return refs
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "resstream(**options): per-test claim options (alpha, min_effect, mostly)")
+    n = _get(config, "images")
+    if n is not None and int(n) < 1:
+        raise pytest.UsageError("--resstream-images must be a positive number of images")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str] | None:
+    if not (_get(config, "model") or any("resstream" in str(a) for a in config.args)):
+        return None  # unrelated projects: no header, no cost
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(pkg: str) -> str:
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return "-"
+
+    cfg = run_config(config)
+    return [f"resstream_assert {v('resstream_assert')}: torch {v('torch')}, torchvision {v('torchvision')}, "
+            f"onnxruntime {v('onnxruntime')}, numpy {v('numpy')}, scipy {v('scipy')}; device {cfg.device}; "
+            f"seed {cfg.seed}; images {cfg.images}; models {', '.join(str(r) for r in model_refs(config))}"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "resstream_ref" in metafunc.fixturenames:
+        refs = model_refs(metafunc.config)
+        metafunc.parametrize("resstream_ref", refs, ids=[str(r) for r in refs], indirect=True, scope="session")
+
+
+def pytest_cmdline_main(config: pytest.Config):
+    if not config.getoption("resstream_list_sites"):
+        return None
+    from resstream_assert.errors import ResstreamError
+    from resstream_assert.session import Workbench
+
+    wb = Workbench(run_config(config))
+    try:
+        for ref in model_refs(config):
+            print(wb.map(ref.spec, ref.backend).table(), end="\n\n")
+    except ResstreamError as exc:
+        print(f"error: {exc}")
+        return 4
+    return 0
+
+
+# --- fixtures ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def resstream_config(pytestconfig: pytest.Config):
+    """The run's resolved :class:`~resstream_assert.session.RunConfig`."""
+    return run_config(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def resstream_workbench(resstream_config):
+    """The session's :class:`~resstream_assert.session.Workbench` (memoized models and captures)."""
+    from resstream_assert.session import Workbench
+
+    return Workbench(resstream_config)
+
+
+@pytest.fixture(scope="session")
+def resstream_ref(request) -> ModelRef:
+    """The (model spec, backend) of this parametrization; one per ``--resstream-model`` x backend."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def resstream_model(resstream_workbench, resstream_ref):
+    """The loaded model (:class:`~resstream_assert.loading.LoadedModel`), in eval mode."""
+    return resstream_workbench.model(resstream_ref.spec, resstream_ref.backend)
+
+
+@pytest.fixture(scope="session")
+def resstream_map(resstream_workbench, resstream_ref):
+    """The model's :class:`~resstream_assert.discovery.ResidualMap`."""
+    return resstream_workbench.map(resstream_ref.spec, resstream_ref.backend)
+
+
+@pytest.fixture(scope="session")
+def resstream_probe(resstream_workbench, resstream_model):
+    """The probe set at the model's input size."""
+    return resstream_workbench.probe(resstream_model.input_size)
+
+
+@pytest.fixture(scope="session")
+def resstream_responses(resstream_workbench, resstream_ref):
+    """Responses of every site of every block to the plain probe images (variant ``id``)."""
+    return resstream_workbench.responses(resstream_ref.spec, ("id",), resstream_ref.backend)["id"]

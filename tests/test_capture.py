@@ -1,0 +1,137 @@
+"""Capture: clone matters, faithfulness, exact recomputation, memory shape, cache reuse."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from resstream_assert.capture.cache import ResponseCache
+from resstream_assert.capture.hooks import module_outputs
+from resstream_assert.capture.responses import Responses
+from resstream_assert.capture.torch_fx import capture_torch, instrument
+from resstream_assert.discovery.torch_graph import discover_torch
+from resstream_assert.errors import CaptureError
+from tests.conftest import randomize_bn
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return randomize_bn(torchvision.models.resnet18().eval())
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(0).random((6, 3, 64, 64), dtype=np.float32)
+
+
+def test_uncloned_hook_is_overwritten_and_cloned_is_exact(model, images):
+    x = torch.as_tensor(images)
+    with module_outputs(model, ["layer1.0.bn2"], clone=False) as raw, torch.no_grad():
+        model(x)
+    with module_outputs(model, ["layer1.0.bn2"], clone=True) as cloned, torch.no_grad():
+        model(x)
+    blk = model.layer1[0]
+    with torch.no_grad():
+        stem = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        manual = blk.bn2(blk.conv2(torch.relu(blk.bn1(blk.conv1(stem)))))
+    assert torch.allclose(cloned["layer1.0.bn2"], manual, atol=1e-6)
+    # The uncloned tensor was overwritten by `out += identity` and the in-place ReLU.
+    assert (raw["layer1.0.bn2"] - manual).abs().max() > 0.1
+    assert (raw["layer1.0.bn2"] >= 0).all()
+
+
+def test_fx_capture_equals_manual_bn2(model, images):
+    rmap = discover_torch(model, 64)
+    r = capture_torch(model, rmap, [images])
+    x = (torch.as_tensor(images) - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / \
+        torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with module_outputs(model, ["layer2.1.bn2", "layer2.0"]) as out, torch.no_grad():
+        model(x)
+    bn2 = out["layer2.1.bn2"]
+    h, w = bn2.shape[2] // 2, bn2.shape[3] // 2
+    np.testing.assert_allclose(r.get(3, "branch_out"), bn2[:, :, h, w].numpy(), atol=1e-5)
+    np.testing.assert_allclose(r.get(3, "branch_out", "mean"), bn2.mean((2, 3)).numpy(), atol=1e-5)
+    np.testing.assert_allclose(r.get(3, "skip_out"), out["layer2.0"][:, :, h, w].numpy(), atol=1e-5)
+
+
+def test_sites_are_consistent(model, images):
+    rmap = discover_torch(model, 64)
+    r = capture_torch(model, rmap, [images[:3], images[3:]])
+    assert r.n_images == 6 and r.logits.shape == (6, 1000)
+    for b in rmap:
+        np.testing.assert_allclose(r.get(b, "resid_sum"), r.get(b, "skip_out") + r.get(b, "branch_out"), atol=1e-5)
+        np.testing.assert_allclose(r.get(b, "resid_post"), np.maximum(r.get(b, "resid_sum"), 0), atol=1e-6)
+        assert r.get(b, "branch_out").shape == (6, b.channels)  # images x channels, not maps
+
+
+def test_faithfulness_check_catches_a_wrong_graph(model, images, monkeypatch):
+    import resstream_assert.capture.torch_fx as tf
+
+    rmap = discover_torch(model, 64)
+    real = tf.instrument
+
+    def broken(*args, **kwargs):
+        gm, store = real(*args, **kwargs)
+        gm.fc = torch.nn.Identity()  # the instrumented graph no longer matches forward()
+        return gm, store
+
+    monkeypatch.setattr(tf, "instrument", broken)
+    with pytest.raises(CaptureError, match="not faithful"):
+        capture_torch(model, rmap, [images])
+
+
+def test_eval_is_enforced(images):
+    m = torchvision.models.resnet18().train()
+    rmap = discover_torch(m, 64)
+    capture_torch(m, rmap, [images])
+    assert not m.training
+
+
+def test_keep_maps_only_for_chosen_sites(model, images):
+    rmap = discover_torch(model, 64)
+    r = capture_torch(model, rmap, [images], keep_maps=("resid_sum",))
+    assert set(k.split("/")[1] for k in r.maps) == {"resid_sum"}
+    assert r.maps["0/resid_sum"].shape == (6, 64, 16, 16)
+
+
+def test_edits_change_downstream(model, images):
+    rmap = discover_torch(model, 64)
+    base = capture_torch(model, rmap, [images])
+    edited = capture_torch(model, rmap, [images], edits={(5, "resid_sum"): lambda t: t * 0})
+    assert np.abs(edited.get(5, "resid_sum")).max() == 0
+    assert not np.allclose(edited.logits, base.logits)
+    np.testing.assert_allclose(edited.get(4, "resid_sum"), base.get(4, "resid_sum"))
+
+
+def test_responses_roundtrip(tmp_path, model, images):
+    r = capture_torch(model, discover_torch(model, 64), [images])
+    r.save(tmp_path / "r.npz")
+    back = Responses.load(tmp_path / "r.npz")
+    assert back.variant == "id" and set(back.center) == set(r.center)
+    np.testing.assert_array_equal(back.get(7, "resid_post"), r.get(7, "resid_post"))
+
+
+def test_cache_reuses_and_survives_damage(tmp_path):
+    cache = ResponseCache(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return Responses("id", {"0/x": np.ones((2, 2), np.float32)}, {}, None)
+
+    cache.get_or_compute("k", compute)
+    cache.get_or_compute("k", compute)
+    assert (len(calls), cache.hits, cache.misses) == (1, 1, 1)
+    (tmp_path / "k.npz").write_bytes(b"garbage")
+    cache.get_or_compute("k", compute)
+    assert len(calls) == 2
+
+
+def test_instrument_does_not_touch_the_model(model, images):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    instrument(model, discover_torch(model, 64))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not any(n.startswith("_rs_") for n, _ in model.named_modules())

@@ -1,0 +1,117 @@
+"""The pytest plugin: lazy import, options, parametrization, cache reuse and invalidation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--resstream-images", "12", "--resstream-input-size", "32"]
+
+
+@pytest.fixture(autouse=True)
+def _importable_test_models(monkeypatch):
+    # Subprocess pytest runs start in a temp dir; `tests.cifar_user_model:resnet20` must import there.
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+
+def test_plugin_import_does_not_import_torch():
+    code = ("import sys, resstream_assert, resstream_assert.plugin; "
+            "bad = [m for m in ('torch', 'onnxruntime', 'torchvision', 'numpy') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_unrelated_project_pytest_does_not_import_torch(pytester):
+    pytester.makeconftest("""
+import sys
+def pytest_sessionfinish(session):
+    assert "torch" not in sys.modules, "the resstream plugin imported torch in an unrelated project"
+""")
+    pytester.makepyfile("def test_ok():\n    assert 1 + 1 == 2\n")
+    result = pytester.runpytest_subprocess()  # the plugin is auto-loaded (pytest11 entry point)
+    result.assert_outcomes(passed=1)
+    assert "resstream_assert 0" not in result.stdout.str()  # no header line for an unrelated run
+
+
+def test_help_lists_every_option(pytester):
+    out = pytester.runpytest_subprocess("--help").stdout.str()
+    for opt in ("--resstream-model", "--resstream-probe", "--resstream-images", "--resstream-batch-size",
+                "--resstream-device", "--resstream-seed", "--resstream-list-sites"):
+        assert opt in out
+
+
+def test_models_parametrize_tests_and_header(pytester):
+    pytester.makepyfile("""
+def test_blocks(resstream_map, resstream_ref):
+    assert len(resstream_map) == {"torchvision:resnet18": 8, "tests.cifar_user_model:resnet20": 9}[resstream_ref.spec]
+""")
+    result = pytester.runpytest_subprocess("--resstream-model", "torchvision:resnet18", "--resstream-model",
+                                           "tests.cifar_user_model:resnet20", "-v", "--resstream-no-cache", *SMALL)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["resstream_assert *torch 2.*seed 0*",
+                                 "*test_blocks?torchvision:resnet18?*PASSED*",
+                                 "*test_blocks?tests.cifar_user_model:resnet20?*PASSED*"])
+
+
+def test_ini_keys_work(pytester):
+    pytester.makeini("[pytest]\nresstream_model = tests.cifar_user_model:resnet20\nresstream_seed = 7\n")
+    pytester.makepyfile("""
+def test_cfg(resstream_config, resstream_map):
+    assert resstream_config.seed == 7 and len(resstream_map) == 9
+""")
+    pytester.runpytest_subprocess("--resstream-no-cache", *SMALL).assert_outcomes(passed=1)
+
+
+def test_list_sites(pytester):
+    result = pytester.runpytest_subprocess("--resstream-model", "tests.cifar_user_model:resnet20",
+                                           "--resstream-list-sites", "--resstream-input-size", "32")
+    assert result.ret == 0
+    result.stdout.fnmatch_lines(["*9 residual blocks*", "*layer2.0*32*16x16*"])
+
+
+def test_bad_spec_is_an_error_not_a_crash(pytester):
+    pytester.makepyfile("def test_m(resstream_model):\n    pass\n")
+    result = pytester.runpytest_subprocess("--resstream-model", "torchvision:resnet19", "--resstream-no-cache")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*ModelSpecError*Unknown torchvision architecture*"])
+
+
+CACHE_TEST = """
+import json, os
+from resstream_assert.capture import COUNTERS
+
+def test_capture(resstream_responses):
+    with open(os.environ["RS_COUNT_FILE"], "w") as f:
+        json.dump({"images": COUNTERS["images"], "n": resstream_responses.n_images}, f)
+"""
+
+
+def test_cache_reused_across_sessions_and_invalidated_by_weights(pytester, tmp_path, monkeypatch):
+    import torch
+
+    from tests.cifar_user_model import resnet20
+
+    pytester.makepyfile(CACHE_TEST)
+    count = tmp_path / "count.json"
+    monkeypatch.setenv("RS_COUNT_FILE", str(count))
+    torch.manual_seed(0)
+    weights = tmp_path / "w.pth"
+    torch.save(resnet20().state_dict(), weights)
+    args = ["--resstream-model", f"tests.cifar_user_model:resnet20@{weights}",
+            "--resstream-cache-dir", str(tmp_path / "cache"), *SMALL]
+
+    def run() -> dict:
+        pytester.runpytest_subprocess(*args).assert_outcomes(passed=1)
+        return json.loads(count.read_text())
+
+    assert run() == {"images": 12, "n": 12}   # first session runs the model
+    assert run() == {"images": 0, "n": 12}    # second session reads the cache
+    state = torch.load(weights)
+    state["linear.bias"] += 1.0
+    torch.save(state, weights)
+    assert run() == {"images": 12, "n": 12}   # new weights: recomputed
