@@ -59,6 +59,7 @@ class Workbench:
         self._probes: dict = {}
         self._responses: dict = {}
         self._cache = None
+        self._memo: dict = {}
 
     def model(self, spec: str, backend: str = "torch"):
         """The loaded model for ``spec`` on ``backend``."""
@@ -96,6 +97,19 @@ class Workbench:
 
             self._cache = ResponseCache(self.config.cache_dir)
         return self._cache
+
+    def memo(self, key, compute):
+        """Compute ``compute()`` once per ``key`` for the life of this workbench."""
+        if key not in self._memo:
+            self._memo[key] = compute()
+        return self._memo[key]
+
+    def claim_results(self, spec: str, backend: str = "torch", claims=None) -> dict:
+        """The claims (default: all registered) evaluated on ``spec``, once per workbench."""
+        from resstream_assert.api import evaluate, resolve_claims
+
+        ids = tuple(resolve_claims(claims))
+        return self.memo(("claims", spec, backend, ids), lambda: evaluate(self, spec, backend, ids))
 
     def responses(self, spec: str, variants=("id",), backend: str = "torch") -> dict:
         """Captured responses of ``spec`` to each stimulus variant of the probe set."""

@@ -1,0 +1,180 @@
+"""The claim registry, the context a claim is evaluated in, and the per-block -> claim summary.
+
+A claim is data (id, title, source, the stimulus variants it needs, default thresholds)
+plus one function ``evaluate(ctx) -> ClaimResult``. Claims read numpy quantities only;
+they never run a model.
+
+Claim-level verdicts: each analysed block gets a test, p-values are Holm-adjusted across
+blocks, and "the claim holds in at least a fraction ``mostly`` of the blocks" is decided
+by the ``ceil(mostly * n)``-th smallest adjusted p (Holm controls the family-wise error
+of all those rejections together). The claim's effect is the median block effect with a
+bootstrap CI over blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from resstream_assert.results import BlockRow, ClaimResult, Verdict
+from resstream_assert.stats import holm
+
+ZOOM_VARIANTS = ("zoom1.1", "zoom1.2", "zoom1.3", "zoom1.4", "zoom1.5", "zoom1.75", "zoom2.0")
+
+
+@dataclass(frozen=True)
+class ClaimOptions:
+    """Thresholds and resampling sizes shared by all claims (per-claim defaults override ``mostly``).
+
+    Example:
+        >>> ClaimOptions(alpha=0.01).with_(mostly=1.0).mostly
+        1.0
+    """
+
+    alpha: float = 0.05
+    mostly: float | None = None  # fraction of analysed blocks that must hold; None = the claim's default
+    min_effect: float = 0.0
+    n_resamples: int = 4999
+    n_boot: int = 1000
+    min_channels: int = 10
+    skip_first_block: bool = True  # the papers never analyse block 1.0 (its input is the stem's max-pool)
+
+    def with_(self, **changes) -> "ClaimOptions":
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ClaimContext:
+    """Everything a claim may read: the map, per-block measures, responses (numpy), options, seed."""
+
+    model: str
+    backend: str
+    rmap: object
+    measures: tuple
+    responses: Mapping
+    options: ClaimOptions = ClaimOptions()
+    seed: int = 0
+    labels: np.ndarray | None = None
+    lesion: object | None = None  # ablation data for C10 (see claims/ablation.py)
+    extra: Mapping = field(default_factory=dict)
+
+    def rng(self, claim: str, block: int = -1) -> np.random.Generator:
+        """A generator seeded by (seed, claim, block): results never depend on evaluation order."""
+        return np.random.default_rng([self.seed, zlib.crc32(claim.encode()), block + 1])
+
+    def analysed(self) -> list:
+        """The blocks a claim analyses (all but the first by default, as in the papers)."""
+        ms = list(self.measures)
+        return ms[1:] if self.options.skip_first_block and len(ms) > 1 else ms
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """A registered claim: metadata plus its evaluate function."""
+
+    id: str
+    title: str
+    source: str
+    test: str
+    evaluate: Callable[[ClaimContext], ClaimResult]
+    needs: tuple[str, ...] = ("id",)
+    mostly: float = 0.5
+    gate: bool = True
+
+
+REGISTRY: dict[str, ClaimSpec] = {}
+
+
+def register(id: str, title: str, source: str, test: str, *, needs: Sequence[str] = ("id",),
+             mostly: float = 0.5, gate: bool = True):
+    """Decorator registering ``evaluate(ctx) -> ClaimResult`` as claim ``id``.
+
+    Example:
+        >>> @register("X1", "demo", "ours", "none")  # doctest: +SKIP
+        ... def evaluate(ctx): ...
+    """
+
+    def wrap(fn: Callable[[ClaimContext], ClaimResult]):
+        REGISTRY[id] = ClaimSpec(id, title, source, test, fn, tuple(needs), mostly, gate)
+        return fn
+
+    return wrap
+
+
+def claim_order(ids) -> list[str]:
+    """Claim ids sorted numerically (C2 before C10)."""
+    return sorted(ids, key=lambda c: (int("".join(ch for ch in c if ch.isdigit()) or 0), c))
+
+
+def summarize(ctx: ClaimContext, spec_id: str, rows: list[BlockRow], *, direction: int = 1,
+              method: str = "", values: Mapping | None = None, figures: Mapping | None = None,
+              reason: str = "", thresholds: Mapping | None = None) -> ClaimResult:
+    """Holm-adjust the block rows, decide each block's verdict and the claim's.
+
+    ``rows`` come in with raw ``p_value`` and ``effect``; rows whose verdict is already
+    ``inconclusive`` or ``not_applicable`` are kept but excluded from the adjustment.
+
+    Example:
+        >>> result = summarize(ctx, "C3", rows, direction=-1)  # doctest: +SKIP
+    """
+    spec = REGISTRY[spec_id]
+    opts = ctx.options
+    mostly = opts.mostly if opts.mostly is not None else spec.mostly
+    tested = [i for i, r in enumerate(rows) if r.verdict not in (Verdict.INCONCLUSIVE, Verdict.NOT_APPLICABLE)]
+    adjusted = holm([rows[i].p_value for i in tested]) if tested else np.array([])
+    new_rows = list(rows)
+    for i, p_adj in zip(tested, adjusted):
+        r = rows[i]
+        ok = p_adj < opts.alpha and direction * r.effect > 0 and abs(r.effect) >= opts.min_effect
+        new_rows[i] = replace(r, p_adjusted=float(p_adj), verdict=Verdict.HOLDS if ok else Verdict.FAILS)
+    th = {"alpha": opts.alpha, "mostly": mostly, "min_effect": opts.min_effect, **(thresholds or {})}
+    base = dict(claim=spec.id, title=spec.title, source=spec.source, rows=tuple(new_rows), seed=ctx.seed,
+                model=ctx.model, backend=ctx.backend, method=method or spec.test, thresholds=th,
+                values=dict(values or {}), gate=spec.gate, figures=dict(figures or {}))
+    if not tested:
+        verdict = Verdict.NOT_APPLICABLE if rows and all(r.verdict == Verdict.NOT_APPLICABLE for r in rows) \
+            else Verdict.INCONCLUSIVE
+        notes = sorted({r.note for r in rows if r.note})
+        why = reason or (f"{len(rows)} block(s): " + "; ".join(notes[:3]) if notes else "no block testable")
+        return ClaimResult(verdict=verdict, statistic=math.nan, p_value=math.nan, p_adjusted=math.nan,
+                           effect=math.nan, ci_low=math.nan, ci_high=math.nan, n=0, reason=why, **base)
+    effects = np.array([new_rows[i].effect for i in tested])
+    need = max(1, math.ceil(mostly * len(tested)))
+    p_claim = float(np.sort(adjusted)[need - 1])
+    n_hold = sum(new_rows[i].verdict == Verdict.HOLDS for i in tested)
+    median = float(np.median(effects))
+    lo, hi = _median_ci(effects, ctx.rng(spec_id), opts.n_boot)
+    verdict = Verdict.HOLDS if n_hold >= need else Verdict.FAILS
+    summary = reason or f"holds in {n_hold}/{len(tested)} tested blocks (needs {need}); median effect {median:+.3g}"
+    return ClaimResult(verdict=verdict, statistic=n_hold / len(tested), p_value=float(np.min([rows[i].p_value for i in tested])),
+                       p_adjusted=p_claim, effect=median, ci_low=lo, ci_high=hi,
+                       n=int(sum(new_rows[i].n for i in tested)), reason=summary, **base)
+
+
+def _median_ci(effects: np.ndarray, rng: np.random.Generator, n_boot: int) -> tuple[float, float]:
+    if effects.size < 2:
+        return math.nan, math.nan
+    draws = rng.choice(effects, size=(max(n_boot, 200), effects.size), replace=True)
+    meds = np.median(draws, axis=1)
+    return float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+
+
+def row(block: str, result=None, *, verdict: Verdict | None = None, note: str = "", n: int = 0,
+        values: Mapping | None = None) -> BlockRow:
+    """A block row from a stats ``TestResult`` (or an inconclusive / not-applicable row with a note).
+
+    Example:
+        >>> row("layer2.1", verdict=Verdict.INCONCLUSIVE, note="3 defined channels < 10").verdict.value
+        'inconclusive'
+    """
+    if result is None:
+        return BlockRow(block=block, verdict=verdict or Verdict.INCONCLUSIVE, statistic=math.nan, p_value=math.nan,
+                        p_adjusted=math.nan, effect=math.nan, ci_low=math.nan, ci_high=math.nan, n=n, note=note,
+                        values=dict(values or {}))
+    return BlockRow(block=block, verdict=verdict or Verdict.FAILS, statistic=result.statistic, p_value=result.p_value,
+                    p_adjusted=math.nan, effect=result.effect, ci_low=result.ci_low, ci_high=result.ci_high,
+                    n=result.n, note=note, values={**dict(getattr(result, "values", {}) or {}), **dict(values or {})})

@@ -1,0 +1,305 @@
+"""Per-channel quantities of the residual stream, computed from captured responses (numpy only).
+
+Stimuli are dataset exemplars: for channel ``c`` of a site, ``X_site(c)`` is the set of the
+``k`` probe images with the highest center-unit response (the papers' top-9 variant). A
+site's response to a stimulus set is the mean center-unit response over its images. All
+quantities come from the responses to a few stimulus variants of the whole probe set
+(``id``, ``S``, ``Sinv``, ``flip``, ``zoom{z}``), so the model never runs here.
+
+Sites follow spec §1.3: ``I = skip_out`` (the true summand), ``B = branch_out`` and
+``O = resid_post`` (P1) or ``resid_sum`` (P2, "Post"). Each mix ratio comes twice: the
+papers' coded form (10 = skip, 0 = overwrite) and a principled one whose denominator is
+floored at a fraction of the unit's natural activation scale (undefined below it, W2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+
+from resstream_assert.discovery.residual_map import Block, ResidualMap
+
+#: The papers' mix band (P1 commit e6f1fbf): 2/3 < M < 3/2.
+MIX_BAND = (2 / 3, 3 / 2)
+OVERWRITE, MIX, SKIP, UNDEFINED = 0, 1, 2, -1
+CATEGORY_NAMES = {OVERWRITE: "overwrite", MIX: "mix", SKIP: "skip"}
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """Knobs of the measures (defaults follow the papers where they say).
+
+    Example:
+        >>> MeasureOptions(k=5).band
+        (0.6666666666666666, 1.5)
+    """
+
+    k: int = 9
+    band: tuple[float, float] = MIX_BAND
+    floor: float = 0.01  # denominators below floor x (99th percentile |response|) are undefined
+    seed: int = 0  # for the channel-mismatch null's derangement
+
+
+@dataclass(frozen=True)
+class BlockMeasures:
+    """Every per-channel quantity of one block; arrays are (C,) unless noted, NaN = undefined.
+
+    ``m_p1``/``m_p2`` are principled mix ratios (``inf`` when the branch is silent on the
+    probe set, 0 when the shortcut is); ``m_p1_coded``/``m_p2_coded`` use the papers' codes.
+    ``scale`` holds the S/S^-1 quantities and nulls (absent without those variants);
+    ``zoom`` holds zoom-response curves (absent without zoom variants).
+    """
+
+    block: str
+    index: int
+    channels: int
+    nine: Mapping[str, np.ndarray]
+    m_p1: np.ndarray
+    m_p2: np.ndarray
+    m_p1_coded: np.ndarray
+    m_p2_coded: np.ndarray
+    branch_gain: np.ndarray | None
+    conv_magnitude: np.ndarray | None
+    gain_kind: str
+    b_at_xi: np.ndarray
+    rho_tuning: np.ndarray
+    rho_tuning_all: np.ndarray
+    contribution_share: np.ndarray
+    scale: Mapping[str, np.ndarray] = field(default_factory=dict)
+    zoom: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    def category(self, convention: str = "p1", band: tuple[float, float] = MIX_BAND, coded: bool = False) -> np.ndarray:
+        """Skip / mix / overwrite code per channel (:data:`UNDEFINED` where M is undefined)."""
+        return categorize(self.mix_ratio(convention, coded), band)
+
+    def mix_ratio(self, convention: str = "p1", coded: bool = False) -> np.ndarray:
+        """``M_c`` in the P1 (post-activation output) or P2 (pre-activation sum) convention."""
+        if convention not in ("p1", "p2"):
+            raise ValueError(f"convention must be 'p1' or 'p2', not {convention!r}")
+        return {("p1", False): self.m_p1, ("p2", False): self.m_p2,
+                ("p1", True): self.m_p1_coded, ("p2", True): self.m_p2_coded}[(convention, coded)]
+
+
+def exemplars(values: np.ndarray, k: int) -> np.ndarray:
+    """Indices ``(C, k)`` of the ``k`` images with the highest response per channel (ties: lower index first).
+
+    Example:
+        >>> exemplars(np.array([[1., 0.], [3., 2.], [2., 5.]]), 2).tolist()
+        [[1, 2], [2, 1]]
+    """
+    k = min(k, values.shape[0])
+    order = np.argsort(-values, axis=0, kind="stable")[:k]
+    return order.T.copy()
+
+
+def mean_over(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per channel ``c``, the mean of ``values[idx[c], c]``: a site's response to channel-specific stimuli.
+
+    Example:
+        >>> mean_over(np.array([[1., 0.], [3., 2.]]), np.array([[0, 1], [1, 1]])).tolist()
+        [2.0, 2.0]
+    """
+    return values[idx, np.arange(values.shape[1])[:, None]].mean(axis=1)
+
+
+def natural_scale(values: np.ndarray) -> np.ndarray:
+    """99th percentile of ``|response|`` per channel over the probe set."""
+    return np.percentile(np.abs(values), 99, axis=0)
+
+
+def categorize(m: np.ndarray, band: tuple[float, float] = MIX_BAND) -> np.ndarray:
+    """Overwrite (``M <= lo``), mix (``lo < M < hi``), skip (``M >= hi``), undefined (NaN).
+
+    Example:
+        >>> categorize(np.array([0.1, 1.0, 4.0, np.nan, np.inf])).tolist()
+        [0, 1, 2, -1, 2]
+    """
+    lo, hi = band
+    out = np.full(m.shape, UNDEFINED, dtype=np.int64)
+    out[m <= lo] = OVERWRITE
+    out[(m > lo) & (m < hi)] = MIX
+    out[m >= hi] = SKIP
+    return out
+
+
+def coded_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """The papers' ``M`` with edge codes (spec §2.3): den <= 0 -> 10, else num <= 0 -> 0; both < 0 undefined.
+
+    Example:
+        >>> coded_ratio(np.array([2., 1., -1., -1.]), np.array([1., 0., 2., -1.])).tolist()
+        [2.0, 10.0, 0.0, nan]
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        m = np.where(den <= 0, 10.0, np.where(num <= 0, 0.0, num / den))
+    return np.where((num < 0) & (den < 0), np.nan, m)
+
+
+def principled_ratio(num: np.ndarray, den: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    """``max(num, eps) / den`` where ``den >= eps``, NaN (undefined) where the denominator is below the floor.
+
+    Example:
+        >>> principled_ratio(np.array([2., -1., 1.]), np.array([1., 2., 0.001]), np.array([.01, .01, .01])).tolist()
+        [2.0, 0.005, nan]
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den >= eps, np.maximum(num, eps) / den, np.nan)
+
+
+def _silent(values: np.ndarray, ref_scale: np.ndarray) -> np.ndarray:
+    """Channels whose response does not vary over the probe set (e.g. a zeroed branch)."""
+    return np.ptp(values, axis=0) <= 1e-6 * np.maximum(ref_scale, 1e-12)
+
+
+def _mix_ratios(i_site, b_site, o_site, xi, xb, floor):
+    num, den = mean_over(o_site, xi), mean_over(o_site, xb)
+    eps = floor * natural_scale(o_site)
+    coded, principled = coded_ratio(num, den), principled_ratio(num, den, eps)
+    # A site with no variation has no preferred stimulus: a silent branch means the output
+    # follows the input alone (pure skip), a silent shortcut means pure overwrite.
+    silent_b, silent_i = _silent(b_site, natural_scale(o_site)), _silent(i_site, natural_scale(o_site))
+    for arr, code in ((coded, 10.0), (principled, np.inf)):
+        arr[silent_b & ~silent_i] = code
+        arr[silent_i & ~silent_b] = 0.0
+        arr[silent_i & silent_b] = np.nan
+    return coded, principled, num, den
+
+
+def _spearman_columns(x: np.ndarray, y: np.ndarray, positive_x: bool) -> np.ndarray:
+    """Spearman rho per column of two (N, C) arrays, optionally over rows with ``x > 0`` only."""
+    from scipy.stats import spearmanr
+
+    out = np.full(x.shape[1], np.nan)
+    for c in range(x.shape[1]):
+        keep = x[:, c] > 0 if positive_x else slice(None)
+        xs, ys = x[keep, c], y[keep, c]
+        if xs.size >= 5 and np.ptp(xs) > 0 and np.ptp(ys) > 0:
+            out[c] = spearmanr(xs, ys).statistic
+    return out
+
+
+def _scale_quantities(block: Block, resp, xi, xb, i_id, b_id, opts: MeasureOptions) -> dict[str, np.ndarray]:
+    """SM_B, SM_I (spec §2.7) and their nulls (C5): reversed direction, flip, channel mismatch."""
+    if not all(v in resp for v in ("S", "Sinv")):
+        return {}
+    relu = lambda a: np.maximum(a, 0.0)  # noqa: E731
+    i_xb = relu(mean_over(i_id, xb))
+    # SM divides by each site's response to its own exemplars; below the floor it is undefined (W2).
+    norm_b = _inverse_floored(mean_over(b_id, xb), opts.floor * natural_scale(b_id))
+    norm_i = _inverse_floored(mean_over(i_id, xi), opts.floor * natural_scale(i_id))
+
+    def deltas(v_b: str, v_i: str, xi_=xi):
+        d_b = relu(mean_over(resp[v_b].get(block, "branch_out"), xi_)) - relu(mean_over(b_id, xi_))
+        d_i = relu(mean_over(resp[v_i].get(block, "skip_out"), xb)) - i_xb
+        return d_b, d_i
+
+    out: dict[str, np.ndarray] = {}
+    d_b, d_i = deltas("S", "Sinv")
+    out.update(delta_b=d_b, delta_i=d_i, sm_b=d_b * norm_b, sm_i=d_i * norm_i)
+    d_b, d_i = deltas("Sinv", "S")
+    out.update(delta_b_rev=d_b, sm_b_rev=d_b * norm_b, sm_i_rev=d_i * norm_i)
+    if "flip" in resp:
+        d_b, d_i = deltas("flip", "flip")
+        out.update(delta_b_flip=d_b, sm_b_flip=d_b * norm_b, sm_i_flip=d_i * norm_i)
+    derange = _derangement(block.channels, np.random.default_rng([opts.seed, block.index]))
+    d_b, _ = deltas("S", "Sinv", xi_=xi[derange])
+    out.update(sm_b_mismatch=d_b * norm_b)
+    return out
+
+
+def _inverse_floored(den: np.ndarray, eps: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((den >= eps) & (den > 0), 1.0 / den, np.nan)
+
+
+def _derangement(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A permutation with no fixed point (channel c gets another channel's stimuli)."""
+    if n < 2:
+        return np.arange(n)
+    while True:
+        p = rng.permutation(n)
+        if not np.any(p == np.arange(n)):
+            return p
+
+
+def zoom_levels(resp: Mapping) -> list[tuple[float, str]]:
+    """The ``(zoom, variant)`` pairs present in ``resp``, sorted by zoom (``id`` counts as zoom 1)."""
+    from resstream_assert.stimuli.variants import parse_variant
+
+    levels = {1.0: "id"} if "id" in resp else {}
+    for name in resp:
+        kind, z = parse_variant(name)
+        if kind == "zoom":
+            levels.setdefault(float(z), name)
+    return sorted(levels.items())
+
+
+def _zoom_curves(block: Block, resp, xi, xo) -> dict[str, np.ndarray]:
+    """Responses (C, Z) of I, B and the sum to zoomed copies of each channel's own exemplars."""
+    levels = zoom_levels(resp)
+    if len(levels) < 3:
+        return {}
+    curves: dict[str, list] = {"in": [], "pre": [], "post": [], "pre_on_xi": []}
+    for _, v in levels:
+        r = resp[v]
+        curves["in"].append(mean_over(r.get(block, "skip_out"), xo))
+        curves["pre"].append(mean_over(r.get(block, "branch_out"), xo))
+        curves["post"].append(mean_over(r.get(block, "resid_sum"), xo))
+        curves["pre_on_xi"].append(mean_over(r.get(block, "branch_out"), xi))
+    out = {k: np.stack(v, axis=1) for k, v in curves.items()}
+    out["zooms"] = np.array([z for z, _ in levels])
+    return out
+
+
+def flatness(curves: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """``min / max`` of each ReLU'd curve (1 = perfectly flat), NaN where the curve never rises above ``eps``.
+
+    Example:
+        >>> flatness(np.array([[1., 1., 1.], [2., 1., 0.], [0., 0., 0.]])).tolist()
+        [1.0, 0.0, nan]
+    """
+    pos = np.maximum(curves, 0.0)
+    top = pos.max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(top > eps, pos.min(axis=1) / top, np.nan)
+
+
+def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOptions()) -> BlockMeasures:
+    """All per-channel quantities of ``block`` from ``resp`` (variant -> Responses; ``id`` required).
+
+    Example:
+        >>> bm = block_measures(rmap[3], responses)  # doctest: +SKIP
+        >>> bm.category("p1")  # doctest: +SKIP
+    """
+    r = resp["id"]
+    i_id, b_id = r.get(block, "skip_out"), r.get(block, "branch_out")
+    post, total = r.get(block, "resid_post"), r.get(block, "resid_sum")
+    xi, xb = exemplars(i_id, opts.k), exemplars(b_id, opts.k)
+    xo_p1, xo_p2 = exemplars(post, opts.k), exemplars(total, opts.k)
+    m1c, m1, o1_xi, o1_xb = _mix_ratios(i_id, b_id, post, xi, xb, opts.floor)
+    m2c, m2, _, _ = _mix_ratios(i_id, b_id, total, xi, xb, opts.floor)
+    nine = {"O(X_I)": o1_xi, "O(X_B)": o1_xb, "O(X_O)": mean_over(post, xo_p1),
+            "I(X_I)": mean_over(i_id, xi), "I(X_B)": mean_over(i_id, xb), "I(X_O)": mean_over(i_id, xo_p1),
+            "B(X_I)": mean_over(b_id, xi), "B(X_B)": mean_over(b_id, xb), "B(X_O)": mean_over(b_id, xo_p1)}
+    ri, rb = np.maximum(i_id, 0).mean(0), np.maximum(b_id, 0).mean(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(ri + rb > 0, ri / (ri + rb), np.nan)
+    with np.errstate(invalid="ignore"):
+        scale = _scale_quantities(block, resp, xi, xb, i_id, b_id, opts)
+    return BlockMeasures(
+        block=block.name, index=block.index, channels=block.channels, nine=nine,
+        m_p1=m1, m_p2=m2, m_p1_coded=m1c, m_p2_coded=m2c,
+        branch_gain=block.branch_gain, conv_magnitude=block.conv_magnitude, gain_kind=block.gain_kind,
+        b_at_xi=nine["B(X_I)"], rho_tuning=_spearman_columns(i_id, b_id, True),
+        rho_tuning_all=_spearman_columns(i_id, b_id, False), contribution_share=share,
+        scale=scale, zoom=_zoom_curves(block, resp, xi, xo_p2))
+
+
+def measure_all(rmap: ResidualMap, resp: Mapping, opts: MeasureOptions = MeasureOptions()) -> list[BlockMeasures]:
+    """:func:`block_measures` for every block of ``rmap``, in order.
+
+    Example:
+        >>> ms = measure_all(rmap, responses)  # doctest: +SKIP
+    """
+    return [block_measures(b, resp, opts) for b in rmap]
