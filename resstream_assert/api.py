@@ -7,9 +7,11 @@ pass per variant, shared by every claim.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable
 
 from resstream_assert.claims import REGISTRY, ClaimContext, ClaimOptions, claim_order
+from resstream_assert.claims.base import inconclusive
 from resstream_assert.results import ClaimResult
 from resstream_assert.session import RunConfig, Workbench
 
@@ -60,16 +62,20 @@ def evaluate(workbench: Workbench, spec: str, backend: str = "torch", claims: It
     measures = workbench.memo(("measures", spec, backend, cfg.seed),
                               lambda: tuple(measure_all(rmap, resp, MeasureOptions(seed=cfg.seed))))
     loaded = workbench.model(spec, backend)
-    lesion = None
+    probe = workbench.probe(loaded.input_size)
+    ctx = ClaimContext(model=str(spec) if backend == "torch" else f"{spec}[{backend}]", backend=backend, rmap=rmap,
+                       measures=measures, responses=resp, options=options, seed=cfg.seed, labels=probe.labels,
+                       extra={"loaded_meta": dict(loaded.meta), "control": loaded.control})
+    if len(probe) < options.min_images:
+        why = (f"{len(probe)} probe images < {options.min_images} (min_images): top-k exemplars would not be "
+               "channel-specific; use more images (--resstream-images)")
+        return {cid: inconclusive(ctx, cid, why) for cid in ids}
     if "C10" in ids:
         from resstream_assert.capture.lesion import lesion_context_data
 
         lesion = workbench.memo(("lesion", spec, backend, cfg.seed),
                                 lambda: lesion_context_data(workbench, spec, backend, rmap, measures, options))
-    probe = workbench.probe(loaded.input_size)
-    ctx = ClaimContext(model=str(spec) if backend == "torch" else f"{spec}[{backend}]", backend=backend, rmap=rmap,
-                       measures=measures, responses=resp, options=options, seed=cfg.seed, labels=probe.labels,
-                       lesion=lesion, extra={"loaded_meta": dict(loaded.meta), "control": loaded.control})
+        ctx = replace(ctx, lesion=lesion)
     return {cid: REGISTRY[cid].evaluate(ctx) for cid in ids}
 
 

@@ -29,7 +29,27 @@ _OPTIONS = [
     ("no-cache", "bool", False, "do not read or write the response cache"),
     ("trust-pickle", "bool", False, "allow loading checkpoints that pickle whole models (runs code from the file)"),
     ("list-sites", "bool", False, "print the residual blocks and canonical sites of each model, then exit"),
+    # Claim thresholds (see resstream_assert/claims/base.py for how verdicts are decided).
+    ("claims", "str", None, "comma-separated claim ids the suite runs, e.g. C1,C3 (default: all)"),
+    ("alpha", "float", 0.05, "family-wise significance level (Holm across blocks within a claim)"),
+    ("mostly", "float", None, "fraction of analysed blocks in which a claim must hold (default: per claim)"),
+    ("min-effect", "float", 0.0, "smallest effect size (|rho|, rank-biserial, ...) that counts as holding"),
+    ("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))"),
+    # Reports and the baseline gate (logic in resstream_assert/report/).
+    ("report-json", "str", None, "write the JSON report (versions, machine, seed, config, every claim result) to PATH"),
+    ("report-md", "str", None, "write a Markdown report (per-model tables, matrix, baseline diff) to PATH"),
+    ("report-html", "str", None, "write one self-contained HTML report with the figures to PATH"),
+    ("report-figures", "str", None, "also write every figure as a PNG file into this folder"),
+    ("baseline", "str", None, "baseline report (JSON) to compare this run with; a drift beyond "
+     "--resstream-compare-fail fails the test that recorded it"),
+    ("compare-fail", "list", None, "tolerance EXPR for the baseline gate (repeatable): verdict | missing | "
+     "NAME:abs>LIMIT | NAME:pct>LIMIT, e.g. rho:abs>0.1. Default with a baseline: verdict"),
+    ("update-baseline", "bool", False, "write this run's results to --resstream-baseline PATH instead of comparing"),
 ]
+
+
+#: Keys accepted by ``@pytest.mark.resstream(...)``; they override the run's claim options.
+MARKER_KEYS = ("alpha", "mostly", "min_effect", "n_resamples", "n_boot", "min_channels")
 
 
 class ModelRef(NamedTuple):
@@ -54,7 +74,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(flag, action="append", default=None, dest=dest, metavar="SPEC", help=text)
             parser.addini(dest, text, type="linelist", default=[])
         else:
-            group.addoption(flag, action="store", default=None, dest=dest, type=int if kind == "int" else str,
+            group.addoption(flag, action="store", default=None, dest=dest,
+                            type={"int": int, "float": float}.get(kind, str),
                             metavar=name.split("-")[-1].upper(), help=text + f" (default: {default})")
             parser.addini(dest, text, default=None if default is None else str(default))
 
@@ -73,7 +94,7 @@ def _get(config: pytest.Config, name: str):
         return bool(ini)
     if ini in (None, ""):
         return default
-    return int(ini) if kind == "int" else ini
+    return {"int": int, "float": float}.get(kind, str)(ini)
 
 
 def run_config(config: pytest.Config):
@@ -90,7 +111,9 @@ def run_config(config: pytest.Config):
             images=_get(config, "images"), batch_size=_get(config, "batch-size"), device=_get(config, "device"),
             seed=_get(config, "seed"), input_size=_get(config, "input-size"), cache_dir=cache_dir,
             trust_pickle=_get(config, "trust-pickle"), backends=tuple(_get(config, "backend") or ()),
-            providers=providers)
+            providers=providers, claim_options={
+                "alpha": _get(config, "alpha"), "mostly": _get(config, "mostly"),
+                "min_effect": _get(config, "min-effect"), "n_resamples": _get(config, "resamples")})
     return config._resstream_run_config
 
 
@@ -105,10 +128,23 @@ def model_refs(config: pytest.Config) -> list[ModelRef]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "resstream(**options): per-test claim options (alpha, min_effect, mostly)")
+    config.addinivalue_line("markers", "resstream(**options): claim options for resstream_check in this test: "
+                            + ", ".join(MARKER_KEYS))
+    _register_reports(config)
     n = _get(config, "images")
     if n is not None and int(n) < 1:
         raise pytest.UsageError("--resstream-images must be a positive number of images")
+
+
+def _register_reports(config: pytest.Config) -> None:
+    """Wire the report hooks (collect, baseline gate, terminal summary, files): resstream_assert.report.hooks."""
+    from resstream_assert.report.hooks import ReportOptions, ReportPlugin  # stdlib + pytest only
+
+    options = ReportOptions(
+        json=_get(config, "report-json"), md=_get(config, "report-md"), html=_get(config, "report-html"),
+        figures=_get(config, "report-figures"), baseline=_get(config, "baseline"),
+        compare_fail=tuple(_get(config, "compare-fail") or ()), update_baseline=bool(_get(config, "update-baseline")))
+    config.pluginmanager.register(ReportPlugin(config, options, lambda: run_config(config)), "resstream-report")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
@@ -123,9 +159,14 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
             return "-"
 
     cfg = run_config(config)
-    return [f"resstream_assert {v('resstream_assert')}: torch {v('torch')}, torchvision {v('torchvision')}, "
-            f"onnxruntime {v('onnxruntime')}, numpy {v('numpy')}, scipy {v('scipy')}; device {cfg.device}; "
-            f"seed {cfg.seed}; images {cfg.images}; models {', '.join(str(r) for r in model_refs(config))}"]
+    lines = [f"resstream_assert {v('resstream_assert')}: torch {v('torch')}, torchvision {v('torchvision')}, "
+             f"onnxruntime {v('onnxruntime')}, numpy {v('numpy')}, scipy {v('scipy')}; device {cfg.device}; "
+             f"seed {cfg.seed}; images {cfg.images}; models {', '.join(str(r) for r in model_refs(config))}"]
+    if any(r.backend == "onnx" for r in model_refs(config)):  # the providers a session really gets (pitfall 6)
+        from resstream_assert.capture.onnx_runtime import provider_report
+
+        lines.append(provider_report(cfg.providers))
+    return lines
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -191,6 +232,75 @@ def resstream_probe(resstream_workbench, resstream_model):
 
 
 @pytest.fixture(scope="session")
+def resstream_selected_claims(resstream_config, pytestconfig) -> tuple[str, ...]:
+    """Claim ids this run evaluates (``--resstream-claims``; default: every registered claim)."""
+    from resstream_assert.api import resolve_claims
+
+    text = _get(pytestconfig, "claims")
+    try:
+        return tuple(resolve_claims(text.split(",") if text else None))
+    except ValueError as exc:
+        raise pytest.UsageError(f"--resstream-claims: {exc}") from None
+
+
+@pytest.fixture(scope="session")
+def resstream_claim_results(resstream_workbench, resstream_ref, resstream_selected_claims) -> dict:
+    """Claim id -> :class:`~resstream_assert.results.ClaimResult` for this model (evaluated once)."""
+    return resstream_workbench.claim_results(resstream_ref.spec, resstream_ref.backend, resstream_selected_claims)
+
+
+@pytest.fixture
+def resstream_check(request, resstream_workbench, resstream_ref, resstream_config):
+    """``check(claim_id, expect="holds", **options) -> ClaimResult``: evaluate one claim with chosen thresholds.
+
+    Options come from ``@pytest.mark.resstream(alpha=..., mostly=..., min_effect=...)`` and the
+    call's keyword arguments; the result is recorded for the reports and its verdict asserted.
+    """
+    from resstream_assert.api import evaluate
+    from resstream_assert.assertions import assert_claim
+    from resstream_assert.claims import ClaimOptions
+
+    marker = request.node.get_closest_marker("resstream")
+    marked = dict(marker.kwargs) if marker else {}
+    bad = set(marked) - set(MARKER_KEYS)
+    if bad:
+        raise pytest.UsageError(f"@pytest.mark.resstream got unknown option(s) {sorted(bad)}; use {MARKER_KEYS}")
+
+    def check(claim: str, expect: str = "holds", **options):
+        unknown = set(options) - set(MARKER_KEYS)
+        if unknown:
+            raise TypeError(f"unknown claim option(s) {sorted(unknown)}; use {MARKER_KEYS}")
+        merged = {k: v for k, v in resstream_config.claim_options.items() if v is not None}
+        merged.update(marked)
+        merged.update(options)
+        result = evaluate(resstream_workbench, resstream_ref.spec, resstream_ref.backend, [claim],
+                          ClaimOptions(**merged))[claim.upper()]
+        record_result(request.node, result)
+        return assert_claim(result, expect)
+
+    return check
+
+
+@pytest.fixture(scope="session")
 def resstream_responses(resstream_workbench, resstream_ref):
     """Responses of every site of every block to the plain probe images (variant ``id``)."""
     return resstream_workbench.responses(resstream_ref.spec, ("id",), resstream_ref.backend)["id"]
+
+
+#: Key under which claim results travel in ``item.user_properties`` (serialized across xdist workers).
+RESULT_PROPERTY = "resstream_claim"
+
+
+def record_result(node, result) -> None:
+    """Attach a :class:`~resstream_assert.results.ClaimResult` to a test item, for the reports.
+
+    ``user_properties`` is sent from xdist workers to the controller with each report, so the
+    controller sees every result exactly once, whichever worker ran the test.
+    """
+    node.user_properties.append((RESULT_PROPERTY, result.to_dict()))
+
+
+@pytest.fixture
+def resstream_record(request):
+    """A function ``record(result)`` that adds a claim result to this run's reports."""
+    return lambda result: record_result(request.node, result)

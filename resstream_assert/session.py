@@ -39,8 +39,9 @@ class RunConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """JSON-ready form (stored in reports)."""
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        """JSON-ready form (stored in reports). The cache directory is left out: it is a local
+        path, says nothing about the results, and would make committed baselines machine-specific."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k != "cache_dir"}
 
 
 class Workbench:
@@ -86,7 +87,9 @@ class Workbench:
         if size not in self._probes:
             from resstream_assert.stimuli.probe import load_probe
 
-            self._probes[size] = load_probe(self.config.probe, self.config.images, size, seed=self.config.seed)
+            # The probe sample is fixed (seed 0) so that --resstream-seed changes only the resampling
+            # (permutations, bootstraps, random sets): different seeds then differ by Monte-Carlo error alone.
+            self._probes[size] = load_probe(self.config.probe, self.config.images, size, seed=0)
         return self._probes[size]
 
     @property

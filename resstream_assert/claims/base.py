@@ -41,6 +41,7 @@ class ClaimOptions:
     n_resamples: int = 4999
     n_boot: int = 1000
     min_channels: int = 10
+    min_images: int = 50  # top-9 exemplars out of fewer images are not channel-specific
     skip_first_block: bool = True  # the papers never analyse block 1.0 (its input is the stem's max-pool)
 
     def with_(self, **changes) -> "ClaimOptions":
@@ -153,6 +154,11 @@ def summarize(ctx: ClaimContext, spec_id: str, rows: list[BlockRow], *, directio
     return ClaimResult(verdict=verdict, statistic=n_hold / len(tested), p_value=float(np.min([rows[i].p_value for i in tested])),
                        p_adjusted=p_claim, effect=median, ci_low=lo, ci_high=hi,
                        n=int(sum(new_rows[i].n for i in tested)), reason=summary, **base)
+
+
+def inconclusive(ctx: ClaimContext, spec_id: str, reason: str) -> ClaimResult:
+    """A claim result that could not be decided, with the reason (e.g. too few probe images)."""
+    return summarize(ctx, spec_id, [row("all blocks", note=reason)], reason=reason)
 
 
 def _median_ci(effects: np.ndarray, rng: np.random.Generator, n_boot: int) -> tuple[float, float]:

@@ -1,0 +1,145 @@
+"""Helpers shared by the report renderers: number formatting, ordering, the matrix.
+
+Everything here works on the JSON form of a report (``ReportCollector.to_json()`` or a file
+read back), never on live objects, so a report can be re-rendered from a stored file and
+the renderers never recompute a statistic. Stdlib only: this module is imported in every
+pytest run (through the plugin's hooks) and must stay cheap.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable, Mapping, Sequence
+
+VERDICTS = ("holds", "fails", "inconclusive", "not_applicable")
+
+#: Short cell text for the terminal matrix, where 12 claims must fit on one line.
+SHORT_VERDICT = {"holds": "holds", "fails": "FAILS", "inconclusive": "inconcl", "not_applicable": "n/a"}
+
+
+def to_float(x: Any) -> float:
+    """Decode a JSON number of a report: ``None`` is NaN, ``"inf"``/``"-inf"`` are infinities.
+
+    Example:
+        >>> to_float(None), to_float("-inf"), to_float(2)
+        (nan, -inf, 2.0)
+    """
+    if x is None:
+        return math.nan
+    if isinstance(x, str):
+        return float(x)  # "inf", "-inf", "nan"
+    return float(x)
+
+
+def fnum(x: Any, digits: int = 4) -> str:
+    """A number in ``digits`` significant digits; NaN/None as ``nan``.
+
+    Example:
+        >>> fnum(0.123456), fnum(None), fnum(12)
+        ('0.1235', 'nan', '12')
+    """
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    v = to_float(x)
+    return "nan" if math.isnan(v) else f"{v:.{digits}g}"
+
+
+def fp(p: Any) -> str:
+    """A p-value: scientific below 1e-3.
+
+    Example:
+        >>> fp(0.00012), fp(0.25)
+        ('1.2e-04', '0.2500')
+    """
+    v = to_float(p)
+    if math.isnan(v):
+        return "nan"
+    return f"{v:.1e}" if v < 1e-3 else f"{v:.4f}"
+
+
+def feffect(e: Any, lo: Any = None, hi: Any = None) -> str:
+    """An effect with its CI: ``+0.310 [+0.120, +0.480]``.
+
+    Example:
+        >>> feffect(0.31, 0.12, 0.48)
+        '+0.310 [+0.120, +0.480]'
+    """
+    ev, lv, hv = to_float(e), to_float(lo), to_float(hi)
+    if math.isnan(ev):
+        return "nan"
+    ci = "" if math.isnan(lv) and math.isnan(hv) else f" [{lv:+.3f}, {hv:+.3f}]"
+    return f"{ev:+.3f}{ci}"
+
+
+def claim_sort_key(claim: str) -> tuple:
+    """Natural order of claim ids, so ``C2`` comes before ``C10``.
+
+    Example:
+        >>> sorted(["C10", "C2", "C1b"], key=claim_sort_key)
+        ['C1b', 'C2', 'C10']
+    """
+    parts = re.split(r"(\d+)", claim)
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts if p != "")
+
+
+def model_label(model: str, backend: str) -> str:
+    """The row label of a (model, backend) pair: ``model[backend]``.
+
+    Example:
+        >>> model_label("zoo:resnet18-synth96", "onnx")
+        'zoo:resnet18-synth96[onnx]'
+    """
+    return f"{model or '?'}[{backend or '?'}]"
+
+
+def result_key(result: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The identity of a claim result in a report: (model, backend, claim)."""
+    return (str(result.get("model", "")), str(result.get("backend", "")), str(result.get("claim", "")))
+
+
+def model_pairs(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """The (model, backend) pairs of a report's results, in report order, without repeats."""
+    seen: dict[tuple[str, str], None] = {}
+    for r in results:
+        seen.setdefault((str(r.get("model", "")), str(r.get("backend", ""))), None)
+    return list(seen)
+
+
+def claim_ids(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The claim ids of a report's results in natural order."""
+    return sorted({str(r.get("claim", "")) for r in results}, key=claim_sort_key)
+
+
+def matrix(report: Mapping[str, Any]) -> tuple[list[tuple[str, str]], list[str], dict[tuple[str, str, str], str]]:
+    """The cross-architecture matrix: rows (model, backend), columns claim ids, cells verdicts.
+
+    Example:
+        >>> rows, cols, cells = matrix({"results": [
+        ...     {"model": "a", "backend": "torch", "claim": "C1", "verdict": "holds"}]})
+        >>> rows, cols, cells[("a", "torch", "C1")]
+        ([('a', 'torch')], ['C1'], 'holds')
+    """
+    results = report.get("results", [])
+    cells = {result_key(r): str(r.get("verdict", "")) for r in results}
+    return model_pairs(results), claim_ids(results), cells
+
+
+def show_matrix(report: Mapping[str, Any]) -> bool:
+    """The matrix is printed only when it compares several models or backends (claim C6)."""
+    return len(model_pairs(report.get("results", []))) > 1
+
+
+def gate_label(result: Mapping[str, Any]) -> str:
+    """``""`` for a gating claim, ``"report-only"`` for one that never fails a run."""
+    return "" if result.get("gate", True) else "report-only"
+
+
+def titles(results: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Claim id -> title (first one seen), for legends under the matrix."""
+    out: dict[str, str] = {}
+    for r in results:
+        out.setdefault(str(r.get("claim", "")), str(r.get("title", "")))
+    return out

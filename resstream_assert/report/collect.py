@@ -1,0 +1,209 @@
+"""Gather claim results from test reports into one report, the primary (JSON) artefact.
+
+Claim tests attach ``ClaimResult.to_dict()`` to ``item.user_properties`` (see
+``resstream_assert.plugin.record_result``). pytest copies ``user_properties`` into every
+phase's report, and pytest-xdist ships each report from the worker to the controller, so
+the controller's ``pytest_runtest_logreport`` sees every result, whichever worker ran it.
+The collector therefore runs on the controller only and de-duplicates by
+(model, backend, claim): a result seen in the setup, call and teardown reports, or
+recorded twice, counts once.
+
+Ordering is deterministic (models in the order of ``--resstream-model``, then backend,
+then claim id in natural order), so a serial run and a ``-n 2`` run write the same JSON
+apart from the :data:`VOLATILE_KEYS`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from resstream_assert.report._common import claim_sort_key, model_pairs, result_key
+
+__all__ = ["ReportCollector", "VOLATILE_KEYS", "REPORT_FORMAT", "package_versions", "machine_info",
+           "write_report", "read_report", "strip_volatile"]
+
+#: Top-level report keys that legitimately differ between two runs of the same config.
+VOLATILE_KEYS = ("datetime", "duration_s")
+
+#: Version of the report layout; bumped when a key changes meaning.
+REPORT_FORMAT = 1
+
+#: Property name claim tests use in ``user_properties`` (kept equal to plugin.RESULT_PROPERTY
+#: without importing the plugin, so this module works outside pytest).
+RESULT_PROPERTY = "resstream_claim"
+
+_PACKAGES = ("resstream_assert", "torch", "torchvision", "numpy", "scipy", "onnx", "onnxruntime",
+             "onnxruntime-gpu", "timm", "matplotlib", "pytest", "pytest-xdist")
+
+
+def package_versions(packages: Iterable[str] = _PACKAGES) -> dict[str, str | None]:
+    """Installed versions, read from package metadata (nothing is imported).
+
+    Example:
+        >>> package_versions(["pytest"])["pytest"]  # doctest: +SKIP
+        '9.2.0'
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in packages:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the numbers were computed. No host name: reports end up in public PRs.
+
+    Example:
+        >>> sorted(machine_info())[:2]
+        ['cpu_count', 'machine']
+    """
+    return {"system": platform.system(), "release": platform.release(), "machine": platform.machine(),
+            "processor": platform.processor(), "python_implementation": platform.python_implementation(),
+            "cpu_count": os.cpu_count()}
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    if isinstance(result, Mapping):
+        return json.loads(json.dumps(dict(result), allow_nan=False))  # deep, JSON-ready copy
+    return result.to_dict()
+
+
+class ReportCollector:
+    """Collects claim results (as their ``to_dict()`` form) and builds the report.
+
+    ``config`` is the run configuration (``RunConfig.to_dict()``), stored as is; ``seed`` is
+    the session seed. Duplicate results for one (model, backend, claim) keep the one from
+    the smallest nodeid (deterministic under xdist, whatever order reports arrive in);
+    a re-run of the same nodeid replaces the earlier result.
+
+    Example:
+        >>> c = ReportCollector(config={"models": ["m"]}, seed=0)
+        >>> c.add({"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds"}, "t.py::test")
+        >>> len(c), c.to_json()["results"][0]["nodeid"]
+        (1, 't.py::test')
+    """
+
+    def __init__(self, config: Mapping[str, Any] | None = None, seed: int | None = None,
+                 started: float | None = None) -> None:
+        self.config = dict(config or {})
+        self.seed = seed if seed is not None else self.config.get("seed")
+        self.started = time.time() if started is None else started
+        self._results: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self._duplicates: dict[tuple[str, str, str], set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def add(self, result: Any, nodeid: str = "") -> None:
+        """Add one result (a ClaimResult or its dict form) recorded by test ``nodeid``."""
+        d = _as_dict(result)
+        d["nodeid"] = nodeid
+        key = result_key(d)
+        old = self._results.get(key)
+        if old is not None and old["nodeid"] != nodeid:
+            self._duplicates.setdefault(key, {old["nodeid"]}).add(nodeid)
+            if old["nodeid"] < nodeid:
+                return  # keep the smallest nodeid: independent of xdist's arrival order
+        self._results[key] = d
+
+    def add_report(self, report: Any) -> int:
+        """Add every result in a test report's ``user_properties``; returns how many it held."""
+        n = 0
+        for prop in getattr(report, "user_properties", ()) or ():
+            # After an xdist round trip the (name, value) tuples may arrive as lists.
+            if len(prop) == 2 and prop[0] == RESULT_PROPERTY and isinstance(prop[1], Mapping):
+                self.add(prop[1], getattr(report, "nodeid", ""))
+                n += 1
+        return n
+
+    def _sort_key(self, d: Mapping[str, Any]) -> tuple:
+        models = list(self.config.get("models") or [])
+        model, backend, claim = result_key(d)
+        order = models.index(model) if model in models else len(models)
+        return (order, model, backend, claim_sort_key(claim), d.get("nodeid", ""))
+
+    def results(self) -> list[dict[str, Any]]:
+        """The results in report order (dicts with a ``nodeid`` key)."""
+        return sorted(self._results.values(), key=self._sort_key)
+
+    def claim_results(self) -> list[Any]:
+        """The results as :class:`~resstream_assert.results.ClaimResult` objects (imports numpy)."""
+        from resstream_assert.results import ClaimResult
+
+        return [ClaimResult.from_dict(d) for d in self.results()]
+
+    def to_json(self, finished: float | None = None) -> dict[str, Any]:
+        """The report: ``{"resstream_assert", "versions", "machine", "seed", "config", "datetime",
+        "duration_s", "models", "backends", "results", ...}``, JSON-ready."""
+        results = self.results()
+        pairs = model_pairs(results)
+        versions = package_versions()
+        end = time.time() if finished is None else finished
+        return {
+            "report_format": REPORT_FORMAT,
+            "resstream_assert": versions.get("resstream_assert"),
+            "versions": versions,
+            "machine": machine_info(),
+            "seed": self.seed,
+            "config": self.config,
+            "datetime": datetime.fromtimestamp(self.started, timezone.utc).isoformat(timespec="seconds"),
+            "duration_s": round(end - self.started, 3),
+            "volatile_keys": list(VOLATILE_KEYS),
+            "models": list(dict.fromkeys(m for m, _ in pairs)),
+            "backends": sorted({b for _, b in pairs}),
+            "duplicates": [{"model": k[0], "backend": k[1], "claim": k[2], "nodeids": sorted(v)}
+                           for k, v in sorted(self._duplicates.items())],
+            "results": results,
+        }
+
+
+def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write a report (or baseline) as stable, strict JSON (no NaN); creates parent folders.
+
+    Example:
+        >>> write_report({"results": []}, "out/report.json")  # doctest: +SKIP
+        PosixPath('out/report.json')
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # No sort_keys: key order is already deterministic, and figure series keep the order their
+    # author chose (it sets the colours and the legend).
+    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return path
+
+
+def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a report or baseline written by :func:`write_report`; ``ValueError`` if it is not one.
+
+    Example:
+        >>> read_report("baselines/resnet18.json")["results"][0]["claim"]  # doctest: +SKIP
+        'C1'
+    """
+    with open(path, encoding="utf-8") as fh:
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise ValueError(f"{path} is not a resstream_assert report: no top-level 'results' list")
+    return data
+
+
+def strip_volatile(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy without the keys that differ between identical runs (timing).
+
+    Example:
+        >>> strip_volatile({"datetime": "x", "duration_s": 1.0, "seed": 0})
+        {'seed': 0}
+    """
+    return {k: v for k, v in report.items() if k not in VOLATILE_KEYS}

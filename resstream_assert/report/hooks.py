@@ -1,0 +1,205 @@
+"""The report hooks, registered by ``plugin.pytest_configure`` as one plugin object.
+
+How the baseline gate works (and why it is robust under pytest-xdist):
+
+1. **Per test, where the test runs.** ``pytest_runtest_makereport`` wraps the call-phase
+   report of every test that recorded a claim result (``resstream_record``). Each process
+   (serial run or xdist worker) loads the baseline once and compares that test's results;
+   a drift beyond tolerance turns the report into a failure whose message is the diff
+   (already-failing tests get the diff as an extra section). This is the same mechanism
+   pytest's own xfail handling uses, so JUnit XML, xdist and pytest-html all see an
+   ordinary failed test, and claims authors need do nothing but record their results.
+2. **Per session, on the controller.** ``pytest_sessionfinish`` compares the combined report
+   with the baseline (this catches claims present in the baseline but not run, which no
+   test can fail for), stores the diff in the JSON/Markdown/HTML reports and, if the
+   comparison fails while every test passed, sets ``session.exitstatus`` to 1 (as syrupy
+   does), printing why in the terminal summary.
+
+Report files and ``--resstream-update-baseline`` are written on the controller only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import pytest
+
+from resstream_assert.report.baseline import (BaselineDiff, baseline_from_report, compare, compare_result,
+                                              parse_rules)
+from resstream_assert.report.collect import RESULT_PROPERTY, ReportCollector, read_report, write_report
+
+__all__ = ["ReportOptions", "ReportPlugin"]
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """The report and baseline options of a run (resolved by the plugin from CLI and ini)."""
+
+    json: str | None = None
+    md: str | None = None
+    html: str | None = None
+    figures: str | None = None
+    baseline: str | None = None
+    compare_fail: tuple[str, ...] = ()
+    update_baseline: bool = False
+
+
+class ReportPlugin:
+    """Collects results (controller), gates on the baseline (every process), writes reports.
+
+    ``run_config`` returns the run's ``RunConfig`` (resolved lazily: it may create pytest's
+    cache folder, which an unrelated project's run must not pay for).
+    """
+
+    def __init__(self, config: pytest.Config, options: ReportOptions, run_config: Callable[[], Any]) -> None:
+        self.config = config
+        self.options = options
+        self._run_config = run_config
+        self.is_worker = hasattr(config, "workerinput")
+        self.rules = parse_rules(options.compare_fail or (("verdict",) if options.baseline else ()))
+        self.root = Path(config.invocation_params.dir)
+        self.baseline: dict[str, Any] | None = None
+        if options.update_baseline and not options.baseline:
+            raise pytest.UsageError("--resstream-update-baseline needs --resstream-baseline PATH (the file to write)")
+        if options.baseline and not options.update_baseline:
+            path = self._path(options.baseline)
+            if not path.is_file():
+                raise pytest.UsageError(f"--resstream-baseline {options.baseline}: no such file; create it with "
+                                        "--resstream-update-baseline")
+            try:
+                self.baseline = read_report(path)
+            except (OSError, ValueError) as exc:
+                raise pytest.UsageError(f"--resstream-baseline {options.baseline}: {exc}") from None
+        self.collector: ReportCollector | None = None
+        self.report: dict[str, Any] | None = None
+        self.diff: BaselineDiff | None = None
+        self.written: list[str] = []
+        self.messages: list[str] = []
+        self._started = time.time()
+
+    def _path(self, p: str) -> Path:
+        # Relative paths are relative to where pytest was invoked, as for --junitxml.
+        path = Path(p).expanduser()
+        return path if path.is_absolute() else self.root / path
+
+    def _run_models(self) -> list[str]:
+        try:
+            return list(self._run_config().models)
+        except Exception:  # a broken model option is reported elsewhere; the gate still compares
+            return []
+
+    # --- every process: the per-test gate --------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        report = yield
+        # Skipped tests are gated too: the suite records an inconclusive claim, then skips; a claim
+        # that held in the baseline and is inconclusive now is a drift. xfail stays the user's call.
+        if self.baseline is None or report.when != "call" or hasattr(report, "wasxfail"):
+            return report
+        results = [v for k, v in item.user_properties if k == RESULT_PROPERTY and isinstance(v, Mapping)]
+        if not results:
+            return report
+        models = self._run_models()
+        diffs = [compare_result(r, self.baseline, self.rules, run_models=models,
+                                baseline_path=self.options.baseline or "") for r in results]
+        text = "\n\n".join(d.table() for d in diffs if d.failed or d.notable())
+        if any(d.failed for d in diffs):
+            message = (f"BaselineDriftError: residual-stream statistics drifted from the baseline "
+                       f"{self.options.baseline}\n{text}")
+            if report.skipped:
+                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+                report.outcome, report.longrepr = "failed", f"{message}\n(the test itself skipped: {reason})"
+            elif report.passed:
+                report.outcome, report.longrepr = "failed", message
+            else:
+                report.sections.append(("resstream baseline diff", message))
+        elif text:
+            report.sections.append(("resstream baseline diff", text))
+        return report
+
+    # --- controller: collect, compare, write, summarize -------------------------------------
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        self._started = time.time()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.is_worker or not report.user_properties:
+            return
+        if self.collector is None:
+            if not any(p[0] == RESULT_PROPERTY for p in report.user_properties if len(p) == 2):
+                return  # unrelated tests: stay free
+            self.collector = self._new_collector()
+        self.collector.add_report(report)
+
+    def _new_collector(self) -> ReportCollector:
+        try:
+            cfg = self._run_config()
+            cfg_dict, seed = cfg.to_dict(), cfg.seed
+        except Exception as exc:  # keep collecting even if the model options are unusable
+            cfg_dict, seed = {"error": str(exc)}, None
+        return ReportCollector(config=cfg_dict, seed=seed, started=self._started)
+
+    def _wanted(self) -> bool:
+        o = self.options
+        return self.collector is not None or any((o.json, o.md, o.html, o.figures, o.baseline))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if self.is_worker or not self._wanted() or self.config.option.collectonly:
+            return
+        collector = self.collector or self._new_collector()
+        report = collector.to_json()
+        o = self.options
+        if self.baseline is not None:
+            self.diff = compare(self.baseline, report, self.rules, baseline_path=o.baseline or "")
+            report["baseline"] = self.diff.to_dict()
+            if self.diff.failed and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+                self.messages.append("resstream: the baseline comparison failed although every test passed "
+                                     "(see the table above); exit status set to 1")
+        self.report = report
+        if o.update_baseline and o.baseline:
+            if report["results"]:
+                write_report(baseline_from_report(report), self._path(o.baseline))
+                self.messages.append(f"resstream: baseline written to {o.baseline} "
+                                     f"({len(report['results'])} claim results)")
+            else:
+                self.messages.append(f"resstream: no claim results recorded; baseline {o.baseline} not written")
+        self._write_files(report)
+
+    def _write_files(self, report: dict[str, Any]) -> None:
+        o = self.options
+        if o.json:
+            self.written.append(str(write_report(report, self._path(o.json))))
+        if o.md:
+            from resstream_assert.report.markdown import render_markdown
+
+            path = self._path(o.md)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render_markdown(report), encoding="utf-8")
+            self.written.append(str(path))
+        if o.html or o.figures:
+            from resstream_assert.report.plots import render_all, write_pngs
+
+            rendered = render_all(report)
+            if o.figures:
+                pngs = write_pngs(report, self._path(o.figures), rendered=rendered)
+                self.written.append(f"{self._path(o.figures)} ({len(pngs)} PNG figures)")
+            if o.html:
+                from resstream_assert.report.html import render_html
+
+                path = self._path(o.html)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(render_html(report, rendered=rendered), encoding="utf-8")
+                self.written.append(str(path))
+
+    def pytest_terminal_summary(self, terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+        if self.is_worker or self.report is None:
+            return
+        from resstream_assert.report.terminal import write_summary
+
+        write_summary(terminalreporter, self.report, self.diff, self.written, self.messages)

@@ -1,0 +1,183 @@
+"""One self-contained HTML report: inline CSS, figures as base64 PNG data URIs, no assets.
+
+Sections: header (versions, seed, machine, config), the summary table, the
+cross-architecture matrix, the baseline diff, then one section per model and claim with
+its per-block table and its figures. Every string from a result is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from typing import Any, Mapping, Sequence
+
+from resstream_assert.report._common import (feffect, fnum, fp, gate_label, matrix, model_label, model_pairs,
+                                             result_key, show_matrix, titles)
+
+__all__ = ["render_html"]
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1280px;
+padding:0 1em;color:#1f2328;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #d0d7de;padding-bottom:.2em;margin-top:1.6em}
+h3{margin-top:1.4em}.meta{color:#59636e}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
+th,td{border:1px solid #d0d7de;padding:.25em .55em;text-align:left;vertical-align:top}
+th{background:#f6f8fa}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.v{border-radius:.8em;padding:.05em .6em;font-weight:600;white-space:nowrap}
+.v-holds{background:#dafbe1;color:#116329}.v-fails{background:#ffebe9;color:#a40e26}
+.v-inconclusive{background:#fff8c5;color:#7d4e00}.v-not_applicable{background:#eaeef2;color:#57606a}
+.s-FAIL{color:#a40e26;font-weight:700}.s-warn{color:#7d4e00}
+figure{margin:.8em 0}figure img{max-width:100%;border:1px solid #eaeef2}figcaption{color:#59636e;font-size:.85em}
+details{margin:.5em 0}summary{cursor:pointer;font-weight:600}code{background:#f6f8fa;padding:0 .25em}
+.err{color:#a40e26}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _verdict(v: Any) -> str:
+    v = str(v or "")
+    return f'<span class="v v-{_e(v)}">{_e(v.replace("_", " ") or "–")}</span>' if v else "–"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], num: Sequence[int] = ()) -> str:
+    """``rows`` hold already-escaped HTML; columns in ``num`` are right-aligned."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f'<td class="num">{c}</td>' if i in num else f"<td>{c}</td>"
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _anchor(r: Mapping[str, Any]) -> str:
+    return "r-" + re.sub(r"[^A-Za-z0-9_-]+", "-", "-".join(result_key(r))).strip("-")
+
+
+def _kv(d: Mapping[str, Any]) -> str:
+    rows = [[_e(k), _e(json.dumps(v) if isinstance(v, (list, dict)) else v)] for k, v in sorted(d.items())]
+    return _table(["key", "value"], rows)
+
+
+def _header(report: Mapping[str, Any]) -> str:
+    v = report.get("versions") or {}
+    line = (f"seed <code>{_e(report.get('seed'))}</code> · resstream_assert {_e(report.get('resstream_assert'))}"
+            f" · torch {_e(v.get('torch') or '-')} · onnxruntime {_e(v.get('onnxruntime') or '-')}"
+            f" · {_e(report.get('datetime', ''))} · {_e(report.get('duration_s', ''))} s")
+    run = (f"<details><summary>Versions, machine and configuration</summary><h3>Versions</h3>{_kv(v)}"
+           f"<h3>Machine</h3>{_kv(report.get('machine') or {})}<h3>Configuration</h3>"
+           f"{_kv(report.get('config') or {})}</details>")
+    return f'<h1>Residual-stream claims</h1><p class="meta">{line}</p>{run}'
+
+
+def _summary(results: Sequence[Mapping[str, Any]]) -> str:
+    rows = [[_e(model_label(r.get("model", ""), r.get("backend", ""))),
+             f'<a href="#{_anchor(r)}">{_e(r.get("claim", ""))}</a>', _e(r.get("title", "")),
+             _verdict(r.get("verdict")), _e(feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high"))),
+             _e(fp(r.get("p_value"))), _e(fp(r.get("p_adjusted"))), _e(r.get("n", "")),
+             _e("; ".join(x for x in (gate_label(r), str(r.get("reason", ""))) if x))] for r in results]
+    return "<h2>Summary</h2>" + _table(["model[backend]", "claim", "title", "verdict", "effect [95% CI]", "p",
+                                         "p (adj.)", "n", "note"], rows, num=(5, 6, 7))
+
+
+def _matrix(report: Mapping[str, Any]) -> str:
+    pairs, claims, cells = matrix(report)
+    rows = [[_e(model_label(m, b))] + [_verdict(cells.get((m, b, c))) for c in claims] for m, b in pairs]
+    legend = "; ".join(f"<b>{_e(c)}</b> {_e(t)}" for c, t in titles(report.get("results", [])).items() if t)
+    return ("<h2>Cross-architecture matrix</h2><p class=\"meta\">Universality check (claim C6): one row per "
+            f"model and backend.</p>{_table(['model[backend]'] + claims, rows)}<p class=\"meta\">{legend}</p>")
+
+
+def _baseline(diff: Mapping[str, Any]) -> str:
+    from resstream_assert.report.baseline import TABLE_HEADER, BaselineDiff
+
+    d = BaselineDiff.from_dict(diff)
+    word = '<span class="v v-fails">gate failed</span>' if d.failed else '<span class="v v-holds">gate passed</span>'
+    c = d.counts()
+    out = (f"<h2>Baseline</h2><p>{word} against <code>{_e(d.baseline_path)}</code>, rules "
+           + ", ".join(f"<code>{_e(r)}</code>" for r in d.rules)
+           + f" — {c.get('FAIL', 0)} FAIL, {c.get('warn', 0)} warn, {c.get('missing', 0)} missing, "
+           f"{c.get('new', 0)} new, {c.get('ok', 0)} ok.</p>")
+    out += "".join(f'<p class="meta">{_e(n)}</p>' for n in d.notes)
+    rows = []
+    for e in sorted(d.notable(), key=lambda e: e.status != "FAIL"):
+        cells = [_e(x) for x in e.row()]
+        cells[-1] = f'<span class="s-{_e(e.status)}">{cells[-1]}</span>'
+        rows.append(cells)
+    return out + (_table(TABLE_HEADER, rows) if rows else "")
+
+
+def _rows_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    value_keys = sorted({k for r in rows for k in (r.get("values") or {})})
+    header = ["block", "verdict", "statistic", "effect [95% CI]", "p", "p (adj.)", "n"] + value_keys + ["note"]
+    body = [[_e(r.get("block", "")), _verdict(r.get("verdict")), _e(fnum(r.get("statistic"))),
+             _e(feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high"))), _e(fp(r.get("p_value"))),
+             _e(fp(r.get("p_adjusted"))), _e(r.get("n", ""))]
+            + [_e(fnum((r.get("values") or {}).get(k))) if k in (r.get("values") or {}) else "" for k in value_keys]
+            + [_e(r.get("note", ""))] for r in rows]
+    return _table(header, body, num=tuple(range(2, 7 + len(value_keys))))
+
+
+def _figures(figs: Sequence[tuple[str, str, Any]]) -> str:
+    out = []
+    for name, title, png in figs:
+        if isinstance(png, bytes):
+            uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+            out.append(f'<figure><img alt="{_e(title)}" src="{uri}"><figcaption>{_e(name)}: {_e(title)}'
+                       "</figcaption></figure>")
+        else:
+            out.append(f'<p class="err">figure {_e(name)} could not be drawn: {_e(png)}</p>')
+    return "".join(out)
+
+
+def _claim_section(r: Mapping[str, Any], figs: Sequence[tuple[str, str, Any]]) -> str:
+    facts = {"effect [95% CI]": feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high")),
+             "statistic": fnum(r.get("statistic")), "p": fp(r.get("p_value")), "p (adj.)": fp(r.get("p_adjusted")),
+             "n": r.get("n", ""), "method": r.get("method", ""), "seed": r.get("seed", ""),
+             "gate": "yes" if r.get("gate", True) else "report-only", "test": r.get("nodeid", "")}
+    facts.update({f"threshold {k}": fnum(v) for k, v in sorted((r.get("thresholds") or {}).items())})
+    facts.update({f"value {k}": fnum(v) for k, v in sorted((r.get("values") or {}).items())})
+    src = f" ({_e(r['source'])})" if r.get("source") else ""
+    out = (f'<h3 id="{_anchor(r)}">{_e(r.get("claim", ""))}: {_e(r.get("title", ""))}{src} '
+           f'{_verdict(r.get("verdict"))}</h3>')
+    if r.get("reason"):
+        out += f"<p>{_e(r['reason'])}</p>"
+    out += _table(list(facts), [[_e(v) for v in facts.values()]])
+    if r.get("rows"):
+        out += _rows_table(r["rows"])
+    return out + _figures(figs)
+
+
+def render_html(report: Mapping[str, Any], *, rendered: Mapping[tuple[str, str, str], Any] | None = None,
+                figures: bool = True) -> str:
+    """The HTML page of a report dict. ``rendered`` reuses :func:`plots.render_all` output;
+    ``figures=False`` skips matplotlib entirely.
+
+    Example:
+        >>> page = render_html({"seed": 0, "results": []}, figures=False)
+        >>> page.startswith("<!DOCTYPE html>") and "</html>" in page
+        True
+    """
+    results = report.get("results", [])
+    if figures and rendered is None:
+        from resstream_assert.report.plots import render_all
+
+        rendered = render_all(report)
+    rendered = rendered or {}
+    parts = [_header(report)]
+    if report.get("baseline"):
+        parts.append(_baseline(report["baseline"]))
+    parts.append(_summary(results) if results else "<p>No claim results were recorded in this run.</p>")
+    if show_matrix(report):
+        parts.append(_matrix(report))
+    for m, b in model_pairs(results):
+        parts.append(f"<h2>{_e(model_label(m, b))}</h2>")
+        for r in results:
+            if (r.get("model"), r.get("backend")) == (m, b):
+                parts.append(_claim_section(r, rendered.get(result_key(r), [])))
+    body = "\n".join(parts)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>resstream_assert report</title>'
+            f"<style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")

@@ -1,0 +1,119 @@
+"""GitHub-flavoured Markdown report, sized for a pull-request comment.
+
+Layout: a one-line header (seed, versions), the baseline verdict and its drifts (what a
+reviewer needs first), one table per model[backend], then the cross-architecture matrix
+when the run covered several. Cells are escaped so a ``|`` or a newline in a title or a
+note cannot break the table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from resstream_assert.report._common import (feffect, fp, gate_label, matrix, model_label, model_pairs,
+                                             show_matrix, titles)
+
+__all__ = ["render_markdown", "md_table", "md_escape", "VERDICT_MD"]
+
+#: Verdict cells: an emoji makes a 12-column matrix scannable in a PR comment.
+VERDICT_MD = {"holds": "✅ holds", "fails": "❌ fails", "inconclusive": "⚠️ inconclusive",
+              "not_applicable": "➖ n/a"}
+
+
+def md_escape(text: Any) -> str:
+    """Make ``text`` safe inside a table cell (pipes escaped, line breaks flattened).
+
+    Example:
+        >>> md_escape("a|b\\nc")
+        'a\\\\|b c'
+    """
+    s = str(text).replace("\\", "\\\\").replace("|", "\\|")
+    return " ".join(s.splitlines()).strip()
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
+    """A GFM table; every row is padded or cut to the header's width. ``align`` has one
+    character per column: ``l``, ``r`` or ``c`` (default left).
+
+    Example:
+        >>> print(md_table(["a", "b"], [[1, "x|y"]], align="rl"))
+        | a | b |
+        |---:|:---|
+        | 1 | x\\|y |
+    """
+    n = len(header)
+    marks = {"l": ":---", "r": "---:", "c": ":---:"}
+    sep = [marks.get(a, ":---") for a in (align.ljust(n, "l")[:n])]
+    lines = ["| " + " | ".join(md_escape(h) for h in header) + " |", "|" + "|".join(sep) + "|"]
+    for row in rows:
+        cells = [md_escape(c) for c in list(row)[:n]] + [""] * max(0, n - len(row))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _verdict(v: str) -> str:
+    return VERDICT_MD.get(v, v or "–")
+
+
+def _model_table(results: Sequence[Mapping[str, Any]]) -> str:
+    rows = []
+    for r in results:
+        gate = gate_label(r)
+        rows.append([r.get("claim", ""), r.get("title", ""), _verdict(str(r.get("verdict", ""))),
+                     feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high")), fp(r.get("p_adjusted")),
+                     r.get("n", ""), (gate + "; " if gate else "") + str(r.get("reason", ""))])
+    return md_table(["claim", "title", "verdict", "effect [95% CI]", "p (adj.)", "n", "note"], rows,
+                    align="llllrrl")
+
+
+def _matrix_table(report: Mapping[str, Any]) -> str:
+    pairs, claims, cells = matrix(report)
+    rows = [[model_label(m, b)] + [_verdict(cells.get((m, b, c), "")) for c in claims] for m, b in pairs]
+    legend = "; ".join(f"**{c}** {t}" for c, t in titles(report.get("results", [])).items() if t)
+    return md_table(["model[backend]"] + claims, rows) + (f"\n\n{legend}" if legend else "")
+
+
+def _baseline_section(diff: Mapping[str, Any], max_rows: int) -> list[str]:
+    from resstream_assert.report.baseline import TABLE_HEADER, BaselineDiff
+
+    entries = BaselineDiff.from_dict(diff).notable()
+    counts = diff.get("counts", {})
+    word = "❌ **baseline gate failed**" if diff.get("failed") else "✅ baseline gate passed"
+    out = [f"{word}: `{diff.get('path', '')}` with rules "
+           + ", ".join(f"`{r}`" for r in diff.get("rules", []))
+           + f" ({counts.get('FAIL', 0)} FAIL, {counts.get('warn', 0)} warn, {counts.get('missing', 0)} missing, "
+           f"{counts.get('new', 0)} new, {counts.get('ok', 0)} ok)", ""]
+    out += [f"> {n}" for n in diff.get("notes", [])]
+    if entries:
+        entries.sort(key=lambda e: e.status != "FAIL")  # failures first, stable otherwise
+        out += [md_table(TABLE_HEADER, [e.row() for e in entries[:max_rows]]), ""]
+        if len(entries) > max_rows:
+            out += [f"… and {len(entries) - max_rows} more rows (see the JSON report).", ""]
+    return out
+
+
+def render_markdown(report: Mapping[str, Any], *, max_drift_rows: int = 50) -> str:
+    """The Markdown report of a report dict (``ReportCollector.to_json()`` or a file read back).
+
+    Example:
+        >>> md = render_markdown({"seed": 0, "results": [{"model": "m", "backend": "torch",
+        ...     "claim": "C1", "title": "t", "verdict": "holds", "effect": 0.5, "n": 3}]})
+        >>> "| C1 | t | ✅ holds |" in md
+        True
+    """
+    v = report.get("versions") or {}
+    results = report.get("results", [])
+    head = (f"seed `{report.get('seed')}` · resstream_assert {report.get('resstream_assert') or v.get('resstream_assert') or '?'}"
+            f" · torch {v.get('torch') or '-'} · onnxruntime {v.get('onnxruntime') or '-'}"
+            f" · {report.get('datetime', '')}")
+    out = ["## Residual-stream claims (resstream_assert)", "", head, ""]
+    if report.get("baseline"):
+        out += ["### Baseline", ""] + _baseline_section(report["baseline"], max_drift_rows)
+    if not results:
+        out += ["_No claim results were recorded in this run._", ""]
+    for m, b in model_pairs(results):
+        out += [f"### `{model_label(m, b)}`", ""]
+        out += [_model_table([r for r in results if (r.get("model"), r.get("backend")) == (m, b)]), ""]
+    if show_matrix(report):
+        out += ["### Cross-architecture matrix", "", _matrix_table(report), ""]
+    return "\n".join(out).rstrip() + "\n"

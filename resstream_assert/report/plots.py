@@ -1,0 +1,199 @@
+"""Figures from the ``ClaimResult.figures`` contract, as PNG bytes (matplotlib, Agg).
+
+A figure is ``{"type", "title", "xlabel", "ylabel", "panels": [...]}`` with one panel per
+block (small multiples, up to 4 per row) or a single panel:
+
+- ``hist``: ``{"label", "edges", "counts"}`` (e.g. the mix ratio in the papers' bins)
+- ``scatter``: ``{"label", "x", "y", "note"}`` (e.g. M vs branch gain, with "rho=... p=...")
+- ``bars``: ``{"label", "categories", "series": {name: [...]}}`` (criterion next to its nulls)
+- ``lines``: ``{"label", "x", "series": {name: [...]}, "bands": {name: {"low", "high"}}}``
+- ``images``: ``{"label", "png_base64"}`` (feature-visualization grids)
+
+matplotlib is imported inside the functions, and figures are built with
+``matplotlib.figure.Figure`` + the Agg canvas rather than pyplot: no global state, no
+backend switching, safe next to a user's own pyplot session.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from resstream_assert.report._common import model_label, result_key, to_float
+
+__all__ = ["render_figure", "result_figures", "render_all", "write_pngs", "FIGURE_TYPES"]
+
+FIGURE_TYPES = ("hist", "scatter", "bars", "lines", "images")
+_MAX_COLS = 4
+_PANEL_W, _PANEL_H = 3.4, 2.7  # inches per panel: readable text at dpi 100
+
+
+def _floats(xs: Sequence[Any]) -> list[float]:
+    return [to_float(x) for x in (xs or [])]
+
+
+def _hist(ax: Any, p: Mapping[str, Any], colors: Sequence[Any]) -> None:
+    edges, counts = _floats(p.get("edges", [])), _floats(p.get("counts", []))
+    if len(edges) == len(counts) + 1 and counts:
+        ax.stairs(counts, edges, fill=True, color=colors[0], alpha=0.75)
+        ax.stairs(counts, edges, color="black", linewidth=0.6)
+
+
+def _scatter(ax: Any, p: Mapping[str, Any], colors: Sequence[Any]) -> None:
+    ax.scatter(_floats(p.get("x", [])), _floats(p.get("y", [])), s=9, alpha=0.6, color=colors[0], linewidths=0)
+    if p.get("note"):
+        ax.text(0.03, 0.97, str(p["note"]), transform=ax.transAxes, va="top", ha="left", fontsize=8,
+                bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "edgecolor": "0.7"})
+
+
+def _bars(ax: Any, p: Mapping[str, Any], colors: Sequence[Any]) -> None:
+    cats = [str(c) for c in p.get("categories", [])]
+    series = dict(p.get("series", {}))
+    width = 0.8 / max(1, len(series))
+    for i, (name, ys) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(cats))]
+        ax.bar(xs, _floats(ys)[: len(cats)], width=width, label=str(name), color=colors[i % len(colors)])
+    ax.set_xticks(range(len(cats)))
+    ax.set_xticklabels(cats, rotation=30 if max((len(c) for c in cats), default=0) > 6 else 0,
+                       ha="right" if max((len(c) for c in cats), default=0) > 6 else "center", fontsize=7)
+
+
+def _lines(ax: Any, p: Mapping[str, Any], colors: Sequence[Any]) -> None:
+    x = _floats(p.get("x", []))
+    names = list(dict(p.get("series", {})))
+    for name, band in dict(p.get("bands", {})).items():
+        i = names.index(name) if name in names else len(names) + list(p.get("bands", {})).index(name)
+        low, high = _floats(band.get("low", [])), _floats(band.get("high", []))
+        n = min(len(x), len(low), len(high))
+        ax.fill_between(x[:n], low[:n], high[:n], color=colors[i % len(colors)], alpha=0.2, linewidth=0,
+                        label=None if name in names else f"{name} band")
+    for i, name in enumerate(names):
+        ys = _floats(p["series"][name])
+        n = min(len(x), len(ys))
+        ax.plot(x[:n], ys[:n], marker="o", markersize=3, linewidth=1.4, label=str(name),
+                color=colors[i % len(colors)])
+
+
+def _image(ax: Any, p: Mapping[str, Any], colors: Sequence[Any]) -> None:
+    from matplotlib import image as mpimg
+
+    data = base64.b64decode(str(p.get("png_base64", "")))
+    ax.imshow(mpimg.imread(io.BytesIO(data), format="png"))
+    ax.set_axis_off()
+
+
+_DRAW = {"hist": _hist, "scatter": _scatter, "bars": _bars, "lines": _lines, "images": _image}
+
+
+def render_figure(spec: Mapping[str, Any], *, dpi: int = 100) -> bytes:
+    """Render one figure of the contract to PNG bytes.
+
+    Example:
+        >>> png = render_figure({"type": "hist", "title": "mix ratio", "xlabel": "M", "ylabel": "channels",
+        ...                      "panels": [{"label": "layer1.0", "edges": [0, .5, 1], "counts": [3, 5]}]})
+        >>> png[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+        True
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    kind = spec.get("type")
+    if kind not in _DRAW:
+        raise ValueError(f"unknown figure type {kind!r}; expected one of {FIGURE_TYPES}")
+    panels = list(spec.get("panels", [])) or [{}]
+    # Feature-visualization grids hold many small images; plots need room for axes and ticks.
+    max_cols, pw, ph = (8, 1.9, 2.0) if kind == "images" else (_MAX_COLS, _PANEL_W, _PANEL_H)
+    if kind == "bars":  # grouped bars need room per bar: categories x series
+        n_bars = max(len(p.get("categories", [])) * max(1, len(p.get("series", {}))) for p in panels)
+        pw = min(12.0, max(pw, 0.16 * n_bars + 1.5))
+        max_cols = max(1, int(14 // pw))
+    ncols = min(max_cols, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    title_h = 0.5 if spec.get("title") else 0.0
+    fig = Figure(figsize=(max(4.8, pw * ncols), ph * nrows + title_h), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    colors = [f"C{i}" for i in range(10)]
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    legend: tuple[list[Any], list[str]] = ([], [])
+    for i, ax in enumerate(axes.flat):
+        if i >= len(panels):
+            ax.set_axis_off()  # unused cell of the grid
+            continue
+        p = panels[i]
+        _DRAW[kind](ax, p, colors)
+        if p.get("label"):
+            ax.set_title(str(p["label"]), fontsize=9)
+        if kind != "images":
+            ax.set_xlabel(str(spec.get("xlabel", "")), fontsize=8)
+            ax.set_ylabel(str(spec.get("ylabel", "")), fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.25, linewidth=0.5)
+            if kind in ("bars", "lines") and not legend[0]:
+                legend = ax.get_legend_handles_labels()
+    if legend[0]:
+        # One legend per figure, outside the axes: the series are the same in every panel,
+        # and a legend inside a panel hides the curves it explains.
+        fig.legend(*legend, loc="outside right center", fontsize=8, frameon=False)
+    if spec.get("title"):
+        fig.suptitle(str(spec["title"]), fontsize=11)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def result_figures(result: Mapping[str, Any]) -> list[tuple[str, str, bytes | str]]:
+    """Every figure of one claim result as ``(name, title, png_bytes)``, in name order.
+
+    A figure that cannot be drawn gives ``(name, title, "error message")`` instead, so one
+    malformed figure never costs the whole report.
+
+    Example:
+        >>> result_figures({"figures": {}})
+        []
+    """
+    out: list[tuple[str, str, bytes | str]] = []
+    for name in sorted(result.get("figures") or {}):
+        spec = result["figures"][name]
+        title = str(spec.get("title", name)) if isinstance(spec, Mapping) else name
+        try:
+            out.append((name, title, render_figure(spec)))
+        except Exception as exc:  # a report must survive a bad figure; the message is shown instead
+            out.append((name, title, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "x"
+
+
+def render_all(report: Mapping[str, Any]) -> dict[tuple[str, str, str], list[tuple[str, str, bytes | str]]]:
+    """:func:`result_figures` of every result, keyed by (model, backend, claim); render once,
+    then pass to both :func:`write_pngs` and the HTML renderer."""
+    return {result_key(r): result_figures(r) for r in report.get("results", [])}
+
+
+def write_pngs(report: Mapping[str, Any], directory: str | Path,
+               rendered: Mapping[tuple[str, str, str], Any] | None = None) -> list[Path]:
+    """Write every figure of a report as ``DIR/<model>_<backend>_<claim>_<figure>.png``.
+    ``rendered`` reuses the output of :func:`render_all`.
+
+    Example:
+        >>> write_pngs(report, "figures")  # doctest: +SKIP
+        [PosixPath('figures/zoo_resnet18-synth96_torch_C2_mix_hist.png')]
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    rendered = rendered if rendered is not None else render_all(report)
+    for r in report.get("results", []):
+        for name, _, png in rendered.get(result_key(r), []):
+            if isinstance(png, bytes):
+                stem = _slug(f"{r.get('model', '')}_{r.get('backend', '')}_{r.get('claim', '')}_{name}")
+                path = directory / f"{stem}.png"
+                path.write_bytes(png)
+                written.append(path)
+    return written

@@ -1,0 +1,136 @@
+"""The terminal summary: a claims table, the cross-architecture matrix and the baseline diff.
+
+Lines are built as segments ``(text, markup)`` so the verdict cell alone is coloured with
+the reporter's markup (holds green, fails red, inconclusive yellow, not applicable plain)
+and the same lines can be rendered without colour in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from resstream_assert.report._common import (SHORT_VERDICT, feffect, fp, gate_label, matrix, model_label,
+                                             show_matrix, titles)
+
+__all__ = ["VERDICT_MARKUP", "claims_table", "matrix_table", "plain", "write_summary"]
+
+Segment = tuple[str, dict[str, bool]]
+Line = list[Segment]
+
+VERDICT_MARKUP: dict[str, dict[str, bool]] = {"holds": {"green": True}, "fails": {"red": True, "bold": True},
+                                              "inconclusive": {"yellow": True}, "not_applicable": {}}
+
+
+def _grid(header: Sequence[str], rows: Sequence[Sequence[str]], coloured: Sequence[int],
+          verdicts: Sequence[Sequence[str]]) -> list[Line]:
+    """Left-aligned columns; cells at indexes ``coloured`` get the verdict markup of ``verdicts``."""
+    widths = [max([len(header[i])] + [len(r[i]) for r in rows]) for i in range(len(header))]
+    out: list[Line] = [[("  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(), {})],
+                       [("-" * (sum(widths) + 2 * (len(widths) - 1)), {})]]
+    for row, vs in zip(rows, verdicts):
+        line: Line = []
+        for i, (cell, w) in enumerate(zip(row, widths)):
+            text = cell.ljust(w) + ("  " if i < len(row) - 1 else "")
+            markup = VERDICT_MARKUP.get(vs[coloured.index(i)], {}) if i in coloured else {}
+            line.append((text, markup))
+        out.append(line)
+    return out
+
+
+def claims_table(report: Mapping[str, Any], reason_width: int = 60, width: int | None = None) -> list[Line]:
+    """One line per claim result: model[backend], claim, verdict, effect [CI], adjusted p, n, note.
+    The note is cut to ``reason_width`` characters, or to what a terminal of ``width`` leaves.
+
+    Example:
+        >>> lines = claims_table({"results": [{"model": "m", "backend": "torch", "claim": "C1",
+        ...     "verdict": "holds", "effect": 0.5, "ci_low": 0.4, "ci_high": 0.6, "p_adjusted": 0.01, "n": 9}]})
+        >>> plain(lines[2])
+        'm[torch]        C1     holds    +0.500 [+0.400, +0.600]  0.0100  9'
+    """
+    rows, verdicts = [], []
+    for r in report.get("results", []):
+        note = "; ".join(x for x in (gate_label(r), str(r.get("reason", ""))) if x)
+        v = str(r.get("verdict", ""))
+        rows.append([model_label(str(r.get("model", "")), str(r.get("backend", ""))), str(r.get("claim", "")), v,
+                     feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high")), fp(r.get("p_adjusted")),
+                     str(r.get("n", "")), note])
+        verdicts.append([v])
+    if width and rows:  # fit the terminal: the other columns plus 2-space gaps, the note gets the rest
+        fixed = sum(max(len(h), *(len(row[i]) for row in rows)) + 2 for i, h in
+                    enumerate(["model[backend]", "claim", "verdict", "effect [95% CI]", "p_adj", "n"]))
+        reason_width = max(24, min(reason_width, width - fixed - 1))
+    for row in rows:
+        if len(row[-1]) > reason_width:
+            row[-1] = row[-1][: reason_width - 1] + "…"
+    return _grid(["model[backend]", "claim", "verdict", "effect [95% CI]", "p_adj", "n", "note"], rows, [2],
+                 verdicts)
+
+
+def matrix_table(report: Mapping[str, Any], width: int = 120) -> list[Line]:
+    """The cross-architecture matrix: rows model[backend], columns claim ids, cells verdicts.
+
+    Example:
+        >>> rep = {"results": [{"model": a, "backend": "torch", "claim": "C1", "verdict": v}
+        ...                    for a, v in (("r18", "holds"), ("r50", "fails"))]}
+        >>> [plain(line) for line in matrix_table(rep)][2:4]
+        ['r18[torch]      holds', 'r50[torch]      FAILS']
+    """
+    pairs, claims, cells = matrix(report)
+    rows, verdicts = [], []
+    for m, b in pairs:
+        vs = [cells.get((m, b, c), "") for c in claims]
+        rows.append([model_label(m, b)] + [SHORT_VERDICT.get(v, v or "-") for v in vs])
+        verdicts.append(vs)
+    out = _grid(["model[backend]"] + claims, rows, list(range(1, len(claims) + 1)), verdicts)
+    legend = [f"  {c}: {t}" for c, t in titles(report.get("results", [])).items() if t]
+    legend = [text if len(text) <= width else text[: width - 1] + "…" for text in legend]
+    return out + [[(text, {})] for text in legend]
+
+
+def plain(line: Line) -> str:
+    """A line without markup (for tests and logs)."""
+    return "".join(text for text, _ in line).rstrip()
+
+
+def _write(tr: Any, lines: Sequence[Line]) -> None:
+    for line in lines:
+        for text, markup in line[:-1]:
+            tr.write(text, **markup)
+        text, markup = line[-1] if line else ("", {})
+        tr.line(text.rstrip(), **markup)
+
+
+def write_summary(tr: Any, report: Mapping[str, Any], diff: Any = None, written: Sequence[str] = (),
+                  messages: Sequence[str] = ()) -> None:
+    """Write the summary to a pytest ``TerminalReporter`` (``write_sep``/``write``/``line``).
+
+    ``diff`` is a :class:`~resstream_assert.report.baseline.BaselineDiff` or None; ``written``
+    lists report files written; ``messages`` are extra lines (e.g. baseline updated).
+
+    Example:
+        >>> write_summary(terminalreporter, report_dict)  # doctest: +SKIP
+    """
+    results = report.get("results", [])
+    try:
+        width = int(tr.config.get_terminal_writer().fullwidth)
+    except Exception:  # a reporter stand-in without a terminal writer
+        width = 120
+    if results:
+        tr.write_sep("=", f"resstream claims (seed {report.get('seed')})")
+        _write(tr, claims_table(report, width=width))
+        if show_matrix(report):
+            tr.write_sep("-", "cross-architecture matrix (claim C6: universality)")
+            _write(tr, matrix_table(report, width=width))
+        for dup in report.get("duplicates", []):
+            tr.write_line(f"note: {dup['claim']} on {model_label(dup['model'], dup['backend'])} was recorded by "
+                          f"{len(dup['nodeids'])} tests; the report keeps {dup['nodeids'][0]}", yellow=True)
+    if diff is not None:
+        failed = diff.failed
+        tr.write_sep("-" if results else "=", "resstream baseline " + ("FAILED" if failed else "passed"),
+                     red=failed, green=not failed)
+        for text in diff.table().splitlines():
+            tr.write_line(text, red=" FAIL" in text)
+    for msg in messages:
+        tr.write_line(msg)
+    for path in written:
+        tr.write_line(f"resstream report: {path}")
