@@ -184,3 +184,17 @@ def test_report_files_md_html_json(pytester):
     assert len(images) == 4 and all(i.shape[0] > 150 and i.shape[1] > 200 and i[..., :3].std() > 0.01
                                     for i in images)
     assert sorted(p.name for p in (out / "figs").iterdir())[0] == "r18_torch_C3_ablation.png"
+
+
+@pytest.mark.parametrize("xdist", [[], ["-p", "xdist", "-n", "2"]])
+def test_junit_xml_gets_a_one_line_summary_not_the_whole_result(pytester, xdist):
+    _write(pytester, figures=True)
+    xml = pytester.path / "junit.xml"
+    json_path = pytester.path / "r.json"
+    result = pytester.runpytest_subprocess(f"--junitxml={xml}", f"--resstream-report-json={json_path}", *xdist)
+    result.assert_outcomes(passed=4)
+    text = xml.read_text()
+    assert 'name="resstream_claim" value="C3 holds' in text
+    assert "panels" not in text  # no figure data in the XML
+    report = json.loads(json_path.read_text())
+    assert any(r["figures"] for r in report["results"])  # ...while the JSON report still has it

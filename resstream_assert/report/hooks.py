@@ -126,6 +126,7 @@ class ReportPlugin:
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         self._started = time.time()
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_worker or not report.user_properties:
             return
@@ -134,6 +135,11 @@ class ReportPlugin:
                 return  # unrelated tests: stay free
             self.collector = self._new_collector()
         self.collector.add_report(report)
+        # Runs before junitxml (tryfirst): it writes every user property as a string, and a whole
+        # result with its figures would bloat junit.xml. Keep a one-line summary there instead.
+        report.user_properties = [
+            (k, f"{v.get('claim')} {v.get('verdict')} effect={v.get('effect')} p_adj={v.get('p_adjusted')}")
+            if k == RESULT_PROPERTY and isinstance(v, dict) else (k, v) for k, v in report.user_properties]
 
     def _new_collector(self) -> ReportCollector:
         try:
