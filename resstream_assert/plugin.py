@@ -175,6 +175,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("resstream_ref", refs, ids=[str(r) for r in refs], indirect=True, scope="session")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    text = _get(config, "claims")
+    if not text:
+        return
+    wanted = {c.strip().upper() for c in text.split(",") if c.strip()}
+    keep, drop = [], []
+    for item in items:
+        claim = getattr(getattr(item, "callspec", None), "params", {}).get("claim")
+        (drop if claim is not None and claim not in wanted else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def pytest_cmdline_main(config: pytest.Config):
     if not config.getoption("resstream_list_sites"):
         return None
@@ -200,11 +214,20 @@ def resstream_config(pytestconfig: pytest.Config):
 
 
 @pytest.fixture(scope="session")
-def resstream_workbench(resstream_config):
+def resstream_workbench(resstream_config, pytestconfig):
     """The session's :class:`~resstream_assert.session.Workbench` (memoized models and captures)."""
     from resstream_assert.session import Workbench
 
-    return Workbench(resstream_config)
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    capman = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    log = None
+    if reporter is not None and capman is not None and not hasattr(pytestconfig, "workerinput") \
+            and pytestconfig.get_verbosity() >= 0:
+        def log(line: str) -> None:  # long captures: tell the user what is happening, past pytest's capture
+            with capman.global_and_fixture_disabled():
+                reporter.ensure_newline()
+                reporter.write_line(line)
+    return Workbench(resstream_config, log=log)
 
 
 @pytest.fixture(scope="session")

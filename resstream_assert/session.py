@@ -53,8 +53,9 @@ class Workbench:
         'layer1.0'
     """
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, log=None):
         self.config = config
+        self.log = log  # optional callable(str) for progress lines
         self._models: dict = {}
         self._maps: dict = {}
         self._probes: dict = {}
@@ -123,7 +124,7 @@ class Workbench:
             loaded = self.model(spec, backend)
             got = capture(loaded, self.map(spec, backend), self.probe(loaded.input_size), variants=missing,
                           batch_size=self.config.batch_size, device=self.config.device, cache=self.cache,
-                          progress=self.config.progress)
+                          progress=self.config.progress, log=self.log)
             for v, r in got.items():
                 self._responses[(spec, backend, v)] = r
         return {v: self._responses[(spec, backend, v)] for v in variants}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Iterable
+import time
+from typing import Callable, Iterable
 
 from resstream_assert.capture.cache import ResponseCache, cache_key, default_cache_dir
 from resstream_assert.capture.responses import REDUCERS, Responses, site_key
@@ -17,12 +18,16 @@ COUNTERS = {"batches": 0, "images": 0, "cache_hits": 0}
 
 def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id",), sites: Iterable[str] = SITES,
             batch_size: int = 64, device: str = "cpu", cache: ResponseCache | None = None,
-            progress: bool = True, keep_maps: Iterable[str] = ()) -> dict[str, Responses]:
+            progress: bool = True, keep_maps: Iterable[str] = (),
+            log: Callable[[str], None] | None = None) -> dict[str, Responses]:
     """Capture every site of every block for each stimulus variant of ``probe``.
 
     One forward pass per variant covers all sites of all blocks. Results come from
     ``cache`` when an identical capture (same weights, images, variant, sites, versions)
     was stored before.
+
+    ``log`` receives one line per variant actually run (the pytest plugin prints them, since
+    pytest hides the progress bar).
 
     Example:
         >>> out = capture(loaded, rmap, probe, variants=("id", "S"))  # doctest: +SKIP
@@ -40,9 +45,13 @@ def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id"
                         size=rmap.input_size, backend=loaded.backend, version=__version__,
                         framework=_framework_version(loaded.backend), provider=loaded.meta.get("providers"))
         before = cache.hits
+        start = time.perf_counter()
         out[variant] = cache.get_or_compute(
             key, lambda v=variant: _run(loaded, rmap, probe, v, sites, batch_size, device, progress, keep_maps))
         COUNTERS["cache_hits"] += cache.hits - before
+        if log is not None:
+            how = "from cache" if cache.hits > before else f"{len(probe)} images in {time.perf_counter() - start:.1f} s"
+            log(f"[resstream] captured {loaded.name} [{variant}]: {how}")
     return out
 
 
