@@ -56,25 +56,28 @@ def evaluate(workbench: Workbench, spec: str, backend: str = "torch", claims: It
 
     ids = resolve_claims(claims)
     cfg = workbench.config
-    options = options or ClaimOptions(**{k: v for k, v in cfg.claim_options.items() if v is not None})
+    options = options or ClaimOptions(**{k: v for k, v in cfg.claim_options.items()
+                                         if v is not None and not k.startswith("lesion_")})
     resp = workbench.responses(spec, needed_variants(ids), backend)
     rmap = workbench.map(spec, backend)
     measures = workbench.memo(("measures", spec, backend, cfg.seed),
                               lambda: tuple(measure_all(rmap, resp, MeasureOptions(seed=cfg.seed))))
     loaded = workbench.model(spec, backend)
     probe = workbench.probe(loaded.input_size)
-    ctx = ClaimContext(model=str(spec) if backend == "torch" else f"{spec}[{backend}]", backend=backend, rmap=rmap,
+    ctx = ClaimContext(model=str(spec), backend=backend, rmap=rmap,
                        measures=measures, responses=resp, options=options, seed=cfg.seed, labels=probe.labels,
                        extra={"loaded_meta": dict(loaded.meta), "control": loaded.control})
     if len(probe) < options.min_images:
         why = (f"{len(probe)} probe images < {options.min_images} (min_images): top-k exemplars would not be "
                "channel-specific; use more images (--resstream-images)")
         return {cid: inconclusive(ctx, cid, why) for cid in ids}
-    if "C10" in ids:
-        from resstream_assert.capture.lesion import lesion_context_data
+    lesion_claims = tuple(c for c in ("C10", "C11") if c in ids)
+    if lesion_claims:  # the only claims that run the model again (lesions), and only when asked for
+        from resstream_assert.capture.lesion import lesion_context_data, resolve_options
 
-        lesion = workbench.memo(("lesion", spec, backend, cfg.seed),
-                                lambda: lesion_context_data(workbench, spec, backend, rmap, measures, options))
+        lesion_opts = replace(resolve_options(options, cfg), claims=lesion_claims)
+        lesion = workbench.memo(("lesion", spec, backend, cfg.seed, lesion_opts),
+                                lambda: lesion_context_data(workbench, spec, backend, rmap, measures, lesion_opts))
         ctx = replace(ctx, lesion=lesion)
     return {cid: REGISTRY[cid].evaluate(ctx) for cid in ids}
 

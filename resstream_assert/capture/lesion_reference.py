@@ -1,0 +1,101 @@
+"""C11's data: lesion accuracies of torchvision ResNet18 on a labeled ImageNet-val folder at s = 1.
+
+Runs only for ``torchvision:resnet18@<IMAGENET1K_V1 weights>`` with the 1000-class
+validation folder as the probe; everything else gets a reason instead. Images are read
+in shards with the author's preprocessing (PIL Resize(256) -> CenterCrop(224)), never all
+at once (50,000 images at 224 px would be 7.5 GB).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from resstream_assert.capture.lesion import ReferenceData, _Runner, lesion_correctness
+
+#: Channel lists of spec §5.2 (P2 code, HEAD) for the C11 reference check on ResNet18.
+REFERENCE_SETS: dict[str, tuple[int, ...]] = {
+    "layer2.1": (108, 21, 25, 127, 56, 47, 18, 52, 35, 67, 48, 72, 110, 106, 105, 13, 15, 88, 30, 124, 31, 36, 68),
+    "layer3.1": (113, 198, 67, 69, 204, 188, 164, 137, 144, 149, 147, 132, 180, 88, 126, 141, 48, 135, 187, 250,
+                 158, 29, 178, 161, 163, 13, 153, 14, 80, 206, 220, 179, 215, 16, 192, 9, 59, 200, 63, 1, 100, 58,
+                 168, 117, 226, 22),
+}
+
+
+def _reference_problem(loaded, source) -> str:
+    from pathlib import Path
+
+    spec = str(loaded.spec)
+    if not (spec.startswith("torchvision:resnet18@") and loaded.num_classes == 1000 and not loaded.control):
+        return (f"C11 compares with the papers' numbers for torchvision resnet18 with ImageNet weights "
+                f"(IMAGENET1K_V1); this model is {spec}")
+    if source is None or str(source) == "embedded" or not Path(source).is_dir():
+        return "C11 needs the labeled ImageNet validation folder (1000 class folders) as --resstream-probe"
+    n_cls = sum(1 for d in Path(source).iterdir() if d.is_dir())
+    return "" if n_cls == 1000 else f"C11 needs ImageNet-val's 1000 class folders; {source} has {n_cls}"
+
+
+def imagenet_shards(folder, shard: int = 1024):
+    """Yield ``(uint8 (n, 3, 224, 224), labels)`` from an ImageNet-style folder, author's preprocessing.
+
+    PIL bilinear (antialiased) Resize(256) of the shorter side, then CenterCrop(224), as
+    torchvision's ``Resize(256), CenterCrop(224)`` on PIL images (spec C11).
+
+    Example:
+        >>> next(imagenet_shards("imagenet/val", 8))[0].shape  # doctest: +SKIP
+        (8, 3, 224, 224)
+    """
+    from pathlib import Path
+
+    from PIL import Image
+
+    from resstream_assert.stimuli.probe import _is_image
+
+    classes = sorted(d for d in Path(folder).iterdir() if d.is_dir())
+    files = [(f, y) for y, d in enumerate(classes) for f in sorted(d.rglob("*")) if _is_image(f)]
+    for i in range(0, len(files), shard):
+        imgs = []
+        for f, _ in files[i:i + shard]:
+            with Image.open(f) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                nw, nh = (256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256)
+                im = im.resize((nw, nh), Image.BILINEAR)
+                top, left = int(round((nh - 224) / 2.0)), int(round((nw - 224) / 2.0))
+                imgs.append(np.asarray(im.crop((left, top, left + 224, top + 224)), np.uint8))
+        yield np.stack(imgs).transpose(0, 3, 1, 2), np.array([y for _, y in files[i:i + shard]], np.int64)
+
+
+def reference_data(loaded, rmap, source, *, device: str = "cpu", counters: dict | None = None,
+                   sets: Mapping[str, Sequence[int]] = REFERENCE_SETS, shard: int = 1024):
+    """C11's accuracies: empty lesion and each reference set at s = 1; ``(None, reason)`` when not applicable.
+
+    Two passes over the folder (each image decoded twice in all): the ablation values of
+    every block (mean ReLU center unit over all images), then the lesions. Meant for a
+    GPU: 50,000 images at 224 px.
+
+    Example:
+        >>> ref, why = reference_data(loaded, rmap, "imagenet/val")  # doctest: +SKIP
+    """
+    why = _reference_problem(loaded, source)
+    if why:
+        return None, why
+    counters = {} if counters is None else counters
+    blocks = {name: rmap[name] for name in sets}
+    runners = {name: _Runner(loaded, rmap, b, device, 256, counters) for name, b in blocks.items()}
+    sums, n = dict.fromkeys(sets, 0.0), 0
+    for images, _ in imagenet_shards(source, shard):
+        for name, run in runners.items():
+            sums[name] = sums[name] + run.values(images) * len(images)
+        n += len(images)
+    hits = dict.fromkeys(sets, 0)
+    empty = 0
+    for images, labels in imagenet_shards(source, shard):
+        for i, (name, chans) in enumerate(sets.items()):
+            corr, intact, _, _ = lesion_correctness(loaded, rmap, blocks[name], images, labels, (1.0,),
+                                                    [np.asarray(chans)], values=sums[name] / n, device=device,
+                                                    counters=counters)
+            hits[name] += int(corr.sum())
+            empty += int(intact.sum()) if i == 0 else 0
+    return ReferenceData(n, empty / n, {name: h / n for name, h in hits.items()}), ""

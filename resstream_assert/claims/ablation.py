@@ -1,0 +1,250 @@
+"""C10 (scale-invariant channels and scale-robust recognition) and C11 (reference lesion magnitudes).
+
+Both read ``ctx.lesion``, a :class:`~resstream_assert.capture.lesion.LesionData` built by
+``capture.lesion.lesion_context_data`` (the only place a model runs); this module is numpy only.
+
+C10, per pre-registered ablation block (spec C10, W9, W12): ``S*`` = the P2-criterion
+channels (``SM_B > 0`` and mix band, P2 convention); N random equal-size sets from the
+other channels, *without* the papers' acceptance filter (W12c). With per-image
+correctness under each lesion, ``D(S, s) = acc_intact(s) - acc_S(s)`` and
+``ΔD(S, s) = D(S, s) - D(S, 1)``. The primary statistic is the least-squares slope of ΔD
+against zoom; its p-value is the rank of S*'s slope among the random sets' slopes,
+``(1 + #{slope_r >= slope*}) / (N + 1)``; Holm across blocks. The effect is
+``slope* - mean_r slope_r`` (accuracy per unit zoom) with a paired bootstrap CI over
+images. Per-zoom p's, the bootstrap CI of the ΔD gap at the largest zoom, the anti set
+(``SM_B < 0`` in the band), a placebo (a random set in place of S*) and exact McNemar
+tests of S* vs each random set are row values. Zooms are true zoom factors (centre crop
+of side H/z, resized back), not the papers' ``s`` (crop fraction 2 - s, W12h): their
+s = 1.5 is our zoom 2.
+
+Options (``RunConfig.claim_options`` keys, read by ``capture.lesion.LesionOptions``):
+``lesion_blocks``, ``lesion_zooms``, ``lesion_n_random``, ``lesion_batch_size``,
+``lesion_min_selected``, ``lesion_min_images``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+
+from resstream_assert.claims.base import REGISTRY, ClaimContext, register, row, summarize
+from resstream_assert.results import BlockRow, ClaimResult, TestResult, Verdict
+from resstream_assert.stats import empirical_pvalue, trend_slope
+
+if TYPE_CHECKING:  # the claim never imports torch; LesionData itself is numpy only
+    from resstream_assert.capture.lesion import LesionData  # noqa: F401
+
+#: Spec C11 / §5.4: intact top-1 of torchvision resnet18 IMAGENET1K_V1 and the P2 lesion accuracies (s = 1).
+REFERENCE_INTACT = 69.758
+REFERENCE_LESION = {"layer2.1": 63.750, "layer3.1": 63.493}
+TOL_EMPTY, TOL_DROP = 0.05, 0.3
+FULL_VAL = 50_000
+
+
+def at_chance(correct: np.ndarray, labels: np.ndarray, alpha: float = 0.01) -> str:
+    """A reason when top-1 accuracy is not above the majority-class rate (binomial, one-sided), else ''.
+
+    Example:
+        >>> at_chance(np.ones(60, bool), np.arange(60) % 10)
+        ''
+    """
+    from scipy.stats import binomtest
+
+    correct, labels = np.asarray(correct, bool), np.asarray(labels)
+    n = correct.size
+    if n == 0:
+        return "no labeled image was scored"
+    chance = np.bincount(labels[labels >= 0]).max() / n
+    k = int(correct.sum())
+    p = binomtest(k, n, min(max(chance, 1e-12), 1.0), alternative="greater").pvalue if chance < 1 else 1.0
+    if p > alpha:
+        return (f"the intact model is at chance (top-1 {k / n:.1%} vs {chance:.1%} for the majority class, "
+                f"binomial p = {p:.2g}, n = {n}); lesion damage is undefined")
+    return ""
+
+
+def _resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    idx = rng.integers(0, n, size=(n_boot, n))
+    w = np.zeros((n_boot, n))
+    np.add.at(w, (np.arange(n_boot)[:, None], idx), 1.0)
+    return w
+
+
+def lesion_test(zooms, intact: np.ndarray, selected: np.ndarray, random: np.ndarray, anti: np.ndarray | None = None,
+                *, rng: np.random.Generator | int = 0, n_boot: int = 1000) -> tuple[TestResult, dict, dict]:
+    """C10's test on per-image correctness: ``intact`` / ``selected`` / ``anti`` (Z, n), ``random`` (N, Z, n).
+
+    Returns ``(test, values, figure)``; ``zooms[0]`` must be 1. ``n_boot=0`` skips the
+    bootstrap (NaN CIs).
+
+    Example:
+        >>> r = np.random.default_rng(0).random((20, 3, 100)) < 0.8
+        >>> t, v, _ = lesion_test((1, 1.5, 2), np.ones((3, 100), bool), r[0], r[1:], n_boot=0)
+        >>> 0 < t.p_value <= 1
+        True
+    """
+    z = np.asarray(zooms, float)
+    if z[0] != 1.0:
+        raise ValueError(f"zooms must start at 1.0 (ΔD is measured from the unzoomed accuracy), got {tuple(z)}")
+    n_rand, n_img = random.shape[0], intact.shape[-1]
+    if n_rand < 2:
+        raise ValueError(f"need at least 2 random sets, got {n_rand}")
+    stack = [selected[None], random] + ([anti[None]] if anti is not None else [])
+    sets = np.concatenate(stack).astype(np.float64)  # (S, Z, n): row 0 S*, 1..N random, last anti
+    d = intact.mean(-1)[None] - sets.mean(-1)
+    dd = d - d[:, :1]
+    slopes = trend_slope(z, dd)
+    s_sel, s_rand = float(slopes[0]), slopes[1:1 + n_rand]
+    p = empirical_pvalue(s_sel, s_rand, alternative="greater")
+    gap = dd[0] - dd[1:1 + n_rand].mean(0)
+    values: dict[str, float] = {"n_random": n_rand, "n_images": n_img, "slope_random_mean": float(s_rand.mean()),
+                                "p_placebo": empirical_pvalue(float(s_rand[0]), s_rand[1:], alternative="greater"),
+                                "gap_max_zoom": float(gap[-1])}
+    for j, zz in enumerate(z):
+        key = f"{zz:g}"
+        values[f"acc_intact_z{key}"] = float(intact[j].mean())
+        values[f"acc_selected_z{key}"] = float(sets[0, j].mean())
+        values[f"acc_random_mean_z{key}"] = float(sets[1:1 + n_rand, j].mean())
+        if j:
+            values[f"p_zoom{key}"] = empirical_pvalue(float(dd[0, j]), dd[1:1 + n_rand, j], alternative="greater")
+            values[f"excess_dD_z{key}"] = float(gap[j])
+    if anti is not None:
+        values.update(anti_slope=float(slopes[-1]), anti_excess_slope=float(slopes[-1] - s_rand.mean()),
+                      p_anti=empirical_pvalue(float(slopes[-1]), s_rand, alternative="greater"))
+    # Secondary (spec C10): exact McNemar of S* vs each random set at the largest zoom, one-sided (S* worse).
+    from scipy.stats import binom
+
+    b = (~selected[-1] & random[:, -1]).sum(-1)
+    c = (selected[-1] & ~random[:, -1]).sum(-1)
+    p_mc = np.where(b + c > 0, binom.sf(b - 1, np.maximum(b + c, 1), 0.5), 1.0)
+    values["mcnemar_frac_sig_max_zoom"] = float(np.mean(p_mc < 0.05))
+    lo = hi = gap_lo = gap_hi = math.nan
+    if n_boot > 0:
+        gen = np.random.default_rng(rng)
+        w = _resample_counts(n_img, n_boot, gen)
+        acc_b = (sets.reshape(-1, n_img) @ w.T / n_img).reshape(sets.shape[0], len(z), n_boot)
+        int_b = intact.astype(np.float64) @ w.T / n_img  # (Z, B)
+        dd_b = int_b[None] - acc_b
+        dd_b = dd_b - dd_b[:, :1]
+        sl_b = trend_slope(z, dd_b.transpose(0, 2, 1).reshape(-1, len(z))).reshape(sets.shape[0], n_boot)
+        excess = sl_b[0] - sl_b[1:1 + n_rand].mean(0)
+        gaps = dd_b[0, -1] - dd_b[1:1 + n_rand, -1].mean(0)
+        lo, hi = np.percentile(excess, [2.5, 97.5])
+        gap_lo, gap_hi = np.percentile(gaps, [2.5, 97.5])
+    values.update(gap_max_zoom_ci_low=float(gap_lo), gap_max_zoom_ci_high=float(gap_hi))
+    test = TestResult(s_sel, p, s_sel - float(s_rand.mean()), float(lo), float(hi), n_img,
+                      "rank of the ΔD-vs-zoom slope among random equal-size lesions", "greater", "excess_slope",
+                      n_rand, values={})
+    figure = {"zooms": z.tolist(), "acc_intact": intact.mean(-1).tolist(), "acc_selected": sets[0].mean(-1).tolist(),
+              "acc_random_mean": sets[1:1 + n_rand].mean(-1).mean(0).tolist(),
+              "dD_selected": dd[0].tolist(), "dD_random_mean": dd[1:1 + n_rand].mean(0).tolist(),
+              "dD_random_lo": np.percentile(dd[1:1 + n_rand], 5, axis=0).tolist(),
+              "dD_random_hi": np.percentile(dd[1:1 + n_rand], 95, axis=0).tolist()}
+    return test, values, figure
+
+
+def _not_run(ctx: ClaimContext, claim: str, verdict: Verdict, reason: str) -> ClaimResult:
+    return summarize(ctx, claim, [row("model", verdict=verdict, note=reason)], reason=reason)
+
+
+@register("C10", "Ablating scale-invariant channels disproportionately harms scale-robust recognition (tentative)",
+          "P2", "slope of ΔD(S*, s) vs zoom ranked among N random equal-size mean-ablations; Holm across blocks",
+          needs=("id", "S", "Sinv"), mostly=1.0, gate=False)
+def evaluate_c10(ctx: ClaimContext) -> ClaimResult:
+    """C10 on ``ctx.lesion`` (see module docstring); not applicable without lesion data.
+
+    Example:
+        >>> evaluate_c10(ctx).verdict  # doctest: +SKIP
+        <Verdict.HOLDS: 'holds'>
+    """
+    data = ctx.lesion
+    if data is None:
+        return _not_run(ctx, "C10", Verdict.NOT_APPLICABLE,
+                        "no lesion data: C10 runs the model with lesions (torch backend, labeled probe)")
+    if data.status != "ok":
+        return _not_run(ctx, "C10", Verdict(data.status), data.reason)
+    chance = at_chance(data.intact[0], data.labels) if data.intact is not None else ""
+    if chance:
+        return _not_run(ctx, "C10", Verdict.NOT_APPLICABLE, chance)
+    rows: list[BlockRow] = []
+    figures: dict = {}
+    for bl in data.blocks:
+        base = {"n_selected": len(bl.selected), "n_anti": len(bl.anti), "channels": bl.channels}
+        if bl.note or bl.correct_selected is None:
+            rows.append(row(bl.block, verdict=Verdict.INCONCLUSIVE, note=bl.note or "not run", values=base))
+            continue
+        intact = bl.correct_intact if bl.correct_intact is not None else data.intact
+        test, values, fig = lesion_test(data.zooms, intact, bl.correct_selected, bl.correct_random, bl.correct_anti,
+                                        rng=ctx.rng("C10/bootstrap", bl.index), n_boot=ctx.options.n_boot)
+        rows.append(row(bl.block, test, values={**base, **values},
+                        note=f"|S*|={len(bl.selected)}, N={len(bl.correct_random)}"))
+        figures[bl.block] = {**fig, "selected": bl.selected.tolist()}
+    if not rows:
+        return _not_run(ctx, "C10", Verdict.INCONCLUSIVE, "no ablation block")
+    return summarize(ctx, "C10", rows, direction=1, figures={"lesion_zoom_curves": figures},
+                     values={"n_random": data.n_random, "seed": data.seed},
+                     thresholds={"n_random": data.n_random})
+
+
+def reference_check(n_images: int, acc_empty: float, acc_lesion: Mapping[str, float]) -> list[dict]:
+    """C11's comparisons: the empty lesion within ±0.05 pp of 69.758, each drop within ±0.3 pp of P2's.
+
+    Accuracies are fractions; returned numbers are percentage points.
+
+    Example:
+        >>> [c["ok"] for c in reference_check(50000, 0.69758, {"layer3.1": 0.635})]
+        [True, True]
+    """
+    se = lambda a: 100 * math.sqrt(max(a * (1 - a), 0.0) / max(n_images, 1))  # noqa: E731
+    out = [{"name": "empty lesion", "measured": 100 * acc_empty, "reference": REFERENCE_INTACT,
+            "tolerance": TOL_EMPTY, "se": se(acc_empty)}]
+    for name, acc in acc_lesion.items():
+        ref = REFERENCE_INTACT - REFERENCE_LESION[name]
+        out.append({"name": f"{name} drop", "measured": 100 * (acc_empty - acc), "reference": ref,
+                    "tolerance": TOL_DROP, "se": se(acc), "acc_lesion": 100 * acc})
+    for c in out:
+        c["ok"] = abs(c["measured"] - c["reference"]) <= c["tolerance"] + 1e-9
+    return out
+
+
+@register("C11", "Mean-ablating ~18% of a block's channels costs ~6 pp of top-1 at s = 1 (reference magnitude)",
+          "P2 (code constants)", "absolute tolerance on ImageNet-val top-1: empty lesion ±0.05 pp, drops ±0.3 pp",
+          needs=("id",), mostly=1.0)
+def evaluate_c11(ctx: ClaimContext) -> ClaimResult:
+    """C11: only for torchvision resnet18 (ImageNet weights) on a labeled ImageNet-val folder.
+
+    Example:
+        >>> evaluate_c11(ctx).verdict  # doctest: +SKIP
+        <Verdict.NOT_APPLICABLE: 'not_applicable'>
+    """
+    data = ctx.lesion
+    ref = getattr(data, "reference", None)
+    if ref is None:
+        why = getattr(data, "reference_reason", "") or "no lesion data"
+        return _not_run(ctx, "C11", Verdict.NOT_APPLICABLE, why)
+    checks = reference_check(ref.n_images, ref.acc_empty, ref.acc_lesion)
+    rows = []
+    for c in checks:
+        diff, half = c["measured"] - c["reference"], 1.96 * c["se"]
+        extra = {"acc_lesion": c["acc_lesion"]} if "acc_lesion" in c else {}
+        rows.append(BlockRow(c["name"], Verdict.HOLDS if c["ok"] else Verdict.FAILS, c["measured"], math.nan,
+                             math.nan, diff, diff - half, diff + half, ref.n_images, note=f"±{c['tolerance']} pp",
+                             values={"reference": c["reference"], **extra}))
+    if ref.n_images < FULL_VAL:
+        verdict = Verdict.INCONCLUSIVE
+        reason = (f"{ref.n_images} images < the {FULL_VAL} of ImageNet-val the reference numbers were measured on "
+                  "(sampling error exceeds the tolerance)")
+    else:
+        bad = [c["name"] for c in checks if not c["ok"]]
+        verdict = Verdict.FAILS if bad else Verdict.HOLDS
+        reason = f"outside tolerance: {', '.join(bad)}" if bad else "all reference accuracies within tolerance"
+    worst = max(checks, key=lambda c: abs(c["measured"] - c["reference"]) - c["tolerance"])
+    spec = REGISTRY["C11"]
+    return ClaimResult(claim="C11", title=spec.title, source=spec.source,
+                       verdict=verdict, statistic=worst["measured"], p_value=math.nan, p_adjusted=math.nan,
+                       effect=worst["measured"] - worst["reference"], ci_low=math.nan, ci_high=math.nan,
+                       n=ref.n_images, rows=tuple(rows), seed=ctx.seed, model=ctx.model, backend=ctx.backend,
+                       method="absolute tolerance", reason=reason,
+                       thresholds={"tol_empty_pp": TOL_EMPTY, "tol_drop_pp": TOL_DROP}, gate=spec.gate)
