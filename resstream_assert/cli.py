@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Functions that add further subcommands (export, ...); each takes the subparsers object.
 _EXTRA_COMMANDS: list = []
+_EXTRA_COMMANDS.append(lambda sub: __import__("resstream_assert.capture.onnx_export", fromlist=["_"]).register_cli(sub))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,173 @@
+"""Export torch models to ONNX for the onnxruntime backend, and the ``resstream export`` command.
+
+Defaults keep BatchNormalization nodes (TorchScript exporter, ``do_constant_folding=False``),
+because the gain claims read gamma from the graph; ``fold_bn=True`` gives what production
+exports usually look like (BN folded into Conv; gains become a flagged proxy). The exported
+file carries the model's normalization and class names in ``metadata_props``
+(``resstream.*``), which :func:`~resstream_assert.capture.onnx_runtime.load_onnx` reads back:
+an ONNX file does not otherwise say which mean/std its inputs need.
+
+Imports torch lazily: the CLI registers this module's subcommand on every start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+
+from resstream_assert.errors import BackendUnavailable, ModelSpecError
+
+EXPORTERS = ("torchscript", "dynamo")
+
+
+def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: str = "torchscript",
+                opset: int | None = None) -> Path:
+    """Export a torch :class:`~resstream_assert.loading.LoadedModel` (or an ``nn.Module``) to ``path``.
+
+    The batch axis is dynamic; H and W are fixed at the model's input size. ``exporter``:
+    ``"torchscript"`` (``torch.onnx.export(dynamo=False)``; scoped node names) or ``"dynamo"``
+    (names through ``pkg.torch.onnx.name_scopes``; needs onnxscript). With ``fold_bn=False``
+    the dynamo exporter runs with ``optimize=False``, its only switch that keeps BN.
+
+    Example:
+        >>> from resstream_assert.loading import load_model
+        >>> export_onnx(load_model("torchvision:resnet18"), "r18.onnx", fold_bn=True)  # doctest: +SKIP
+        PosixPath('r18.onnx')
+    """
+    import onnx
+    import torch
+
+    if exporter not in EXPORTERS:
+        raise ModelSpecError(f"Unknown ONNX exporter {exporter!r}; use one of {', '.join(EXPORTERS)}.")
+    module = getattr(loaded, "module", loaded)
+    if not isinstance(module, torch.nn.Module):
+        raise ModelSpecError(f"export_onnx needs a torch model, got {type(module).__name__} (is it already ONNX?).")
+    size = int(getattr(loaded, "input_size", 224))
+    module.eval()
+    param = next(module.parameters(), None)
+    # Batch 2: the dynamo exporter specializes a size-1 axis to a constant.
+    x = torch.zeros(2, 3, size, size, device=param.device if param is not None else "cpu")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's (spec pitfall 8)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+            if exporter == "torchscript":
+                torch.onnx.export(module, (x,), str(tmp), dynamo=False, do_constant_folding=fold_bn,
+                                  opset_version=opset, input_names=["input"], output_names=["logits"],
+                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            else:
+                program = torch.onnx.export(module, (x,), dynamo=True, optimize=fold_bn, opset_version=opset,
+                                            input_names=["input"], output_names=["logits"], verbose=False,
+                                            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+                program.save(str(tmp))
+        model = onnx.load(str(tmp))
+        props = {"resstream.name": str(getattr(loaded, "name", type(module).__name__)),
+                 "resstream.mean": ",".join(repr(float(v)) for v in getattr(loaded, "mean", (0.485, 0.456, 0.406))),
+                 "resstream.std": ",".join(repr(float(v)) for v in getattr(loaded, "std", (0.229, 0.224, 0.225))),
+                 "resstream.input_size": str(size), "resstream.exporter": exporter,
+                 # Only when there was BN to fold: a BN-free model (ConvNeXt) exported with fold_bn is not "folded".
+                 "resstream.fold_bn": "1" if fold_bn and _has_bn(module) else "0",
+                 "resstream.source": str(getattr(loaded, "spec", ""))}
+        if getattr(loaded, "class_names", None):
+            props["resstream.class_names"] = json.dumps(list(loaded.class_names))
+        del model.metadata_props[:]
+        for k, v in props.items():
+            model.metadata_props.add(key=k, value=v)
+        onnx.save(model, str(tmp))
+        os.replace(tmp, path)
+    except ImportError as exc:
+        raise BackendUnavailable(f"The {exporter} ONNX exporter needs a package that is not installed ({exc}); "
+                                 "install it with pip install 'resstream_assert[onnx-export]', or use "
+                                 "--exporter torchscript.") from exc
+    except (RuntimeError, ValueError, TypeError, torch.onnx.errors.OnnxExporterError) as exc:
+        raise BackendUnavailable(f"torch.onnx.export ({exporter}) could not export {getattr(loaded, 'name', module)} "
+                                 f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}). Try the other "
+                                 "exporter (--exporter), or run this model on the torch backend.") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _has_bn(module) -> bool:
+    import torch
+
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def to_onnx_backend(loaded, providers: tuple[str, ...] = ()):
+    """Export a torch model once (cached under the response cache directory) and load it on onnxruntime.
+
+    The file is ``<cache>/onnx/<torch digest>-<size>px.onnx`` (the size is part of the name
+    because H and W are fixed at export). BN is kept, so gains are true gammas.
+
+    Example:
+        >>> from resstream_assert.loading import load_model
+        >>> m = load_model("torchvision:resnet18", backend="onnx")  # doctest: +SKIP
+        >>> m.backend, m.meta["exported_from"]  # doctest: +SKIP
+        ('onnx', 'torchvision:resnet18')
+    """
+    from filelock import FileLock
+
+    from resstream_assert.capture.cache import default_cache_dir
+    from resstream_assert.capture.onnx_runtime import load_onnx
+    from resstream_assert.loading import LoadedModel, ModelSpec
+
+    path = default_cache_dir() / "onnx" / f"{loaded.digest}-{loaded.input_size}px.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):  # xdist workers export each model once
+        if not path.is_file():
+            export_onnx(loaded, path)
+    onnx_model = load_onnx(ModelSpec("onnx", str(path), None, None, str(path)), loaded.input_size, providers)
+    meta = {**loaded.meta, **onnx_model.meta, "exported_from": loaded.spec}
+    return LoadedModel(spec=loaded.spec, name=loaded.name, backend="onnx", module=None,
+                       input_size=onnx_model.input_size, num_classes=loaded.num_classes, digest=onnx_model.digest,
+                       mean=loaded.mean, std=loaded.std, control=loaded.control, class_names=loaded.class_names,
+                       onnx_path=str(path), meta=meta)
+
+
+def _export_command(args) -> int:
+    from resstream_assert.discovery.onnx_graph import discover_onnx
+    from resstream_assert.loading import load_model
+
+    loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle)
+    if loaded.backend != "torch":
+        raise ModelSpecError(f"{args.spec!r} is already an ONNX file; export takes a torch model spec.")
+    path = export_onnx(loaded, args.out, fold_bn=args.fold_bn, exporter=args.exporter, opset=args.opset)
+    from resstream_assert.capture.onnx_runtime import load_onnx
+    from resstream_assert.loading import ModelSpec
+
+    onnx_model = load_onnx(ModelSpec.parse(str(path)), None, ("cpu",))
+    rmap = discover_onnx(onnx_model)
+    m = onnx_model.meta
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): exporter {m['exporter']}, opset {m['opset']}, "
+          f"BN {'folded into Conv (gains are proxies)' if m['bn_folded'] else 'kept'}, "
+          f"input {onnx_model.input_size}px, "
+          f"{len(rmap)} residual blocks")
+    return 0
+
+
+def register_cli(sub) -> None:
+    """Add ``resstream export SPEC OUT.onnx`` to the CLI's subparsers.
+
+    Example:
+        >>> from resstream_assert.cli import build_parser
+        >>> build_parser().parse_args(["export", "zoo:resnet18-synth96", "m.onnx", "--fold-bn"]).fold_bn
+        True
+    """
+    p = sub.add_parser("export", help="export a torch model spec to ONNX (with its normalization in the metadata)")
+    p.add_argument("spec", help="model spec, e.g. zoo:resnet18-synth96 or torchvision:resnet50@weights.pth")
+    p.add_argument("out", help="output .onnx path")
+    p.add_argument("--fold-bn", action="store_true",
+                   help="fold BatchNorm into Conv (smaller, like production exports; gains become proxies)")
+    p.add_argument("--exporter", default="torchscript", choices=EXPORTERS,
+                   help="torch.onnx exporter (default: torchscript)")
+    p.add_argument("--input-size", type=int, default=None, help="input size in px (default: the model's own)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
+    p.set_defaults(func=_export_command)

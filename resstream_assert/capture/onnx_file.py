@@ -1,0 +1,178 @@
+"""Reading ONNX files: parse and validate them, hash them, find the image input, resolve tensor shapes.
+
+Every problem a user's file can have becomes a :mod:`resstream_assert.errors` error that
+names the file and says what to do. Parsed models are cached per path, mtime and size
+(and the external data files' mtime and size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from resstream_assert.errors import CheckpointError, DiscoveryError, ModelSpecError
+
+__all__ = ["read_model", "image_input", "value_shapes"]
+
+_FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}
+_MODELS: "OrderedDict[tuple, tuple]" = OrderedDict()  # (path, mtime, size) -> (ModelProto, digest, externals)
+
+
+def read_model(path: str | Path):
+    """Parse an ONNX file (with its external data) and hash it; cached per path, mtime and size.
+
+    Returns ``(ModelProto, sha256 hex digest of the file bytes plus external data)``.
+    Raises :class:`CheckpointError` for a missing, non-ONNX, truncated or incomplete file.
+
+    Example:
+        >>> model, digest = read_model("resnet18.onnx")  # doctest: +SKIP
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"ONNX file {str(p)!r} does not exist. Check the path in the model spec (relative paths "
+                              "are taken from the current directory), or write one with "
+                              f"'resstream export SPEC {p.name}'.")
+    stat = p.stat()
+    key = (str(p.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key in _MODELS:
+        model, digest, externals = _MODELS[key]
+        if all(_stat(e) == st for e, st in externals):  # external data unchanged too
+            _MODELS.move_to_end(key)
+            return model, digest
+    data = p.read_bytes()
+    try:
+        model = onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{str(p)!r} is not a readable ONNX model ({type(exc).__name__}: {exc}). It may be "
+                              "truncated, corrupt, or another format (a .pth checkpoint is loaded with a "
+                              "'torchvision:ARCH@FILE' spec instead); export it again.") from exc
+    if model.ir_version <= 0 or not model.graph.node or not model.graph.input:
+        raise CheckpointError(f"{str(p)!r} is not an ONNX model (no graph nodes or inputs were found): it is probably "
+                              "another format or a truncated file. Export it again.")
+    digest = hashlib.sha256(data)
+    locations = sorted({e.value for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+                        for e in t.external_data if e.key == "location"})
+    for loc in locations:
+        ext = p.parent / loc
+        if not ext.is_file():
+            raise CheckpointError(f"ONNX file {str(p)!r} keeps its weights in external data {loc!r}, which is missing "
+                                  f"(looked for {str(ext)!r}). Copy the data file next to the .onnx file, or export "
+                                  "the model again without external data.")
+        digest.update(ext.read_bytes())
+    if locations:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(model, str(p.parent))
+    _MODELS[key] = (model, digest.hexdigest(), [(p.parent / loc, _stat(p.parent / loc)) for loc in locations])
+    while len(_MODELS) > 4:
+        _MODELS.popitem(last=False)
+    return model, digest.hexdigest()
+
+
+def _stat(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def image_input(model, path: str = "<model>"):
+    """The graph's single image input ``(N, 3, H, W)`` and its numpy dtype; :class:`ModelSpecError` otherwise.
+
+    Example:
+        >>> inp, dtype = image_input(onnx.load("resnet18.onnx"))  # doctest: +SKIP
+        >>> inp.name, dtype  # doctest: +SKIP
+        ('input', <class 'numpy.float32'>)
+    """
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    desc = ", ".join(f"{i.name}{_shape_text(i)}" for i in inputs)
+    if len(inputs) != 1:
+        raise ModelSpecError(f"ONNX model {path!r} has {len(inputs)} inputs ({desc}); resstream_assert needs "
+                             "exactly one image input of shape (N, 3, H, W). Export the model with a single image "
+                             "argument.")
+    inp = inputs[0]
+    tt = inp.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    if tt.elem_type not in _FLOAT_TYPES or len(dims) != 4 or dims[1] not in (3, None):
+        raise ModelSpecError(f"ONNX model {path!r} takes {desc} (element type {tt.elem_type}), not an image batch: "
+                             "resstream_assert needs one float input of shape (N, 3, H, W). Export the image model "
+                             "itself (channels first, 3 colour channels).")
+    return inp, _FLOAT_TYPES[tt.elem_type]
+
+
+def _shape_text(vi) -> str:
+    dims = [str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?")
+            for d in vi.type.tensor_type.shape.dim]
+    return f"({', '.join(dims)})"
+
+
+def value_shapes(model, input_name: str, names: list[str], size: int | tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    """Static shapes of ``names`` for one ``(1, 3, H, W)`` input (``size`` is ``H == W`` or ``(H, W)``).
+
+    ONNX shape inference first; values it cannot resolve (e.g. a ``Pad`` whose pads are
+    computed) come from one onnxruntime run on a zero image.
+
+    Example:
+        >>> value_shapes(model, "input", ["/layer1/layer1.0/Add_output_0"], 64)  # doctest: +SKIP
+        {'/layer1/layer1.0/Add_output_0': (1, 64, 16, 16)}
+    """
+    import onnx
+    from onnx import shape_inference
+
+    h, w = (size, size) if isinstance(size, int) else size
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for inp in probe.graph.input:
+        if inp.name == input_name:
+            dims = inp.type.tensor_type.shape.dim
+            for d, v in zip(dims, (1, 3, h, w)):
+                d.Clear()
+                d.dim_value = v
+    shapes: dict[str, tuple[int, ...]] = {}
+    try:
+        inferred = shape_inference.infer_shapes(probe, strict_mode=False, data_prop=True)
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+            dims = vi.type.tensor_type.shape.dim
+            if vi.name in names and dims and all(d.HasField("dim_value") for d in dims):
+                shapes[vi.name] = tuple(int(d.dim_value) for d in dims)
+    except Exception:  # noqa: BLE001 - inference is best effort; onnxruntime below is the authority
+        pass
+    missing = [n for n in dict.fromkeys(names) if n not in shapes]
+    if missing:
+        shapes.update(_shapes_by_running(probe, input_name, missing, (h, w)))
+    return shapes
+
+
+def _shapes_by_running(model, input_name: str, names: list[str], hw: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    for n in names:
+        if n not in have:
+            probe.graph.output.append(helper.make_empty_tensor_value_info(n))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        elem = next(i for i in probe.graph.input if i.name == input_name).type.tensor_type.elem_type
+        x = np.zeros((1, 3, *hw), dtype=helper.tensor_dtype_to_np_dtype(elem))
+        outs = sess.run(names, {input_name: x})
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
+        raise DiscoveryError(f"Could not run the ONNX model on a {hw[0]}x{hw[1]} image to read tensor shapes "
+                             f"({type(exc).__name__}: {str(exc)[:300]}). Pass the input size the model expects "
+                             "(--resstream-input-size).") from exc
+    return {n: tuple(int(s) for s in o.shape) for n, o in zip(names, outs)}
