@@ -1,0 +1,249 @@
+"""Probe sets: the images every measure is computed on.
+
+Two sources behind one type (DESIGN.md decision 5):
+
+- ``embedded_probe``: needs no data at all. The synthetic generator's *test* split
+  (labeled, objects at 20%-70% of the side) plus an unlabeled slice of natural photographs
+  bundled with scikit-image, cropped at seeded positions and scales.
+- ``folder_probe``: the user's images, an ImageFolder-like tree (class subfolders, labels
+  by sorted folder name) or a flat folder (unlabeled).
+
+A ``ProbeSet`` carries a SHA-256 ``digest`` of its pixels and labels, used as a cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from resstream_assert.errors import ProbeError
+from resstream_assert.stimuli.synthetic import CLASS_NAMES, make_split
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: Photographs shipped inside scikit-image (no download needed).
+NATURAL_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry",
+                  "hubble_deep_field", "retina", "coins", "moon", "brick", "grass", "gravel")
+
+
+def _digest(images: np.ndarray, labels: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(f"{images.shape}|{images.dtype}|{labels.dtype}".encode())
+    h.update(np.ascontiguousarray(images).tobytes())
+    h.update(np.ascontiguousarray(labels.astype("<i8")).tobytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ProbeSet:
+    """Images ``(N, 3, H, W)`` uint8 with labels (-1 = unlabeled) and provenance names.
+
+    Example:
+        >>> probe = embedded_probe(n=16, size=32)
+        >>> len(probe), probe.size, len(probe.labeled())
+        (16, 32, 14)
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    digest: str
+
+    @classmethod
+    def build(cls, images: np.ndarray, labels: np.ndarray, names: Sequence[str],
+              class_names: Sequence[str]) -> "ProbeSet":
+        """Make a probe set from arrays, computing its digest.
+
+        Example:
+            >>> ProbeSet.build(np.zeros((1, 3, 8, 8), np.uint8), np.array([-1]), ["x"], ()).size
+            8
+        """
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        labels = np.asarray(labels, dtype=np.int64)
+        if images.ndim != 4 or images.shape[1] != 3 or not len(labels) == len(images) == len(names):
+            raise ProbeError(f"Probe arrays do not fit: images {images.shape} (need N, 3, H, W), "
+                             f"{len(labels)} labels, {len(names)} names.")
+        return cls(images, labels, tuple(names), tuple(class_names), _digest(images, labels))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def size(self) -> int:
+        """Image height in pixels (probe images are square)."""
+        return int(self.images.shape[2])
+
+    def batches(self, batch_size: int) -> Iterator[np.ndarray]:
+        """Yield float32 batches ``(B, 3, H, W)`` in [0, 1], in order.
+
+        Example:
+            >>> [b.shape[0] for b in embedded_probe(n=10, size=32).batches(4)]
+            [4, 4, 2]
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        for i in range(0, len(self), batch_size):
+            yield self.images[i:i + batch_size].astype(np.float32) / np.float32(255)
+
+    def subset(self, idx) -> "ProbeSet":
+        """The probe set restricted to ``idx`` (indices or a boolean mask), same order as given.
+
+        Example:
+            >>> len(embedded_probe(n=10, size=32).subset([0, 2]))
+            2
+        """
+        idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64)
+        return ProbeSet.build(self.images[idx], self.labels[idx], [self.names[i] for i in idx],
+                              self.class_names)
+
+    def labeled(self) -> "ProbeSet":
+        """The images with a label (>= 0).
+
+        Example:
+            >>> bool((embedded_probe(n=16, size=32).labeled().labels >= 0).all())
+            True
+        """
+        return self.subset(self.labels >= 0)
+
+
+@lru_cache(maxsize=None)
+def _photo(name: str) -> np.ndarray | None:
+    import skimage.data
+
+    try:
+        img = getattr(skimage.data, name)()
+    except Exception:  # a missing optional photo only shrinks the natural pool
+        return None
+    img = np.asarray(img)
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3].astype(np.uint8))
+
+
+def _natural_crops(n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
+    from PIL import Image
+
+    names = [p for p in NATURAL_IMAGES if _photo(p) is not None]
+    if not names:
+        raise ProbeError("No scikit-image photograph could be loaded for the natural part of the "
+                         "embedded probe. Reinstall scikit-image, or pass natural_fraction=0.")
+    crops, ids = [], []
+    for i in range(n):
+        name = names[i % len(names)]
+        photo = _photo(name)
+        k = i // len(names)
+        digest = hashlib.sha256(f"resstream-natural/{seed}/{name}/{k}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        h, w = photo.shape[:2]
+        side = int(round(min(h, w) * rng.uniform(0.3, 1.0)))  # several scales of the same photo
+        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = Image.fromarray(photo[top:top + side, left:left + side])
+        # PIL's bilinear resize filters over the whole footprint when shrinking (antialiased).
+        crops.append(np.asarray(crop.resize((size, size), Image.BILINEAR)))
+        ids.append(f"skimage/{name}/crop{k}")
+    return crops, ids
+
+
+def embedded_probe(n: int = 512, size: int = 96, seed: int = 0,
+                   natural_fraction: float = 0.125) -> ProbeSet:
+    """The built-in probe: synthetic test images (labeled) + natural photo crops (label -1).
+
+    Example:
+        >>> p = embedded_probe(n=64, size=32)
+        >>> p.images.shape, int((p.labels == -1).sum())
+        ((64, 3, 32, 32), 8)
+    """
+    if n < 1:
+        raise ProbeError(f"The embedded probe needs n >= 1 images, got {n}.")
+    if not 0.0 <= natural_fraction <= 1.0:
+        raise ProbeError(f"natural_fraction must be in [0, 1], got {natural_fraction}.")
+    n_nat = int(round(n * natural_fraction))
+    n_syn = n - n_nat
+    syn, labels, _ = make_split("test", n_syn, size, seed=seed)
+    names = [f"synth/test/{i}" for i in range(n_syn)]
+    parts = [syn]
+    if n_nat:
+        crops, ids = _natural_crops(n_nat, size, seed)
+        parts.append(np.stack(crops))
+        names += ids
+        labels = np.concatenate([labels, np.full(n_nat, -1, np.int64)])
+    images = np.concatenate(parts).transpose(0, 3, 1, 2)
+    return ProbeSet.build(images, labels, names, CLASS_NAMES)
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _read(path: Path, size: int, root: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = size / min(w, h)
+            # Shorter side to `size`, then the centre square (the usual eval preprocessing).
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            im = im.resize((nw, nh), Image.BILINEAR)
+            left, top = (nw - size) // 2, (nh - size) // 2
+            return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    except Exception as exc:
+        raise ProbeError(f"Probe image {path.relative_to(root).as_posix()} in {root} cannot be read "
+                         f"({type(exc).__name__}: {exc}). Remove or replace the file, or point the "
+                         "probe at another folder.") from exc
+
+
+def folder_probe(path, n: int | None = None, size: int = 224, seed: int = 0) -> ProbeSet:
+    """Load a folder of images: class subfolders (labels by sorted name) or a flat folder.
+
+    Images are resized (shorter side = ``size``) and centre-cropped; with ``n`` a seeded,
+    order-preserving subsample of ``n`` files is taken. Loose top-level files in a class
+    tree are kept as unlabeled (-1).
+
+    Example:
+        >>> probe = folder_probe("my_images/", n=256, size=224)  # doctest: +SKIP
+    """
+    root = Path(path)
+    if not root.exists():
+        raise ProbeError(f"Probe folder {root} does not exist. Point the probe at a folder of images "
+                         "(class subfolders or a flat folder), or use the embedded probe.")
+    if not root.is_dir():
+        raise ProbeError(f"Probe path {root} is a file, not a folder. Point it at a folder of images.")
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and any(_is_image(f) for f in d.rglob("*")))
+    files: list[tuple[Path, int]] = [(f, -1) for f in sorted(root.iterdir()) if _is_image(f)]
+    for label, d in enumerate(class_dirs):
+        files += [(f, label) for f in sorted(d.rglob("*")) if _is_image(f)]
+    if not files:
+        raise ProbeError(f"Probe folder {root} contains no images (looked for {', '.join(IMAGE_SUFFIXES)}, "
+                         "directly or one class subfolder down). Add images or point at another folder.")
+    if n is not None:
+        if n < 1:
+            raise ProbeError(f"The probe needs n >= 1 images, got {n}.")
+        if n < len(files):
+            keep = np.sort(np.random.default_rng(seed).permutation(len(files))[:n])
+            files = [files[i] for i in keep]
+    images = np.stack([_read(f, size, root) for f, _ in files]).transpose(0, 3, 1, 2)
+    labels = np.array([lab for _, lab in files], np.int64)
+    names = [f.relative_to(root).as_posix() for f, _ in files]
+    return ProbeSet.build(images, labels, names, tuple(d.name for d in class_dirs))
+
+
+def load_probe(source: str | None, n: int, size: int, seed: int = 0) -> ProbeSet:
+    """``None`` or ``"embedded"`` gives the embedded probe; anything else is a folder path.
+
+    Example:
+        >>> len(load_probe(None, n=16, size=32))
+        16
+    """
+    if source is None or str(source) == "embedded":
+        return embedded_probe(n=n, size=size, seed=seed)
+    return folder_probe(source, n=n, size=size, seed=seed)

@@ -1,0 +1,144 @@
+"""Stimulus variants: the spec's scale operators S and S^-1, zooms, and non-scale controls.
+
+All variants act on float tensors ``(N, 3, H, W)`` in ``[0, 1]`` and keep the shape.
+
+The papers (paper-claims §2.6) applied S and S^-1 to the *normalized* tensor. We apply
+them to ``[0, 1]`` images before normalization instead: crop, bilinear resize, flip and
+reflect padding are all linear maps that act on each channel alike and preserve constants
+(resize weights sum to 1), so they commute with the per-channel affine normalization
+``(x - mean) / std``. The one exception is constant padding (``Sinv_gray``): 0.5 grey in
+pixel space is not 0 in normalized space, which is the point of that sensitivity variant
+(spec W6). Antialiasing is pinned (``antialias=True``) because torchvision changed its
+default between versions (spec §2.6).
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+#: Zoom factors of accuracy-vs-zoom tables and scale-response curves.
+ZOOMS: tuple[float, ...] = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0)
+#: Names with no parameter; ``zoom{z}`` and ``zoomout{z}`` take a factor z in [1, 4].
+FIXED_VARIANTS: tuple[str, ...] = ("id", "S", "Sinv", "Sinv_gray", "flip", "shift")
+_ZOOM_RE = re.compile(r"^(zoom|zoomout)(\d+(?:\.\d+)?)$")
+
+
+def _valid_names() -> str:
+    return ", ".join(FIXED_VARIANTS) + ", zoom{z}, zoomout{z} (z in [1, 4], e.g. zoom1.25)"
+
+
+def parse_variant(name: str) -> tuple[str, float]:
+    """Split a variant name into ``(kind, zoom)``; raise ValueError naming the valid ones.
+
+    Example:
+        >>> parse_variant("zoom1.25"), parse_variant("Sinv")
+        (('zoom', 1.25), ('zoomout', 2.0))
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"Variant must be a string, got {type(name).__name__}. Valid: {_valid_names()}.")
+    if name == "id":
+        return "id", 1.0
+    if name == "S":
+        return "zoom", 2.0
+    if name == "Sinv":
+        return "zoomout", 2.0
+    if name == "Sinv_gray":
+        return "zoomout_gray", 2.0
+    if name in ("flip", "shift"):
+        return name, 1.0
+    m = _ZOOM_RE.match(name)
+    if m:
+        z = float(m.group(2))
+        if not 1.0 <= z <= 4.0:
+            raise ValueError(f"Variant {name!r}: zoom factor {z:g} is outside [1, 4]. Valid: {_valid_names()}.")
+        return m.group(1), z
+    raise ValueError(f"Unknown stimulus variant {name!r}. Valid: {_valid_names()}.")
+
+
+def zoom_variant(z: float) -> str:
+    """The variant name for a zoom-in by ``z`` (crop the centre, resize back).
+
+    Example:
+        >>> zoom_variant(1.25), zoom_variant(2.0)
+        ('zoom1.25', 'zoom2')
+    """
+    name = f"zoom{float(z):g}"
+    parse_variant(name)  # validates the range
+    return name
+
+
+def _crop_zoom(images: torch.Tensor, z: float) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    ch, cw = max(1, round(h / z)), max(1, round(w / z))
+    if (ch, cw) == (h, w):
+        return images.clone()
+    top, left = (h - ch) // 2, (w - cw) // 2
+    crop = images[..., top:top + ch, left:left + cw]
+    # Upsampling: antialias has no effect, pinned anyway so versions cannot differ.
+    return TF.resize(crop, [h, w], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+
+
+def _reflect_pad(x: torch.Tensor, pads: list[int]) -> torch.Tensor:
+    # torch's reflect pad needs pad < size; larger pads mirror repeatedly (as numpy's 'reflect').
+    left, right, top, bottom = pads
+    while left or right or top or bottom:
+        h, w = x.shape[-2:]
+        step = [min(left, w - 1), min(right, w - 1), min(top, h - 1), min(bottom, h - 1)]
+        x = F.pad(x, step, mode="reflect")
+        left, right, top, bottom = (a - b for a, b in zip((left, right, top, bottom), step))
+    return x
+
+
+def _shrink_pad(images: torch.Tensor, z: float, fill: float | None) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    sh, sw = max(2, round(h / z)), max(2, round(w / z))
+    if (sh, sw) == (h, w):
+        return images.clone()
+    small = TF.resize(images, [sh, sw], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    # Odd leftovers go to the bottom/right so the output keeps the input's size exactly.
+    top, left = (h - sh) // 2, (w - sw) // 2
+    pads = [left, w - sw - left, top, h - sh - top]
+    if fill is None:
+        return _reflect_pad(small, pads)
+    return F.pad(small, pads, mode="constant", value=fill)
+
+
+def _shift(images: torch.Tensor) -> torch.Tensor:
+    # Move the content right and down by 1/8 of the side, reflect-filling the uncovered border.
+    h, w = images.shape[-2:]
+    dy, dx = max(1, round(h / 8)), max(1, round(w / 8))
+    padded = _reflect_pad(images, [dx, 0, dy, 0])
+    return padded[..., :h, :w].contiguous()
+
+
+def apply_variant(images: torch.Tensor, variant: str) -> torch.Tensor:
+    """Apply one stimulus variant to float images ``(N, 3, H, W)`` in [0, 1]; shape is kept.
+
+    ``id``; ``S`` (zoom in 2x: centre crop of half the side, bilinear resize back);
+    ``Sinv`` (zoom out 2x: resize to half, reflect-pad back); ``Sinv_gray`` (same, 0.5 grey
+    padding); ``flip`` (horizontal); ``shift`` (1/8 side, reflect fill); ``zoom{z}`` (centre
+    crop of side round(H/z), resize back); ``zoomout{z}`` (resize to round(H/z), reflect-pad).
+
+    Example:
+        >>> apply_variant(torch.rand(2, 3, 32, 32), "Sinv").shape
+        torch.Size([2, 3, 32, 32])
+    """
+    kind, z = parse_variant(variant)
+    if images.ndim != 4 or not images.is_floating_point():
+        raise ValueError(f"apply_variant needs float images (N, C, H, W); got {tuple(images.shape)} "
+                         f"{images.dtype}. Convert uint8 with x.float() / 255 first.")
+    if kind == "id":
+        return images
+    if kind == "flip":
+        return images.flip(-1)
+    if kind == "shift":
+        return _shift(images)
+    if kind == "zoom":
+        return _crop_zoom(images, z)
+    if kind == "zoomout":
+        return _shrink_pad(images, z, None)
+    return _shrink_pad(images, z, 0.5)  # zoomout_gray
