@@ -31,3 +31,17 @@ def randomize_bn(module, seed: int = 0):
                 m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
                 m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
     return module
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory):
+    """Keep ONNX exports and cached responses of the test run out of the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("RESSTREAM_CACHE_DIR")
+    os.environ["RESSTREAM_CACHE_DIR"] = str(tmp_path_factory.mktemp("resstream_cache"))
+    yield
+    if old is None:
+        os.environ.pop("RESSTREAM_CACHE_DIR", None)
+    else:
+        os.environ["RESSTREAM_CACHE_DIR"] = old
