@@ -8,6 +8,7 @@ aliased and memory grows with images x channels, never with feature-map size.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable, Iterable
 
 import numpy as np
@@ -133,7 +134,7 @@ def capture_torch(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, v
     norm = normalizer(getattr(loaded, "mean", (0.485, 0.456, 0.406)), getattr(loaded, "std", (0.229, 0.224, 0.225)), dev)
     logits = []
     first = True
-    with torch.inference_mode():
+    with torch.inference_mode(), _no_tf32(dev):
         for batch in batches:
             x = torch.as_tensor(batch, dtype=torch.float32, device=dev)
             if transform is not None:
@@ -149,6 +150,21 @@ def capture_torch(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, v
     if first:
         raise CaptureError("capture received no images (the probe set is empty)")
     return _collect(store, variant, torch.cat(logits).numpy())
+
+
+@contextmanager
+def _no_tf32(device: torch.device):
+    """TF32 off on CUDA while capturing: it moves responses by ~1e-3 relative (measured on an H200),
+    enough to reorder exemplars; the user's settings are restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _check_faithful(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
