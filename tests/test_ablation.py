@@ -135,13 +135,18 @@ def test_planted_scale_harm_holds():
     t, v, fig = lesion_test(ZOOMS, intact, sel, rand, anti, rng=0, n_boot=500)
     assert t.p_value < 0.05 and t.effect > 0 and t.ci_low > 0
     assert all(v[f"p_zoom{z:g}"] < 0.05 for z in ZOOMS[1:]) and v["gap_max_zoom_ci_low"] > 0
-    assert v["p_anti"] > 0.05 and len(fig["dD_selected"]) == 4
+    assert v["p_anti"] > 0.05 and len(fig["series"]["scale-invariant set"]) == 4
     block = L.BlockLesion("layer2.1", 3, 128, np.arange(10), np.arange(10, 20), np.zeros((100, 10), int),
                           np.ones(128), sel, anti, rand)
     data = L.LesionData(tuple(ZOOMS), np.arange(300) % 10, intact, (block,), 0, 100)
     res = evaluate_c10(_ctx(data))
     assert res.verdict == Verdict.HOLDS and res.rows[0].p_value < 0.05
-    assert res.rows[0].values["n_selected"] == 10 and "lesion_zoom_curves" in res.figures
+    assert res.rows[0].values["n_selected"] == 10
+    fig = res.figures["lesion_zoom_curves"]
+    assert fig["type"] == "lines" and fig["panels"][0]["label"] == "layer2.1"
+    from resstream_assert.report.plots import render_figure
+
+    assert render_figure(fig)[:8] == b"\x89PNG\r\n\x1a\n"  # the report can draw it
 
 
 def test_exchangeable_set_does_not_hold_and_p_is_roughly_uniform():

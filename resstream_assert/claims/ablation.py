@@ -137,11 +137,13 @@ def lesion_test(zooms, intact: np.ndarray, selected: np.ndarray, random: np.ndar
     test = TestResult(s_sel, p, s_sel - float(s_rand.mean()), float(lo), float(hi), n_img,
                       "rank of the ΔD-vs-zoom slope among random equal-size lesions", "greater", "excess_slope",
                       n_rand, values={})
-    figure = {"zooms": z.tolist(), "acc_intact": intact.mean(-1).tolist(), "acc_selected": sets[0].mean(-1).tolist(),
-              "acc_random_mean": sets[1:1 + n_rand].mean(-1).mean(0).tolist(),
-              "dD_selected": dd[0].tolist(), "dD_random_mean": dd[1:1 + n_rand].mean(0).tolist(),
-              "dD_random_lo": np.percentile(dd[1:1 + n_rand], 5, axis=0).tolist(),
-              "dD_random_hi": np.percentile(dd[1:1 + n_rand], 95, axis=0).tolist()}
+    # One panel of the shared "lines" figure contract: extra damage under zoom, S* vs the random band.
+    figure = {"x": z.tolist(), "series": {"scale-invariant set": dd[0].tolist(),
+                                          "random sets (mean)": dd[1:1 + n_rand].mean(0).tolist()},
+              "bands": {"random sets (mean)": {"low": np.percentile(dd[1:1 + n_rand], 5, axis=0).tolist(),
+                                               "high": np.percentile(dd[1:1 + n_rand], 95, axis=0).tolist()}},
+              "acc_intact": intact.mean(-1).tolist(), "acc_selected": sets[0].mean(-1).tolist(),
+              "acc_random_mean": sets[1:1 + n_rand].mean(-1).mean(0).tolist()}
     return test, values, figure
 
 
@@ -169,7 +171,7 @@ def evaluate_c10(ctx: ClaimContext) -> ClaimResult:
     if chance:
         return _not_run(ctx, "C10", Verdict.NOT_APPLICABLE, chance)
     rows: list[BlockRow] = []
-    figures: dict = {}
+    panels: list = []
     for bl in data.blocks:
         base = {"n_selected": len(bl.selected), "n_anti": len(bl.anti), "channels": bl.channels}
         if bl.note or bl.correct_selected is None:
@@ -180,10 +182,12 @@ def evaluate_c10(ctx: ClaimContext) -> ClaimResult:
                                         rng=ctx.rng("C10/bootstrap", bl.index), n_boot=ctx.options.n_boot)
         rows.append(row(bl.block, test, values={**base, **values},
                         note=f"|S*|={len(bl.selected)}, N={len(bl.correct_random)}"))
-        figures[bl.block] = {**fig, "selected": bl.selected.tolist()}
+        panels.append({"label": bl.block, **fig, "selected": bl.selected.tolist()})
     if not rows:
         return _not_run(ctx, "C10", Verdict.INCONCLUSIVE, "no ablation block")
-    return summarize(ctx, "C10", rows, direction=1, figures={"lesion_zoom_curves": figures},
+    figure = {"type": "lines", "title": "Extra damage under zoom: scale-invariant lesion vs random lesions",
+              "xlabel": "zoom factor", "ylabel": "ΔD(zoom) = D(zoom) − D(1), accuracy", "panels": panels}
+    return summarize(ctx, "C10", rows, direction=1, figures={"lesion_zoom_curves": figure},
                      values={"n_random": data.n_random, "seed": data.seed},
                      thresholds={"n_random": data.n_random})
 
