@@ -6,6 +6,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
+from scipy.stats import rankdata
 
 from resstream_assert.claims.base import ClaimContext, register, row, summarize
 from resstream_assert.effects import DegenerateDataError
@@ -64,7 +65,8 @@ def _share_agreement(bm, ctx: ClaimContext) -> float:
     m, share = bm.mix_ratio("p1"), bm.contribution_share
     ok = np.isfinite(share) & ~np.isnan(m)
     try:
-        return spearman_permutation(m[ok], share[ok], alternative="greater", rng=ctx.rng("C1", bm.index),
+        # Ranks, not values: M is inf for a silent branch, and Spearman only needs the order.
+        return spearman_permutation(rankdata(m[ok]), share[ok], alternative="greater", rng=ctx.rng("C1", bm.index),
                                     n_resamples=199, n_boot=0).effect
     except DegenerateDataError:
         return math.nan

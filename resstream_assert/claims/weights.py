@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.stats import rankdata
 
 from resstream_assert.claims.base import ClaimContext, register, row, summarize
 from resstream_assert.effects import DegenerateDataError
@@ -34,6 +35,8 @@ def branch_gain(ctx: ClaimContext):
             continue
         m = bm.mix_ratio("p1")
         ok = ~np.isnan(m)
+        m_rank = np.full(m.shape, np.nan)
+        m_rank[ok] = rankdata(m[ok])  # Spearman needs only the order; M = inf (silent branch) ranks highest
         gain, conv = bm.branch_gain[ok], (bm.conv_magnitude[ok] if bm.conv_magnitude is not None else None)
         note = "gain is a fused-conv proxy" if bm.gain_kind == "fused_conv_proxy" else ""
         if ok.sum() < ctx.options.min_channels:
@@ -46,12 +49,12 @@ def branch_gain(ctx: ClaimContext):
             continue
         rng = ctx.rng("C3", bm.index)
         try:
-            test = spearman_permutation(m[ok], gain, alternative="less", rng=rng,
+            test = spearman_permutation(m_rank[ok], gain, alternative="less", rng=rng,
                                         n_resamples=ctx.options.n_resamples, n_boot=ctx.options.n_boot)
         except DegenerateDataError as exc:
             rows.append(row(bm.block, verdict=Verdict.NOT_APPLICABLE, note=f"rho undefined: {exc}"))
             continue
-        values = {"rho": test.effect, "n_undefined": int((~ok).sum()), **_secondary(m[ok], gain, conv, rng)}
+        values = {"rho": test.effect, "n_undefined": int((~ok).sum()), **_secondary(m[ok], m_rank[ok], gain, conv, rng)}
         rows.append(row(bm.block, test, values=values, note=note))
         panels.append({"label": bm.block, "x": np.log10(np.clip(m[ok], 1e-3, 1e3)).tolist(), "y": gain.tolist(),
                        "note": f"rho={test.effect:+.2f} p={test.p_value:.2g}"})
@@ -63,7 +66,7 @@ def branch_gain(ctx: ClaimContext):
         "ylabel": "|gamma| of the branch's last norm", "panels": panels}})
 
 
-def _secondary(m: np.ndarray, gain: np.ndarray, conv: np.ndarray | None, rng) -> dict[str, float]:
+def _secondary(m: np.ndarray, m_rank: np.ndarray, gain: np.ndarray, conv: np.ndarray | None, rng) -> dict[str, float]:
     """Conv magnitude rho, partial rho (gain | conv) and the log-M rho without coded values (spec C3)."""
     out: dict[str, float] = {}
     finite = np.isfinite(m) & (m > 0)
@@ -76,8 +79,9 @@ def _secondary(m: np.ndarray, gain: np.ndarray, conv: np.ndarray | None, rng) ->
             out[key] = math.nan
 
     if conv is not None:
-        safe("rho_conv", lambda: spearman_permutation(m, conv, alternative="less", rng=rng, n_resamples=999, n_boot=0))
-        safe("rho_partial", lambda: partial_spearman(m, gain, conv, alternative="less", rng=rng, n_resamples=999,
+        safe("rho_conv", lambda: spearman_permutation(m_rank, conv, alternative="less", rng=rng, n_resamples=999,
+                                                      n_boot=0))
+        safe("rho_partial", lambda: partial_spearman(m_rank, gain, conv, alternative="less", rng=rng, n_resamples=999,
                                                      n_boot=0))
     safe("rho_logm", lambda: spearman_permutation(np.log(m[finite]), gain[finite], alternative="less", rng=rng,
                                                   n_resamples=999, n_boot=0))
