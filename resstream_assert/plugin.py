@@ -35,6 +35,8 @@ _OPTIONS = [
     ("mostly", "float", None, "fraction of analysed blocks in which a claim must hold (default: per claim)"),
     ("min-effect", "float", 0.0, "smallest effect size (|rho|, rank-biserial, ...) that counts as holding"),
     ("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))"),
+    ("survey", "bool", False, "survey a model instead of gating it: a claim that fails is reported as xfailed, "
+     "not as a failure (baseline drifts still fail)"),
     # Reports and the baseline gate (logic in resstream_assert/report/).
     ("report-json", "str", None, "write the JSON report (versions, machine, seed, config, every claim result) to PATH"),
     ("report-md", "str", None, "write a Markdown report (per-model tables, matrix, baseline diff) to PATH"),
@@ -111,7 +113,7 @@ def run_config(config: pytest.Config):
             images=_get(config, "images"), batch_size=_get(config, "batch-size"), device=_get(config, "device"),
             seed=_get(config, "seed"), input_size=_get(config, "input-size"), cache_dir=cache_dir,
             trust_pickle=_get(config, "trust-pickle"), backends=tuple(_get(config, "backend") or ()),
-            providers=providers, claim_options={
+            providers=providers, survey=bool(_get(config, "survey")), claim_options={
                 "alpha": _get(config, "alpha"), "mostly": _get(config, "mostly"),
                 "min_effect": _get(config, "min-effect"), "n_resamples": _get(config, "resamples")})
     return config._resstream_run_config

@@ -32,6 +32,7 @@ class RunConfig:
     backends: tuple[str, ...] = ("torch",)
     providers: tuple[str, ...] = ()
     progress: bool = True
+    survey: bool = False  # report verdicts without failing tests (the suite xfails failing claims)
     claim_options: dict = field(default_factory=dict)
 
     def with_(self, **changes) -> "RunConfig":

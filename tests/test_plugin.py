@@ -115,3 +115,16 @@ def test_cache_reused_across_sessions_and_invalidated_by_weights(pytester, tmp_p
     state["linear.bias"] += 1.0
     torch.save(state, weights)
     assert run() == {"images": 12, "n": 12}   # new weights: recomputed
+
+
+def test_suite_gate_and_survey_modes(pytester):
+    """The built-in suite on a random-init model: C1 fails (a test failure), and in survey mode it is xfailed."""
+    args = ["--pyargs", "resstream_assert.suite", "--resstream-model", "tests.cifar_user_model:resnet20",
+            "--resstream-claims", "C1,C3", "--resstream-images", "64", "--resstream-input-size", "32",
+            "--resstream-no-cache", "-p", "no:cacheprovider"]
+    strict = pytester.runpytest_subprocess(*args)
+    strict.assert_outcomes(passed=2, failed=1, skipped=1)  # structure x2; C1 fails; C3 not_applicable
+    strict.stdout.fnmatch_lines(["*ClaimAssertionError: C1*expected holds, got fails*", "*9 deselected*"])
+    survey = pytester.runpytest_subprocess(*args, "--resstream-survey")
+    survey.assert_outcomes(passed=2, xfailed=1, skipped=1)
+    assert survey.ret == 0
