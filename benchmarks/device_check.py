@@ -22,19 +22,7 @@ from resstream_assert.api import evaluate
 from resstream_assert.capture.torch_fx import capture_torch
 from resstream_assert.discovery.torch_graph import discover_torch
 from resstream_assert.session import RunConfig, Workbench
-
-
-def randomize_bn(module, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) * 1.5 + 0.1)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return module
+from tests.conftest import randomize_bn  # run from the repo root (PYTHONPATH=.)
 
 
 def site_diffs(a, b) -> float:
