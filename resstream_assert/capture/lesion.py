@@ -44,6 +44,7 @@ class LesionOptions:
     batch_size: int = 256
     min_selected: int = 3
     min_images: int = 50
+    max_images: int = 512  # lesion runs cost N_random x images: beyond this, the first labeled images are used
     claims: tuple[str, ...] = ("C10", "C11")
 
     @classmethod
@@ -384,6 +385,8 @@ def lesion_context_data(workbench, spec: str, backend: str, rmap, measures, opti
     if why:
         return skip("not_applicable", why)
     lab = probe.labeled()
+    if len(lab) > opts.max_images:  # the embedded probe's labels cycle through the classes, so a prefix is balanced
+        lab = lab.subset(np.arange(opts.max_images))
     if len(lab) < opts.min_images:
         return skip("inconclusive", f"{len(lab)} labeled probe images < {opts.min_images}; raise --resstream-images")
     names = opts.blocks or tuple(b.name for b in default_ablation_blocks(rmap))
