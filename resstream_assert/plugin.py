@@ -35,6 +35,8 @@ _OPTIONS = [
     ("mostly", "float", None, "fraction of analysed blocks in which a claim must hold (default: per claim)"),
     ("min-effect", "float", 0.0, "smallest effect size (|rho|, rank-biserial, ...) that counts as holding"),
     ("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))"),
+    ("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=200, blocks=layer3.1,layer2.1, "
+     "zooms=1,1.5,2, max_images=1024, min_selected=3"),
     ("survey", "bool", False, "survey a model instead of gating it: a claim that fails is reported as xfailed, "
      "not as a failure (baseline drifts still fail)"),
     # Reports and the baseline gate (logic in resstream_assert/report/).
@@ -115,8 +117,31 @@ def run_config(config: pytest.Config):
             trust_pickle=_get(config, "trust-pickle"), backends=tuple(_get(config, "backend") or ()),
             providers=providers, survey=bool(_get(config, "survey")), claim_options={
                 "alpha": _get(config, "alpha"), "mostly": _get(config, "mostly"),
-                "min_effect": _get(config, "min-effect"), "n_resamples": _get(config, "resamples")})
+                "min_effect": _get(config, "min-effect"), "n_resamples": _get(config, "resamples"),
+                **_lesion_options(_get(config, "lesion") or [])})
     return config._resstream_run_config
+
+
+def _lesion_options(items: list[str]) -> dict:
+    """``["n_random=200", "blocks=layer3.1"]`` -> ``{"lesion_n_random": 200, "lesion_blocks": ("layer3.1",)}``."""
+    out: dict = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise pytest.UsageError(f"--resstream-lesion expects KEY=VALUE, got {item!r}")
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        values = [int(p) if p.lstrip("-").isdigit() else (float(p) if p.replace(".", "", 1).isdigit() else p)
+                  for p in parts]
+        multi = key.strip() in ("blocks", "zooms", "claims")
+        out[f"lesion_{key.strip()}"] = tuple(values) if multi else (values[0] if values else None)
+    if out:  # fail at start-up, not in the middle of the run
+        from resstream_assert.capture.lesion import LesionOptions
+
+        try:
+            LesionOptions.from_mapping(out)
+        except (TypeError, ValueError) as exc:
+            raise pytest.UsageError(f"--resstream-lesion: {exc}") from None
+    return out
 
 
 def model_refs(config: pytest.Config) -> list[ModelRef]:
@@ -136,6 +161,7 @@ def pytest_configure(config: pytest.Config) -> None:
     n = _get(config, "images")
     if n is not None and int(n) < 1:
         raise pytest.UsageError("--resstream-images must be a positive number of images")
+    _lesion_options(_get(config, "lesion") or [])  # a bad KEY=VALUE stops the run here, before any test
 
 
 def _register_reports(config: pytest.Config) -> None:

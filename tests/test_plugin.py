@@ -128,3 +128,14 @@ def test_suite_gate_and_survey_modes(pytester):
     survey = pytester.runpytest_subprocess(*args, "--resstream-survey")
     survey.assert_outcomes(passed=2, xfailed=1, skipped=1)
     assert survey.ret == 0
+
+
+def test_lesion_options_are_parsed_and_checked(pytester):
+    from resstream_assert.plugin import _lesion_options
+
+    assert _lesion_options(["n_random=20", "blocks=layer3.1,layer2.1", "zooms=1,1.5,2"]) == {
+        "lesion_n_random": 20, "lesion_blocks": ("layer3.1", "layer2.1"), "lesion_zooms": (1, 1.5, 2)}
+    pytester.makepyfile("def test_x(resstream_config):\n    pass\n")
+    result = pytester.runpytest_subprocess("--resstream-lesion", "nope=1", "--resstream-no-cache")
+    result.stderr.fnmatch_lines(["*--resstream-lesion: Unknown lesion option 'lesion_nope'*"])
+    assert result.ret != 0
