@@ -58,9 +58,11 @@ def evaluate(workbench: Workbench, spec: str, backend: str = "torch", claims: It
     cfg = workbench.config
     options = options or ClaimOptions(**{k: v for k, v in cfg.claim_options.items()
                                          if v is not None and not k.startswith("lesion_")})
-    resp = workbench.responses(spec, needed_variants(ids), backend)
+    variants = needed_variants(ids)
+    resp = workbench.responses(spec, variants, backend)
     rmap = workbench.map(spec, backend)
-    measures = workbench.memo(("measures", spec, backend, cfg.seed),
+    # Measures depend on which variants were captured (scale and zoom quantities need theirs).
+    measures = workbench.memo(("measures", spec, backend, cfg.seed, variants),
                               lambda: tuple(measure_all(rmap, resp, MeasureOptions(seed=cfg.seed))))
     loaded = workbench.model(spec, backend)
     probe = workbench.probe(loaded.input_size)

@@ -10,6 +10,7 @@ from scipy.stats import rankdata
 from resstream_assert.api import evaluate
 from resstream_assert.assertions import ClaimAssertionError, assert_claim, check_claim
 from resstream_assert.claims import ClaimOptions
+from resstream_assert.measures import measure_all
 from resstream_assert.results import Verdict
 from resstream_assert.session import RunConfig, Workbench
 from tests.cifar_user_model import resnet20
@@ -32,8 +33,8 @@ def planted(tmp_path_factory):
     for _ in range(2):
         torch.save(model.state_dict(), path)
         spec = f"{SPEC}@{path}"
-        wb, _ = _run(spec, ["C1"])
-        measures, rmap = wb.memo(("measures", spec, "torch", 0), None), wb.map(spec)
+        wb = Workbench(RunConfig(models=(spec,), images=256, input_size=32, progress=False))
+        measures, rmap = measure_all(wb.map(spec), wb.responses(spec)), wb.map(spec)
         with torch.no_grad():
             for bm in measures:
                 if not rmap[bm.index].projection:
@@ -105,3 +106,11 @@ def test_c4_is_report_only(planted):
 def test_assert_claim_rejects_other_types():
     with pytest.raises(TypeError):
         assert_claim("holds")
+
+
+def test_claims_evaluated_one_after_another_get_the_variants_they_need(planted):
+    """C1 needs only plain images; C5 then needs S/Sinv/flip: its measures must not be C1's."""
+    wb = Workbench(RunConfig(models=(planted,), images=128, input_size=32, progress=False))
+    assert evaluate(wb, planted, claims=["C1"])["C1"].verdict != Verdict.NOT_APPLICABLE
+    c5 = evaluate(wb, planted, claims=["C5"])["C5"]
+    assert c5.verdict != Verdict.NOT_APPLICABLE, c5.reason
