@@ -15,6 +15,7 @@ back to full forwards with an edit at the site. Only this module imports torch (
 
 from __future__ import annotations
 
+import time
 import zlib
 from dataclasses import dataclass, field, fields
 from typing import Mapping, Sequence
@@ -423,9 +424,14 @@ def lesion_context_data(workbench, spec: str, backend: str, rmap, measures, opti
             chance = at_chance(pre[0], lab.labels)
             if chance:
                 return skip("not_applicable", chance)
+        log = getattr(workbench, "log", None) or (lambda line: None)
+        log(f"[resstream] C10 lesions of {block.name}: {len(sets)} channel sets x {len(zooms)} zooms x "
+            f"{len(lab)} images ...")
+        start = time.perf_counter()
         corr, intact_b, vals, mode = lesion_correctness(loaded, rmap, block, lab.images, lab.labels, zooms, sets,
                                                         device=cfg.device, batch_size=opts.batch_size,
                                                         counters=counters)
+        log(f"[resstream] C10 lesions of {block.name}: done in {time.perf_counter() - start:.0f} s ({mode} forwards)")
         counters[f"mode:{block.name}"] = 1 if mode == "tail" else 0
         intact = intact_b if intact is None else intact
         out.append(BlockLesion(block.name, block.index, block.channels, sel, anti, rand, vals, corr[0],
