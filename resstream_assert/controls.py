@@ -65,13 +65,9 @@ def _identity(module, rmap, seed):
 
 
 def _plain(module, rmap, seed):
-    from resstream_assert.discovery.torch_graph import block_nodes, trace
+    from resstream_assert.discovery.torch_graph import block_nodes, copy_graph
 
-    traced = trace(module)
-    graph = fx.Graph()
-    env: dict = {}
-    graph.output(graph.graph_copy(traced.gm.graph, env))
-    by_name = {old.name: new for old, new in env.items()}
+    graph, by_name = copy_graph(module)
     for bn in block_nodes(module):
         add, skip = by_name[bn.resid_sum], by_name[bn.skip_out]
         with graph.inserting_before(add):

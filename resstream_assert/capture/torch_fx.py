@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from resstream_assert.capture.responses import Responses, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
-from resstream_assert.discovery.torch_graph import block_nodes, trace
+from resstream_assert.discovery.torch_graph import block_nodes, copy_graph
 from resstream_assert.errors import CaptureError
 
 
@@ -65,12 +65,7 @@ def instrument(module: nn.Module, rmap: ResidualMap, sites: Iterable[str] = SITE
     Example:
         >>> gm, store = instrument(model, rmap, sites=("branch_out",))  # doctest: +SKIP
     """
-    traced = trace(module)
-    graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {}
-    out = graph.graph_copy(traced.gm.graph, env)
-    graph.output(out)
-    by_name = {old.name: new for old, new in env.items()}
+    graph, by_name = copy_graph(module)
     gm = fx.GraphModule(module, graph)
     store: dict = {}
     wanted = set(sites)

@@ -84,6 +84,21 @@ def trace(module: nn.Module) -> Traced:
     return _TRACES[module]
 
 
+def copy_graph(module: nn.Module) -> tuple[fx.Graph, dict[str, fx.Node]]:
+    """A fresh copy of the module's traced graph (to edit) and its nodes by original name.
+
+    Example:
+        >>> import torchvision
+        >>> graph, by_name = copy_graph(torchvision.models.resnet18())
+        >>> by_name["add"].target.__name__
+        'add'
+    """
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    graph.output(graph.graph_copy(trace(module).gm.graph, env))
+    return graph, {old.name: new for old, new in env.items()}
+
+
 def block_nodes(module: nn.Module) -> tuple[BlockNodes, ...]:
     """The residual blocks of ``module`` as FX node names, in forward order.
 
