@@ -154,11 +154,11 @@ def _silent(values: np.ndarray, ref_scale: np.ndarray) -> np.ndarray:
 
 def _mix_ratios(i_site, b_site, o_site, xi, xb, floor):
     num, den = mean_over(o_site, xi), mean_over(o_site, xb)
-    eps = floor * natural_scale(o_site)
-    coded, principled = coded_ratio(num, den), principled_ratio(num, den, eps)
+    scale = natural_scale(o_site)
+    coded, principled = coded_ratio(num, den), principled_ratio(num, den, floor * scale)
     # A site with no variation has no preferred stimulus: a silent branch means the output
     # follows the input alone (pure skip), a silent shortcut means pure overwrite.
-    silent_b, silent_i = _silent(b_site, natural_scale(o_site)), _silent(i_site, natural_scale(o_site))
+    silent_b, silent_i = _silent(b_site, scale), _silent(i_site, scale)
     for arr, code in ((coded, 10.0), (principled, np.inf)):
         arr[silent_b & ~silent_i] = code
         arr[silent_i & ~silent_b] = 0.0
