@@ -56,8 +56,7 @@ def evaluate(workbench: Workbench, spec: str, backend: str = "torch", claims: It
 
     ids = resolve_claims(claims)
     cfg = workbench.config
-    options = options or ClaimOptions(**{k: v for k, v in cfg.claim_options.items()
-                                         if v is not None and not k.startswith("lesion_")})
+    options = options or ClaimOptions.from_run(cfg.claim_options)
     variants = needed_variants(ids)
     resp = workbench.responses(spec, variants, backend)
     rmap = workbench.map(spec, backend)

@@ -321,11 +321,8 @@ def resstream_check(request, resstream_workbench, resstream_ref, resstream_confi
         unknown = set(options) - set(MARKER_KEYS)
         if unknown:
             raise TypeError(f"unknown claim option(s) {sorted(unknown)}; use {MARKER_KEYS}")
-        merged = {k: v for k, v in resstream_config.claim_options.items() if v is not None}
-        merged.update(marked)
-        merged.update(options)
-        result = evaluate(resstream_workbench, resstream_ref.spec, resstream_ref.backend, [claim],
-                          ClaimOptions(**merged))[claim.upper()]
+        opts = ClaimOptions.from_run(resstream_config.claim_options, **{**marked, **options})
+        result = evaluate(resstream_workbench, resstream_ref.spec, resstream_ref.backend, [claim], opts)[claim.upper()]
         record_result(request.node, result)
         return assert_claim(result, expect)
 

@@ -139,3 +139,19 @@ def test_lesion_options_are_parsed_and_checked(pytester):
     result = pytester.runpytest_subprocess("--resstream-lesion", "nope=1", "--resstream-no-cache")
     result.stderr.fnmatch_lines(["*--resstream-lesion: Unknown lesion option 'lesion_nope'*"])
     assert result.ret != 0
+
+
+def test_resstream_check_works_with_lesion_options(pytester):
+    """Run-level C10 options (lesion_* keys) must not leak into the claim thresholds of resstream_check."""
+    pytester.makepyfile("""
+import pytest
+
+@pytest.mark.resstream(alpha=0.01)
+def test_c1(resstream_check):
+    with pytest.raises(AssertionError):  # C1 fails on a random-init model
+        resstream_check("C1")
+""")
+    result = pytester.runpytest_subprocess("--resstream-model", "tests.cifar_user_model:resnet20",
+                                           "--resstream-lesion", "n_random=20", *SMALL, "--resstream-images", "64",
+                                           "--resstream-no-cache")
+    result.assert_outcomes(passed=1)

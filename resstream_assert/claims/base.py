@@ -47,6 +47,17 @@ class ClaimOptions:
     def with_(self, **changes) -> "ClaimOptions":
         return replace(self, **changes)
 
+    @classmethod
+    def from_run(cls, claim_options: Mapping, **overrides) -> "ClaimOptions":
+        """Options from a run's ``claim_options`` (unset values and the C10 ``lesion_*`` keys left out).
+
+        Example:
+            >>> ClaimOptions.from_run({"alpha": 0.01, "mostly": None, "lesion_n_random": 20}).alpha
+            0.01
+        """
+        kw = {k: v for k, v in claim_options.items() if v is not None and not k.startswith("lesion_")}
+        return cls(**{**kw, **overrides})
+
 
 @dataclass(frozen=True)
 class ClaimContext:
