@@ -1,7 +1,7 @@
 """Benchmark: the C10 lesion run (head once per zoom, tail per lesion set) on a ResNet18 at 96 px.
 
 With ``zoo:resnet18-synth96`` weights present, the whole hook runs as the orchestrator
-calls it (capture of id/S/Sinv, measures, ``lesion_context_data``, C10's statistics).
+calls it (capture of id/S/Sinv, measures, C10's lesion request, C10's statistics).
 Without them, torchvision resnet18 (10 classes, randomized BN statistics) stands in: the
 runner is timed directly on the pre-registered blocks with an S* of 18% of the channels
 (the papers' 23/128 and 46/256), an anti set and N random sets, since a random net is at
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import model_zoo
-    from resstream_assert.capture import lesion as L
+    from resstream_assert.interventions import lesion as L
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -68,23 +68,25 @@ def main(argv: list[str] | None = None) -> int:
           f"N = {args.n_random}")
     counters: dict = {}
     if use_zoo:
-        from resstream_assert.claims import ClaimContext, ClaimOptions
-        from resstream_assert.claims.ablation import evaluate_c10
-        from resstream_assert.measures import measure_all
-        from resstream_assert.session import RunConfig, Workbench
+        from resstream_assert.claims import REGISTRY, ClaimContext, ClaimOptions
+        from resstream_assert.claims.ablation import evaluate_c10, plan_lesions
+        from resstream_assert.config import RunConfig
+        from resstream_assert.interventions import InterventionEnv
+        from resstream_assert.pipeline import Pipeline
 
         spec = args.model
-        wb = Workbench(RunConfig(models=(spec,), images=args.images, progress=False, device=args.device))
+        wb = Pipeline(RunConfig(models=(spec,), images=args.images, progress=False, device=args.device))
         t0 = time.perf_counter()
         rmap = wb.map(spec)
-        measures = measure_all(rmap, wb.responses(spec, ("id", "S", "Sinv")))
+        measures = wb.measures(spec, "torch", ("id", "S", "Sinv"))
         t1 = time.perf_counter()
-        opts = L.LesionOptions(n_random=args.n_random, zooms=zooms, batch_size=args.batch, claims=("C10",))
-        data = L.lesion_context_data(wb, spec, "torch", rmap, measures, opts)
+        lesion = (("batch_size", args.batch), ("n_random", args.n_random), ("zooms", zooms))
+        ctx = ClaimContext(model=spec, backend="torch", rmap=rmap, measures=measures, responses={},
+                           options=ClaimOptions(lesion=lesion)).for_claim(REGISTRY["C10"])
+        loaded = wb.model(spec)
+        data = plan_lesions(ctx).run(InterventionEnv(loaded, rmap, wb.probe(loaded.input_size), device=args.device))
         t2 = time.perf_counter()
-        ctx = ClaimContext(model=spec, backend="torch", rmap=rmap, measures=tuple(measures), responses={},
-                           options=ClaimOptions(), lesion=data)
-        res = evaluate_c10(ctx)
+        res = evaluate_c10(ctx.for_claim(REGISTRY["C10"], data))
         t3 = time.perf_counter()
         counters = dict(data.forwards)
         module, size = wb.model(spec).module, wb.model(spec).input_size

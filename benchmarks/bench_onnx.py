@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torchvision
 
-    from resstream_assert.capture.onnx_runtime import capture_onnx, export_onnx, ort_threads, plain_session
+    from resstream_assert.capture.onnx_runtime import capture_onnx
+    from resstream_assert.loading.onnx_export import export_onnx
+    from resstream_assert.loading.ort_session import ort_threads, plain_session
     from resstream_assert.capture.torch_fx import capture_torch, normalizer
     from resstream_assert.discovery.onnx_graph import discover_onnx
     from resstream_assert.discovery.torch_graph import discover_torch
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         path = export_onnx(tl, Path(tmp) / f"{args.arch}.onnx")
         ol = load_model(str(path), providers=("CPUExecutionProvider",))
         omap = discover_onnx(ol)
-        sess = plain_session(path, ol.meta["providers"])
+        sess = plain_session(path, ol.digest, ol.meta["providers"])
         mean = np.asarray(ol.mean, np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(ol.std, np.float32).reshape(1, 3, 1, 1)
         norm = normalizer(tl.mean, tl.std, "cpu")

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from resstream_assert.api import evaluate
 from resstream_assert.capture import COUNTERS
-from resstream_assert.session import RunConfig, Workbench
+from resstream_assert.config import RunConfig
+from resstream_assert.pipeline import Pipeline
 
 
 def main() -> None:
@@ -23,9 +23,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--claims", default=None, help="comma-separated claim ids (default: all)")
     args = ap.parse_args()
-    wb = Workbench(RunConfig(models=(args.model,), images=args.images, progress=False))
+    wb = Pipeline(RunConfig(models=(args.model,), images=args.images, progress=False))
     t0 = time.perf_counter()
-    results = evaluate(wb, args.model, claims=args.claims.split(",") if args.claims else None)
+    results = wb.evaluate(args.model, claims=args.claims.split(",") if args.claims else None)
     wall = time.perf_counter() - t0
     rmap = wb.map(args.model)
     analysed = list(rmap)[1:]

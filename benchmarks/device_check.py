@@ -18,10 +18,10 @@ import numpy as np
 import torch
 import torchvision
 
-from resstream_assert.api import evaluate
 from resstream_assert.capture.torch_fx import capture_torch
 from resstream_assert.discovery.torch_graph import discover_torch
-from resstream_assert.session import RunConfig, Workbench
+from resstream_assert.config import RunConfig
+from resstream_assert.pipeline import Pipeline
 from tests.conftest import randomize_bn  # run from the repo root (PYTHONPATH=.)
 
 
@@ -72,10 +72,10 @@ def main() -> None:
     claims = ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9", "C10"]
     verdicts = {}
     for dev in ("cpu", args.device):
-        wb = Workbench(RunConfig(models=(spec,), images=n_probe, input_size=96, device=dev, progress=False,
+        wb = Pipeline(RunConfig(models=(spec,), images=n_probe, input_size=96, device=dev, progress=False,
                                  claim_options={"lesion_n_random": n_random}))
         t = time.perf_counter()
-        res = evaluate(wb, spec, claims=claims)
+        res = wb.evaluate(spec, claims=claims)
         out[f"claims_s_{dev}"] = time.perf_counter() - t
         verdicts[dev] = {c: (r.verdict.value, r.statistic, r.effect) for c, r in res.items()}
     out["verdicts"] = verdicts

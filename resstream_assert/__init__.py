@@ -23,11 +23,13 @@ pytest.register_assert_rewrite("resstream_assert.assertions")
 def __getattr__(name: str):
     # Lazy facade: keeps `import resstream_assert` (and the pytest plugin) free of torch.
     lazy = {
-        "load_model": ("resstream_assert.loading", "load_model"),
+        "load_model": ("resstream_assert.pipeline", "load_model"),
         "ModelSpec": ("resstream_assert.loading", "ModelSpec"),
         "discover": ("resstream_assert.discovery", "discover"),
         "ResidualMap": ("resstream_assert.discovery.residual_map", "ResidualMap"),
         "capture": ("resstream_assert.capture", "capture"),
+        "Pipeline": ("resstream_assert.pipeline", "Pipeline"),
+        "RunConfig": ("resstream_assert.config", "RunConfig"),
         "Responses": ("resstream_assert.capture.responses", "Responses"),
         "analyze": ("resstream_assert.api", "analyze"),
         "embedded_probe": ("resstream_assert.stimuli.probe", "embedded_probe"),

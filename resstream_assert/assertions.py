@@ -19,8 +19,6 @@ __all__ = ["assert_claim", "check_claim", "ClaimAssertionError", "assert_skip_ov
            "assert_skip_channels_have_lower_branch_gain", "assert_scale_invariant_channels_exceed_nulls",
            "assert_residual_sum_is_flatter", "assert_ablation_harms_scale_robustness"]
 
-_OPTION_KEYS = {"alpha", "mostly", "min_effect", "n_resamples", "n_boot", "min_channels", "skip_first_block"}
-
 
 def assert_claim(result: ClaimResult, expect: str | Verdict = "holds") -> ClaimResult:
     """Raise :class:`ClaimAssertionError` unless ``result.verdict == expect``; return the result.
@@ -45,9 +43,11 @@ def check_claim(model_or_result, claim: str, *, expect: str | Verdict = "holds",
     Example:
         >>> check_claim("torchvision:resnet18+nc-id", "C1", expect="fails")  # doctest: +SKIP
     """
-    unknown = set(options) - _OPTION_KEYS
+    from resstream_assert.claims import ClaimOptions
+
+    unknown = set(options) - set(ClaimOptions.keys())
     if unknown:
-        raise TypeError(f"unknown claim option(s) {sorted(unknown)}; allowed: {sorted(_OPTION_KEYS)}")
+        raise TypeError(f"unknown claim option(s) {sorted(unknown)}; allowed: {sorted(ClaimOptions.keys())}")
     if isinstance(model_or_result, Mapping):
         model_or_result = model_or_result[claim]
     if isinstance(model_or_result, ClaimResult):
@@ -57,7 +57,6 @@ def check_claim(model_or_result, claim: str, *, expect: str | Verdict = "holds",
             raise ValueError(f"this helper checks {claim}, but the result is for {model_or_result.claim}")
         return assert_claim(model_or_result, expect)
     from resstream_assert.api import analyze
-    from resstream_assert.claims import ClaimOptions
 
     (result,) = analyze(str(model_or_result), claims=[claim], options=ClaimOptions(**options))
     return assert_claim(result, expect)

@@ -1,4 +1,4 @@
-"""The ``resstream`` command: inspect models and run the built-in claims suite.
+"""The ``resstream`` command: inspect and export models, and run the built-in claims suite.
 
 Subcommands are thin: each parses arguments and calls the library.
 """
@@ -9,17 +9,29 @@ import argparse
 import json
 import os
 import sys
+from typing import Iterable
+
+
+def print_sites(pipeline, refs: Iterable, as_json: bool = False) -> int:
+    """Print the residual blocks and canonical sites of each (spec, backend); returns the exit status 0.
+
+    Shared by ``resstream sites`` and ``pytest --resstream-list-sites``.
+
+    Example:
+        >>> print_sites(Pipeline(RunConfig()), [ModelRef("zoo:resnet18-synth96", "torch")])  # doctest: +SKIP
+    """
+    for ref in refs:
+        rmap = pipeline.map(ref.spec, ref.backend)
+        print(json.dumps(rmap.to_dict(), indent=2) if as_json else rmap.table(), end="\n\n")
+    return 0
 
 
 def _sites(args: argparse.Namespace) -> int:
-    from resstream_assert.discovery import discover
-    from resstream_assert.loading import load_model
+    from resstream_assert.config import RunConfig
+    from resstream_assert.pipeline import ModelRef, Pipeline
 
-    loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle,
-                        backend=args.backend)
-    rmap = discover(loaded)
-    print(json.dumps(rmap.to_dict(), indent=2) if args.json else rmap.table())
-    return 0
+    cfg = RunConfig(models=(args.spec,), input_size=args.input_size, trust_pickle=args.trust_pickle)
+    return print_sites(Pipeline(cfg), [ModelRef(args.spec, args.backend)], as_json=args.json)
 
 
 def _zoo(args: argparse.Namespace) -> int:
@@ -47,6 +59,25 @@ def _run(args: argparse.Namespace) -> int:
     return int(pytest.main(argv + list(args.pytest_args)))
 
 
+def _export(args: argparse.Namespace) -> int:
+    from resstream_assert.discovery import discover
+    from resstream_assert.errors import ModelSpecError
+    from resstream_assert.loading.onnx_export import export_onnx
+    from resstream_assert.pipeline import load_model
+
+    loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle)
+    if loaded.backend != "torch":
+        raise ModelSpecError(f"{args.spec!r} is already an ONNX file; export takes a torch model spec.")
+    path = export_onnx(loaded, args.out, fold_bn=args.fold_bn, exporter=args.exporter, opset=args.opset)
+    onnx_model = load_model(str(path), providers=("cpu",))
+    rmap = discover(onnx_model)
+    m = onnx_model.meta
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): exporter {m['exporter']}, opset {m['opset']}, "
+          f"BN {'folded into Conv (gains are proxies)' if m['bn_folded'] else 'kept'}, "
+          f"input {onnx_model.input_size}px, {len(rmap)} residual blocks")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs).
 
@@ -54,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
         >>> build_parser().parse_args(["sites", "torchvision:resnet18"]).spec
         'torchvision:resnet18'
     """
+    from resstream_assert.loading.onnx_export import EXPORTERS
+
     p = argparse.ArgumentParser(prog="resstream", description=(
         "Statistical checks of residual-stream claims on ResNets. Model specs: zoo:NAME, torchvision:ARCH[@WEIGHTS], "
         "timm:ARCH[@WEIGHTS], package.module:factory[@WEIGHTS], or a .onnx path; add +nc-id, +nc-plain, +nc-perm or "
@@ -78,14 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="further pytest arguments, after '--'")
     r.set_defaults(func=_run)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    e = sub.add_parser("export", help="export a torch model spec to ONNX (with its normalization in the metadata)")
+    e.add_argument("spec", help="model spec, e.g. zoo:resnet18-synth96 or torchvision:resnet50@weights.pth")
+    e.add_argument("out", help="output .onnx path")
+    e.add_argument("--fold-bn", action="store_true",
+                   help="fold BatchNorm into Conv (smaller, like production exports; gains become proxies)")
+    e.add_argument("--exporter", default="torchscript", choices=EXPORTERS, help="torch.onnx exporter (default: torchscript)")
+    e.add_argument("--input-size", type=int, default=None, help="input size in px (default: the model's own)")
+    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    e.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
+    e.set_defaults(func=_export)
     return p
-
-
-#: Functions that add further subcommands (export, ...); each takes the subparsers object.
-_EXTRA_COMMANDS: list = []
-_EXTRA_COMMANDS.append(lambda sub: __import__("resstream_assert.capture.onnx_export", fromlist=["_"]).register_cli(sub))
 
 
 def main(argv: list[str] | None = None) -> int:

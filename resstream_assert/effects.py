@@ -15,7 +15,7 @@ import numpy as np
 import scipy.stats as st
 from numpy.typing import ArrayLike, NDArray
 
-from .errors import ResstreamError
+from resstream_assert.errors import ResstreamError
 
 __all__ = [
     "DegenerateDataError",

@@ -20,6 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from resstream_assert.discovery.residual_map import Block, ResidualMap
+from resstream_assert.stimuli.variants import parse_variant
 
 #: The papers' mix band (P1 commit e6f1fbf): 2/3 < M < 3/2.
 MIX_BAND = (2 / 3, 3 / 2)
@@ -46,7 +47,9 @@ class MeasureOptions:
 class BlockMeasures:
     """Every per-channel quantity of one block; arrays are (C,) unless noted, NaN = undefined.
 
-    ``m_p1``/``m_p2`` are principled mix ratios (``inf`` when the branch is silent on the
+    ``responses_to_exemplars`` holds the nine activations of spec §2.2: ``"O(X_I)"`` is the
+    output's mean center-unit response to the input site's exemplars, and so on for O, I, B
+    on X_I, X_B, X_O. ``m_p1``/``m_p2`` are principled mix ratios (``inf`` when the branch is silent on the
     probe set, 0 when the shortcut is); ``m_p1_coded``/``m_p2_coded`` use the papers' codes.
     ``scale`` holds the S/S^-1 quantities and nulls (absent without those variants);
     ``zoom`` holds zoom-response curves (absent without zoom variants).
@@ -55,7 +58,7 @@ class BlockMeasures:
     block: str
     index: int
     channels: int
-    nine: Mapping[str, np.ndarray]
+    responses_to_exemplars: Mapping[str, np.ndarray]
     m_p1: np.ndarray
     m_p2: np.ndarray
     m_p1_coded: np.ndarray
@@ -225,8 +228,6 @@ def _derangement(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def zoom_levels(resp: Mapping) -> list[tuple[float, str]]:
     """The ``(zoom, variant)`` pairs present in ``resp``, sorted by zoom (``id`` counts as zoom 1)."""
-    from resstream_assert.stimuli.variants import parse_variant
-
     levels = {1.0: "id"} if "id" in resp else {}
     for name in resp:
         kind, z = parse_variant(name)
@@ -279,7 +280,7 @@ def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOp
     xo_p1, xo_p2 = exemplars(post, opts.k), exemplars(total, opts.k)
     m1c, m1, o1_xi, o1_xb = _mix_ratios(i_id, b_id, post, xi, xb, opts.floor)
     m2c, m2, _, _ = _mix_ratios(i_id, b_id, total, xi, xb, opts.floor)
-    nine = {"O(X_I)": o1_xi, "O(X_B)": o1_xb, "O(X_O)": mean_over(post, xo_p1),
+    on_exemplars = {"O(X_I)": o1_xi, "O(X_B)": o1_xb, "O(X_O)": mean_over(post, xo_p1),
             "I(X_I)": mean_over(i_id, xi), "I(X_B)": mean_over(i_id, xb), "I(X_O)": mean_over(i_id, xo_p1),
             "B(X_I)": mean_over(b_id, xi), "B(X_B)": mean_over(b_id, xb), "B(X_O)": mean_over(b_id, xo_p1)}
     ri, rb = np.maximum(i_id, 0).mean(0), np.maximum(b_id, 0).mean(0)
@@ -288,10 +289,10 @@ def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOp
     with np.errstate(invalid="ignore"):
         scale = _scale_quantities(block, resp, xi, xb, i_id, b_id, opts)
     return BlockMeasures(
-        block=block.name, index=block.index, channels=block.channels, nine=nine,
+        block=block.name, index=block.index, channels=block.channels, responses_to_exemplars=on_exemplars,
         m_p1=m1, m_p2=m2, m_p1_coded=m1c, m_p2_coded=m2c,
         branch_gain=block.branch_gain, conv_magnitude=block.conv_magnitude, gain_kind=block.gain_kind,
-        b_at_xi=nine["B(X_I)"], rho_tuning=_spearman_columns(i_id, b_id, True),
+        b_at_xi=on_exemplars["B(X_I)"], rho_tuning=_spearman_columns(i_id, b_id, True),
         rho_tuning_all=_spearman_columns(i_id, b_id, False), contribution_share=share,
         scale=scale, zoom=_zoom_curves(block, resp, xi, xo_p2))
 
@@ -303,3 +304,26 @@ def measure_all(rmap: ResidualMap, resp: Mapping, opts: MeasureOptions = Measure
         >>> ms = measure_all(rmap, responses)  # doctest: +SKIP
     """
     return [block_measures(b, resp, opts) for b in rmap]
+
+
+def p2_selected(bm: BlockMeasures) -> np.ndarray:
+    """Boolean (C,): the scale-invariant channels S* of the P2 criterion, ``SM_B > 0 ∧ 2/3 < M < 3/2`` (P2).
+
+    C8 counts them, C9 tests their zoom curves and C10 lesions them; undefined SM_B counts as not selected.
+
+    Example:
+        >>> p2_selected(bm).sum()  # doctest: +SKIP
+    """
+    with np.errstate(invalid="ignore"):
+        return (bm.category("p2") == MIX) & (np.nan_to_num(bm.scale["sm_b"], nan=0.0) > 0)
+
+
+def p2_anti(bm: BlockMeasures) -> np.ndarray:
+    """Boolean (C,): mix channels (P2) whose block prefers the zoomed-*out* input, ``SM_B < 0`` (C10's anti set).
+
+    Example:
+        >>> (p2_anti(bm) & p2_selected(bm)).any()  # doctest: +SKIP
+        False
+    """
+    with np.errstate(invalid="ignore"):
+        return (bm.category("p2") == MIX) & (np.nan_to_num(bm.scale["sm_b"], nan=0.0) < 0)

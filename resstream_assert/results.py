@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from resstream_assert.formatting import feffect, fnum, fp
+
 __all__ = ["Verdict", "ConfidenceInterval", "TestResult", "BlockRow", "ClaimResult",
            "ClaimAssertionError"]
 
@@ -313,8 +315,8 @@ class ClaimResult:
         lines = [head]
         for r in self.rows:
             lines.append((">" if mark is not None and mark(r) else "", r.block, r.verdict.value,
-                          _fmt_num(r.statistic), _fmt_effect(r.effect, r.ci_low, r.ci_high),
-                          _fmt_p(r.p_value), _fmt_p(r.p_adjusted), str(r.n), r.note))
+                          fnum(r.statistic), feffect(r.effect, r.ci_low, r.ci_high),
+                          fp(r.p_value), fp(r.p_adjusted), str(r.n), r.note))
         widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
         right = {3, 5, 6, 7}  # numbers align right
         out = []
@@ -325,23 +327,6 @@ class ClaimResult:
         return "\n".join(out)
 
     __bool__ = _no_bool
-
-
-def _fmt_num(x: float) -> str:
-    return "nan" if math.isnan(x) else f"{x:.4g}"
-
-
-def _fmt_p(p: float) -> str:
-    if math.isnan(p):
-        return "nan"
-    return f"{p:.1e}" if p < 1e-3 else f"{p:.4f}"
-
-
-def _fmt_effect(e: float, lo: float, hi: float) -> str:
-    if math.isnan(e):
-        return "nan"
-    ci = "" if math.isnan(lo) and math.isnan(hi) else f" [{lo:+.3f}, {hi:+.3f}]"
-    return f"{e:+.3f}{ci}"
 
 
 class ClaimAssertionError(AssertionError):
@@ -358,8 +343,8 @@ class ClaimAssertionError(AssertionError):
         head = f"{r.claim} ({r.title}): expected {exp.value}, got {r.verdict.value}"
         if r.reason:
             head += f" -- {r.reason}"
-        summary = (f"  effect {_fmt_effect(r.effect, r.ci_low, r.ci_high)}, p={_fmt_p(r.p_value)}, "
-                   f"p_adj={_fmt_p(r.p_adjusted)}, n={r.n}, seed={r.seed}"
+        summary = (f"  effect {feffect(r.effect, r.ci_low, r.ci_high)}, p={fp(r.p_value)}, "
+                   f"p_adj={fp(r.p_adjusted)}, n={r.n}, seed={r.seed}"
                    + (f", model={r.model}" if r.model else "") + f", backend={r.backend}")
         table = r.table(mark=lambda row: row.verdict != exp)
         return f"{head}\n{summary}\n{table}"

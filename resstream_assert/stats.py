@@ -3,8 +3,8 @@
 Conventions shared by every test:
 
 * Each returns an immutable :class:`~resstream_assert.results.TestResult` (except
-  ``empirical_pvalue``, ``trend_slope``, ``bootstrap_ci``, ``holm``,
-  ``benjamini_yekutieli`` and ``verdict_from``, which return plain values).
+  ``empirical_pvalue``, ``trend_slope``, ``bootstrap_ci``, ``holm`` and ``at_chance``,
+  which return plain values).
 * Randomness comes only from the keyword ``rng`` (a ``numpy.random.Generator`` or an ``int``
   seed); the same seed gives bit-identical results.
 * NaN observations are dropped (pairwise for paired data); ``n`` counts what the test
@@ -27,21 +27,20 @@ import numpy as np
 import scipy.stats as st
 from numpy.typing import ArrayLike, NDArray
 
-from .effects import (DegenerateDataError, as_1d, as_rng, bootstrap_ci, centered_ranks,
+from resstream_assert.effects import (DegenerateDataError, as_1d, as_rng, bootstrap_ci, centered_ranks,
                       check_alternative, check_not_constant, chi2_rows, chunks, clopper_pearson,
                       count_extreme, covariate_basis, cramers_v, drop_nan_pairs,
                       freedman_lane_null, newcombe_diff_ci, paired_diff,
                       partial_spearman_rows, pearson_rows, percentile_ci, perm_pvalue,
                       permutation_null, rank_biserial, rank_biserial_rows, signed_rank_rows,
                       spearman_rows, trend_slope)
-from .results import TestResult, Verdict
+from resstream_assert.results import TestResult
 
 __all__ = [
     "DegenerateDataError", "spearman_permutation", "partial_spearman", "mann_whitney",
     "binomial_proportion", "chi2_independence_mc", "fisher_exact_greater", "cochran_armitage",
     "wilcoxon_signed_rank", "sign_test", "mcnemar_exact", "hypergeometric_overlap",
-    "empirical_pvalue", "trend_slope", "bootstrap_ci", "holm", "benjamini_yekutieli",
-    "verdict_from",
+    "empirical_pvalue", "trend_slope", "bootstrap_ci", "holm", "at_chance",
 ]
 
 Rng = np.random.Generator | int
@@ -367,7 +366,13 @@ def empirical_pvalue(observed: float, null_samples: ArrayLike, *, alternative: s
     return {"greater": ge, "less": le, "two-sided": min(1.0, 2 * min(ge, le))}[alternative]
 
 
-def _adjust(p_values: ArrayLike, step_up: bool, factor: float = 1.0) -> NDArray[np.float64]:
+def holm(p_values: ArrayLike) -> NDArray[np.float64]:
+    """Holm-Bonferroni step-down adjusted p-values (FWER), any shape. NaNs are passed
+    through and not counted in m.
+
+    >>> holm([0.01, 0.04, 0.03, np.nan]).tolist()
+    [0.03, 0.06, 0.06, nan]
+    """
     p = np.asarray(p_values, dtype=float)
     flat = p.ravel()
     ok = ~np.isnan(flat)
@@ -376,66 +381,30 @@ def _adjust(p_values: ArrayLike, step_up: bool, factor: float = 1.0) -> NDArray[
     q, m = flat[ok], int(ok.sum())
     order = np.argsort(q, kind="stable")
     ranks = np.arange(1, m + 1)
-    if step_up:  # BY: m c(m) / i, then running min from the largest p down
-        adj = np.minimum.accumulate((q[order] * m * factor / ranks)[::-1])[::-1]
-    else:  # Holm: (m - i + 1) p_(i), then running max
-        adj = np.maximum.accumulate(q[order] * (m - ranks + 1))
+    adj = np.maximum.accumulate(q[order] * (m - ranks + 1))  # (m - i + 1) p_(i), then running max
     out = flat.copy()
     out[np.flatnonzero(ok)[order]] = np.minimum(adj, 1.0)
     return out.reshape(p.shape)
 
 
-def holm(p_values: ArrayLike) -> NDArray[np.float64]:
-    """Holm-Bonferroni step-down adjusted p-values (FWER), any shape. NaNs are passed
-    through and not counted in m.
+def at_chance(correct: ArrayLike, labels: ArrayLike, alpha: float = 0.01) -> str:
+    """Why top-1 accuracy is not above the majority-class rate (one-sided binomial), or ``''``.
 
-    >>> holm([0.01, 0.04, 0.03, np.nan]).tolist()
-    [0.03, 0.06, 0.06, nan]
+    Accuracy below chance makes lesion damage meaningless, so the ablation claims and the
+    lesion intervention both ask this before they trust a drop in accuracy.
+
+    Example:
+        >>> at_chance(np.ones(60, bool), np.arange(60) % 10)
+        ''
     """
-    return _adjust(p_values, step_up=False)
-
-
-def benjamini_yekutieli(p_values: ArrayLike) -> NDArray[np.float64]:
-    """Benjamini-Yekutieli adjusted p-values (FDR under arbitrary dependence), any shape;
-    NaNs passed through and not counted. Matches ``scipy.stats.false_discovery_control(method="by")``.
-
-    >>> benjamini_yekutieli([0.01, 0.02]).round(4).tolist()
-    [0.03, 0.03]
-    """
-    m = int(np.count_nonzero(~np.isnan(np.asarray(p_values, dtype=float))))
-    return _adjust(p_values, step_up=True, factor=float(np.sum(1.0 / np.arange(1, m + 1))))
-
-
-def verdict_from(p_adjusted: float, effect: float, *, n: int, min_n: int, alpha: float = 0.05,
-                 min_effect: float = 0.0, direction: int = 1,
-                 ci: tuple[float, float] | None = None, max_ci_width: float = math.inf) -> Verdict:
-    """Turn an adjusted p-value and effect into a verdict. Rules, in order:
-
-    1. ``INCONCLUSIVE`` if ``n < min_n`` or ``p_adjusted``/``effect`` is NaN.
-    2. ``HOLDS`` if ``p_adjusted < alpha`` and ``direction * effect`` is positive and
-       ``>= min_effect`` (significant *and* large enough, in the hypothesised direction).
-    3. ``INCONCLUSIVE`` if a ``ci`` is given and is NaN or wider than ``max_ci_width``
-       (too little information to call it a failure; e.g. use 1.0 for correlations).
-    4. ``FAILS`` otherwise: enough data, and the property was not shown.
-
-    ``direction`` is +1 when the claim predicts a positive effect, -1 for negative.
-
-    >>> verdict_from(0.001, -0.4, n=64, min_n=10, direction=-1, min_effect=0.2).value
-    'holds'
-    >>> verdict_from(0.3, 0.1, n=64, min_n=10, ci=(-0.6, 0.7), max_ci_width=1.0).value
-    'inconclusive'
-    """
-    if direction not in (1, -1):
-        raise ValueError(f"direction must be +1 or -1, got {direction}")
-    if min_effect < 0:
-        raise ValueError(f"min_effect is a magnitude and must be >= 0, got {min_effect}")
-    if n < min_n or math.isnan(p_adjusted) or math.isnan(effect):
-        return Verdict.INCONCLUSIVE
-    signed = direction * effect
-    if p_adjusted < alpha and signed > 0 and signed >= min_effect:
-        return Verdict.HOLDS
-    if ci is not None:
-        lo, hi = ci
-        if math.isnan(lo) or math.isnan(hi) or hi - lo > max_ci_width:
-            return Verdict.INCONCLUSIVE
-    return Verdict.FAILS
+    correct, labels = np.asarray(correct, bool), np.asarray(labels)
+    n = correct.size
+    if n == 0:
+        return "no labeled image was scored"
+    chance = np.bincount(labels[labels >= 0]).max() / n
+    k = int(correct.sum())
+    p = st.binomtest(k, n, min(max(chance, 1e-12), 1.0), alternative="greater").pvalue if chance < 1 else 1.0
+    if p > alpha:
+        return (f"the intact model is at chance (top-1 {k / n:.1%} vs {chance:.1%} for the majority class, "
+                f"binomial p = {p:.2g}, n = {n}); lesion damage is undefined")
+    return ""

@@ -9,15 +9,20 @@ import numpy as np
 import pytest
 import torch
 
-from resstream_assert.capture import lesion as L
+import resstream_assert.discovery.torch_graph as G
 from resstream_assert.capture.torch_fx import capture_torch
 from resstream_assert.claims import REGISTRY, ClaimContext, ClaimOptions
-from resstream_assert.claims.ablation import at_chance, evaluate_c10, evaluate_c11, lesion_test, reference_check
+from resstream_assert.claims.ablation import evaluate_c10, evaluate_c11, lesion_test, plan_lesions, reference_check
+from resstream_assert.config import RunConfig
 from resstream_assert.discovery import discover
 from resstream_assert.discovery.torch_graph import block_nodes
+from resstream_assert.interventions import InterventionEnv
+from resstream_assert.interventions import lesion as L
+from resstream_assert.interventions import reference as R
 from resstream_assert.loading import LoadedModel
+from resstream_assert.pipeline import Pipeline
 from resstream_assert.results import Verdict
-from resstream_assert.session import RunConfig, Workbench
+from resstream_assert.stats import at_chance
 from resstream_assert.stimuli.probe import embedded_probe
 from resstream_assert.stimuli.synthetic import CLASS_NAMES
 from tests.cifar_user_model import resnet20
@@ -41,9 +46,10 @@ def probe():
     return embedded_probe(n=40, size=32).labeled()
 
 
-def _ctx(lesion, **kw) -> ClaimContext:
-    return ClaimContext(model="m", backend="torch", rmap=None, measures=(), responses={}, lesion=lesion,
-                        options=ClaimOptions(n_boot=200), **kw)
+def _ctx(data, claim: str = "C10", **kw) -> ClaimContext:
+    ctx = ClaimContext(model="m", backend="torch", rmap=None, measures=(), responses={},
+                       options=ClaimOptions(n_boot=200), **kw)
+    return ctx.for_claim(REGISTRY[claim], data)
 
 
 # --- the runner ----------------------------------------------------------------------------
@@ -60,7 +66,7 @@ def test_default_blocks_are_the_last_of_the_middle_stages(net):
 def test_tail_forward_equals_full_forward_with_and_without_lesion(net, probe):
     loaded, rmap = net
     block = rmap["layer2.2"]
-    head, tail = L.split_at(loaded.module, block_nodes(loaded.module)[block.index].resid_sum)
+    head, tail = G.split_at(loaded.module, block_nodes(loaded.module)[block.index].resid_sum)
     assert tail is not None
     x = (torch.as_tensor(probe.images[:16]).float() / 255 - torch.tensor(loaded.mean).view(1, 3, 1, 1)) \
         / torch.tensor(loaded.std).view(1, 3, 1, 1)
@@ -103,8 +109,8 @@ def test_lesion_sets_channels_to_their_means_and_fallback_agrees(net, probe, mon
         np.testing.assert_allclose(fed[g][:, s].amax((0, 2, 3)).numpy(), values[s], rtol=1e-6)
     # the full-forward fallback (used when tensors cross the cut) gives the same predictions
     monkeypatch.undo()
-    split = L.split_at
-    monkeypatch.setattr(L, "split_at", lambda m, n: (split(m, n)[0], None))
+    split = G.split_at
+    monkeypatch.setattr(G, "split_at", lambda m, n: (split(m, n)[0], None))
     corr2, intact2, _, mode2 = L.lesion_correctness(loaded, rmap, block, probe.images, probe.labels, (1.0, 1.5), sets,
                                                     values=values)
     assert mode2 == "full"
@@ -180,43 +186,49 @@ def test_at_chance_and_bad_zooms():
         lesion_test((1.25, 2.0), np.ones((2, 5), bool), np.ones((2, 5), bool), np.ones((3, 2, 5), bool))
 
 
-# --- the orchestrator hook and not-applicable paths --------------------------------------------
+# --- the intervention requests and their not-applicable paths ---------------------------------
 
 def _wb(spec=SPEC, images=64, **kw):
-    return Workbench(RunConfig(models=(spec,), images=images, input_size=32, progress=False, **kw))
+    return Pipeline(RunConfig(models=(spec,), images=images, input_size=32, progress=False, **kw))
+
+
+def _env(wb, spec=SPEC, loaded=None):
+    loaded = loaded or wb.model(spec)
+    return InterventionEnv(loaded, wb.map(spec), wb.probe(loaded.input_size))
 
 
 def test_not_applicable_paths(net):
-    opts = L.LesionOptions(n_random=4)
+    request = L.LesionRequest(L.LesionOptions(n_random=4), ())
     res = evaluate_c10(_ctx(None))
     assert res.verdict == Verdict.NOT_APPLICABLE and "lesion" in res.reason
     wb = _wb()
-    data = L.lesion_context_data(wb, SPEC, "onnx", None, (), opts)
+    data = request.run(_env(wb, loaded=replace(wb.model(SPEC), backend="onnx")))
     assert data.status == "not_applicable" and "torch backend" in data.reason
-    data = L.lesion_context_data(wb, SPEC, "torch", wb.map(SPEC), (), opts)  # user model on the synthetic probe
+    data = request.run(_env(wb))  # user model on the synthetic probe
     assert data.status == "not_applicable" and "embedded probe" in data.reason
     assert evaluate_c10(_ctx(data)).verdict == Verdict.NOT_APPLICABLE
     wb = _wb(spec=SPEC + "+nc-rand")
-    data = L.lesion_context_data(wb, SPEC + "+nc-rand", "torch", wb.map(SPEC + "+nc-rand"), (), opts)
+    data = request.run(_env(wb, SPEC + "+nc-rand"))
     assert data.status == "not_applicable" and "chance" in data.reason
-    c11 = evaluate_c11(_ctx(data))
+    c11 = evaluate_c11(_ctx(R.ReferenceRequest().run(_env(wb, SPEC + "+nc-rand")), "C11"))
     assert c11.verdict == Verdict.NOT_APPLICABLE and "resnet18" in c11.reason
     assert REGISTRY["C10"].needs == ("id", "S", "Sinv")
+    assert REGISTRY["C10"].prepare is plan_lesions and REGISTRY["C3"].prepare is None
 
 
-def test_hook_end_to_end_on_a_labeled_model(net, monkeypatch):
-    """The whole hook on resnet20 (class names injected; the chance gate bypassed: it is untrained)."""
-    from resstream_assert.measures import measure_all
-
+def test_request_end_to_end_on_a_labeled_model(net, monkeypatch):
+    """Plan and run C10's lesions on resnet20 (class names injected; the chance gate bypassed: it is untrained)."""
     loaded, _ = net
     wb = _wb(images=64)
-    wb._models[(SPEC, "torch")] = loaded
+    wb._memo[("model", SPEC, "torch")] = loaded
     rmap = wb.map(SPEC)
-    measures = measure_all(rmap, wb.responses(SPEC, ("id", "S", "Sinv")))
+    options = ClaimOptions(lesion=(("min_selected", 1), ("n_random", 6), ("zooms", (1.0, 2.0))))
+    ctx = ClaimContext(SPEC, "torch", rmap, wb.measures(SPEC, "torch", ("id", "S", "Sinv")), {}, options=options)
+    request, again = plan_lesions(ctx.for_claim(REGISTRY["C10"])), plan_lesions(ctx.for_claim(REGISTRY["C10"]))
+    assert request.key == again.key  # seeded: the same plan, the same memo key
+    monkeypatch.setattr(L, "at_chance", lambda *a, **k: "")
     monkeypatch.setattr("resstream_assert.claims.ablation.at_chance", lambda *a, **k: "")
-    opts = {"lesion_n_random": 6, "lesion_zooms": [1.0, 2.0], "lesion_min_selected": 1}
-    data = L.lesion_context_data(wb, SPEC, "torch", rmap, measures, opts)
-    again = L.lesion_context_data(wb, SPEC, "torch", rmap, measures, opts)
+    data = request.run(_env(wb))
     assert data.status == "ok" and data.intact.shape == (2, 56) and data.blocks[0].block == "layer2.2"
     bl = data.blocks[0]
     if bl.note:  # too few P2 channels in this random net; the block is reported as such
@@ -224,18 +236,22 @@ def test_hook_end_to_end_on_a_labeled_model(net, monkeypatch):
     else:
         assert bl.correct_random.shape == (6, 2, 56) and len(bl.selected) >= 1
         assert not np.intersect1d(bl.random_sets, bl.selected).size
-        assert np.array_equal(bl.random_sets, again.blocks[0].random_sets)  # seeded
         assert data.forwards["tail_images"] >= (6 + 1) * 2 * 56
-        res = evaluate_c10(replace(_ctx(data), seed=0))
+        res = evaluate_c10(_ctx(data))
         assert res.verdict in (Verdict.HOLDS, Verdict.FAILS)
 
 
-def test_options_from_claim_options_and_mappings():
-    cfg = RunConfig(claim_options={"lesion_n_random": 7}, seed=4)
-    o = L.resolve_options(ClaimOptions(min_images=80), cfg)
+def test_lesion_options_from_the_run(net):
+    ctx = ClaimContext("m", "torch", net[1], (), {}, options=ClaimOptions.from_run(
+        {"lesion": {"n_random": 7}, "min_images": 80}), seed=4)
+    request = plan_lesions(ctx.for_claim(REGISTRY["C10"]))
+    o = request.options
     assert (o.n_random, o.seed, o.min_images) == (7, 4, 80)
-    with pytest.raises(ValueError, match="lesion_zoom"):
-        L.resolve_options({"lesion_zoom": (1, 2)}, cfg)
+    assert "no SM_B" in request.plans[0].note  # no measures: the block is planned but not run
+    with pytest.raises(ValueError, match="zoom"):
+        L.LesionOptions.from_mapping({"zoom": (1, 2)})
+    with pytest.raises(ValueError, match="n_random=1"):
+        L.LesionOptions(n_random=1).check()
 
 
 # --- C11 ---------------------------------------------------------------------------------------
@@ -245,13 +261,12 @@ def test_c11_reference_logic_on_synthetic_accuracies():
     assert all(c["ok"] for c in ok) and ok[1]["reference"] == pytest.approx(6.008)
     bad = reference_check(50000, 0.6990, {"layer2.1": 0.6375, "layer3.1": 0.6300})
     assert [c["ok"] for c in bad] == [False, True, False]  # empty +0.14 pp; 3.1 drop 6.9 vs 6.27
-    ref = L.ReferenceData(50000, 0.69758, {"layer2.1": 0.6376, "layer3.1": 0.6349})
-    data = L.LesionData.skipped("not_applicable", "x", L.LesionOptions(), reference=ref)
-    res = evaluate_c11(_ctx(data))
+    ref = R.ReferenceData(50000, 0.69758, {"layer2.1": 0.6376, "layer3.1": 0.6349})
+    res = evaluate_c11(_ctx(ref, "C11"))
     assert res.verdict == Verdict.HOLDS and len(res.rows) == 3
-    res = evaluate_c11(_ctx(replace(data, reference=replace(ref, acc_empty=0.70))))
+    res = evaluate_c11(_ctx(replace(ref, acc_empty=0.70), "C11"))
     assert res.verdict == Verdict.FAILS and "empty lesion" in res.reason
-    res = evaluate_c11(_ctx(replace(data, reference=replace(ref, n_images=5000))))
+    res = evaluate_c11(_ctx(replace(ref, n_images=5000), "C11"))
     assert res.verdict == Verdict.INCONCLUSIVE
     assert math.isnan(res.p_value)
 
@@ -261,8 +276,6 @@ def test_c11_reference_run_on_a_tiny_imagenet_like_folder(tmp_path, monkeypatch)
     import torchvision
     from PIL import Image
     from torchvision import transforms as T
-
-    from resstream_assert.capture import lesion_reference as R
 
     rng = np.random.default_rng(0)
     for c, (w, h) in enumerate(((300, 260), (250, 331))):
@@ -279,12 +292,12 @@ def test_c11_reference_run_on_a_tiny_imagenet_like_folder(tmp_path, monkeypatch)
     loaded = LoadedModel(spec="torchvision:resnet18@w.pth", name="rn18", backend="torch", module=module,
                          input_size=224, num_classes=1000, digest="x")
     rmap = discover(loaded)
-    ref, why = R.reference_data(loaded, rmap, tmp_path)
-    assert ref is None and "1000 class folders" in why and "has 2" in why
+    ref = R.reference_data(loaded, rmap, tmp_path)
+    assert ref.n_images == 0 and "1000 class folders" in ref.reason and "has 2" in ref.reason
     monkeypatch.setattr(R, "_reference_problem", lambda *a: "")
     sets = {"layer3.1": (1, 5, 9)}
-    ref, why = R.reference_data(loaded, rmap, tmp_path, sets=sets, shard=3)
-    assert why == "" and ref.n_images == 4
+    ref = R.reference_data(loaded, rmap, tmp_path, sets=sets, shard=3)
+    assert ref.reason == "" and ref.n_images == 4
     x = (torch.as_tensor(images).float() / 255 - torch.tensor(loaded.mean).view(1, 3, 1, 1)) \
         / torch.tensor(loaded.std).view(1, 3, 1, 1)
     with torch.inference_mode():

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from resstream_assert.api import evaluate
-from resstream_assert.capture.onnx_export import export_onnx
+from resstream_assert.loading.onnx_export import export_onnx
 from resstream_assert.measures import measure_all
 from resstream_assert.results import Verdict
-from resstream_assert.session import RunConfig, Workbench
+from resstream_assert.config import RunConfig
+from resstream_assert.pipeline import Pipeline
 from tests.cifar_user_model import resnet20
 from tests.conftest import randomize_bn
 
@@ -25,14 +25,14 @@ def spec(tmp_path_factory):
     return f"tests.cifar_user_model:resnet20@{path}"
 
 
-def _bench(spec: str) -> Workbench:
-    return Workbench(RunConfig(models=(spec,), images=128, input_size=32, progress=False))
+def _bench(spec: str) -> Pipeline:
+    return Pipeline(RunConfig(models=(spec,), images=128, input_size=32, progress=False))
 
 
 def test_every_claim_agrees_between_torch_and_onnxruntime(spec):
     wb = _bench(spec)
-    torch_res = evaluate(wb, spec, "torch", CLAIMS, None)
-    onnx_res = evaluate(wb, spec, "onnx", CLAIMS, None)
+    torch_res = wb.evaluate(spec, "torch", CLAIMS, None)
+    onnx_res = wb.evaluate(spec, "onnx", CLAIMS, None)
     for cid in CLAIMS:
         a, b = torch_res[cid], onnx_res[cid]
         assert (a.verdict, b.backend) == (b.verdict, "onnx"), cid
@@ -65,6 +65,6 @@ def test_folded_export_flags_c3_gain_as_proxy(spec, tmp_path):
     wb = _bench(spec)
     path = tmp_path / "folded.onnx"
     export_onnx(wb.model(spec), path, fold_bn=True)
-    res = evaluate(_bench(str(path)), str(path), "onnx", ["C3"], None)["C3"]
+    res = _bench(str(path)).evaluate(str(path), "onnx", ["C3"], None)["C3"]
     tested = [r for r in res.rows if r.verdict in (Verdict.HOLDS, Verdict.FAILS)]
     assert tested and all("proxy" in r.note for r in tested)

@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 from resstream_assert.capture.cache import ResponseCache
-from resstream_assert.capture.hooks import module_outputs
+from resstream_assert.capture.module_hooks import module_outputs
 from resstream_assert.capture.responses import Responses
 from resstream_assert.capture.torch_fx import capture_torch, instrument
 from resstream_assert.discovery.torch_graph import discover_torch

@@ -7,12 +7,12 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
-from resstream_assert.api import evaluate
 from resstream_assert.assertions import ClaimAssertionError, assert_claim, check_claim
 from resstream_assert.claims import ClaimOptions
 from resstream_assert.measures import measure_all
 from resstream_assert.results import Verdict
-from resstream_assert.session import RunConfig, Workbench
+from resstream_assert.config import RunConfig
+from resstream_assert.pipeline import Pipeline
 from tests.cifar_user_model import resnet20
 from tests.conftest import randomize_bn
 
@@ -20,8 +20,8 @@ SPEC = "tests.cifar_user_model:resnet20"
 
 
 def _run(spec: str, claims, images: int = 256, seed: int = 0, **options):
-    wb = Workbench(RunConfig(models=(spec,), images=images, input_size=32, progress=False, seed=seed))
-    return wb, evaluate(wb, spec, claims=claims, options=ClaimOptions(**options) if options else None)
+    wb = Pipeline(RunConfig(models=(spec,), images=images, input_size=32, progress=False, seed=seed))
+    return wb, wb.evaluate(spec, claims=claims, options=ClaimOptions(**options) if options else None)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def planted(tmp_path_factory):
     for _ in range(2):
         torch.save(model.state_dict(), path)
         spec = f"{SPEC}@{path}"
-        wb = Workbench(RunConfig(models=(spec,), images=256, input_size=32, progress=False))
+        wb = Pipeline(RunConfig(models=(spec,), images=256, input_size=32, progress=False))
         measures, rmap = measure_all(wb.map(spec), wb.responses(spec)), wb.map(spec)
         with torch.no_grad():
             for bm in measures:
@@ -110,7 +110,7 @@ def test_assert_claim_rejects_other_types():
 
 def test_claims_evaluated_one_after_another_get_the_variants_they_need(planted):
     """C1 needs only plain images; C5 then needs S/Sinv/flip: its measures must not be C1's."""
-    wb = Workbench(RunConfig(models=(planted,), images=128, input_size=32, progress=False))
-    assert evaluate(wb, planted, claims=["C1"])["C1"].verdict != Verdict.NOT_APPLICABLE
-    c5 = evaluate(wb, planted, claims=["C5"])["C5"]
+    wb = Pipeline(RunConfig(models=(planted,), images=128, input_size=32, progress=False))
+    assert wb.evaluate(planted, claims=["C1"])["C1"].verdict != Verdict.NOT_APPLICABLE
+    c5 = wb.evaluate(planted, claims=["C5"])["C5"]
     assert c5.verdict != Verdict.NOT_APPLICABLE, c5.reason

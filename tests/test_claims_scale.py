@@ -59,7 +59,7 @@ def synth_block(index, rng, *, n=200, planted=True, frac_mix=0.6, zoom=True, sca
         pre_on_xi[hit] += 3.0 * (ZOOMS - 1.0)  # the block prefers zoomed-in copies of the input's feature
         zm = {"in": zin, "pre": zpre, "post": zin + zpre, "pre_on_xi": pre_on_xi, "zooms": ZOOMS.copy()}
     nan = np.full(n, np.nan)
-    return BlockMeasures(block=f"b{index}", index=index, channels=n, nine={}, m_p1=m, m_p2=m.copy(),
+    return BlockMeasures(block=f"b{index}", index=index, channels=n, responses_to_exemplars={}, m_p1=m, m_p2=m.copy(),
                          m_p1_coded=m.copy(), m_p2_coded=m.copy(), branch_gain=None, conv_magnitude=None,
                          gain_kind="none", b_at_xi=nan, rho_tuning=nan, rho_tuning_all=nan,
                          contribution_share=nan, scale=sc if scale else {}, zoom=zm)
@@ -74,7 +74,7 @@ def synth_ctx(planted=(True,) * 6, seed=0, data_seed=0, n=200, options=ClaimOpti
 
 
 def evaluate(cid, ctx):
-    return REGISTRY[cid].evaluate(ctx)
+    return REGISTRY[cid].evaluate(ctx.for_claim(REGISTRY[cid]))
 
 
 @pytest.fixture(scope="module")
@@ -248,13 +248,14 @@ def test_nan_channels_are_excluded_and_counted():
 @pytest.fixture(scope="module")
 def real_results():
     pytest.importorskip("torch")
+    from resstream_assert.config import RunConfig
     from resstream_assert.measures import measure_all
-    from resstream_assert.session import RunConfig, Workbench
+    from resstream_assert.pipeline import Pipeline
 
     out = {}
     for control in ("nc-rand", "nc-perm"):
         spec = f"tests.cifar_user_model:resnet20+{control}"
-        wb = Workbench(RunConfig(models=(spec,), images=64, input_size=32, progress=False, cache_dir=None))
+        wb = Pipeline(RunConfig(models=(spec,), images=64, input_size=32, progress=False, cache_dir=None))
         resp = wb.responses(spec, REGISTRY["C8"].needs)
         ctx = ClaimContext(model=spec, backend="torch", rmap=wb.map(spec),
                            measures=tuple(measure_all(wb.map(spec), resp)), responses=resp, seed=0)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from resstream_assert.capture.hooks import module_outputs
+from resstream_assert.capture.module_hooks import module_outputs
 from resstream_assert.measures import MIX, OVERWRITE, SKIP, UNDEFINED, categorize, coded_ratio, measure_all
-from resstream_assert.session import RunConfig, Workbench
+from resstream_assert.config import RunConfig
+from resstream_assert.pipeline import Pipeline
 from resstream_assert.stimuli.variants import apply_variant
 from tests.cifar_user_model import resnet20
 from tests.conftest import randomize_bn
@@ -24,8 +25,8 @@ def weights(tmp_path_factory):
     return path
 
 
-def _bench(spec: str, images: int = 96) -> Workbench:
-    return Workbench(RunConfig(models=(spec,), images=images, input_size=32, progress=False))
+def _bench(spec: str, images: int = 96) -> Pipeline:
+    return Pipeline(RunConfig(models=(spec,), images=images, input_size=32, progress=False))
 
 
 @pytest.mark.parametrize("control, expected", [("nc-id", SKIP), ("nc-plain", OVERWRITE)])

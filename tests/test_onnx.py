@@ -14,13 +14,17 @@ import pytest
 import torch
 import torchvision
 
-from resstream_assert.capture.onnx_runtime import capture_onnx, export_onnx, load_onnx, provider_report, read_model
+from resstream_assert.capture.onnx_runtime import capture_onnx
+from resstream_assert.loading.onnx_export import export_onnx
+from resstream_assert.loading.onnx_file import load_onnx, read_model
+from resstream_assert.loading.ort_session import provider_report
 from resstream_assert.capture.torch_fx import capture_torch
 from resstream_assert.discovery import discover
 from resstream_assert.discovery.onnx_graph import discover_onnx
 from resstream_assert.discovery.torch_graph import discover_torch
 from resstream_assert.errors import BackendUnavailable, CaptureError, CheckpointError, DiscoveryError, ModelSpecError
-from resstream_assert.loading import LoadedModel, ModelSpec, load_model
+from resstream_assert.loading import LoadedModel, ModelSpec
+from resstream_assert.pipeline import load_model
 from tests.cifar_user_model import resnet20
 from tests.conftest import randomize_bn
 

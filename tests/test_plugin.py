@@ -131,18 +131,18 @@ def test_suite_gate_and_survey_modes(pytester):
 
 
 def test_lesion_options_are_parsed_and_checked(pytester):
-    from resstream_assert.plugin import _lesion_options
+    from resstream_assert.config import parse_lesion_options
 
-    assert _lesion_options(["n_random=20", "blocks=layer3.1,layer2.1", "zooms=1,1.5,2"]) == {
-        "lesion_n_random": 20, "lesion_blocks": ("layer3.1", "layer2.1"), "lesion_zooms": (1, 1.5, 2)}
+    assert parse_lesion_options(["n_random=20", "blocks=layer3.1,layer2.1", "zooms=1,1.5,2"]) == {
+        "n_random": 20, "blocks": ("layer3.1", "layer2.1"), "zooms": (1, 1.5, 2)}
     pytester.makepyfile("def test_x(resstream_config):\n    pass\n")
     result = pytester.runpytest_subprocess("--resstream-lesion", "nope=1", "--resstream-no-cache")
-    result.stderr.fnmatch_lines(["*--resstream-lesion: Unknown lesion option 'lesion_nope'*"])
+    result.stderr.fnmatch_lines(["*--resstream-lesion: Unknown lesion option 'nope'*"])
     assert result.ret != 0
 
 
 def test_resstream_check_works_with_lesion_options(pytester):
-    """Run-level C10 options (lesion_* keys) must not leak into the claim thresholds of resstream_check."""
+    """Run-level C10 options must not leak into the claim thresholds of resstream_check."""
     pytester.makepyfile("""
 import pytest
 

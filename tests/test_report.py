@@ -238,14 +238,14 @@ def test_terminal_tables():
 def test_example_workflow_is_valid_and_uses_existing_options():
     from pathlib import Path
 
-    from resstream_assert.plugin import _OPTIONS
+    from resstream_assert.config import OPTIONS
 
     yaml = pytest.importorskip("yaml")
     text = (Path(__file__).resolve().parents[1] / "examples" / "github-actions-release-gate.yml").read_text()
     steps = yaml.safe_load(text)["jobs"]["claims"]["steps"]
     assert any("upload-artifact" in s.get("uses", "") for s in steps)
     used = set(re.findall(r"--resstream-([a-z-]+)", text))
-    assert used <= {name for name, *_ in _OPTIONS}
+    assert used <= {o.name for o in OPTIONS}
     assert {"baseline", "compare-fail", "report-md", "report-html", "update-baseline"} <= used
     for expr in re.findall(r"--resstream-compare-fail '?([^\s']+)'?", text):
         bl.parse_rule(expr)

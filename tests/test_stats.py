@@ -16,7 +16,6 @@ import scipy.stats as st
 
 from resstream_assert import stats as S
 from resstream_assert.errors import ResstreamError
-from resstream_assert.results import TestResult, Verdict
 from resstream_assert.stats import DegenerateDataError
 
 
@@ -373,31 +372,3 @@ def test_holm_hand_worked_example():
     assert np.all(np.diff(adj[order]) >= 0) and np.all(adj >= ps) and np.all(adj <= 1)
     with pytest.raises(ValueError):
         S.holm([0.2, 1.5])
-
-
-def test_benjamini_yekutieli_matches_scipy():
-    ps = np.random.default_rng(16).uniform(size=25) ** 2
-    assert S.benjamini_yekutieli(ps) == pytest.approx(st.false_discovery_control(ps, method="by"))
-    out = S.benjamini_yekutieli([0.01, np.nan, 0.02])
-    assert math.isnan(out[1]) and out[[0, 2]] == pytest.approx(st.false_discovery_control([0.01, 0.02], method="by"))
-
-
-@pytest.mark.parametrize("kwargs, expected", [
-    (dict(p_adjusted=0.001, effect=-0.4, direction=-1, n=64, min_n=10), Verdict.HOLDS),
-    (dict(p_adjusted=0.001, effect=-0.1, direction=-1, min_effect=0.2, n=64, min_n=10), Verdict.FAILS),
-    (dict(p_adjusted=0.001, effect=0.4, direction=-1, n=64, min_n=10), Verdict.FAILS),
-    (dict(p_adjusted=0.3, effect=-0.05, direction=-1, n=64, min_n=10, ci=(-0.3, 0.2)), Verdict.FAILS),
-    (dict(p_adjusted=0.3, effect=0.1, n=64, min_n=10, ci=(-0.6, 0.7), max_ci_width=1.0), Verdict.INCONCLUSIVE),
-    (dict(p_adjusted=0.001, effect=0.5, n=5, min_n=10), Verdict.INCONCLUSIVE),
-    (dict(p_adjusted=float("nan"), effect=0.5, n=50, min_n=10), Verdict.INCONCLUSIVE),
-    (dict(p_adjusted=0.04, effect=0.3, n=50, min_n=10, alpha=0.01), Verdict.FAILS),
-])
-def test_verdict_from_rules(kwargs, expected):
-    assert S.verdict_from(**kwargs) is expected
-
-
-def test_verdict_from_validates_and_accepts_result_ci():
-    r = TestResult(0.5, 0.001, 0.5, 0.2, 0.7, 40, "m", "greater", "rho")
-    assert S.verdict_from(r.p_value, r.effect, n=r.n, min_n=10, ci=r.confidence_interval()) is Verdict.HOLDS
-    with pytest.raises(ValueError):
-        S.verdict_from(0.01, 0.5, n=10, min_n=1, direction=0)

@@ -1,4 +1,9 @@
-"""Capture: run stimuli through a model once and keep per-image, per-channel responses."""
+"""Capture: run stimuli through a model once and keep per-image, per-channel responses.
+
+``torch_fx`` (taps in the traced graph) and ``onnx_runtime`` (reductions inside the ONNX
+graph) return the same :class:`Responses`; ``cache`` stores them on disk by content hash;
+``module_hooks`` is the plain forward-hook reference path used to check the other two.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ import sys
 import time
 from typing import Callable, Iterable
 
-from resstream_assert.capture.cache import ResponseCache, cache_key, default_cache_dir
+from resstream_assert.capture.cache import ResponseCache, cache_key
 from resstream_assert.capture.responses import REDUCERS, Responses, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 
-__all__ = ["capture", "Responses", "ResponseCache", "REDUCERS", "site_key", "default_cache_dir", "COUNTERS"]
+__all__ = ["capture", "Responses", "ResponseCache", "REDUCERS", "site_key", "COUNTERS"]
 
 #: Running totals for benchmarks: forward passes (batches) and images sent through a model.
 COUNTERS = {"batches": 0, "images": 0, "cache_hits": 0}

@@ -20,6 +20,7 @@ from resstream_assert.capture.responses import Responses, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.discovery.torch_graph import block_nodes, copy_graph
 from resstream_assert.errors import CaptureError
+from resstream_assert.loading.spec import IMAGENET_MEAN, IMAGENET_STD
 
 
 class _Tap(nn.Module):
@@ -126,7 +127,7 @@ def capture_torch(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, v
     dev = torch.device(device)
     module.to(dev)
     gm, store = instrument(module, rmap, sites, keep_maps, edits)
-    norm = normalizer(getattr(loaded, "mean", (0.485, 0.456, 0.406)), getattr(loaded, "std", (0.229, 0.224, 0.225)), dev)
+    norm = normalizer(getattr(loaded, "mean", IMAGENET_MEAN), getattr(loaded, "std", IMAGENET_STD), dev)
     logits = []
     first = True
     with torch.inference_mode(), _no_tf32(dev):

@@ -1,7 +1,10 @@
 """C10 (scale-invariant channels and scale-robust recognition) and C11 (reference lesion magnitudes).
 
-Both read ``ctx.lesion``, a :class:`~resstream_assert.capture.lesion.LesionData` built by
-``capture.lesion.lesion_context_data`` (the only place a model runs); this module is numpy only.
+Both run the model again, so each spec has a ``prepare`` that builds its intervention request
+from the measures: C10 a :class:`~resstream_assert.interventions.lesion.LesionRequest` (which
+channels to lesion), C11 a :class:`~resstream_assert.interventions.reference.ReferenceRequest`.
+The pipeline runs the request and the claim reads the numpy result as ``ctx.intervention``;
+this module never runs a model.
 
 C10, per pre-registered ablation block (spec C10, W9, W12): ``S*`` = the P2-criterion
 channels (``SM_B > 0`` and mix band, P2 convention); N random equal-size sets from the
@@ -17,52 +20,29 @@ tests of S* vs each random set are row values. Zooms are true zoom factors (cent
 of side H/z, resized back), not the papers' ``s`` (crop fraction 2 - s, W12h): their
 s = 1.5 is our zoom 2.
 
-Options (``RunConfig.claim_options`` keys, read by ``capture.lesion.LesionOptions``):
-``lesion_blocks``, ``lesion_zooms``, ``lesion_n_random``, ``lesion_batch_size``,
-``lesion_min_selected``, ``lesion_min_images``.
+Options (``--resstream-lesion KEY=VALUE``, read by
+:class:`~resstream_assert.interventions.lesion.LesionOptions`): ``blocks``, ``zooms``,
+``n_random``, ``batch_size``, ``min_selected``, ``min_images``, ``max_images``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Mapping
+import zlib
+from typing import Mapping
 
 import numpy as np
 
-from resstream_assert.claims.base import REGISTRY, ClaimContext, register, row, summarize
+from resstream_assert.claims.base import ClaimContext, not_run, register, row, summarize
+from resstream_assert.interventions.lesion import BlockPlan, LesionOptions, LesionRequest, default_ablation_blocks
+from resstream_assert.interventions.reference import ReferenceRequest
+from resstream_assert.measures import p2_anti, p2_selected
+from resstream_assert.paper import IMAGENET_VAL_IMAGES, INTACT_TOP1, LESION_TOP1
 from resstream_assert.results import BlockRow, ClaimResult, TestResult, Verdict
-from resstream_assert.stats import empirical_pvalue, trend_slope
+from resstream_assert.stats import at_chance, empirical_pvalue, trend_slope
 
-if TYPE_CHECKING:  # the claim never imports torch; LesionData itself is numpy only
-    from resstream_assert.capture.lesion import LesionData  # noqa: F401
-
-#: Spec C11 / §5.4: intact top-1 of torchvision resnet18 IMAGENET1K_V1 and the P2 lesion accuracies (s = 1).
-REFERENCE_INTACT = 69.758
-REFERENCE_LESION = {"layer2.1": 63.750, "layer3.1": 63.493}
+#: C11's tolerances (percentage points): the empty lesion, and each lesion's drop.
 TOL_EMPTY, TOL_DROP = 0.05, 0.3
-FULL_VAL = 50_000
-
-
-def at_chance(correct: np.ndarray, labels: np.ndarray, alpha: float = 0.01) -> str:
-    """A reason when top-1 accuracy is not above the majority-class rate (binomial, one-sided), else ''.
-
-    Example:
-        >>> at_chance(np.ones(60, bool), np.arange(60) % 10)
-        ''
-    """
-    from scipy.stats import binomtest
-
-    correct, labels = np.asarray(correct, bool), np.asarray(labels)
-    n = correct.size
-    if n == 0:
-        return "no labeled image was scored"
-    chance = np.bincount(labels[labels >= 0]).max() / n
-    k = int(correct.sum())
-    p = binomtest(k, n, min(max(chance, 1e-12), 1.0), alternative="greater").pvalue if chance < 1 else 1.0
-    if p > alpha:
-        return (f"the intact model is at chance (top-1 {k / n:.1%} vs {chance:.1%} for the majority class, "
-                f"binomial p = {p:.2g}, n = {n}); lesion damage is undefined")
-    return ""
 
 
 def _resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -147,29 +127,59 @@ def lesion_test(zooms, intact: np.ndarray, selected: np.ndarray, random: np.ndar
     return test, values, figure
 
 
-def _not_run(ctx: ClaimContext, claim: str, verdict: Verdict, reason: str) -> ClaimResult:
-    return summarize(ctx, claim, [row("model", verdict=verdict, note=reason)], reason=reason)
+def plan_lesions(ctx: ClaimContext) -> LesionRequest:
+    """C10's request: per pre-registered block, S* (:func:`~resstream_assert.measures.p2_selected`),
+    the anti set (equal size to S* when larger) and N random equal-size sets from the other channels.
+
+    Example:
+        >>> plan_lesions(ctx).plans[0].random_sets.shape  # doctest: +SKIP
+        (100, 14)
+    """
+    opts = LesionOptions.from_mapping(dict(ctx.options.lesion), seed=ctx.seed, min_images=ctx.options.min_images)
+    names = opts.blocks or tuple(b.name for b in default_ablation_blocks(ctx.rmap))
+    by_index = {m.index: m for m in ctx.measures}
+    plans = []
+    for name in names:
+        block = ctx.rmap[name]
+        bm = by_index.get(block.index)
+        empty = np.zeros(0, np.int64)
+        if bm is None or "sm_b" not in bm.scale:
+            plans.append(BlockPlan(block.name, block.index, block.channels, empty, empty, np.zeros((0, 0), np.int64),
+                                   note="no SM_B (needs the S and Sinv variants)"))
+            continue
+        sel, anti = np.flatnonzero(p2_selected(bm)), np.flatnonzero(p2_anti(bm))
+        pool = np.setdiff1d(np.arange(block.channels), sel)
+        k = len(sel)
+        rng = np.random.default_rng([opts.seed, zlib.crc32(b"C10"), block.index + 1])
+        rand = np.stack([np.sort(rng.choice(pool, k, replace=False)) for _ in range(opts.n_random)]) \
+            if 0 < k <= len(pool) else np.zeros((0, k), np.int64)
+        if len(anti) > k:  # equal size to S*, so the comparison with the random sets is fair
+            anti = np.sort(rng.choice(anti, k, replace=False))
+        note = (f"{k} selected channels < {opts.min_selected}" if k < opts.min_selected else
+                f"only {len(pool)} non-selected channels for random sets of {k}" if k > len(pool) else "")
+        plans.append(BlockPlan(block.name, block.index, block.channels, sel, anti, rand, note))
+    return LesionRequest(opts, tuple(plans))
 
 
 @register("C10", "Ablating scale-invariant channels disproportionately harms scale-robust recognition (tentative)",
           "P2", "slope of ΔD(S*, s) vs zoom ranked among N random equal-size mean-ablations; Holm across blocks",
-          needs=("id", "S", "Sinv"), mostly=1.0, gate=False)
+          needs=("id", "S", "Sinv"), mostly=1.0, gate=False, prepare=plan_lesions)
 def evaluate_c10(ctx: ClaimContext) -> ClaimResult:
-    """C10 on ``ctx.lesion`` (see module docstring); not applicable without lesion data.
+    """C10 on the lesion data in ``ctx.intervention`` (see module docstring); not applicable without it.
 
     Example:
         >>> evaluate_c10(ctx).verdict  # doctest: +SKIP
         <Verdict.HOLDS: 'holds'>
     """
-    data = ctx.lesion
+    data = ctx.intervention
     if data is None:
-        return _not_run(ctx, "C10", Verdict.NOT_APPLICABLE,
-                        "no lesion data: C10 runs the model with lesions (torch backend, labeled probe)")
+        return not_run(ctx, Verdict.NOT_APPLICABLE,
+                       "no lesion data: C10 runs the model with lesions (torch backend, labeled probe)")
     if data.status != "ok":
-        return _not_run(ctx, "C10", Verdict(data.status), data.reason)
+        return not_run(ctx, Verdict(data.status), data.reason)
     chance = at_chance(data.intact[0], data.labels) if data.intact is not None else ""
     if chance:
-        return _not_run(ctx, "C10", Verdict.NOT_APPLICABLE, chance)
+        return not_run(ctx, Verdict.NOT_APPLICABLE, chance)
     rows: list[BlockRow] = []
     panels: list = []
     for bl in data.blocks:
@@ -179,15 +189,15 @@ def evaluate_c10(ctx: ClaimContext) -> ClaimResult:
             continue
         intact = bl.correct_intact if bl.correct_intact is not None else data.intact
         test, values, fig = lesion_test(data.zooms, intact, bl.correct_selected, bl.correct_random, bl.correct_anti,
-                                        rng=ctx.rng("C10/bootstrap", bl.index), n_boot=ctx.options.n_boot)
+                                        rng=ctx.rng(bl.index, "bootstrap"), n_boot=ctx.options.n_boot)
         rows.append(row(bl.block, test, values={**base, **values},
                         note=f"|S*|={len(bl.selected)}, N={len(bl.correct_random)}"))
         panels.append({"label": bl.block, **fig, "selected": bl.selected.tolist()})
     if not rows:
-        return _not_run(ctx, "C10", Verdict.INCONCLUSIVE, "no ablation block")
+        return not_run(ctx, Verdict.INCONCLUSIVE, "no ablation block")
     figure = {"type": "lines", "title": "Extra damage under zoom: scale-invariant lesion vs random lesions",
               "xlabel": "zoom factor", "ylabel": "ΔD(zoom) = D(zoom) − D(1), accuracy", "panels": panels}
-    return summarize(ctx, "C10", rows, direction=1, figures={"lesion_zoom_curves": figure},
+    return summarize(ctx, rows, direction=1, figures={"lesion_zoom_curves": figure},
                      values={"n_random": data.n_random, "seed": data.seed},
                      thresholds={"n_random": data.n_random})
 
@@ -202,10 +212,10 @@ def reference_check(n_images: int, acc_empty: float, acc_lesion: Mapping[str, fl
         [True, True]
     """
     se = lambda a: 100 * math.sqrt(max(a * (1 - a), 0.0) / max(n_images, 1))  # noqa: E731
-    out = [{"name": "empty lesion", "measured": 100 * acc_empty, "reference": REFERENCE_INTACT,
+    out = [{"name": "empty lesion", "measured": 100 * acc_empty, "reference": INTACT_TOP1,
             "tolerance": TOL_EMPTY, "se": se(acc_empty)}]
     for name, acc in acc_lesion.items():
-        ref = REFERENCE_INTACT - REFERENCE_LESION[name]
+        ref = INTACT_TOP1 - LESION_TOP1[name]
         out.append({"name": f"{name} drop", "measured": 100 * (acc_empty - acc), "reference": ref,
                     "tolerance": TOL_DROP, "se": se(acc), "acc_lesion": 100 * acc})
     for c in out:
@@ -215,7 +225,7 @@ def reference_check(n_images: int, acc_empty: float, acc_lesion: Mapping[str, fl
 
 @register("C11", "Mean-ablating ~18% of a block's channels costs ~6 pp of top-1 at s = 1 (reference magnitude)",
           "P2 (code constants)", "absolute tolerance on ImageNet-val top-1: empty lesion ±0.05 pp, drops ±0.3 pp",
-          needs=("id",), mostly=1.0)
+          needs=("id",), mostly=1.0, prepare=lambda ctx: ReferenceRequest())
 def evaluate_c11(ctx: ClaimContext) -> ClaimResult:
     """C11: only for torchvision resnet18 (ImageNet weights) on a labeled ImageNet-val folder.
 
@@ -223,11 +233,9 @@ def evaluate_c11(ctx: ClaimContext) -> ClaimResult:
         >>> evaluate_c11(ctx).verdict  # doctest: +SKIP
         <Verdict.NOT_APPLICABLE: 'not_applicable'>
     """
-    data = ctx.lesion
-    ref = getattr(data, "reference", None)
-    if ref is None:
-        why = getattr(data, "reference_reason", "") or "no lesion data"
-        return _not_run(ctx, "C11", Verdict.NOT_APPLICABLE, why)
+    ref = ctx.intervention
+    if ref is None or ref.reason:
+        return not_run(ctx, Verdict.NOT_APPLICABLE, ref.reason if ref is not None else "no lesion data")
     checks = reference_check(ref.n_images, ref.acc_empty, ref.acc_lesion)
     rows = []
     for c in checks:
@@ -236,17 +244,17 @@ def evaluate_c11(ctx: ClaimContext) -> ClaimResult:
         rows.append(BlockRow(c["name"], Verdict.HOLDS if c["ok"] else Verdict.FAILS, c["measured"], math.nan,
                              math.nan, diff, diff - half, diff + half, ref.n_images, note=f"±{c['tolerance']} pp",
                              values={"reference": c["reference"], **extra}))
-    if ref.n_images < FULL_VAL:
+    if ref.n_images < IMAGENET_VAL_IMAGES:
         verdict = Verdict.INCONCLUSIVE
-        reason = (f"{ref.n_images} images < the {FULL_VAL} of ImageNet-val the reference numbers were measured on "
+        reason = (f"{ref.n_images} images < the {IMAGENET_VAL_IMAGES} of ImageNet-val the reference numbers were measured on "
                   "(sampling error exceeds the tolerance)")
     else:
         bad = [c["name"] for c in checks if not c["ok"]]
         verdict = Verdict.FAILS if bad else Verdict.HOLDS
         reason = f"outside tolerance: {', '.join(bad)}" if bad else "all reference accuracies within tolerance"
     worst = max(checks, key=lambda c: abs(c["measured"] - c["reference"]) - c["tolerance"])
-    spec = REGISTRY["C11"]
-    return ClaimResult(claim="C11", title=spec.title, source=spec.source,
+    spec = ctx.claim
+    return ClaimResult(claim=spec.id, title=spec.title, source=spec.source,
                        verdict=verdict, statistic=worst["measured"], p_value=math.nan, p_adjusted=math.nan,
                        effect=worst["measured"] - worst["reference"], ci_low=math.nan, ci_high=math.nan,
                        n=ref.n_images, rows=tuple(rows), seed=ctx.seed, model=ctx.model, backend=ctx.backend,

@@ -1,10 +1,11 @@
 """The claim registry, the context a claim is evaluated in, and the per-block -> claim summary.
 
-A claim is data (id, title, source, the stimulus variants it needs, default thresholds)
-plus one function ``evaluate(ctx) -> ClaimResult``. Claims read numpy quantities only;
-they never run a model.
+A claim is data (id, title, source, the stimulus variants it needs, default thresholds,
+and, when it must run the model again, the intervention it asks for) plus one function
+``evaluate(ctx) -> ClaimResult``. Claims read numpy quantities only; they never run a model.
 
-Claim-level verdicts: each analysed block gets a test, p-values are Holm-adjusted across
+Claim-level verdicts (the one verdict rule; :mod:`resstream_assert.gate` turns verdicts
+into test outcomes): each analysed block gets a test, p-values are Holm-adjusted across
 blocks, and "the claim holds in at least a fraction ``mostly`` of the blocks" is decided
 by the ``ceil(mostly * n)``-th smallest adjusted p (Holm controls the family-wise error
 of all those rejections together). The claim's effect is the median block effect with a
@@ -15,13 +16,19 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from resstream_assert.results import BlockRow, ClaimResult, Verdict
 from resstream_assert.stats import holm
+
+if TYPE_CHECKING:
+    from resstream_assert.capture.responses import Responses
+    from resstream_assert.discovery.residual_map import ResidualMap
+    from resstream_assert.interventions import Request
+    from resstream_assert.measures import BlockMeasures
 
 ZOOM_VARIANTS = ("zoom1.1", "zoom1.2", "zoom1.3", "zoom1.4", "zoom1.5", "zoom1.75", "zoom2.0")
 
@@ -43,66 +50,143 @@ class ClaimOptions:
     min_channels: int = 10
     min_images: int = 50  # top-9 exemplars out of fewer images are not channel-specific
     skip_first_block: bool = True  # the papers never analyse block 1.0 (its input is the stem's max-pool)
+    lesion: tuple[tuple[str, Any], ...] = ()  # C10's lesion options as (name, value) pairs (see LesionOptions)
 
     def with_(self, **changes) -> "ClaimOptions":
+        """A copy with some fields changed."""
         return replace(self, **changes)
 
     @classmethod
-    def from_run(cls, claim_options: Mapping, **overrides) -> "ClaimOptions":
-        """Options from a run's ``claim_options`` (unset values and the C10 ``lesion_*`` keys left out).
+    def keys(cls) -> tuple[str, ...]:
+        """The threshold names a user may set per test (``@pytest.mark.resstream(...)``, ``check_claim(...)``).
 
         Example:
-            >>> ClaimOptions.from_run({"alpha": 0.01, "mostly": None, "lesion_n_random": 20}).alpha
-            0.01
+            >>> ClaimOptions.keys()[:3]
+            ('alpha', 'mostly', 'min_effect')
         """
-        kw = {k: v for k, v in claim_options.items() if v is not None and not k.startswith("lesion_")}
+        return tuple(f.name for f in fields(cls) if f.name != "lesion")
+
+    @classmethod
+    def from_run(cls, claim_options: Mapping, **overrides) -> "ClaimOptions":
+        """Options from a run's ``claim_options`` (unset values left out; ``lesion`` is a mapping there).
+
+        Example:
+            >>> ClaimOptions.from_run({"alpha": 0.01, "mostly": None, "lesion": {"n_random": 20}}).lesion
+            (('n_random', 20),)
+        """
+        kw = {k: v for k, v in claim_options.items() if v is not None}
+        if "lesion" in kw:
+            kw["lesion"] = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v)
+                                        for k, v in dict(kw["lesion"]).items()))
         return cls(**{**kw, **overrides})
 
 
 @dataclass(frozen=True)
-class ClaimContext:
-    """Everything a claim may read: the map, per-block measures, responses (numpy), options, seed."""
-
-    model: str
-    backend: str
-    rmap: object
-    measures: tuple
-    responses: Mapping
-    options: ClaimOptions = ClaimOptions()
-    seed: int = 0
-    labels: np.ndarray | None = None
-    lesion: object | None = None  # ablation data for C10 (see claims/ablation.py)
-    extra: Mapping = field(default_factory=dict)
-
-    def rng(self, claim: str, block: int = -1) -> np.random.Generator:
-        """A generator seeded by (seed, claim, block): results never depend on evaluation order."""
-        return np.random.default_rng([self.seed, zlib.crc32(claim.encode()), block + 1])
-
-    def analysed(self) -> list:
-        """The blocks a claim analyses (all but the first by default, as in the papers)."""
-        ms = list(self.measures)
-        return ms[1:] if self.options.skip_first_block and len(ms) > 1 else ms
-
-
-@dataclass(frozen=True)
 class ClaimSpec:
-    """A registered claim: metadata plus its evaluate function."""
+    """A registered claim: metadata plus its evaluate function.
+
+    ``needs`` are the stimulus variants whose responses the claim reads. ``prepare``, when
+    set, builds from the context the intervention request the claim needs (a claim that
+    runs the model again, e.g. C10's lesions); the pipeline runs it and hands the result to
+    ``evaluate`` as ``ctx.intervention``.
+    """
 
     id: str
     title: str
     source: str
     test: str
-    evaluate: Callable[[ClaimContext], ClaimResult]
+    evaluate: Callable[["ClaimContext"], ClaimResult]
     needs: tuple[str, ...] = ("id",)
     mostly: float = 0.5
     gate: bool = True
+    prepare: Callable[["ClaimContext"], "Request"] | None = None
+
+
+@dataclass(frozen=True)
+class ClaimContext:
+    """Everything a claim may read: the map, per-block measures, responses (numpy), options, seed.
+
+    The pipeline builds one per model and gives each claim its own copy through
+    :meth:`for_claim` (with the claim's spec and its intervention's result).
+
+    Example:
+        >>> ctx = ClaimContext("zoo:resnet18-synth96", "torch", rmap, measures, responses)  # doctest: +SKIP
+        >>> REGISTRY["C3"].evaluate(ctx.for_claim(REGISTRY["C3"])).verdict  # doctest: +SKIP
+    """
+
+    model: str
+    backend: str
+    rmap: "ResidualMap"
+    measures: tuple["BlockMeasures", ...]
+    responses: Mapping[str, "Responses"]
+    options: ClaimOptions = ClaimOptions()
+    seed: int = 0
+    spec: ClaimSpec | None = None
+    intervention: Any = None  # what spec.prepare's request returned (numpy data), or None
+
+    def for_claim(self, spec: ClaimSpec, intervention: Any = None) -> "ClaimContext":
+        """This context for one claim."""
+        return replace(self, spec=spec, intervention=intervention)
+
+    @property
+    def claim(self) -> ClaimSpec:
+        """The claim being evaluated (set by :meth:`for_claim`)."""
+        if self.spec is None:
+            raise ValueError("this ClaimContext has no claim: use ctx.for_claim(REGISTRY[id])")
+        return self.spec
+
+    def rng(self, block: int = -1, stream: str = "") -> np.random.Generator:
+        """A generator seeded by (seed, claim, block): results never depend on evaluation order."""
+        name = self.claim.id + (f"/{stream}" if stream else "")
+        return np.random.default_rng([self.seed, zlib.crc32(name.encode()), block + 1])
+
+    def analysed(self) -> list["BlockMeasures"]:
+        """The blocks a claim analyses (all but the first by default, as in the papers)."""
+        ms = list(self.measures)
+        return ms[1:] if self.options.skip_first_block and len(ms) > 1 else ms
+
+    def lacking(self, bm: "BlockMeasures", *needs: str) -> BlockRow | None:
+        """A not-applicable row when ``bm`` lacks quantities (``scale``, ``flip``, ``zoom``), else None."""
+        why = lacks(bm, *needs)
+        return row(bm.block, verdict=Verdict.NOT_APPLICABLE, note=why) if why else None
+
+    def too_few(self, bm: "BlockMeasures", n: int, *, what: str = "defined channels", floor: int | None = None,
+                values: Mapping | None = None, suffix: str = "") -> BlockRow | None:
+        """An inconclusive row when ``n < floor`` (default ``options.min_channels``), else None.
+
+        Example:
+            >>> ctx.too_few(bm, 3).note  # doctest: +SKIP
+            '3 defined channels < 10'
+        """
+        floor = self.options.min_channels if floor is None else floor
+        if n >= floor:
+            return None
+        return row(bm.block, n=int(n), values=values, note=f"{int(n)} {what} < {floor}{suffix}")
+
+
+def lacks(bm: "BlockMeasures", *needs: str) -> str:
+    """Why ``bm`` lacks quantities a claim needs (``""`` when it has them).
+
+    ``scale``: the S/Sinv quantities; ``flip``: the flip null; ``zoom``: zoom-response curves.
+
+    Example:
+        >>> lacks(bm, "scale", "flip")  # doctest: +SKIP
+        'needs the stimulus variants S and Sinv (no scale quantities measured)'
+    """
+    if ("scale" in needs or "flip" in needs) and not bm.scale:
+        return "needs the stimulus variants S and Sinv (no scale quantities measured)"
+    if "flip" in needs and "sm_b_flip" not in bm.scale:
+        return "needs the stimulus variant flip for the transform-control null"
+    if "zoom" in needs and not bm.zoom:
+        return "needs the zoom variants (zoom-response curves not measured)"
+    return ""
 
 
 REGISTRY: dict[str, ClaimSpec] = {}
 
 
 def register(id: str, title: str, source: str, test: str, *, needs: Sequence[str] = ("id",),
-             mostly: float = 0.5, gate: bool = True):
+             mostly: float = 0.5, gate: bool = True, prepare: Callable[[ClaimContext], "Request"] | None = None):
     """Decorator registering ``evaluate(ctx) -> ClaimResult`` as claim ``id``.
 
     Example:
@@ -111,18 +195,25 @@ def register(id: str, title: str, source: str, test: str, *, needs: Sequence[str
     """
 
     def wrap(fn: Callable[[ClaimContext], ClaimResult]):
-        REGISTRY[id] = ClaimSpec(id, title, source, test, fn, tuple(needs), mostly, gate)
+        if id in REGISTRY:
+            raise ValueError(f"claim {id!r} is registered twice ({REGISTRY[id].evaluate.__module__} and {fn.__module__})")
+        REGISTRY[id] = ClaimSpec(id, title, source, test, fn, tuple(needs), mostly, gate, prepare)
         return fn
 
     return wrap
 
 
 def claim_order(ids) -> list[str]:
-    """Claim ids sorted numerically (C2 before C10)."""
+    """Claim ids sorted numerically (C2 before C10).
+
+    Example:
+        >>> claim_order(["C10", "C2"])
+        ['C2', 'C10']
+    """
     return sorted(ids, key=lambda c: (int("".join(ch for ch in c if ch.isdigit()) or 0), c))
 
 
-def summarize(ctx: ClaimContext, spec_id: str, rows: list[BlockRow], *, direction: int = 1,
+def summarize(ctx: ClaimContext, rows: list[BlockRow], *, direction: int = 1,
               method: str = "", values: Mapping | None = None, figures: Mapping | None = None,
               reason: str = "", thresholds: Mapping | None = None) -> ClaimResult:
     """Holm-adjust the block rows, decide each block's verdict and the claim's.
@@ -131,9 +222,9 @@ def summarize(ctx: ClaimContext, spec_id: str, rows: list[BlockRow], *, directio
     ``inconclusive`` or ``not_applicable`` are kept but excluded from the adjustment.
 
     Example:
-        >>> result = summarize(ctx, "C3", rows, direction=-1)  # doctest: +SKIP
+        >>> result = summarize(ctx, rows, direction=-1)  # doctest: +SKIP
     """
-    spec = REGISTRY[spec_id]
+    spec = ctx.claim
     opts = ctx.options
     mostly = opts.mostly if opts.mostly is not None else spec.mostly
     tested = [i for i, r in enumerate(rows) if r.verdict not in (Verdict.INCONCLUSIVE, Verdict.NOT_APPLICABLE)]
@@ -159,7 +250,7 @@ def summarize(ctx: ClaimContext, spec_id: str, rows: list[BlockRow], *, directio
     p_claim = float(np.sort(adjusted)[need - 1])
     n_hold = sum(new_rows[i].verdict == Verdict.HOLDS for i in tested)
     median = float(np.median(effects))
-    lo, hi = _median_ci(effects, ctx.rng(spec_id), opts.n_boot)
+    lo, hi = _median_ci(effects, ctx.rng(), opts.n_boot)
     verdict = Verdict.HOLDS if n_hold >= need else Verdict.FAILS
     summary = reason or f"holds in {n_hold}/{len(tested)} tested blocks (needs {need}); median effect {median:+.3g}"
     return ClaimResult(verdict=verdict, statistic=n_hold / len(tested), p_value=float(np.min([rows[i].p_value for i in tested])),
@@ -167,9 +258,14 @@ def summarize(ctx: ClaimContext, spec_id: str, rows: list[BlockRow], *, directio
                        n=int(sum(new_rows[i].n for i in tested)), reason=summary, **base)
 
 
-def inconclusive(ctx: ClaimContext, spec_id: str, reason: str) -> ClaimResult:
+def inconclusive(ctx: ClaimContext, reason: str) -> ClaimResult:
     """A claim result that could not be decided, with the reason (e.g. too few probe images)."""
-    return summarize(ctx, spec_id, [row("all blocks", note=reason)], reason=reason)
+    return summarize(ctx, [row("all blocks", note=reason)], reason=reason)
+
+
+def not_run(ctx: ClaimContext, verdict: Verdict, reason: str, block: str = "model") -> ClaimResult:
+    """A claim result whose test was not run at all (not applicable or inconclusive), with the reason."""
+    return summarize(ctx, [row(block, verdict=verdict, note=reason)], reason=reason)
 
 
 def _median_ci(effects: np.ndarray, rng: np.random.Generator, n_boot: int) -> tuple[float, float]:

@@ -31,7 +31,7 @@ def inhibition(ctx: ClaimContext):
             rows.append(row(bm.block, note=f"{int(over.sum())} overwrite / {int(skip.sum())} skip channels: too few",
                             n=int(over.sum() + skip.sum())))
             continue
-        rng = ctx.rng("C4", bm.index)
+        rng = ctx.rng(bm.index)
         try:
             a = mann_whitney(bm.b_at_xi[over], bm.b_at_xi[skip], alternative="less", rng=rng, n_boot=ctx.options.n_boot)
         except DegenerateDataError as exc:
@@ -47,7 +47,7 @@ def inhibition(ctx: ClaimContext):
         except DegenerateDataError:
             pass
         rows.append(row(bm.block, a, values=values))
-    result = summarize(ctx, "C4", rows, direction=-1)
+    result = summarize(ctx, rows, direction=-1)
     tested = [r for r in result.rows if r.verdict in (Verdict.HOLDS, Verdict.FAILS)]
     if not tested:
         return result

@@ -9,7 +9,8 @@ horizontal-flip transform and the channel-mismatch (SM_B on another channel's ex
 A block holds when its fraction exceeds all three (intersection-union test: the block p is
 the largest of the three p-values, which is a level-alpha test of "exceeds every null").
 
-C6 and C9 (the mechanism claims) live in :mod:`resstream_assert.claims.scale_mechanism`.
+C6 and C9 (the mechanism claims) live in :mod:`resstream_assert.claims.scale_mechanism`;
+the P2 selection itself (S*) is :func:`resstream_assert.measures.p2_selected`.
 """
 
 from __future__ import annotations
@@ -19,23 +20,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from resstream_assert.claims.base import ClaimContext, register, row, summarize
+from resstream_assert.claims.base import ClaimContext, lacks, register, row, summarize
 from resstream_assert.effects import DegenerateDataError, bootstrap_ci, clopper_pearson
 from resstream_assert.measures import MIX, UNDEFINED
+from resstream_assert.paper import BLOCK_CHANNELS, SCALE_INVARIANT_CHANNELS
 from resstream_assert.results import BlockRow, TestResult, Verdict
-from resstream_assert.stats import (binomial_proportion, cochran_armitage, fisher_exact_greater,
+from resstream_assert.stats import (cochran_armitage, fisher_exact_greater,
                                     hypergeometric_overlap, mcnemar_exact)
 
 NEEDS_SCALE = ("id", "S", "Sinv", "flip")
 NULLS = ("reversed", "flip", "mismatch")
-#: Spec §5.2 (P2 code, ResNet18 IMAGENET1K_V1): the scale-invariant channel sets of blocks 2.1 and 3.1.
-REFERENCE_CHANNELS = {
-    "layer2.1": (128, (108, 21, 25, 127, 56, 47, 18, 52, 35, 67, 48, 72, 110, 106, 105, 13, 15, 88, 30, 124, 31,
-                       36, 68)),
-    "layer3.1": (256, (113, 198, 67, 69, 204, 188, 164, 137, 144, 149, 147, 132, 180, 88, 126, 141, 48, 135, 187,
-                       250, 158, 29, 178, 161, 163, 13, 153, 14, 80, 206, 220, 179, 215, 16, 192, 9, 59, 200, 63, 1,
-                       100, 58, 168, 117, 226, 22)),
-}
 REFERENCE_TOLERANCE = 0.06  # spec C8: +-6 pp given single-seed FZ noise (reported, never gated)
 
 
@@ -58,30 +52,6 @@ class Outcomes:
     hit: np.ndarray
     nulls: dict
     n_undefined: int
-
-
-def missing_scale(bm, flip: bool = True) -> str:
-    """Why ``bm`` lacks the scale quantities a claim needs ("" when it has them); ``flip``: the flip null too.
-
-    Example:
-        >>> missing_scale(bm)  # doctest: +SKIP
-        'needs the stimulus variants S and Sinv (no scale quantities measured)'
-    """
-    if not bm.scale:
-        return "needs the stimulus variants S and Sinv (no scale quantities measured)"
-    if flip and "sm_b_flip" not in bm.scale:
-        return "needs the stimulus variant flip for the transform-control null"
-    return ""
-
-
-def p2_selected(bm) -> np.ndarray:
-    """Boolean (C,): channels meeting the P2 criterion ``SM_B > 0 ∧ 2/3 < M < 3/2`` (P2 convention).
-
-    Example:
-        >>> p2_selected(bm).sum()  # doctest: +SKIP
-    """
-    with np.errstate(invalid="ignore"):
-        return (bm.category("p2") == MIX) & (np.nan_to_num(bm.scale["sm_b"], nan=0.0) > 0)
 
 
 def criterion_outcomes(bm, convention: str) -> Outcomes:
@@ -121,7 +91,7 @@ def _margin(hit, rev, flip, mis, axis=-1):
     return hit.mean(axis) - np.maximum(np.maximum(rev.mean(axis), flip.mean(axis)), mis.mean(axis))
 
 
-def _exceeds_nulls(ctx: ClaimContext, claim: str, bm, out: Outcomes) -> tuple[TestResult, dict]:
+def _exceeds_nulls(ctx: ClaimContext, bm, out: Outcomes) -> tuple[TestResult, dict]:
     """Fraction of criterion hits vs each null (McNemar vs reversed, Fisher vs flip and mismatch)."""
     n, k = out.hit.size, int(out.hit.sum())
     rev = out.nulls["reversed"]
@@ -135,7 +105,7 @@ def _exceeds_nulls(ctx: ClaimContext, claim: str, bm, out: Outcomes) -> tuple[Te
     fr = {name: float(out.nulls[name].mean()) for name in NULLS}
     f = k / n
     arrays = [a.astype(float) for a in (out.hit, rev, out.nulls["flip"], out.nulls["mismatch"])]
-    lo, hi = bootstrap_ci(_margin, *arrays, n_resamples=ctx.options.n_boot, rng=ctx.rng(claim, bm.index))
+    lo, hi = bootstrap_ci(_margin, *arrays, n_resamples=ctx.options.n_boot, rng=ctx.rng(bm.index))
     binding = max(ps, key=lambda name: (ps[name], fr[name]))
     test = TestResult(f, max(ps.values()), f - max(fr.values()), lo, hi, n,
                       "intersection-union of McNemar (reversed) and Fisher (flip, mismatch)", "greater",
@@ -176,43 +146,44 @@ def _author_weights(model: str) -> bool:
 
 def _reference(ctx: ClaimContext, bm, out: Outcomes) -> dict[str, float]:
     """Spec §5.2 reference (ResNet18 V1): fraction reported where names match, overlap only for V1 weights."""
-    ref = REFERENCE_CHANNELS.get(bm.block)
-    if ref is None or "resnet18" not in ctx.model.lower() or ref[0] != bm.channels:
+    ref = SCALE_INVARIANT_CHANNELS.get(bm.block)
+    if ref is None or "resnet18" not in ctx.model.lower() or BLOCK_CHANNELS[bm.block] != bm.channels:
         return {}
     f = float(out.hit.mean()) if out.hit.size else math.nan
-    vals = {"reference_frac": len(ref[1]) / ref[0], "reference_diff": f - len(ref[1]) / ref[0]}
+    vals = {"reference_frac": len(ref) / bm.channels, "reference_diff": f - len(ref) / bm.channels}
     # Tolerance and channel numbers only mean something for the author's weights.
     if _author_weights(ctx.model):
         vals["within_reference_tolerance"] = float(abs(vals["reference_diff"]) <= REFERENCE_TOLERANCE)
         chosen = set(out.index[out.hit].tolist())
         try:
-            t = hypergeometric_overlap(len(chosen & set(ref[1])), len(ref[1]), len(chosen), bm.channels)
+            t = hypergeometric_overlap(len(chosen & set(ref)), len(ref), len(chosen), bm.channels)
             vals.update(reference_overlap=t.statistic, reference_overlap_p=t.p_value, reference_jaccard=t.effect)
         except DegenerateDataError:
             vals["reference_overlap_p"] = math.nan
     return vals
 
 
-def fraction_rows(ctx: ClaimContext, claim: str, convention: str) -> tuple[list[BlockRow], dict, dict]:
+def fraction_rows(ctx: ClaimContext, convention: str) -> tuple[list[BlockRow], dict, dict]:
     """Per-block rows of "criterion fraction exceeds each null", pooled values and the bars figure.
 
     Example:
-        >>> rows, values, figure = fraction_rows(ctx, "C5", "p1")  # doctest: +SKIP
+        >>> rows, values, figure = fraction_rows(ctx, "p1")  # doctest: +SKIP
     """
     rows, pooled = [], {"k": 0, "n": 0, **{name: 0 for name in NULLS}, "scale": 0}
     for bm in ctx.analysed():
-        why = missing_scale(bm)
-        if why:
-            rows.append(row(bm.block, verdict=Verdict.NOT_APPLICABLE, note=why))
+        lacking = ctx.lacking(bm, "scale", "flip")
+        if lacking is not None:
+            rows.append(lacking)
             continue
         out = criterion_outcomes(bm, convention)
         extra = _reference(ctx, bm, out) if convention == "p2" else {}
         n = out.hit.size
-        if n < ctx.options.min_channels:
-            rows.append(row(bm.block, n=n, values={"n_undefined": out.n_undefined, **extra},
-                            note=f"{n} defined channels < {ctx.options.min_channels} ({out.n_undefined} undefined)"))
+        few = ctx.too_few(bm, n, values={"n_undefined": out.n_undefined, **extra},
+                          suffix=f" ({out.n_undefined} undefined)")
+        if few is not None:
+            rows.append(few)
             continue
-        test, info = _exceeds_nulls(ctx, claim, bm, out)
+        test, info = _exceeds_nulls(ctx, bm, out)
         values = {**info["values"], **_mix_association(out), **extra}
         rows.append(row(bm.block, test, values=values, note=f"binding null: {info['binding']}"))
         pooled["k"] += int(out.hit.sum())
@@ -237,7 +208,7 @@ def fraction_figure(ctx: ClaimContext, convention: str) -> dict:
     series: dict[str, list[float]] = {}
     names = {"p1": ("P1 criterion", "P1 no-mix", "P2 criterion"), "p2": ("P2 criterion", "P2 no-mix", "P1 criterion")}
     for bm in ctx.analysed():
-        if missing_scale(bm):
+        if lacks(bm, "scale", "flip"):
             continue
         cats.append(bm.block)
         own, other = criterion_outcomes(bm, convention), criterion_outcomes(bm, "p2" if convention == "p1" else "p1")
@@ -262,8 +233,8 @@ def scale_invariant_p1(ctx: ClaimContext):
     Example:
         >>> scale_invariant_p1(ctx).values["frac_scale_inv"]  # doctest: +SKIP
     """
-    rows, values, figures = fraction_rows(ctx, "C5", "p1")
-    return summarize(ctx, "C5", rows, direction=1, values=values, figures=figures)
+    rows, values, figures = fraction_rows(ctx, "p1")
+    return summarize(ctx, rows, direction=1, values=values, figures=figures)
 
 
 @register("C8", "Many channels in intermediate blocks are scale-invariant (P2 criterion)", "P2",
@@ -277,8 +248,8 @@ def scale_invariant_p2(ctx: ClaimContext):
     Example:
         >>> [r.values.get("reference_frac") for r in scale_invariant_p2(ctx).rows]  # doctest: +SKIP
     """
-    rows, values, figures = fraction_rows(ctx, "C8", "p2")
-    return summarize(ctx, "C8", rows, direction=1, values=values, figures=figures,
+    rows, values, figures = fraction_rows(ctx, "p2")
+    return summarize(ctx, rows, direction=1, values=values, figures=figures,
                      thresholds={"reference_tolerance": REFERENCE_TOLERANCE})
 
 
@@ -304,7 +275,7 @@ def early_concentration(ctx: ClaimContext):
     """
     per_block, missing = [], []
     for bm in ctx.analysed():
-        why = missing_scale(bm)
+        why = lacks(bm, "scale", "flip")
         if why:
             missing.append(f"{bm.block}: {why}")
             continue
@@ -313,7 +284,7 @@ def early_concentration(ctx: ClaimContext):
     figures = {"scale_inv_fraction": fraction_figure(ctx, "p1")}
     if not per_block:
         r = row("all blocks", verdict=Verdict.NOT_APPLICABLE, note="; ".join(missing)[:400] or "no block analysed")
-        return summarize(ctx, "C7", [r], figures=figures)
+        return summarize(ctx, [r], figures=figures)
     last = min(key for _, key, _, _ in per_block)
     early = [(k, n) for _, key, k, n in per_block if key != last]
     late = [(k, n) for _, key, k, n in per_block if key == last]
@@ -340,4 +311,4 @@ def early_concentration(ctx: ClaimContext):
     else:
         r = row("all blocks", fisher_exact_greater(k1, n1, k2, n2), values=values, note=note)
     keep = ("frac_early", "frac_last", "n_early", "n_last", "trend_z", "trend_p", "trend_slope")
-    return summarize(ctx, "C7", [r], direction=1, figures=figures, values={k: values[k] for k in keep if k in values})
+    return summarize(ctx, [r], direction=1, figures=figures, values={k: values[k] for k in keep if k in values})

@@ -23,10 +23,9 @@ from dataclasses import replace
 import numpy as np
 
 from resstream_assert.claims.base import ZOOM_VARIANTS, ClaimContext, register, row, summarize
-from resstream_assert.claims.scale import missing_scale, p2_selected
 from resstream_assert.effects import DegenerateDataError
-from resstream_assert.measures import MIX, UNDEFINED, flatness
-from resstream_assert.results import TestResult, Verdict
+from resstream_assert.measures import MIX, UNDEFINED, flatness, p2_selected
+from resstream_assert.results import TestResult
 from resstream_assert.stats import binomial_proportion, mann_whitney, mcnemar_exact, sign_test, wilcoxon_signed_rank
 
 NEEDS_ZOOM = ("id", "S", "Sinv") + ZOOM_VARIANTS
@@ -110,9 +109,9 @@ def equivariance(ctx: ClaimContext):
     cats, hists, pooled = [], [], []
     floor = min_selected(ctx.options.alpha)
     for bm in ctx.analysed():
-        why = missing_scale(bm, flip=False)
-        if why:
-            rows.append(row(bm.block, verdict=Verdict.NOT_APPLICABLE, note=why))
+        lacking = ctx.lacking(bm, "scale")
+        if lacking is not None:
+            rows.append(lacking)
             continue
         s = bm.scale
         cat = bm.category("p1")
@@ -134,16 +133,14 @@ def equivariance(ctx: ClaimContext):
             edges = _edges(bm.zoom["zooms"])
             hists.append({"label": bm.block, "edges": edges,
                           "counts": np.histogram(zs[np.isfinite(zs)], edges)[0].tolist()})
-        if ok.sum() < ctx.options.min_channels:
-            rows.append(row(bm.block, n=int(ok.sum()), values=values,
-                            note=f"{int(ok.sum())} defined channels < {ctx.options.min_channels}"))
+        few = ctx.too_few(bm, int(ok.sum()), values=values)
+        if few is None:
+            few = ctx.too_few(bm, int((smb != 0).sum()), what="mix channels with SM_B != 0", floor=floor,
+                              values=values, suffix=": the sign test cannot reach alpha")
+        if few is not None:
+            rows.append(few)
             continue
-        if int((smb != 0).sum()) < floor:
-            rows.append(row(bm.block, n=int((smb != 0).sum()), values=values,
-                            note=f"{int((smb != 0).sum())} mix channels with SM_B != 0 < {floor}: "
-                                 "the sign test cannot reach alpha"))
-            continue
-        rng = ctx.rng("C6", bm.index)
+        rng = ctx.rng(bm.index)
         values.update(_safe(lambda: wilcoxon_signed_rank(smb, alternative="greater", rng=rng, n_boot=0), "wilcoxon_smb"))
         values.update(_safe(lambda: _paired_greater(s["delta_b"][mix], s["delta_b_rev"][mix], rng, 0), "direction"))
         smi = s["sm_i"][mix]
@@ -163,7 +160,7 @@ def equivariance(ctx: ClaimContext):
                                      "xlabel": "z*", "ylabel": "mix channels", "panels": hists}
     smb_all = np.concatenate(pooled) if pooled else np.array([])
     values = {"frac_pos_smb": float((smb_all > 0).mean()), "n_mix": smb_all.size} if smb_all.size else {}
-    return summarize(ctx, "C6", rows, direction=1, values=values, figures=figures, thresholds={"min_selected": floor})
+    return summarize(ctx, rows, direction=1, values=values, figures=figures, thresholds={"min_selected": floor})
 
 
 def _versus_nulls(s, mix: np.ndarray) -> dict[str, float]:
@@ -231,9 +228,9 @@ def summation(ctx: ClaimContext):
     rows, panels, pooled = [], [], []
     floor = min_selected(ctx.options.alpha)
     for bm in ctx.analysed():
-        why = missing_scale(bm, flip=False) or ("" if bm.zoom else "needs the zoom variants (zoom-response curves not measured)")
-        if why:
-            rows.append(row(bm.block, verdict=Verdict.NOT_APPLICABLE, note=why))
+        lacking = ctx.lacking(bm, "scale", "zoom")
+        if lacking is not None:
+            rows.append(lacking)
             continue
         z = bm.zoom
         f_post, f_in, f_pre = flatness(z["post"]), flatness(z["in"]), flatness(z["pre"])
@@ -251,15 +248,14 @@ def summation(ctx: ClaimContext):
                   "median_flat_post_sel": _median(f_post[sel]), "median_flat_best_sel": _median(best[sel]),
                   "median_flat_post_others": _median(f_post[others])}
         panels.append(_curve_panel(bm, sel, others))
-        if ok.sum() < ctx.options.min_channels:
-            rows.append(row(bm.block, n=int(ok.sum()), values=values,
-                            note=f"{int(ok.sum())} channels with defined flatness < {ctx.options.min_channels}"))
+        few = ctx.too_few(bm, int(ok.sum()), what="channels with defined flatness", values=values)
+        if few is None:
+            few = ctx.too_few(bm, int(sel.sum()), what="selected channels", floor=floor, values=values,
+                              suffix=": the signed-rank test cannot reach alpha")
+        if few is not None:
+            rows.append(few)
             continue
-        if sel.sum() < floor:
-            rows.append(row(bm.block, n=int(sel.sum()), values=values,
-                            note=f"{int(sel.sum())} selected channels < {floor}: the signed-rank test cannot reach alpha"))
-            continue
-        rng = ctx.rng("C9", bm.index)
+        rng = ctx.rng(bm.index)
         nb = ctx.options.n_boot
         main = _paired_greater(f_post[sel], best[sel], rng, nb)
         cf_in = _paired_greater(f_post[sel], frozen_in[sel], rng, nb)
@@ -285,7 +281,7 @@ def summation(ctx: ClaimContext):
         post, best = (np.concatenate(a) for a in zip(*pooled))
         values = {"median_flat_post_sel": _median(post), "median_flat_best_sel": _median(best),
                   "frac_sum_flatter": float((post > best).mean()), "n_selected": post.size}
-    return summarize(ctx, "C9", rows, direction=1, values=values, figures=figures, thresholds={"min_selected": floor})
+    return summarize(ctx, rows, direction=1, values=values, figures=figures, thresholds={"min_selected": floor})
 
 
 def _median(a: np.ndarray) -> float:

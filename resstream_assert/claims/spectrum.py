@@ -45,8 +45,9 @@ def spectrum(ctx: ClaimContext):
         values["n_undefined"] = c["undefined"]
         finite = m[np.isfinite(m) & (m > 0)]
         values["log10_span"] = float(np.log10(finite.max() / finite.min())) if finite.size > 1 else math.nan
-        if n < ctx.options.min_channels:
-            rows.append(row(bm.block, note=f"{n} defined channels < {ctx.options.min_channels}", n=n, values=values))
+        few = ctx.too_few(bm, n, values=values)
+        if few is not None:
+            rows.append(few)
             continue
         tests = {k: binomial_proportion(c[k], n, p0=P0) for k in ("skip", "mix", "overwrite")}
         worst = min(tests, key=lambda k: c[k])
@@ -54,7 +55,7 @@ def spectrum(ctx: ClaimContext):
         values["rho_share"] = _share_agreement(bm, ctx)
         r = row(bm.block, tests[worst], values=values, note=f"smallest: {worst}")
         rows.append(replace(r, p_value=max(t.p_value for t in tests.values())))
-    return summarize(ctx, "C1", rows, direction=1, thresholds={"p0": P0},
+    return summarize(ctx, rows, direction=1, thresholds={"p0": P0},
                      figures={"mix_ratio_hist": {"type": "hist", "title": "Mix ratio M per block (P1, clamped at 5)",
                                                  "xlabel": "M = O(X_I) / O(X_B)", "ylabel": "channels",
                                                  "panels": hists}})
@@ -66,7 +67,7 @@ def _share_agreement(bm, ctx: ClaimContext) -> float:
     ok = np.isfinite(share) & ~np.isnan(m)
     try:
         # Ranks, not values: M is inf for a silent branch, and Spearman only needs the order.
-        return spearman_permutation(rankdata(m[ok]), share[ok], alternative="greater", rng=ctx.rng("C1", bm.index),
+        return spearman_permutation(rankdata(m[ok]), share[ok], alternative="greater", rng=ctx.rng(bm.index),
                                     n_resamples=199, n_boot=0).effect
     except DegenerateDataError:
         return math.nan
@@ -86,7 +87,7 @@ def heterogeneity(ctx: ClaimContext):
     values = {f"{bm.block}:{name}": int(v) for bm, counts in zip(blocks, table)
               for name, v in zip(("skip", "mix", "overwrite"), counts)}
     try:
-        test = chi2_independence_mc(table, rng=ctx.rng("C2"), n_resamples=ctx.options.n_resamples,
+        test = chi2_independence_mc(table, rng=ctx.rng(), n_resamples=ctx.options.n_resamples,
                                     n_boot=ctx.options.n_boot)
         r = row("all blocks", test, values=values)
     except DegenerateDataError as exc:
@@ -94,4 +95,4 @@ def heterogeneity(ctx: ClaimContext):
         r = row("all blocks", verdict=Verdict.NOT_APPLICABLE, note=str(exc), values=values, n=int(table.sum()))
         if len(blocks) > 1:  # no association at all: V = 0, p = 1
             r = replace(r, verdict=Verdict.FAILS, statistic=0.0, p_value=1.0, effect=0.0)
-    return summarize(ctx, "C2", [r], direction=1)
+    return summarize(ctx, [r], direction=1)

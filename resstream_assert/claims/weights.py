@@ -39,15 +39,15 @@ def branch_gain(ctx: ClaimContext):
         m_rank[ok] = rankdata(m[ok])  # Spearman needs only the order; M = inf (silent branch) ranks highest
         gain, conv = bm.branch_gain[ok], (bm.conv_magnitude[ok] if bm.conv_magnitude is not None else None)
         note = "gain is a fused-conv proxy" if bm.gain_kind == "fused_conv_proxy" else ""
-        if ok.sum() < ctx.options.min_channels:
-            rows.append(row(bm.block, note=f"{int(ok.sum())} defined channels < {ctx.options.min_channels}",
-                            n=int(ok.sum())))
+        few = ctx.too_few(bm, int(ok.sum()))
+        if few is not None:
+            rows.append(few)
             continue
         if np.ptp(gain) == 0:
             rows.append(row(bm.block, verdict=Verdict.NOT_APPLICABLE, n=int(ok.sum()),
                             note=f"all branch gains equal {gain[0]:.3g} (untrained norm?): rho undefined"))
             continue
-        rng = ctx.rng("C3", bm.index)
+        rng = ctx.rng(bm.index)
         try:
             test = spearman_permutation(m_rank[ok], gain, alternative="less", rng=rng,
                                         n_resamples=ctx.options.n_resamples, n_boot=ctx.options.n_boot)
@@ -59,9 +59,9 @@ def branch_gain(ctx: ClaimContext):
         panels.append({"label": bm.block, "x": np.log10(np.clip(m[ok], 1e-3, 1e3)).tolist(), "y": gain.tolist(),
                        "note": f"rho={test.effect:+.2f} p={test.p_value:.2g}"})
     if not rows:
-        return summarize(ctx, "C3", [row("all blocks", verdict=Verdict.NOT_APPLICABLE,
+        return summarize(ctx, [row("all blocks", verdict=Verdict.NOT_APPLICABLE,
                                          note="no identity-shortcut block to analyse")], direction=-1)
-    return summarize(ctx, "C3", rows, direction=-1, figures={"m_vs_gain": {
+    return summarize(ctx, rows, direction=-1, figures={"m_vs_gain": {
         "type": "scatter", "title": "Mix ratio vs branch gain", "xlabel": "log10 M (P1, clipped at 1e3)",
         "ylabel": "|gamma| of the branch's last norm", "panels": panels}})
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from resstream_assert.discovery.residual_map import Block, ResidualMap
 from resstream_assert.errors import DiscoveryError
+from resstream_assert.loading.onnx_file import bn_folded
 
 # Inputs that carry only a shape or a type, never values: not data-flow edges.
 _META_ONLY = {"Shape": (), "Size": (), "CastLike": (0,), "EyeLike": ()}
@@ -127,32 +128,6 @@ class OnnxGraph:
         return ""
 
 
-def bn_folded(model) -> bool:
-    """True when the graph has no ``BatchNormalization`` but shows signs of BN folded into Conv.
-
-    Signs: the dynamo exporter's ``FuseBatchNormIntoConv`` rewrite metadata, Conv weights
-    renamed ``onnx::Conv_*`` by the TorchScript exporter's constant folding, or the
-    ``resstream.fold_bn`` metadata written by ``resstream export --fold-bn``.
-
-    Example:
-        >>> bn_folded(onnx.load("folded.onnx"))  # doctest: +SKIP
-        True
-    """
-    nodes = list(model.graph.node)
-    if any(n.op_type == "BatchNormalization" for n in nodes):
-        return False
-    if any(p.key == "resstream.fold_bn" and p.value == "1" for p in model.metadata_props):
-        return True
-    for n in nodes:
-        if n.op_type != "Conv":
-            continue
-        if any(p.key == "pkg.onnxscript.rewriter.rule_name" and "FuseBatchNorm" in p.value for p in n.metadata_props):
-            return True
-        if len(n.input) > 1 and n.input[1].startswith("onnx::Conv"):
-            return True
-    return False
-
-
 def discover_onnx(loaded, input_size: int | None = None) -> ResidualMap:
     """Build the :class:`ResidualMap` of an ONNX model (a ``LoadedModel`` with ``onnx_path``, or a path).
 
@@ -162,7 +137,7 @@ def discover_onnx(loaded, input_size: int | None = None) -> ResidualMap:
         >>> rmap[2].name, rmap[2].sites["branch_out"]  # doctest: +SKIP
         ('layer2.0', '/layer2/layer2.0/bn2/BatchNormalization_output_0')
     """
-    from resstream_assert.capture.onnx_file import image_input, read_model, value_shapes
+    from resstream_assert.loading.onnx_file import image_input, read_model, value_shapes
 
     path = getattr(loaded, "onnx_path", None) or str(loaded)
     name = getattr(loaded, "name", Path(path).name)

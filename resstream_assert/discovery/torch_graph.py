@@ -1,4 +1,4 @@
-"""Find residual blocks in a torch model from its traced graph (torch.fx).
+"""Find residual blocks in a torch model from its traced graph (torch.fx), and cut that graph.
 
 A residual add is an ``add`` whose two operands share an ancestor: ``x + f(x)``. The latest
 shared ancestor is the block input (``resid_pre``); the operand with fewer ops between it
@@ -97,6 +97,40 @@ def copy_graph(module: nn.Module) -> tuple[fx.Graph, dict[str, fx.Node]]:
     env: dict[fx.Node, fx.Node] = {}
     graph.output(graph.graph_copy(trace(module).gm.graph, env))
     return graph, {old.name: new for old, new in env.items()}
+
+
+def split_at(module: nn.Module, node_name: str) -> tuple[fx.GraphModule, fx.GraphModule | None]:
+    """Cut ``module``'s FX graph at ``node_name``: ``(head, tail)``; ``tail`` is None if tensors cross the cut.
+
+    ``head(x)`` returns the node's value; ``tail(v)`` runs the rest of the network on it.
+    Parameters (``get_attr``) may cross; any other live tensor makes the cut invalid.
+
+    Example:
+        >>> head, tail = split_at(resnet18, "add_3")  # doctest: +SKIP
+        >>> torch.allclose(tail(head(x)), resnet18(x))  # doctest: +SKIP
+        True
+    """
+    traced = trace(module)
+    nodes = list(traced.gm.graph.nodes)
+    cut = next(i for i, n in enumerate(nodes) if n.name == node_name)
+    head_graph, env = fx.Graph(), {}
+    for n in nodes[:cut + 1]:
+        env[n] = head_graph.node_copy(n, lambda a: env[a])
+    head_graph.output(env[nodes[cut]])
+    head = fx.GraphModule(traced.gm, head_graph)
+    before = set(nodes[:cut + 1])
+    tail_graph = fx.Graph()
+    tenv = {nodes[cut]: tail_graph.placeholder("cut")}
+    for n in nodes[cut + 1:]:
+        for a in n.all_input_nodes:
+            if a in tenv:
+                continue
+            if a in before and a.op == "get_attr":
+                tenv[a] = tail_graph.node_copy(a)
+            else:
+                return head, None  # e.g. a skip over the cut: the tail would need more than resid_sum
+        tenv[n] = tail_graph.node_copy(n, lambda a: tenv[a])
+    return head, fx.GraphModule(traced.gm, tail_graph)
 
 
 def block_nodes(module: nn.Module) -> tuple[BlockNodes, ...]:

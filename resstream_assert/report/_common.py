@@ -1,4 +1,4 @@
-"""Helpers shared by the report renderers: number formatting, ordering, the matrix.
+"""Helpers shared by the report renderers: ordering, labels, the matrix (numbers: ``formatting``).
 
 Everything here works on the JSON form of a report (``ReportCollector.to_json()`` or a file
 read back), never on live objects, so a report can be re-rendered from a stored file and
@@ -8,7 +8,6 @@ pytest run (through the plugin's hooks) and must stay cheap.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -16,62 +15,6 @@ VERDICTS = ("holds", "fails", "inconclusive", "not_applicable")
 
 #: Short cell text for the terminal matrix, where 12 claims must fit on one line.
 SHORT_VERDICT = {"holds": "holds", "fails": "FAILS", "inconclusive": "inconcl", "not_applicable": "n/a"}
-
-
-def to_float(x: Any) -> float:
-    """Decode a JSON number of a report: ``None`` is NaN, ``"inf"``/``"-inf"`` are infinities.
-
-    Example:
-        >>> to_float(None), to_float("-inf"), to_float(2)
-        (nan, -inf, 2.0)
-    """
-    if x is None:
-        return math.nan
-    if isinstance(x, str):
-        return float(x)  # "inf", "-inf", "nan"
-    return float(x)
-
-
-def fnum(x: Any, digits: int = 4) -> str:
-    """A number in ``digits`` significant digits; NaN/None as ``nan``.
-
-    Example:
-        >>> fnum(0.123456), fnum(None), fnum(12)
-        ('0.1235', 'nan', '12')
-    """
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int):
-        return str(x)
-    v = to_float(x)
-    return "nan" if math.isnan(v) else f"{v:.{digits}g}"
-
-
-def fp(p: Any) -> str:
-    """A p-value: scientific below 1e-3.
-
-    Example:
-        >>> fp(0.00012), fp(0.25)
-        ('1.2e-04', '0.2500')
-    """
-    v = to_float(p)
-    if math.isnan(v):
-        return "nan"
-    return f"{v:.1e}" if v < 1e-3 else f"{v:.4f}"
-
-
-def feffect(e: Any, lo: Any = None, hi: Any = None) -> str:
-    """An effect with its CI: ``+0.310 [+0.120, +0.480]``.
-
-    Example:
-        >>> feffect(0.31, 0.12, 0.48)
-        '+0.310 [+0.120, +0.480]'
-    """
-    ev, lv, hv = to_float(e), to_float(lo), to_float(hi)
-    if math.isnan(ev):
-        return "nan"
-    ci = "" if math.isnan(lv) and math.isnan(hv) else f" [{lv:+.3f}, {hv:+.3f}]"
-    return f"{ev:+.3f}{ci}"
 
 
 def claim_sort_key(claim: str) -> tuple:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import pytest
 
-from resstream_assert.report._common import claim_sort_key, fnum, model_label, result_key, to_float
+from resstream_assert.formatting import fnum, to_float
+from resstream_assert.report._common import claim_sort_key, model_label, result_key
 
 __all__ = ["Rule", "parse_rule", "parse_rules", "DiffEntry", "BaselineDiff", "BaselineDriftError",
            "CompareFailError", "compare", "compare_result", "check", "baseline_from_report", "GRAMMAR"]

@@ -1,7 +1,7 @@
 """Gather claim results from test reports into one report, the primary (JSON) artefact.
 
 Claim tests attach ``ClaimResult.to_dict()`` to ``item.user_properties`` (see
-``resstream_assert.plugin.record_result``). pytest copies ``user_properties`` into every
+:func:`record_result`). pytest copies ``user_properties`` into every
 phase's report, and pytest-xdist ships each report from the worker to the controller, so
 the controller's ``pytest_runtest_logreport`` sees every result, whichever worker ran it.
 The collector therefore runs on the controller only and de-duplicates by
@@ -25,8 +25,8 @@ from typing import Any, Iterable, Mapping
 
 from resstream_assert.report._common import claim_sort_key, model_pairs, result_key
 
-__all__ = ["ReportCollector", "VOLATILE_KEYS", "REPORT_FORMAT", "package_versions", "machine_info",
-           "write_report", "read_report", "strip_volatile"]
+__all__ = ["ReportCollector", "VOLATILE_KEYS", "REPORT_FORMAT", "RESULT_PROPERTY", "record_result",
+           "package_versions", "machine_info", "write_report", "read_report", "strip_volatile"]
 
 #: Top-level report keys that legitimately differ between two runs of the same config.
 VOLATILE_KEYS = ("datetime", "duration_s")
@@ -34,8 +34,8 @@ VOLATILE_KEYS = ("datetime", "duration_s")
 #: Version of the report layout; bumped when a key changes meaning.
 REPORT_FORMAT = 1
 
-#: Property name claim tests use in ``user_properties`` (kept equal to plugin.RESULT_PROPERTY
-#: without importing the plugin, so this module works outside pytest).
+#: The wire format of a result on its way to the reports: ``(RESULT_PROPERTY, result.to_dict())`` in
+#: ``item.user_properties``, which pytest-xdist ships from the worker to the controller with each report.
 RESULT_PROPERTY = "resstream_claim"
 
 _PACKAGES = ("resstream_assert", "torch", "torchvision", "numpy", "scipy", "onnx", "onnxruntime",
@@ -70,6 +70,17 @@ def machine_info() -> dict[str, Any]:
     return {"system": platform.system(), "release": platform.release(), "machine": platform.machine(),
             "processor": platform.processor(), "python_implementation": platform.python_implementation(),
             "cpu_count": os.cpu_count()}
+
+
+def record_result(node: Any, result: Any) -> None:
+    """Attach a :class:`~resstream_assert.results.ClaimResult` to a test item, for the reports.
+
+    The controller then sees every result exactly once, whichever xdist worker ran the test.
+
+    Example:
+        >>> record_result(request.node, result)  # doctest: +SKIP
+    """
+    node.user_properties.append((RESULT_PROPERTY, result.to_dict()))
 
 
 def _as_dict(result: Any) -> dict[str, Any]:

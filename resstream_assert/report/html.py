@@ -13,8 +13,9 @@ import json
 import re
 from typing import Any, Mapping, Sequence
 
-from resstream_assert.report._common import (feffect, fnum, fp, gate_label, matrix, model_label, model_pairs,
-                                             result_key, show_matrix, titles)
+from resstream_assert.formatting import feffect, fnum, fp
+from resstream_assert.report._common import (gate_label, matrix, model_label, model_pairs, result_key, show_matrix,
+                                             titles)
 
 __all__ = ["render_html"]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from resstream_assert.report._common import (feffect, fp, gate_label, matrix, model_label, model_pairs,
-                                             show_matrix, titles)
+from resstream_assert.formatting import feffect, fp
+from resstream_assert.report._common import gate_label, matrix, model_label, model_pairs, show_matrix, titles
 
 __all__ = ["render_markdown", "md_table", "md_escape", "VERDICT_MD"]
 

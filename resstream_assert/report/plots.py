@@ -23,7 +23,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from resstream_assert.report._common import model_label, result_key, to_float
+from resstream_assert.formatting import to_float
+from resstream_assert.report._common import result_key
 
 __all__ = ["render_figure", "result_figures", "render_all", "write_pngs", "FIGURE_TYPES"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from resstream_assert.report._common import (SHORT_VERDICT, feffect, fp, gate_label, matrix, model_label,
-                                             show_matrix, titles)
+from resstream_assert.formatting import feffect, fp
+from resstream_assert.report._common import SHORT_VERDICT, gate_label, matrix, model_label, show_matrix, titles
 
 __all__ = ["VERDICT_MARKUP", "claims_table", "matrix_table", "plain", "write_summary"]
 

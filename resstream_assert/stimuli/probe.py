@@ -179,7 +179,13 @@ def embedded_probe(n: int = 512, size: int = 96, seed: int = 0,
     return ProbeSet.build(images, labels, names, CLASS_NAMES)
 
 
-def _is_image(p: Path) -> bool:
+def is_image(p: Path) -> bool:
+    """True for a file with an image suffix (case-insensitive).
+
+    Example:
+        >>> is_image(Path("setup.py"))
+        False
+    """
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
 
 
@@ -218,10 +224,10 @@ def folder_probe(path, n: int | None = None, size: int = 224, seed: int = 0) -> 
                          "(class subfolders or a flat folder), or use the embedded probe.")
     if not root.is_dir():
         raise ProbeError(f"Probe path {root} is a file, not a folder. Point it at a folder of images.")
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and any(_is_image(f) for f in d.rglob("*")))
-    files: list[tuple[Path, int]] = [(f, -1) for f in sorted(root.iterdir()) if _is_image(f)]
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and any(is_image(f) for f in d.rglob("*")))
+    files: list[tuple[Path, int]] = [(f, -1) for f in sorted(root.iterdir()) if is_image(f)]
     for label, d in enumerate(class_dirs):
-        files += [(f, label) for f in sorted(d.rglob("*")) if _is_image(f)]
+        files += [(f, label) for f in sorted(d.rglob("*")) if is_image(f)]
     if not files:
         raise ProbeError(f"Probe folder {root} contains no images (looked for {', '.join(IMAGE_SUFFIXES)}, "
                          "directly or one class subfolder down). Add images or point at another folder.")

@@ -15,10 +15,10 @@ default between versions (spec §2.6).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
+if TYPE_CHECKING:  # torch is imported where images are transformed, so the name grammar stays light
+    import torch
 
 #: Zoom factors of accuracy-vs-zoom tables and scale-response curves.
 ZOOMS: tuple[float, ...] = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0)
@@ -77,6 +77,8 @@ def _crop_zoom(images: torch.Tensor, z: float) -> torch.Tensor:
     if (ch, cw) == (h, w):
         return images.clone()
     top, left = (h - ch) // 2, (w - cw) // 2
+    from torchvision.transforms.v2 import functional as TF
+
     crop = images[..., top:top + ch, left:left + cw]
     # Upsampling: antialias has no effect, pinned anyway so versions cannot differ.
     return TF.resize(crop, [h, w], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
@@ -84,6 +86,8 @@ def _crop_zoom(images: torch.Tensor, z: float) -> torch.Tensor:
 
 def _reflect_pad(x: torch.Tensor, pads: list[int]) -> torch.Tensor:
     # torch's reflect pad needs pad < size; larger pads mirror repeatedly (as numpy's 'reflect').
+    import torch.nn.functional as F
+
     left, right, top, bottom = pads
     while left or right or top or bottom:
         h, w = x.shape[-2:]
@@ -98,6 +102,9 @@ def _shrink_pad(images: torch.Tensor, z: float, fill: float | None) -> torch.Ten
     sh, sw = max(2, round(h / z)), max(2, round(w / z))
     if (sh, sw) == (h, w):
         return images.clone()
+    import torch.nn.functional as F
+    from torchvision.transforms.v2 import functional as TF
+
     small = TF.resize(images, [sh, sw], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
     # Odd leftovers go to the bottom/right so the output keeps the input's size exactly.
     top, left = (h - sh) // 2, (w - sw) // 2

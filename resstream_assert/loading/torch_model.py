@@ -1,13 +1,4 @@
-"""Load a model from a spec string: zoo, torchvision, timm, a user factory, or ONNX.
-
-One grammar everywhere (pytest option, CLI, Python API)::
-
-    zoo:NAME                         a trained model shipped in model_zoo
-    torchvision:ARCH[@WEIGHTS]       torchvision architecture (random init without weights)
-    timm:ARCH[@WEIGHTS]              timm architecture (needs the optional timm extra)
-    package.module:factory[@WEIGHTS] any importable callable returning an nn.Module
-    path/to/model.onnx               an ONNX export, run by onnxruntime
-    ...+nc-id | +nc-plain | +nc-perm | +nc-rand   a negative control applied on top
+"""Torch models: build an architecture (zoo, torchvision, timm, a user factory) and read its weights.
 
 Weights load with ``weights_only=True``; a pickled whole model needs ``trust_pickle=True``.
 """
@@ -16,139 +7,25 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resstream_assert.errors import BackendUnavailable, CheckpointError, ModelSpecError
+from resstream_assert.errors import CheckpointError, ModelSpecError
+from resstream_assert.loading.spec import LoadedModel, ModelSpec
 
-#: Negative controls (DESIGN.md decision 9), by spec suffix.
-CONTROLS = ("nc-id", "nc-plain", "nc-perm", "nc-rand")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".th", ".bin", ".safetensors")
 # Keys of the final classifier, used to infer num_classes from a checkpoint.
 _CLASSIFIER_KEYS = ("fc.weight", "head.fc.weight", "classifier.2.weight", "classifier.weight",
                     "linear.weight", "head.weight")
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """A parsed model spec.
+def load_zoo(spec: ModelSpec) -> LoadedModel:
+    """A model shipped in ``model_zoo`` (its sha256 verified on load).
 
     Example:
-        >>> ModelSpec.parse("torchvision:resnet18@w.pth+nc-id")
-        ModelSpec(kind='torchvision', target='resnet18', weights='w.pth', control='nc-id', text='torchvision:resnet18@w.pth+nc-id')
+        >>> load_zoo(ModelSpec.parse("zoo:resnet18-synth96")).input_size  # doctest: +SKIP
+        96
     """
-
-    kind: str  # zoo | torchvision | timm | factory | onnx
-    target: str
-    weights: str | None
-    control: str | None
-    text: str
-
-    @classmethod
-    def parse(cls, text: str) -> "ModelSpec":
-        """Parse a spec string; raises :class:`ModelSpecError` with the grammar on failure."""
-        raw = text.strip()
-        control = None
-        m = re.search(r"\+(nc-[a-z]+)$", raw)
-        if m:
-            control = m.group(1)
-            if control not in CONTROLS:
-                raise ModelSpecError(
-                    f"Unknown negative control '+{control}' in model spec {text!r}. "
-                    f"Known controls: {', '.join('+' + c for c in CONTROLS)}.")
-            raw = raw[: m.start()]
-        if raw.lower().endswith(".onnx"):
-            return cls("onnx", raw, None, control, text)
-        head, sep, rest = raw.partition(":")
-        if not sep or not rest or not head:
-            raise ModelSpecError(
-                f"Cannot read model spec {text!r}. Use one of: 'zoo:NAME', 'torchvision:ARCH[@WEIGHTS]', "
-                "'timm:ARCH[@WEIGHTS]', 'package.module:factory[@WEIGHTS]', or a path ending in '.onnx'; "
-                "add '+nc-id', '+nc-plain', '+nc-perm' or '+nc-rand' for a negative control. "
-                "Run 'resstream zoo' to list the shipped models.")
-        target, _, weights = rest.partition("@")
-        kind = head if head in ("zoo", "torchvision", "timm") else "factory"
-        if kind == "factory":
-            target = f"{head}:{target}"
-        if kind == "zoo" and weights:
-            raise ModelSpecError(f"Model spec {text!r}: zoo models carry their own weights; drop '@{weights}'.")
-        return cls(kind, target, weights or None, control, text)
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for discovery and capture, with what the rest of the pipeline needs.
-
-    ``module`` is an ``nn.Module`` in eval mode (torch backend) or ``None`` (onnx);
-    ``digest`` is a content hash of the weights, used as a cache key.
-    """
-
-    spec: str
-    name: str
-    backend: str
-    module: Any
-    input_size: int
-    num_classes: int
-    digest: str
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    control: str | None = None
-    class_names: tuple[str, ...] | None = None
-    onnx_path: str | None = None
-    meta: dict = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        return f"LoadedModel({self.spec!r}, backend={self.backend}, input={self.input_size}px)"
-
-
-def load_model(spec: str | ModelSpec, *, input_size: int | None = None, trust_pickle: bool = False,
-               seed: int = 0, backend: str = "torch", providers: tuple[str, ...] = ()) -> LoadedModel:
-    """Load a model from a spec string (see module docstring for the grammar).
-
-    Example:
-        >>> m = load_model("torchvision:resnet18")  # doctest: +SKIP
-        >>> m.input_size, m.num_classes  # doctest: +SKIP
-        (224, 1000)
-    """
-    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
-    if spec.kind == "onnx":
-        return _load_onnx(spec, input_size, providers)
-    if spec.kind == "zoo":
-        loaded = _load_zoo(spec)
-    else:
-        loaded = _load_torch(spec, trust_pickle=trust_pickle)
-    if input_size:
-        loaded.input_size = int(input_size)
-    loaded.module.eval()
-    if spec.control:
-        from resstream_assert.controls import apply_control
-
-        loaded.module = apply_control(loaded.module, spec.control, seed=seed, input_size=loaded.input_size)
-        loaded.control = spec.control
-        loaded.module.eval()
-    loaded.digest = _digest(loaded.module, spec.text if spec.control else "")
-    if backend == "onnx":
-        from resstream_assert.capture.onnx_runtime import to_onnx_backend
-
-        return to_onnx_backend(loaded, providers)
-    return loaded
-
-
-def _load_onnx(spec: ModelSpec, input_size: int | None, providers: tuple[str, ...] = ()) -> LoadedModel:
-    try:
-        from resstream_assert.capture.onnx_runtime import load_onnx
-    except ImportError as exc:  # the ONNX backend module is optional until it lands
-        raise BackendUnavailable(
-            f"Model spec {spec.text!r} names an ONNX file, but the ONNX backend is not available "
-            f"in this install ({exc}). Run the PyTorch model instead, or install the onnx extras.") from exc
-    return load_onnx(spec, input_size, providers)
-
-
-def _load_zoo(spec: ModelSpec) -> LoadedModel:
     try:
         import model_zoo
     except ImportError as exc:
@@ -162,7 +39,13 @@ def _load_zoo(spec: ModelSpec) -> LoadedModel:
                        meta={"source": "zoo", "sha256": entry.sha256, "accuracy": entry.accuracy})
 
 
-def _load_torch(spec: ModelSpec, *, trust_pickle: bool) -> LoadedModel:
+def load_torch(spec: ModelSpec, *, trust_pickle: bool) -> LoadedModel:
+    """A torchvision / timm / factory architecture, with its weights when the spec names a file.
+
+    Example:
+        >>> load_torch(ModelSpec.parse("torchvision:resnet18"), trust_pickle=False).num_classes  # doctest: +SKIP
+        1000
+    """
     state = read_weights(spec.weights, trust_pickle=trust_pickle) if spec.weights else None
     if state is not None and not isinstance(state, dict):  # a trusted, pickled whole model
         module = state
@@ -302,8 +185,14 @@ def _load_state(module, state: dict, path: str) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def _digest(module, extra: str = "") -> str:
-    """sha256 over parameter and buffer bytes in name order (plus ``extra``), for cache keys."""
+def weights_digest(module, extra: str = "") -> str:
+    """sha256 over parameter and buffer bytes in name order (plus ``extra``), for cache keys.
+
+    Example:
+        >>> import torch
+        >>> len(weights_digest(torch.nn.Linear(2, 2)))
+        64
+    """
     h = hashlib.sha256(extra.encode())
     for name, t in sorted(module.state_dict().items()):
         h.update(name.encode())

@@ -1,26 +1,32 @@
-"""Mean-ablation lesions of one block's residual stream, run fast by cutting the graph (C10, C11).
+"""Mean-ablation lesions of one block's residual stream under zoom (C10), run fast by cutting the graph.
 
 A lesion sets channels of a block's ``resid_sum`` (the pre-activation sum) to a constant
 per channel, the same at every position and for every image: the mean over the labeled
 probe images of ``ReLU(center unit)`` at zoom 1 (spec §2.9; W12 a, b are kept as the
 papers did them). We record, per image, whether the top-1 prediction is still right.
 
+Which channels to lesion is the claim's business (``claims/ablation.py`` builds a
+:class:`LesionRequest` of :class:`BlockPlan` s from the measures); this module runs them.
+
 Speed matters: C10 needs (2 + N) lesion sets x zooms x images forward passes. The FX graph
 is cut at the ``resid_sum`` node: the *head* (input -> resid_sum) runs once per zoom and
 its feature maps are kept; each lesion set then runs only the *tail* (resid_sum -> logits),
 with several sets stacked in one batch. A graph where another tensor crosses the cut falls
-back to full forwards with an edit at the site. Only this module imports torch (lazily);
-``LesionData`` is numpy only, so claims read it without torch.
+back to full forwards with an edit at the site. torch is imported lazily; the request and
+result types are numpy only, so claims read them without torch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
-import zlib
 from dataclasses import dataclass, field, fields
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from resstream_assert.interventions import InterventionEnv
+from resstream_assert.stats import at_chance
 
 #: Zooms of C10 (1.0 first: ΔD is measured from it).
 DEFAULT_ZOOMS: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0)
@@ -28,13 +34,13 @@ DEFAULT_ZOOMS: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0)
 
 @dataclass(frozen=True)
 class LesionOptions:
-    """Knobs of the lesion run; ``RunConfig.claim_options`` keys ``lesion_<field>`` set them.
+    """Knobs of the lesion run (``--resstream-lesion KEY=VALUE`` sets them).
 
     ``blocks=None`` means the pre-registered default (:func:`default_ablation_blocks`).
     ``batch_size`` counts images per tail call (sets x images stacked).
 
     Example:
-        >>> LesionOptions.from_mapping({"lesion_n_random": 200, "alpha": 0.01}).n_random
+        >>> LesionOptions.from_mapping({"n_random": 200}).n_random
         200
     """
 
@@ -46,22 +52,86 @@ class LesionOptions:
     min_selected: int = 3
     min_images: int = 50
     max_images: int = 512  # lesion runs cost N_random x images: beyond this, the first labeled images are used
-    claims: tuple[str, ...] = ("C10", "C11")
 
     @classmethod
     def from_mapping(cls, mapping: Mapping | None, **defaults) -> "LesionOptions":
-        """Read ``lesion_*`` keys (other keys are ignored); unknown ``lesion_*`` keys raise."""
+        """Options from ``{name: value}`` over ``defaults``; an unknown name raises ValueError listing the known.
+
+        Example:
+            >>> LesionOptions.from_mapping({"zooms": [1, 2]}, seed=3).zooms
+            (1, 2)
+        """
         names = {f.name for f in fields(cls)}
         kw = dict(defaults)
         for key, value in (mapping or {}).items():
-            if not str(key).startswith("lesion_"):
-                continue
-            name = key[len("lesion_"):]
-            if name not in names:
-                known = ", ".join("lesion_" + n for n in sorted(names))
-                raise ValueError(f"Unknown lesion option {key!r}; known: {known}.")
-            kw[name] = tuple(value) if isinstance(value, list) else value
+            if key not in names:
+                raise ValueError(f"Unknown lesion option {key!r}; known: {', '.join(sorted(names))}.")
+            kw[key] = tuple(value) if isinstance(value, list) else value
         return cls(**kw)
+
+    def check(self) -> "LesionOptions":
+        """Raise ValueError naming the first unusable value (checked at start-up, before any test).
+
+        Example:
+            >>> LesionOptions(n_random=1).check()
+            Traceback (most recent call last):
+            ...
+            ValueError: n_random=1: needs at least 2 random sets
+        """
+        ints = {"n_random": 2, "batch_size": 1, "min_selected": 1, "min_images": 1, "max_images": 1, "seed": 0}
+        for name, low in ints.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                what = "random sets" if name == "n_random" else "a whole number"
+                raise ValueError(f"{name}={v}: needs at least {low} {what}" if name == "n_random" else
+                                 f"{name}={v}: must be {what} >= {low}")
+        zooms = tuple(self.zooms)
+        if not zooms or any(not isinstance(z, (int, float)) or not 1.0 <= float(z) <= 4.0 for z in zooms):
+            raise ValueError(f"zooms={zooms}: must be zoom factors in [1, 4], e.g. zooms=1,1.25,1.5,2")
+        if self.blocks is not None and (not self.blocks or not all(isinstance(b, str) and b for b in self.blocks)):
+            raise ValueError(f"blocks={self.blocks}: must be block names, e.g. blocks=layer2.1,layer3.1")
+        return self
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """The channel sets to lesion in one block, or (``note``) why the block is not run.
+
+    ``selected`` (S*) and ``anti`` are channel indices, ``random_sets`` an ``(N, |S*|)`` array.
+    """
+
+    block: str
+    index: int
+    channels: int
+    selected: np.ndarray
+    anti: np.ndarray
+    random_sets: np.ndarray
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class LesionRequest:
+    """C10's intervention: mean-ablate each plan's sets at each zoom (see :func:`run_lesions`).
+
+    Example:
+        >>> data = LesionRequest(LesionOptions(n_random=10), plans).run(env)  # doctest: +SKIP
+    """
+
+    options: LesionOptions
+    plans: tuple[BlockPlan, ...]
+
+    @property
+    def key(self) -> tuple:
+        """Options plus a digest of every channel set (arrays are not hashable)."""
+        h = hashlib.sha256()
+        for p in self.plans:
+            h.update(f"{p.block}|{p.index}|{p.channels}|{p.note}".encode())
+            for a in (p.selected, p.anti, p.random_sets):
+                h.update(np.ascontiguousarray(a, np.int64).tobytes() + str(np.shape(a)).encode())
+        return ("lesion", self.options, h.hexdigest())
+
+    def run(self, env: InterventionEnv) -> "LesionData":
+        return run_lesions(env, self)
 
 
 @dataclass(frozen=True)
@@ -86,17 +156,8 @@ class BlockLesion:
 
 
 @dataclass(frozen=True)
-class ReferenceData:
-    """C11 inputs: top-1 accuracies (fractions) on a labeled ImageNet-val folder."""
-
-    n_images: int
-    acc_empty: float
-    acc_lesion: Mapping[str, float]
-
-
-@dataclass(frozen=True)
 class LesionData:
-    """Everything C10/C11 read (numpy only). ``status`` is ``ok``, ``not_applicable`` or ``inconclusive``."""
+    """Everything C10 reads (numpy only). ``status`` is ``ok``, ``not_applicable`` or ``inconclusive``."""
 
     zooms: tuple[float, ...]
     labels: np.ndarray
@@ -107,8 +168,6 @@ class LesionData:
     status: str = "ok"
     reason: str = ""
     forwards: Mapping[str, int] = field(default_factory=dict)
-    reference: ReferenceData | None = None
-    reference_reason: str = "C11 was not requested"
 
     @classmethod
     def skipped(cls, status: str, reason: str, opts: LesionOptions, **kw) -> "LesionData":
@@ -141,44 +200,6 @@ def default_ablation_blocks(rmap) -> list:
     return [stages[0][len(stages[0]) // 2]] if stages else []
 
 
-def split_at(module, node_name: str):
-    """Cut ``module``'s FX graph at ``node_name``: ``(head, tail)``; ``tail`` is None if tensors cross the cut.
-
-    ``head(x)`` returns the node's value; ``tail(v)`` runs the rest of the network on it.
-    Parameters (``get_attr``) may cross; any other live tensor makes the cut invalid.
-
-    Example:
-        >>> head, tail = split_at(resnet18, "add_3")  # doctest: +SKIP
-        >>> torch.allclose(tail(head(x)), resnet18(x))  # doctest: +SKIP
-        True
-    """
-    import torch.fx as fx
-
-    from resstream_assert.discovery.torch_graph import trace
-
-    traced = trace(module)
-    nodes = list(traced.gm.graph.nodes)
-    cut = next(i for i, n in enumerate(nodes) if n.name == node_name)
-    head_graph, env = fx.Graph(), {}
-    for n in nodes[:cut + 1]:
-        env[n] = head_graph.node_copy(n, lambda a: env[a])
-    head_graph.output(env[nodes[cut]])
-    head = fx.GraphModule(traced.gm, head_graph)
-    before = set(nodes[:cut + 1])
-    tail_graph = fx.Graph()
-    tenv = {nodes[cut]: tail_graph.placeholder("resid_sum")}
-    for n in nodes[cut + 1:]:
-        for a in n.all_input_nodes:
-            if a in tenv:
-                continue
-            if a in before and a.op == "get_attr":
-                tenv[a] = tail_graph.node_copy(a)
-            else:
-                return head, None  # e.g. a skip over the cut: the tail would need more than resid_sum
-        tenv[n] = tail_graph.node_copy(n, lambda a: tenv[a])
-    return head, fx.GraphModule(traced.gm, tail_graph)
-
-
 class _Runner:
     """Runs lesion sets of one block: head once per zoom, then the tail (or full forwards) per set group."""
 
@@ -186,7 +207,7 @@ class _Runner:
         import torch
 
         from resstream_assert.capture.torch_fx import instrument, normalizer
-        from resstream_assert.discovery.torch_graph import block_nodes
+        from resstream_assert.discovery.torch_graph import block_nodes, split_at
 
         self.torch, self.dev = torch, torch.device(device)
         module = loaded.module.eval().to(self.dev)
@@ -304,31 +325,13 @@ def lesion_correctness(loaded, rmap, block, images: np.ndarray, labels: np.ndarr
     return correct[1:], correct[0], values, ("tail" if run.tail is not None else "full")
 
 
-def resolve_options(options, config) -> LesionOptions:
-    """A :class:`LesionOptions` from what the orchestrator has: itself, a mapping, a ``ClaimOptions`` or None.
-
-    ``lesion_*`` keys of ``config.claim_options`` apply first, then a mapping's; the run's
-    seed and ``ClaimOptions.min_images`` are the defaults for ``seed`` and ``min_images``.
+def label_problem(loaded, probe, source: str | None) -> str:
+    """Why the probe's labels cannot be scored by the model's outputs (``''`` when they can).
 
     Example:
-        >>> resolve_options({"lesion_n_random": 10}, RunConfig()).n_random  # doctest: +SKIP
-        10
+        >>> label_problem(load_model("zoo:resnet18-synth96"), embedded_probe(64, 96), None)  # doctest: +SKIP
+        ''
     """
-    if isinstance(options, LesionOptions):
-        return options
-    merged = {k: v for k, v in (getattr(config, "claim_options", None) or {}).items() if str(k).startswith("lesion_")}
-    defaults = {"seed": getattr(config, "seed", 0)}
-    if isinstance(options, Mapping):
-        merged.update(options)
-    elif options is not None:  # a ClaimOptions: borrow its image floor, and a `lesion` mapping if it grows one
-        if hasattr(options, "min_images"):
-            defaults["min_images"] = options.min_images
-        merged.update({f"lesion_{k}": v for k, v in (getattr(options, "lesion", None) or {}).items()})
-    return LesionOptions.from_mapping(merged, **defaults)
-
-
-def _label_problem(loaded, probe, source) -> str:
-    """Why the probe's labels cannot be scored by the model's outputs ('' when they can)."""
     if not (probe.labels >= 0).any():
         return "the probe set has no labeled images; C10 scores top-1 accuracy, so it needs class labels"
     names, probe_names = loaded.class_names, tuple(probe.class_names)
@@ -346,95 +349,62 @@ def _label_problem(loaded, probe, source) -> str:
     return ""
 
 
-def lesion_context_data(workbench, spec: str, backend: str, rmap, measures, options=None):
-    """Run the C10 (and, when requested and applicable, C11) lesions; the orchestrator's hook for ``ctx.lesion``.
+def run_lesions(env: InterventionEnv, request: LesionRequest) -> LesionData:
+    """Run C10's lesions: each plan's S*, anti and random sets at every zoom, on the labeled probe images.
 
-    ``measures`` are the model's ``BlockMeasures`` (with S/Sinv scale quantities);
-    ``options`` a :class:`LesionOptions`, a mapping of ``lesion_*`` keys, or None (read
-    from ``workbench.config.claim_options``). Returns a :class:`LesionData` whose
-    ``status`` says when C10 is not applicable or inconclusive (no pass is run then).
+    Returns a :class:`LesionData` whose ``status`` says when C10 is not applicable or
+    inconclusive (no pass is run then): another backend than torch, NC-rand, labels that
+    do not fit the model's classes, too few labeled images, or a model at chance.
 
     Example:
-        >>> data = lesion_context_data(wb, "zoo:resnet18-synth96", "torch", rmap, measures)  # doctest: +SKIP
-        >>> ctx = ClaimContext(..., lesion=data)  # doctest: +SKIP
+        >>> data = run_lesions(env, LesionRequest(LesionOptions(), plans))  # doctest: +SKIP
+        >>> data.blocks[0].correct_random.shape  # doctest: +SKIP
+        (100, 4, 448)
     """
-    from resstream_assert.claims.ablation import at_chance
-    from resstream_assert.measures import MIX
-
-    cfg = workbench.config
-    opts = resolve_options(options, cfg)
+    opts = request.options
     zooms = tuple(sorted({1.0, *map(float, opts.zooms)}))
     counters: dict = {}
-    ref, ref_reason = None, "C11 was not requested"
-    if backend != "torch":
-        return LesionData.skipped("not_applicable", f"lesions run on the torch backend only (this is {backend}); "
-                                  "run the same model with the torch backend", opts)
-    loaded = workbench.model(spec, backend)
-    if "C11" in opts.claims:
-        from resstream_assert.capture.lesion_reference import reference_data
-
-        ref, ref_reason = reference_data(loaded, rmap, cfg.probe, device=cfg.device, counters=counters)
-    if "C10" not in opts.claims:
-        return LesionData.skipped("not_applicable", "C10 was not requested", opts, reference=ref,
-                                  reference_reason=ref_reason, forwards=counters)
-    skip = lambda status, why: LesionData.skipped(status, why, opts, reference=ref,  # noqa: E731
-                                                  reference_reason=ref_reason, forwards=counters)
+    loaded = env.loaded
+    skip = lambda status, why: LesionData.skipped(status, why, opts, forwards=counters)  # noqa: E731
+    if loaded.backend != "torch":
+        return skip("not_applicable", f"lesions run on the torch backend only (this is {loaded.backend}); "
+                                      "run the same model with the torch backend")
     if loaded.control == "nc-rand":
         return skip("not_applicable", "NC-rand (re-initialized weights) is at chance; lesion damage is undefined")
-    probe = workbench.probe(loaded.input_size)
-    why = _label_problem(loaded, probe, cfg.probe)
+    why = label_problem(loaded, env.probe, env.probe_source)
     if why:
         return skip("not_applicable", why)
-    lab = probe.labeled()
+    lab = env.probe.labeled()
     if len(lab) > opts.max_images:  # the embedded probe's labels cycle through the classes, so a prefix is balanced
         lab = lab.subset(np.arange(opts.max_images))
     if len(lab) < opts.min_images:
         return skip("inconclusive", f"{len(lab)} labeled probe images < {opts.min_images}; raise --resstream-images")
-    names = opts.blocks or tuple(b.name for b in default_ablation_blocks(rmap))
-    by_index = {m.index: m for m in measures}
     out, intact = [], None
-    for name in names:
-        block = rmap[name]
-        bm = by_index.get(block.index)
-        sm_b = None if bm is None else bm.scale.get("sm_b")
-        if sm_b is None:
-            out.append(BlockLesion(block.name, block.index, block.channels, *(np.zeros(0, np.int64),) * 2,
-                                   np.zeros((0, 0), np.int64), note="no SM_B (needs the S and Sinv variants)"))
+    for plan in request.plans:
+        if plan.note:
+            out.append(BlockLesion(plan.block, plan.index, plan.channels, plan.selected, plan.anti,
+                                   plan.random_sets, note=plan.note))
             continue
-        mix = bm.category("p2") == MIX
-        with np.errstate(invalid="ignore"):
-            sel, anti = np.flatnonzero((sm_b > 0) & mix), np.flatnonzero((sm_b < 0) & mix)
-        pool = np.setdiff1d(np.arange(block.channels), sel)
-        k = len(sel)
-        rng = np.random.default_rng([opts.seed, zlib.crc32(b"C10"), block.index + 1])
-        rand = np.stack([np.sort(rng.choice(pool, k, replace=False)) for _ in range(opts.n_random)]) \
-            if 0 < k <= len(pool) else np.zeros((0, k), np.int64)
-        if len(anti) > k:  # equal size to S*, so the comparison with the random sets is fair
-            anti = np.sort(rng.choice(anti, k, replace=False))
-        note = (f"{k} selected channels < {opts.min_selected}" if k < opts.min_selected else
-                f"only {len(pool)} non-selected channels for random sets of {k}" if k > len(pool) else "")
-        if note:
-            out.append(BlockLesion(block.name, block.index, block.channels, sel, anti, rand, note=note))
-            continue
-        sets = [sel] + ([anti] if len(anti) else []) + list(rand)
+        block = env.rmap[plan.index]
+        sets = [plan.selected] + ([plan.anti] if len(plan.anti) else []) + list(plan.random_sets)
         if intact is None:  # cheap precheck: at chance, lesion damage means nothing (NC-rand and the like)
-            _, pre, _, _ = lesion_correctness(loaded, rmap, block, lab.images, lab.labels, (1.0,), [],
-                                              values=np.zeros(block.channels), device=cfg.device,
+            _, pre, _, _ = lesion_correctness(loaded, env.rmap, block, lab.images, lab.labels, (1.0,), [],
+                                              values=np.zeros(block.channels), device=env.device,
                                               batch_size=opts.batch_size, counters=counters)
             chance = at_chance(pre[0], lab.labels)
             if chance:
                 return skip("not_applicable", chance)
-        log = getattr(workbench, "log", None) or (lambda line: None)
-        log(f"[resstream] C10 lesions of {block.name}: {len(sets)} channel sets x {len(zooms)} zooms x "
-            f"{len(lab)} images ...")
+        env.say(f"[resstream] C10 lesions of {block.name}: {len(sets)} channel sets x {len(zooms)} zooms x "
+                f"{len(lab)} images ...")
         start = time.perf_counter()
-        corr, intact_b, vals, mode = lesion_correctness(loaded, rmap, block, lab.images, lab.labels, zooms, sets,
-                                                        device=cfg.device, batch_size=opts.batch_size,
+        corr, intact_b, vals, mode = lesion_correctness(loaded, env.rmap, block, lab.images, lab.labels, zooms, sets,
+                                                        device=env.device, batch_size=opts.batch_size,
                                                         counters=counters)
-        log(f"[resstream] C10 lesions of {block.name}: done in {time.perf_counter() - start:.0f} s ({mode} forwards)")
+        env.say(f"[resstream] C10 lesions of {block.name}: done in {time.perf_counter() - start:.0f} s "
+                f"({mode} forwards)")
         counters[f"mode:{block.name}"] = 1 if mode == "tail" else 0
         intact = intact_b if intact is None else intact
-        out.append(BlockLesion(block.name, block.index, block.channels, sel, anti, rand, vals, corr[0],
-                               corr[1] if len(anti) else None, corr[1 + bool(len(anti)):], "", intact_b))
-    return LesionData(zooms, lab.labels.copy(), intact, tuple(out), opts.seed, opts.n_random,
-                      forwards=counters, reference=ref, reference_reason=ref_reason)
+        has_anti = bool(len(plan.anti))
+        out.append(BlockLesion(plan.block, plan.index, plan.channels, plan.selected, plan.anti, plan.random_sets,
+                               vals, corr[0], corr[1] if has_anti else None, corr[1 + has_anti:], "", intact_b))
+    return LesionData(zooms, lab.labels.copy(), intact, tuple(out), opts.seed, opts.n_random, forwards=counters)

@@ -1,4 +1,4 @@
-"""The report hooks, registered by ``plugin.pytest_configure`` as one plugin object.
+"""The report and baseline hooks, registered by ``plugin.pytest_configure`` as one plugin object.
 
 How the baseline gate works (and why it is robust under pytest-xdist):
 

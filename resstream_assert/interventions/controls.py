@@ -1,7 +1,8 @@
 """Negative controls: model transforms whose residual-stream statistics are known by construction.
 
 Each applies to any model discovery can read (zoo, torchvision, timm, a user's), through
-the ``+nc-...`` spec suffix (DESIGN.md decision 9):
+the ``+nc-...`` spec suffix, right after loading (:func:`resstream_assert.pipeline.load_model`;
+DESIGN.md decision 9):
 
 - ``nc-id``: the branch's last affine op (BN gamma and beta, or layer scale) set to 0, so
   ``branch_out == 0`` and ``resid_sum == skip_out``: every channel is pure skip.

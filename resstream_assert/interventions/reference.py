@@ -1,4 +1,4 @@
-"""C11's data: lesion accuracies of torchvision ResNet18 on a labeled ImageNet-val folder at s = 1.
+"""C11's intervention: the papers' reference lesions of torchvision ResNet18 on ImageNet-val at s = 1.
 
 Runs only for ``torchvision:resnet18@<IMAGENET1K_V1 weights>`` with the 1000-class
 validation folder as the probe; everything else gets a reason instead. Images are read
@@ -8,19 +8,44 @@ at once (50,000 images at 224 px would be 7.5 GB).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from resstream_assert.capture.lesion import ReferenceData, _Runner, lesion_correctness
+from resstream_assert.interventions import InterventionEnv
+from resstream_assert.interventions.lesion import _Runner, lesion_correctness
+from resstream_assert.paper import SCALE_INVARIANT_CHANNELS
 
-#: Channel lists of spec §5.2 (P2 code, HEAD) for the C11 reference check on ResNet18.
-REFERENCE_SETS: dict[str, tuple[int, ...]] = {
-    "layer2.1": (108, 21, 25, 127, 56, 47, 18, 52, 35, 67, 48, 72, 110, 106, 105, 13, 15, 88, 30, 124, 31, 36, 68),
-    "layer3.1": (113, 198, 67, 69, 204, 188, 164, 137, 144, 149, 147, 132, 180, 88, 126, 141, 48, 135, 187, 250,
-                 158, 29, 178, 161, 163, 13, 153, 14, 80, 206, 220, 179, 215, 16, 192, 9, 59, 200, 63, 1, 100, 58,
-                 168, 117, 226, 22),
-}
+
+@dataclass(frozen=True)
+class ReferenceData:
+    """C11 inputs: top-1 accuracies (fractions) on a labeled ImageNet-val folder; ``reason`` when not run."""
+
+    n_images: int = 0
+    acc_empty: float = float("nan")
+    acc_lesion: Mapping[str, float] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class ReferenceRequest:
+    """Mean-ablate the papers' channel sets (spec §5.2) of torchvision ResNet18 on ImageNet-val.
+
+    Example:
+        >>> ReferenceRequest().run(env).reason  # doctest: +SKIP
+        'C11 compares with the papers' numbers for torchvision resnet18 ...'
+    """
+
+    sets: tuple[tuple[str, tuple[int, ...]], ...] = tuple(SCALE_INVARIANT_CHANNELS.items())
+
+    @property
+    def key(self) -> tuple:
+        return ("reference", self.sets)
+
+    def run(self, env: InterventionEnv) -> ReferenceData:
+        return reference_data(env.loaded, env.rmap, env.probe_source, device=env.device, counters=env.counters,
+                              sets=dict(self.sets))
 
 
 def _reference_problem(loaded, source) -> str:
@@ -30,6 +55,8 @@ def _reference_problem(loaded, source) -> str:
     if not (spec.startswith("torchvision:resnet18@") and loaded.num_classes == 1000 and not loaded.control):
         return (f"C11 compares with the papers' numbers for torchvision resnet18 with ImageNet weights "
                 f"(IMAGENET1K_V1); this model is {spec}")
+    if loaded.backend != "torch":
+        return f"C11's lesions run on the torch backend only (this is {loaded.backend})"
     if source is None or str(source) == "embedded" or not Path(source).is_dir():
         return "C11 needs the labeled ImageNet validation folder (1000 class folders) as --resstream-probe"
     n_cls = sum(1 for d in Path(source).iterdir() if d.is_dir())
@@ -50,10 +77,10 @@ def imagenet_shards(folder, shard: int = 1024):
 
     from PIL import Image
 
-    from resstream_assert.stimuli.probe import _is_image
+    from resstream_assert.stimuli.probe import is_image
 
     classes = sorted(d for d in Path(folder).iterdir() if d.is_dir())
-    files = [(f, y) for y, d in enumerate(classes) for f in sorted(d.rglob("*")) if _is_image(f)]
+    files = [(f, y) for y, d in enumerate(classes) for f in sorted(d.rglob("*")) if is_image(f)]
     for i in range(0, len(files), shard):
         imgs = []
         for f, _ in files[i:i + shard]:
@@ -68,8 +95,9 @@ def imagenet_shards(folder, shard: int = 1024):
 
 
 def reference_data(loaded, rmap, source, *, device: str = "cpu", counters: dict | None = None,
-                   sets: Mapping[str, Sequence[int]] = REFERENCE_SETS, shard: int = 1024):
-    """C11's accuracies: empty lesion and each reference set at s = 1; ``(None, reason)`` when not applicable.
+                   sets: Mapping[str, Sequence[int]] = SCALE_INVARIANT_CHANNELS,
+                   shard: int = 1024) -> ReferenceData:
+    """C11's accuracies: empty lesion and each reference set at s = 1 (a ``reason`` when not applicable).
 
     Two passes over the folder (each image decoded twice in all): the ablation values of
     every block (mean ReLU center unit over all images), then the lesions. Meant for a
@@ -80,7 +108,7 @@ def reference_data(loaded, rmap, source, *, device: str = "cpu", counters: dict 
     """
     why = _reference_problem(loaded, source)
     if why:
-        return None, why
+        return ReferenceData(reason=why)
     counters = {} if counters is None else counters
     blocks = {name: rmap[name] for name in sets}
     runners = {name: _Runner(loaded, rmap, b, device, 256, counters) for name, b in blocks.items()}
@@ -98,4 +126,4 @@ def reference_data(loaded, rmap, source, *, device: str = "cpu", counters: dict 
                                                     counters=counters)
             hits[name] += int(corr.sum())
             empty += int(intact.sum()) if i == 0 else 0
-    return ReferenceData(n, empty / n, {name: h / n for name, h in hits.items()}), ""
+    return ReferenceData(n, empty / n, {name: h / n for name, h in hits.items()})

@@ -1,4 +1,4 @@
-"""Reading ONNX files: parse and validate them, hash them, find the image input, resolve tensor shapes.
+"""Reading ONNX files: parse, validate and hash them, find the image input, resolve tensor shapes, load them.
 
 Every problem a user's file can have becomes a :mod:`resstream_assert.errors` error that
 names the file and says what to do. Parsed models are cached per path, mtime and size
@@ -8,14 +8,16 @@ names the file and says what to do. Parsed models are cached per path, mtime and
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from resstream_assert.errors import CheckpointError, DiscoveryError, ModelSpecError
+from resstream_assert.loading.spec import IMAGENET_MEAN, IMAGENET_STD, LoadedModel
 
-__all__ = ["read_model", "image_input", "value_shapes"]
+__all__ = ["read_model", "image_input", "value_shapes", "bn_folded", "load_onnx"]
 
 _FLOAT_TYPES = {1: np.float32, 10: np.float16, 11: np.float64}
 _MODELS: "OrderedDict[tuple, tuple]" = OrderedDict()  # (path, mtime, size) -> (ModelProto, digest, externals)
@@ -176,3 +178,82 @@ def _shapes_by_running(model, input_name: str, names: list[str], hw: tuple[int, 
                              f"({type(exc).__name__}: {str(exc)[:300]}). Pass the input size the model expects "
                              "(--resstream-input-size).") from exc
     return {n: tuple(int(s) for s in o.shape) for n, o in zip(names, outs)}
+
+
+def bn_folded(model) -> bool:
+    """True when the graph has no ``BatchNormalization`` but shows signs of BN folded into Conv.
+
+    Signs: the dynamo exporter's ``FuseBatchNormIntoConv`` rewrite metadata, Conv weights
+    renamed ``onnx::Conv_*`` by the TorchScript exporter's constant folding, or the
+    ``resstream.fold_bn`` metadata written by ``resstream export --fold-bn``.
+
+    Example:
+        >>> bn_folded(onnx.load("folded.onnx"))  # doctest: +SKIP
+        True
+    """
+    nodes = list(model.graph.node)
+    if any(n.op_type == "BatchNormalization" for n in nodes):
+        return False
+    if any(p.key == "resstream.fold_bn" and p.value == "1" for p in model.metadata_props):
+        return True
+    for n in nodes:
+        if n.op_type != "Conv":
+            continue
+        if any(p.key == "pkg.onnxscript.rewriter.rule_name" and "FuseBatchNorm" in p.value for p in n.metadata_props):
+            return True
+        if len(n.input) > 1 and n.input[1].startswith("onnx::Conv"):
+            return True
+    return False
+
+
+def load_onnx(spec, input_size: int | None = None, providers: tuple[str, ...] = ()):
+    """Load an ONNX file as a :class:`~resstream_assert.loading.LoadedModel` (``backend="onnx"``).
+
+    ``input_size`` comes from the graph when its H and W are static, else the argument,
+    else 224. Normalization: an ONNX file does not say which mean/std it expects; files
+    written by ``resstream export`` carry them in their metadata, others get ImageNet's.
+
+    Example:
+        >>> m = load_onnx(ModelSpec.parse("resnet18.onnx"), None, ("cpu",))  # doctest: +SKIP
+        >>> m.backend, m.meta["providers"]  # doctest: +SKIP
+        ('onnx', ('CPUExecutionProvider',))
+    """
+    import json
+
+    from resstream_assert.loading.ort_session import plain_session
+
+    path = str(spec.target)
+    if spec.control:
+        raise ModelSpecError(f"Model spec {spec.text!r}: negative controls edit a torch model and cannot be applied to "
+                             "an ONNX file. Apply the control to the torch model and run it with --resstream-backend "
+                             "onnx instead.")
+    model, digest = read_model(path)
+    inp, dtype = image_input(model, path)
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    size = int(input_size or 224)
+    if dims[2] and dims[3]:
+        if input_size and int(input_size) != dims[2]:
+            warnings.warn(f"{path}: the graph's input is fixed at {dims[2]}x{dims[3]} px; ignoring input size "
+                          f"{input_size}. Export it again with '--input-size {input_size}' to test that size.",
+                          stacklevel=2)
+        size = int(dims[2])
+    sess = plain_session(path, digest, providers)
+    props = {p.key: p.value for p in model.metadata_props}
+    out = model.graph.output[0]
+    out_dims = [d.dim_value for d in out.type.tensor_type.shape.dim]
+    if len(out_dims) < 2 or not out_dims[-1]:
+        out_dims = list(value_shapes(model, inp.name, [out.name], size).get(out.name, (1, 0)))
+    num_classes = int(np.prod(out_dims[1:])) if len(out_dims) > 1 else int(out_dims[-1])
+    dynamo = any(p.key == "pkg.torch.onnx.name_scopes" for n in model.graph.node for p in n.metadata_props)
+    exporter = "dynamo" if dynamo else ("torchscript" if model.producer_name == "pytorch" else "unknown")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    mean = tuple(float(v) for v in props["resstream.mean"].split(",")) if "resstream.mean" in props else IMAGENET_MEAN
+    std = tuple(float(v) for v in props["resstream.std"].split(",")) if "resstream.std" in props else IMAGENET_STD
+    class_names = tuple(json.loads(props["resstream.class_names"])) if "resstream.class_names" in props else None
+    return LoadedModel(
+        spec=spec.text, name=props.get("resstream.name") or Path(path).name, backend="onnx", module=None,
+        input_size=size, num_classes=num_classes, digest=digest, mean=mean, std=std, class_names=class_names,
+        onnx_path=path, meta={"source": "onnx", "exporter": exporter, "bn_folded": bn_folded(model), "opset": opset,
+                              "providers": tuple(sess.get_providers()), "input_name": inp.name,
+                              "input_dtype": np.dtype(dtype).name, "normalization_from_file": "resstream.mean" in props,
+                              "producer": f"{model.producer_name} {model.producer_version}".strip()})

@@ -1,13 +1,13 @@
-"""Export torch models to ONNX for the onnxruntime backend, and the ``resstream export`` command.
+"""Export torch models to ONNX for the onnxruntime backend (``resstream export`` calls this).
 
 Defaults keep BatchNormalization nodes (TorchScript exporter, ``do_constant_folding=False``),
 because the gain claims read gamma from the graph; ``fold_bn=True`` gives what production
 exports usually look like (BN folded into Conv; gains become a flagged proxy). The exported
 file carries the model's normalization and class names in ``metadata_props``
-(``resstream.*``), which :func:`~resstream_assert.capture.onnx_runtime.load_onnx` reads back:
+(``resstream.*``), which :func:`~resstream_assert.loading.onnx_file.load_onnx` reads back:
 an ONNX file does not otherwise say which mean/std its inputs need.
 
-Imports torch lazily: the CLI registers this module's subcommand on every start.
+Imports torch lazily.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 from resstream_assert.errors import BackendUnavailable, ModelSpecError
+from resstream_assert.loading.spec import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelSpec
 
 EXPORTERS = ("torchscript", "dynamo")
 
@@ -68,8 +69,8 @@ def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: st
                 program.save(str(tmp))
         model = onnx.load(str(tmp))
         props = {"resstream.name": str(getattr(loaded, "name", type(module).__name__)),
-                 "resstream.mean": ",".join(repr(float(v)) for v in getattr(loaded, "mean", (0.485, 0.456, 0.406))),
-                 "resstream.std": ",".join(repr(float(v)) for v in getattr(loaded, "std", (0.229, 0.224, 0.225))),
+                 "resstream.mean": ",".join(repr(float(v)) for v in getattr(loaded, "mean", IMAGENET_MEAN)),
+                 "resstream.std": ",".join(repr(float(v)) for v in getattr(loaded, "std", IMAGENET_STD)),
                  "resstream.input_size": str(size), "resstream.exporter": exporter,
                  # Only when there was BN to fold: a BN-free model (ConvNeXt) exported with fold_bn is not "folded".
                  "resstream.fold_bn": "1" if fold_bn and _has_bn(module) else "0",
@@ -114,9 +115,8 @@ def to_onnx_backend(loaded, providers: tuple[str, ...] = ()):
     """
     from filelock import FileLock
 
-    from resstream_assert.capture.cache import default_cache_dir
-    from resstream_assert.capture.onnx_runtime import load_onnx
-    from resstream_assert.loading import LoadedModel, ModelSpec
+    from resstream_assert.cache_dir import default_cache_dir
+    from resstream_assert.loading.onnx_file import load_onnx
 
     path = default_cache_dir() / "onnx" / f"{loaded.digest}-{loaded.input_size}px.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,45 +129,3 @@ def to_onnx_backend(loaded, providers: tuple[str, ...] = ()):
                        input_size=onnx_model.input_size, num_classes=loaded.num_classes, digest=onnx_model.digest,
                        mean=loaded.mean, std=loaded.std, control=loaded.control, class_names=loaded.class_names,
                        onnx_path=str(path), meta=meta)
-
-
-def _export_command(args) -> int:
-    from resstream_assert.discovery.onnx_graph import discover_onnx
-    from resstream_assert.loading import load_model
-
-    loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle)
-    if loaded.backend != "torch":
-        raise ModelSpecError(f"{args.spec!r} is already an ONNX file; export takes a torch model spec.")
-    path = export_onnx(loaded, args.out, fold_bn=args.fold_bn, exporter=args.exporter, opset=args.opset)
-    from resstream_assert.capture.onnx_runtime import load_onnx
-    from resstream_assert.loading import ModelSpec
-
-    onnx_model = load_onnx(ModelSpec.parse(str(path)), None, ("cpu",))
-    rmap = discover_onnx(onnx_model)
-    m = onnx_model.meta
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): exporter {m['exporter']}, opset {m['opset']}, "
-          f"BN {'folded into Conv (gains are proxies)' if m['bn_folded'] else 'kept'}, "
-          f"input {onnx_model.input_size}px, "
-          f"{len(rmap)} residual blocks")
-    return 0
-
-
-def register_cli(sub) -> None:
-    """Add ``resstream export SPEC OUT.onnx`` to the CLI's subparsers.
-
-    Example:
-        >>> from resstream_assert.cli import build_parser
-        >>> build_parser().parse_args(["export", "zoo:resnet18-synth96", "m.onnx", "--fold-bn"]).fold_bn
-        True
-    """
-    p = sub.add_parser("export", help="export a torch model spec to ONNX (with its normalization in the metadata)")
-    p.add_argument("spec", help="model spec, e.g. zoo:resnet18-synth96 or torchvision:resnet50@weights.pth")
-    p.add_argument("out", help="output .onnx path")
-    p.add_argument("--fold-bn", action="store_true",
-                   help="fold BatchNorm into Conv (smaller, like production exports; gains become proxies)")
-    p.add_argument("--exporter", default="torchscript", choices=EXPORTERS,
-                   help="torch.onnx exporter (default: torchscript)")
-    p.add_argument("--input-size", type=int, default=None, help="input size in px (default: the model's own)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
-    p.set_defaults(func=_export_command)

@@ -1,0 +1,107 @@
+"""The model-spec grammar and the loaded-model record every later stage reads.
+
+One grammar everywhere (pytest option, CLI, Python API)::
+
+    zoo:NAME                         a trained model shipped in model_zoo
+    torchvision:ARCH[@WEIGHTS]       torchvision architecture (random init without weights)
+    timm:ARCH[@WEIGHTS]              timm architecture (needs the optional timm extra)
+    package.module:factory[@WEIGHTS] any importable callable returning an nn.Module
+    path/to/model.onnx               an ONNX export, run by onnxruntime
+    ...+nc-id | +nc-plain | +nc-perm | +nc-rand   a negative control applied on top
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from resstream_assert.errors import ModelSpecError
+
+#: Negative controls (DESIGN.md decision 9), by spec suffix; applied by ``interventions.controls``.
+CONTROLS = ("nc-id", "nc-plain", "nc-perm", "nc-rand")
+#: The normalization torchvision and timm ImageNet models expect (and the default for ONNX files).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed model spec.
+
+    Example:
+        >>> ModelSpec.parse("torchvision:resnet18@w.pth+nc-id")
+        ModelSpec(kind='torchvision', target='resnet18', weights='w.pth', control='nc-id', text='torchvision:resnet18@w.pth+nc-id')
+    """
+
+    kind: str  # zoo | torchvision | timm | factory | onnx
+    target: str
+    weights: str | None
+    control: str | None
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelSpec":
+        """Parse a spec string; raises :class:`ModelSpecError` with the grammar on failure."""
+        raw = text.strip()
+        control = None
+        m = re.search(r"\+(nc-[a-z]+)$", raw)
+        if m:
+            control = m.group(1)
+            if control not in CONTROLS:
+                raise ModelSpecError(
+                    f"Unknown negative control '+{control}' in model spec {text!r}. "
+                    f"Known controls: {', '.join('+' + c for c in CONTROLS)}.")
+            raw = raw[: m.start()]
+        if raw.lower().endswith(".onnx"):
+            return cls("onnx", raw, None, control, text)
+        head, sep, rest = raw.partition(":")
+        if not sep or not rest or not head:
+            raise ModelSpecError(
+                f"Cannot read model spec {text!r}. Use one of: 'zoo:NAME', 'torchvision:ARCH[@WEIGHTS]', "
+                "'timm:ARCH[@WEIGHTS]', 'package.module:factory[@WEIGHTS]', or a path ending in '.onnx'; "
+                "add '+nc-id', '+nc-plain', '+nc-perm' or '+nc-rand' for a negative control. "
+                "Run 'resstream zoo' to list the shipped models.")
+        target, _, weights = rest.partition("@")
+        kind = head if head in ("zoo", "torchvision", "timm") else "factory"
+        if kind == "factory":
+            target = f"{head}:{target}"
+        if kind == "zoo" and weights:
+            raise ModelSpecError(f"Model spec {text!r}: zoo models carry their own weights; drop '@{weights}'.")
+        return cls(kind, target, weights or None, control, text)
+
+    @property
+    def default_backend(self) -> str:
+        """``onnx`` for an ONNX file, ``torch`` for everything else.
+
+        Example:
+            >>> ModelSpec.parse("exports/r18.onnx").default_backend
+            'onnx'
+        """
+        return "onnx" if self.kind == "onnx" else "torch"
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for discovery and capture, with what the rest of the pipeline needs.
+
+    ``module`` is an ``nn.Module`` in eval mode (torch backend) or ``None`` (onnx);
+    ``digest`` is a content hash of the weights, used as a cache key.
+    """
+
+    spec: str
+    name: str
+    backend: str
+    module: Any
+    input_size: int
+    num_classes: int
+    digest: str
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    control: str | None = None
+    class_names: tuple[str, ...] | None = None
+    onnx_path: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"LoadedModel({self.spec!r}, backend={self.backend}, input={self.input_size}px)"
