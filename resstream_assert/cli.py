@@ -78,6 +78,46 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from resstream_assert.report.baseline import compare, parse_rules
+    from resstream_assert.report.collect import read_report, write_report
+    from resstream_assert.report.merge import MergeError, merge_reports
+    from resstream_assert.report.terminal import claims_table, matrix_table, plain
+
+    try:
+        reports = [read_report(p) for p in args.reports]
+        merged = merge_reports(reports, [Path(p).name for p in args.reports])
+        rules = parse_rules(args.compare_fail or ["verdict"])
+        baseline = read_report(args.baseline) if args.baseline else None
+    except (OSError, ValueError) as exc:
+        print(f"resstream: error: {exc}", file=sys.stderr)
+        return 2
+    diff = compare(baseline, merged, rules, baseline_path=args.baseline) if baseline is not None else None
+    if diff is not None:
+        merged["baseline"] = diff.to_dict()
+    for line in claims_table(merged) + ([[("", {})]] + matrix_table(merged) if len(merged["models"]) > 1 else []):
+        print(plain(line))
+    if args.json:
+        write_report(merged, args.json)
+    if args.md:
+        from resstream_assert.report.markdown import render_markdown
+
+        Path(args.md).write_text(render_markdown(merged), encoding="utf-8")
+    if args.html:
+        from resstream_assert.report.html import render_html
+
+        Path(args.html).write_text(render_html(merged), encoding="utf-8")
+    print(f"merged {len(args.reports)} reports: {len(merged['results'])} results of {len(merged['models'])} models")
+    if diff is not None:
+        print(diff.table())
+        if diff.failed:
+            print(f"resstream: the merged results drifted from the baseline {args.baseline}", file=sys.stderr)
+            return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs).
 
@@ -121,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     e.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
     e.set_defaults(func=_export)
+
+    rep = sub.add_parser("report", help="work with JSON reports (merge the reports of sharded CI jobs)")
+    rsub = rep.add_subparsers(dest="report_command", required=True, metavar="ACTION")
+    m = rsub.add_parser("merge", help="merge the JSON reports of a run's shards into one report and matrix")
+    m.add_argument("reports", nargs="+", help="JSON reports written by --resstream-report-json (one per shard)")
+    m.add_argument("--json", help="write the merged JSON report here")
+    m.add_argument("--md", help="write the merged Markdown report here")
+    m.add_argument("--html", help="write the merged HTML report (with figures) here")
+    m.add_argument("--baseline", help="compare the merged results with this baseline; exit status 1 on a drift")
+    m.add_argument("--compare-fail", action="append", metavar="EXPR",
+                   help="tolerance for --baseline (repeatable), as --resstream-compare-fail; default: verdict")
+    m.set_defaults(func=_merge)
     return p
 
 

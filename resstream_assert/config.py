@@ -47,6 +47,7 @@ class RunConfig:
     survey: bool = False  # report verdicts without failing tests (the suite xfails failing claims)
     claim_options: dict = field(default_factory=dict)
     claims: tuple[str, ...] | None = None  # the claims this run evaluates; None = every registered claim
+    shard: tuple[int, int] | None = None  # (i, n): this run tests models i, i+n, i+2n, ... (1-based) of `models`
 
     def with_(self, **changes) -> "RunConfig":
         """A copy with some fields changed."""
@@ -55,8 +56,8 @@ class RunConfig:
     def to_dict(self) -> dict:
         """JSON-ready form (stored in reports). The cache directory is left out: it is a local
         path, says nothing about the results, and would make committed baselines machine-specific.
-        ``claims`` appears only when the run selected some (the results list what ran anyway)."""
-        skip = {"cache_dir"} | ({"claims"} if self.claims is None else set())
+        ``claims`` and ``shard`` appear only when set (the results list what ran anyway)."""
+        skip = {"cache_dir"} | {k for k in ("claims", "shard") if getattr(self, k) is None}
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k not in skip}
 
 
@@ -88,6 +89,15 @@ def _resamples(v: Any) -> str:
 
 def _device(v: Any) -> str:
     return "" if v is None or re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(v)) else "must be cpu, cuda, cuda:N or mps"
+
+
+def _shard(v: Any) -> str:
+    if v is None:
+        return ""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(v))
+    if not m or not 1 <= int(m[1]) <= int(m[2]):
+        return "must be I/N with 1 <= I <= N, e.g. 2/4 (this job runs the 2nd of 4 shards of the model list)"
+    return ""
 
 
 def _backends(v: Any) -> str:
@@ -133,6 +143,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-cache", "bool", False, "do not read or write the response cache"),
     Option("trust-pickle", "bool", False, "allow loading checkpoints that pickle whole models (runs code from the "
            "file)"),
+    Option("shard", "str", None, "run only shard I/N of the model list (models dealt round-robin in the order "
+           "given, so every shard is fixed by the list); merge the JSON reports with 'resstream report merge'", _shard),
     Option("list-sites", "bool", False, "print the residual blocks and canonical sites of each model, then exit"),
     # Claim thresholds (see resstream_assert/claims/base.py for how verdicts are decided).
     Option("claims", "str", None, "comma-separated claim ids the suite runs, e.g. C1,C3 (default: all)"),
@@ -240,4 +252,5 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         batch_size=int(get("batch-size")), device=str(get("device")), seed=int(get("seed")),
         input_size=get("input-size"), cache_dir=cache_dir, trust_pickle=bool(get("trust-pickle")),
         backends=tuple(get("backend") or ()), providers=providers, survey=bool(get("survey")),
-        claim_options=claim_options, claims=claims)
+        claim_options=claim_options, claims=claims,
+        shard=tuple(int(x) for x in str(get("shard")).split("/")) if get("shard") else None)

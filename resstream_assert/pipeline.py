@@ -28,6 +28,8 @@ class ModelRef(NamedTuple):
 def model_refs(config: RunConfig) -> list[ModelRef]:
     """Every (model, backend) pair of a run: the chosen backends, else each spec's own (onnx for .onnx files).
 
+    With ``config.shard = (i, n)`` only models ``i, i + n, ...`` (1-based) of the list are kept.
+
     Example:
         >>> model_refs(RunConfig(models=("zoo:resnet18-synth96", "r18.onnx")))
         [ModelRef(spec='zoo:resnet18-synth96', backend='torch'), ModelRef(spec='r18.onnx', backend='onnx')]
@@ -35,7 +37,8 @@ def model_refs(config: RunConfig) -> list[ModelRef]:
     from resstream_assert.loading import ModelSpec
 
     refs = []
-    for spec in config.models:
+    models = config.models if config.shard is None else config.models[config.shard[0] - 1::config.shard[1]]
+    for spec in models:
         backends = config.backends or (ModelSpec.parse(spec).default_backend,)
         refs += [ModelRef(spec, b) for b in backends]
     return refs
@@ -128,19 +131,28 @@ class Pipeline:
         return self._cache
 
     def responses(self, spec: str, variants: Iterable[str] = ("id",), backend: str = "torch") -> dict:
-        """Captured responses of ``spec`` to each stimulus variant of the probe set (each variant once)."""
+        """Captured responses of ``spec`` to each stimulus variant of the probe set.
+
+        Each transform is captured once: names for the same transform (``S`` and ``zoom2.0``)
+        share one capture (:func:`~resstream_assert.stimuli.variants.canonical_variant`).
+        """
         from resstream_assert.capture import capture
+        from resstream_assert.stimuli.variants import canonical_variant
 
         variants = tuple(variants)
-        missing = [v for v in variants if ("responses", spec, backend, v) not in self._memo]
+        key = lambda v: ("responses", spec, backend, canonical_variant(v))  # noqa: E731
+        missing: list[str] = []
+        for v in variants:
+            if key(v) not in self._memo and all(key(m) != key(v) for m in missing):
+                missing.append(v)
         if missing:
             loaded = self.model(spec, backend)
             got = capture(loaded, self.map(spec, backend), self.probe(loaded.input_size), variants=missing,
                           batch_size=self.config.batch_size, device=self.config.device, cache=self.cache,
                           progress=self.config.progress, log=self.log)
             for v, r in got.items():
-                self._memo[("responses", spec, backend, v)] = r
-        return {v: self._memo[("responses", spec, backend, v)] for v in variants}
+                self._memo[key(v)] = r
+        return {v: replace(self._memo[key(v)], variant=v) for v in variants}
 
     def measures(self, spec: str, backend: str, variants: tuple[str, ...]) -> tuple:
         """Per-block measures from the responses to ``variants`` (scale and zoom quantities need theirs)."""

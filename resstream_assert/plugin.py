@@ -77,6 +77,21 @@ def pytest_configure(config: pytest.Config) -> None:
     _register_reports(config)
 
 
+def _is_resstream_run(config: pytest.Config) -> bool:
+    return bool(_get(config, "model")) or any("resstream" in str(a) for a in config.args)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """pytest-xdist: under ``-n N`` (``--dist load``) keep each model's tests on one worker, so a model is
+    loaded, captured and lesioned once, not once per worker (:mod:`resstream_assert.scheduling`)."""
+    if config.getvalue("dist") != "load" or not _is_resstream_run(config):
+        return None
+    from resstream_assert.scheduling import ModelScheduling
+
+    return ModelScheduling(config, log, [str(r) for r in _refs(config)])
+
+
 def _register_reports(config: pytest.Config) -> None:
     """Wire the report hooks (collect, baseline gate, terminal summary, files): resstream_assert.report."""
     from resstream_assert.report.pytest_plugin import ReportOptions, ReportPlugin  # stdlib + pytest only
@@ -99,7 +114,7 @@ def _refs(config: pytest.Config):
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    if not (_get(config, "model") or any("resstream" in str(a) for a in config.args)):
+    if not _is_resstream_run(config):
         return None  # unrelated projects: no header, no cost
     from importlib.metadata import PackageNotFoundError, version
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field, fields
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -52,6 +52,7 @@ class LesionOptions:
     min_selected: int = 3
     min_images: int = 50
     max_images: int = 512  # lesion runs cost N_random x images: beyond this, the first labeled images are used
+    sequential: int = 10  # stop a block's random sets at this many exceedances (Besag-Clifford); 0: run all N
 
     @classmethod
     def from_mapping(cls, mapping: Mapping | None, **defaults) -> "LesionOptions":
@@ -78,7 +79,8 @@ class LesionOptions:
             ...
             ValueError: n_random=1: needs at least 2 random sets
         """
-        ints = {"n_random": 2, "batch_size": 1, "min_selected": 1, "min_images": 1, "max_images": 1, "seed": 0}
+        ints = {"n_random": 2, "batch_size": 1, "min_selected": 1, "min_images": 1, "max_images": 1, "seed": 0,
+                "sequential": 0}
         for name, low in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -119,16 +121,19 @@ class LesionRequest:
 
     options: LesionOptions
     plans: tuple[BlockPlan, ...]
+    #: ``stop(zooms, intact, selected, random_so_far) -> bool`` ends a block's random sets early (the
+    #: claim's sequential test); it must be hashable (a frozen dataclass), as it is part of the key.
+    stop: Callable[..., bool] | None = None
 
     @property
     def key(self) -> tuple:
-        """Options plus a digest of every channel set (arrays are not hashable)."""
+        """Options, stopping rule and a digest of every channel set (arrays are not hashable)."""
         h = hashlib.sha256()
         for p in self.plans:
             h.update(f"{p.block}|{p.index}|{p.channels}|{p.note}".encode())
             for a in (p.selected, p.anti, p.random_sets):
                 h.update(np.ascontiguousarray(a, np.int64).tobytes() + str(np.shape(a)).encode())
-        return ("lesion", self.options, h.hexdigest())
+        return ("lesion", self.options, self.stop, h.hexdigest())
 
     def run(self, env: InterventionEnv) -> "LesionData":
         return run_lesions(env, self)
@@ -164,10 +169,11 @@ class LesionData:
     intact: np.ndarray | None  # (Z, n) bool
     blocks: tuple[BlockLesion, ...]
     seed: int
-    n_random: int
+    n_random: int  # random sets planned per block (each block's correct_random has those that ran)
     status: str = "ok"
     reason: str = ""
     forwards: Mapping[str, int] = field(default_factory=dict)
+    sequential: int = 0  # h of the sequential test the random sets were run under (0: all N ran)
 
     @classmethod
     def skipped(cls, status: str, reason: str, opts: LesionOptions, **kw) -> "LesionData":
@@ -294,13 +300,18 @@ class _Runner:
 
 def lesion_correctness(loaded, rmap, block, images: np.ndarray, labels: np.ndarray, zooms: Sequence[float],
                        sets: Sequence[np.ndarray], *, values: np.ndarray | None = None, device: str = "cpu",
-                       batch_size: int = 256, counters: dict | None = None):
+                       batch_size: int = 256, counters: dict | None = None,
+                       stop: Callable[[np.ndarray, np.ndarray], bool] | None = None, group: int = 8):
     """Per-image correctness under each mean-ablation set and zoom, plus the intact model's.
 
     ``images`` are uint8 ``(n, 3, H, W)``; ``sets`` channel-index arrays of ``block``;
     ``values`` the per-channel ablation values (default: mean ReLU center unit at zoom 1
-    over ``images``). Returns ``(correct (n_sets, Z, n), intact (Z, n), values, mode)``
+    over ``images``). Returns ``(correct (n_run, Z, n), intact (Z, n), values, mode)``
     with ``mode`` ``"tail"`` (graph cut) or ``"full"`` (fallback).
+
+    The head runs once per zoom; then the sets run in order, ``group`` at a time over every
+    zoom, and after each group ``stop(correct_so_far, intact)`` may end the run (a sequential
+    Monte-Carlo test): then ``n_run < len(sets)``. Without ``stop`` every set runs.
 
     Example:
         >>> c, intact, v, mode = lesion_correctness(loaded, rmap, rmap["layer2.1"], imgs, y,
@@ -310,19 +321,26 @@ def lesion_correctness(loaded, rmap, block, images: np.ndarray, labels: np.ndarr
     """
     counters = {} if counters is None else counters
     run = _Runner(loaded, rmap, block, device, batch_size, counters)
+    zs = [float(z) for z in zooms]
+    feats: list = [None] * len(zs)
+    for z in sorted(range(len(zs)), key=lambda i: zs[i] != 1.0):  # zoom 1 first: it gives the values
+        feats[z] = run.inputs(images, zs[z])
+        if values is None:
+            values = run.values(images, feats[z] if run.tail is not None and zs[z] == 1.0 else None)
     masks = np.zeros((len(sets) + 1, block.channels), bool)  # row 0: the empty lesion (intact model)
     for i, s in enumerate(sets):
         masks[i + 1, np.asarray(s, np.int64)] = True
     labels = np.asarray(labels)
-    correct = np.empty((len(masks), len(zooms), len(images)), bool)
-    order = sorted(range(len(zooms)), key=lambda z: float(zooms[z]) != 1.0)  # zoom 1 first: it gives the values
-    for z in order:
-        feats = run.inputs(images, float(zooms[z]))
-        if values is None:
-            values = run.values(images, feats if run.tail is not None and float(zooms[z]) == 1.0 else None)
-        correct[:, z] = run.predict(feats, masks, values) == labels[None]
-        del feats
-    return correct[1:], correct[0], values, ("tail" if run.tail is not None else "full")
+    correct = np.empty((len(masks), len(zs), len(images)), bool)
+    done, step = 0, len(masks) if stop is None else max(1, group)
+    while done < len(masks):
+        rows = slice(done, min(len(masks), done + step))
+        for z in range(len(zs)):
+            correct[rows, z] = run.predict(feats[z], masks[rows], values) == labels[None]
+        done = rows.stop
+        if stop is not None and done < len(masks) and stop(correct[1:done], correct[0]):
+            break
+    return correct[1:done], correct[0], values, ("tail" if run.tail is not None else "full")
 
 
 def label_problem(loaded, probe, source: str | None) -> str:
@@ -397,14 +415,20 @@ def run_lesions(env: InterventionEnv, request: LesionRequest) -> LesionData:
         env.say(f"[resstream] C10 lesions of {block.name}: {len(sets)} channel sets x {len(zooms)} zooms x "
                 f"{len(lab)} images ...")
         start = time.perf_counter()
+        first = 1 + bool(len(plan.anti))  # rows of `sets` before the random ones
+        stop = None if request.stop is None else \
+            (lambda corr, intact_: len(corr) > first and request.stop(zooms, intact_, corr[0], corr[first:]))
         corr, intact_b, vals, mode = lesion_correctness(loaded, env.rmap, block, lab.images, lab.labels, zooms, sets,
                                                         device=env.device, batch_size=opts.batch_size,
-                                                        counters=counters)
+                                                        counters=counters, stop=stop)
+        ran = len(corr) - first
         env.say(f"[resstream] C10 lesions of {block.name}: done in {time.perf_counter() - start:.0f} s "
-                f"({mode} forwards)")
+                f"({mode} forwards; {ran} of {len(plan.random_sets)} random sets"
+                f"{', stopped early: the outcome was clear' if ran < len(plan.random_sets) else ''})")
         counters[f"mode:{block.name}"] = 1 if mode == "tail" else 0
         intact = intact_b if intact is None else intact
         has_anti = bool(len(plan.anti))
         out.append(BlockLesion(plan.block, plan.index, plan.channels, plan.selected, plan.anti, plan.random_sets,
                                vals, corr[0], corr[1] if has_anti else None, corr[1 + has_anti:], "", intact_b))
-    return LesionData(zooms, lab.labels.copy(), intact, tuple(out), opts.seed, opts.n_random, forwards=counters)
+    return LesionData(zooms, lab.labels.copy(), intact, tuple(out), opts.seed, opts.n_random, forwards=counters,
+                      sequential=opts.sequential if request.stop is not None else 0)
