@@ -83,7 +83,7 @@ def _merge(args: argparse.Namespace) -> int:
 
     from resstream_assert.report.baseline import compare, parse_rules
     from resstream_assert.report.collect import read_report, write_report
-    from resstream_assert.report.merge import MergeError, merge_reports
+    from resstream_assert.report.merge import merge_reports
     from resstream_assert.report.terminal import claims_table, matrix_table, plain
 
     try:
