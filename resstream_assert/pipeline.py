@@ -130,6 +130,38 @@ class Pipeline:
             self._cache = ResponseCache(self.config.cache_dir)
         return self._cache
 
+    def engine(self, spec: str, backend: str = "torch") -> str:
+        """What runs ``spec``'s forward passes on ``backend``: ``"onnxruntime"`` or ``"torch"``.
+
+        A torch model runs through its own ONNX export (same weights, BN kept; parity with torch is
+        tested to ~1e-6) when the engine is ``onnxruntime``, or ``auto`` on a CPU and the export's
+        residual blocks match the torch graph's; otherwise through torch.
+        """
+        cfg = self.config
+        if backend != "torch":
+            return "onnxruntime"
+        if cfg.engine == "torch" or (cfg.engine == "auto" and cfg.device != "cpu"):
+            return "torch"
+        return self.memo(("engine", spec), lambda: self._onnx_engine(spec, required=cfg.engine == "onnxruntime"))
+
+    def _onnx_engine(self, spec: str, required: bool) -> str:
+        from resstream_assert.errors import BackendUnavailable, ResstreamError
+
+        try:
+            shape = lambda rmap: [(b.name, b.channels, b.spatial) for b in rmap]  # noqa: E731
+            same = shape(self.map(spec, "onnx")) == shape(self.map(spec, "torch"))
+            why = "" if same else "the ONNX export's residual blocks differ from the torch graph's"
+        except ResstreamError as exc:
+            why = f"the ONNX export failed ({str(exc)[:200]})"
+        if not why:
+            return "onnxruntime"
+        if required:
+            raise BackendUnavailable(f"--resstream-engine onnxruntime cannot run {spec}: {why}. Use --resstream-engine "
+                                     "torch (or auto).")
+        if self.log is not None:
+            self.log(f"[resstream] {spec}: running on torch ({why})")
+        return "torch"
+
     def responses(self, spec: str, variants: Iterable[str] = ("id",), backend: str = "torch") -> dict:
         """Captured responses of ``spec`` to each stimulus variant of the probe set.
 
@@ -146,8 +178,9 @@ class Pipeline:
             if key(v) not in self._memo and all(key(m) != key(v) for m in missing):
                 missing.append(v)
         if missing:
-            loaded = self.model(spec, backend)
-            got = capture(loaded, self.map(spec, backend), self.probe(loaded.input_size), variants=missing,
+            run_on = "onnx" if self.engine(spec, backend) == "onnxruntime" else "torch"
+            loaded = self.model(spec, run_on)
+            got = capture(loaded, self.map(spec, run_on), self.probe(loaded.input_size), variants=missing,
                           batch_size=self.config.batch_size, device=self.config.device, cache=self.cache,
                           progress=self.config.progress, log=self.log)
             for v, r in got.items():
@@ -200,7 +233,8 @@ class Pipeline:
         def run():
             loaded = self.model(spec, backend)
             env = InterventionEnv(loaded, self.map(spec, backend), self.probe(loaded.input_size),
-                                  probe_source=self.config.probe, device=self.config.device, log=self.log)
+                                  probe_source=self.config.probe, device=self.config.device,
+                                  engine=self.engine(spec, backend), log=self.log)
             return request.run(env)
 
         return self.memo(("intervention", spec, backend, request.key), run)

@@ -209,7 +209,7 @@ def default_ablation_blocks(rmap) -> list:
 class _Runner:
     """Runs lesion sets of one block: head once per zoom, then the tail (or full forwards) per set group."""
 
-    def __init__(self, loaded, rmap, block, device: str, batch_size: int, counters: dict):
+    def __init__(self, loaded, rmap, block, device: str, batch_size: int, counters: dict, engine: str = "torch"):
         import torch
 
         from resstream_assert.capture.torch_fx import instrument, normalizer
@@ -220,10 +220,30 @@ class _Runner:
         self.norm = normalizer(loaded.mean, loaded.std, self.dev)
         self.head, self.tail = split_at(module, block_nodes(module)[block.index].resid_sum)
         self.batch, self.counters = batch_size, counters
+        self.engine = "torch"
+        if engine == "onnxruntime" and self.tail is not None and self.dev.type == "cpu":
+            self._to_onnxruntime(loaded, block)
         self.state: dict = {}
         if self.tail is None:  # full forwards; the edit reads the current set group from self.state
             self.full, _ = instrument(module, rmap, sites=(), edits={(block.index, "resid_sum"): self._edit})
             self.batch = max(1, batch_size // 4)  # whole-network activations are larger
+
+    def _to_onnxruntime(self, loaded, block) -> None:
+        """Head and tail run by onnxruntime (exported once per model, block and size); torch if export fails."""
+        from resstream_assert.errors import BackendUnavailable
+        from resstream_assert.loading.onnx_export import onnx_callable
+
+        size = loaded.input_size
+        x = self.norm(self.torch.zeros(2, 3, size, size))
+        name = f"lesion-{loaded.digest[:16]}-{block.index}-{size}px"
+        try:
+            with self.torch.no_grad():  # not inference_mode: the export traces in-place ops on this tensor
+                cut = self.head(x)
+            self.head, self.tail = onnx_callable(self.head, x, f"{name}-head"), onnx_callable(self.tail, cut,
+                                                                                            f"{name}-tail")
+            self.engine = "onnxruntime"
+        except BackendUnavailable:
+            pass
 
     def _count(self, kind: str, n: int) -> None:
         self.counters[f"{kind}_batches"] = self.counters.get(f"{kind}_batches", 0) + 1
@@ -301,7 +321,8 @@ class _Runner:
 def lesion_correctness(loaded, rmap, block, images: np.ndarray, labels: np.ndarray, zooms: Sequence[float],
                        sets: Sequence[np.ndarray], *, values: np.ndarray | None = None, device: str = "cpu",
                        batch_size: int = 256, counters: dict | None = None,
-                       stop: Callable[[np.ndarray, np.ndarray], bool] | None = None, group: int = 8):
+                       stop: Callable[[np.ndarray, np.ndarray], bool] | None = None, group: int = 8,
+                       engine: str = "torch"):
     """Per-image correctness under each mean-ablation set and zoom, plus the intact model's.
 
     ``images`` are uint8 ``(n, 3, H, W)``; ``sets`` channel-index arrays of ``block``;
@@ -312,6 +333,7 @@ def lesion_correctness(loaded, rmap, block, images: np.ndarray, labels: np.ndarr
     The head runs once per zoom; then the sets run in order, ``group`` at a time over every
     zoom, and after each group ``stop(correct_so_far, intact)`` may end the run (a sequential
     Monte-Carlo test): then ``n_run < len(sets)``. Without ``stop`` every set runs.
+    ``engine="onnxruntime"`` runs the head and tail through onnxruntime (CPU; torch if export fails).
 
     Example:
         >>> c, intact, v, mode = lesion_correctness(loaded, rmap, rmap["layer2.1"], imgs, y,
@@ -320,7 +342,7 @@ def lesion_correctness(loaded, rmap, block, images: np.ndarray, labels: np.ndarr
         ((1, 2, 448), (2, 448))
     """
     counters = {} if counters is None else counters
-    run = _Runner(loaded, rmap, block, device, batch_size, counters)
+    run = _Runner(loaded, rmap, block, device, batch_size, counters, engine)
     zs = [float(z) for z in zooms]
     feats: list = [None] * len(zs)
     for z in sorted(range(len(zs)), key=lambda i: zs[i] != 1.0):  # zoom 1 first: it gives the values
@@ -340,7 +362,8 @@ def lesion_correctness(loaded, rmap, block, images: np.ndarray, labels: np.ndarr
         done = rows.stop
         if stop is not None and done < len(masks) and stop(correct[1:done], correct[0]):
             break
-    return correct[1:done], correct[0], values, ("tail" if run.tail is not None else "full")
+    mode = "full" if run.tail is None else ("tail, onnxruntime" if run.engine == "onnxruntime" else "tail")
+    return correct[1:done], correct[0], values, mode
 
 
 def label_problem(loaded, probe, source: str | None) -> str:
@@ -420,12 +443,12 @@ def run_lesions(env: InterventionEnv, request: LesionRequest) -> LesionData:
             (lambda corr, intact_: len(corr) > first and request.stop(zooms, intact_, corr[0], corr[first:]))
         corr, intact_b, vals, mode = lesion_correctness(loaded, env.rmap, block, lab.images, lab.labels, zooms, sets,
                                                         device=env.device, batch_size=opts.batch_size,
-                                                        counters=counters, stop=stop)
+                                                        counters=counters, stop=stop, engine=env.engine)
         ran = len(corr) - first
         env.say(f"[resstream] C10 lesions of {block.name}: done in {time.perf_counter() - start:.0f} s "
                 f"({mode} forwards; {ran} of {len(plan.random_sets)} random sets"
                 f"{', stopped early: the outcome was clear' if ran < len(plan.random_sets) else ''})")
-        counters[f"mode:{block.name}"] = 1 if mode == "tail" else 0
+        counters[f"mode:{block.name}"] = 0 if mode == "full" else 1
         intact = intact_b if intact is None else intact
         has_anti = bool(len(plan.anti))
         out.append(BlockLesion(plan.block, plan.index, plan.channels, plan.selected, plan.anti, plan.random_sets,
