@@ -346,11 +346,11 @@ def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOp
         xi, xb = exemplars(i_id, opts.k), exemplars(b_id, opts.k)
         xo_p1, xo_p2 = exemplars(post, opts.k), exemplars(total, opts.k)
     else:
-        stim, measured = stimuli.responses, stimuli.measured
         xi, xb, xo_p1, xo_p2 = (np.asarray(a, np.int64) for a in (stimuli.xi, stimuli.xb, stimuli.xo_p1, stimuli.xo_p2))
         bad = [a.shape for a in (xi, xb, xo_p1, xo_p2) if a.ndim != 2 or a.shape[0] != block.channels]
         if bad:
             raise ValueError(f"block {block.name}: stimulus indices must be (channels={block.channels}, K), got {bad}")
+        stim, measured = stimuli.responses, stimuli.measured
     s = stim["id"]
     s_i, s_b, s_post = s.get(block, "skip_out"), s.get(block, "branch_out"), s.get(block, "resid_post")
     given = stimuli is not None
