@@ -184,7 +184,7 @@ class Pipeline:
         return self.memo(("featviz", spec, backend, tuple(variants)), run)
 
     def featviz_settings(self):
-        """The run's :class:`~resstream_assert.interventions.featviz.FeatvizSettings` (options ``--resstream-featviz-*``)."""
+        """The run's :class:`~resstream_assert.interventions.featviz.FeatvizSettings` (``--resstream-featviz-*``)."""
         from resstream_assert.interventions.featviz import FeatvizSettings
 
         fv, cfg = self.config.featviz, self.config

@@ -46,7 +46,8 @@ def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
         >>> round(cohen_kappa(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])), 3)
         0.0
     """
-    table = crosstab(np.asarray(a).astype(np.int64), np.asarray(b).astype(np.int64), levels=(_LEVELS, _LEVELS)).count.astype(float)
+    a, b = np.asarray(a).astype(np.int64), np.asarray(b).astype(np.int64)
+    table = crosstab(a, b, levels=(_LEVELS, _LEVELS)).count.astype(float)
     n = table.sum()
     if n == 0:
         return math.nan

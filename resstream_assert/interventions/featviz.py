@@ -70,6 +70,7 @@ class FeatvizSettings:
     channels_last: bool = False
     batch_size: int = 64  # images per optimisation chunk
     compile: bool = False  # torch.compile the cut graph (does not pay on CPU)
+    truncate: bool = True  # stop the forward at the deepest site (False: the whole network, as lucent runs it)
     clone: bool = True  # False: lucent's aliasing bug, for tests and sensitivity checks only
     seed: int = 0
 
@@ -166,10 +167,12 @@ def jitter_for(module: nn.Module, target: Target, settings: FeatvizSettings) -> 
     return default if own is None else own
 
 
-def site_graph(module: nn.Module, sites: Sequence[tuple[int, str]], *, root: nn.Module | None = None) -> fx.GraphModule:
+def site_graph(module: nn.Module, sites: Sequence[tuple[int, str]], *, root: nn.Module | None = None,
+               truncate: bool = True) -> fx.GraphModule:
     """The traced graph cut after the deepest of ``sites`` ((block, site) pairs); its forward returns
     a tuple with a clone of each site's tensor, taken right after the site's node. ``root``
     supplies the submodules (default ``module``; e.g. a copy moved to a device).
+    ``truncate=False`` keeps the whole network (its output is returned last), as lucent runs it.
 
     Example:
         >>> gm = site_graph(torchvision.models.resnet18(), [(3, "branch_out")])  # doctest: +SKIP
@@ -184,7 +187,8 @@ def site_graph(module: nn.Module, sites: Sequence[tuple[int, str]], *, root: nn.
             with graph.inserting_after(src):
                 clones[src.name] = graph.call_method("clone", (src,))
     output = next(n for n in graph.nodes if n.op == "output")
-    output.args = (tuple(clones[by_name[getattr(nodes[b], s)].name] for b, s in sites),)
+    tail = () if truncate else tuple(output.args)
+    output.args = (tuple(clones[by_name[getattr(nodes[b], s)].name] for b, s in sites) + tail,)
     gm = fx.GraphModule(root if root is not None else module, graph)
     gm.graph.eliminate_dead_code()  # everything after the deepest site goes
     gm.delete_all_unused_submodules()
@@ -195,10 +199,10 @@ def site_graph(module: nn.Module, sites: Sequence[tuple[int, str]], *, root: nn.
 
 @contextmanager
 def _forward(module: nn.Module, root: nn.Module, sites: Sequence[tuple[int, str]],
-             clone: bool) -> Iterator[Callable[[torch.Tensor], Sequence[torch.Tensor]]]:
+             clone: bool, truncate: bool = True) -> Iterator[Callable[[torch.Tensor], Sequence[torch.Tensor]]]:
     """A function image batch -> site tensors: the cut, cloned graph, or lucent's un-cloned hooks."""
     if clone:
-        yield site_graph(module, sites, root=root)
+        yield site_graph(module, sites, root=root, truncate=truncate)
         return
     graph_nodes, names = {n.name: n for n in trace(module).gm.graph.nodes}, []
     for b, site in sites:
@@ -335,7 +339,8 @@ def _optimize_chunk(module, root, targets, jitters, size, settings, mean, std, d
     opt = torch.optim.Adam([param], lr=settings.lr)
     n = len(targets)
     amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=settings.amp)
-    with nullcontext(shared[1]) if shared else _forward(module, root, sites, settings.clone) as forward, \
+    with nullcontext(shared[1]) if shared else _forward(module, root, sites, settings.clone,
+                                                        settings.truncate) as forward, \
             _tf32(dev, settings.tf32):
         for step in range(settings.steps):
             opt.zero_grad(set_to_none=True)
