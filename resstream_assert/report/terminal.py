@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fp
-from resstream_assert.report._common import SHORT_VERDICT, gate_label, matrix, model_label, show_matrix, titles
+from resstream_assert.report._common import (SHORT_VERDICT, agreement, backend_label, gate_label, matrix, model_label,
+                                             show_matrix, titles)
 
 __all__ = ["VERDICT_MARKUP", "claims_table", "matrix_table", "plain", "write_summary"]
 
@@ -51,7 +52,7 @@ def claims_table(report: Mapping[str, Any], reason_width: int = 60, width: int |
     for r in report.get("results", []):
         note = "; ".join(x for x in (gate_label(r), str(r.get("reason", ""))) if x)
         v = str(r.get("verdict", ""))
-        rows.append([model_label(str(r.get("model", "")), str(r.get("backend", ""))), str(r.get("claim", "")), v,
+        rows.append([model_label(str(r.get("model", "")), backend_label(r)), str(r.get("claim", "")), v,
                      feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high")), fp(r.get("p_adjusted")),
                      str(r.get("n", "")), note])
         verdicts.append([v])
@@ -85,6 +86,28 @@ def matrix_table(report: Mapping[str, Any], width: int = 120) -> list[Line]:
     legend = [f"  {c}: {t}" for c, t in titles(report.get("results", [])).items() if t]
     legend = [text if len(text) <= width else text[: width - 1] + "…" for text in legend]
     return out + [[(text, {})] for text in legend]
+
+
+def agreement_tables(report: Mapping[str, Any]) -> list[Line]:
+    """Exemplar vs featviz verdicts side by side, then Cohen's kappa of the categories per block.
+
+    Example:
+        >>> rs = [{"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds"},
+        ...       {"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds", "stimuli": "featviz"}]
+        >>> plain(agreement_tables({"results": rs})[2])
+        'm[torch]        C1     holds      holds    same'
+    """
+    verdicts, kappa = agreement(report)
+    out: list[Line] = []
+    if verdicts:
+        out += _grid(["model[backend]", "claim", "exemplars", "featviz", "verdicts"], verdicts, [2, 3],
+                     [[v[2], v[3]] for v in verdicts])
+    if kappa:
+        rows = [[k[0], k[1], feffect(k[2], k[3], k[4]), str(k[5] if k[5] is not None else ""), fp(k[6]), k[7], k[8]]
+                for k in kappa]
+        out += [[("", {})]] + _grid(["model[backend]", "block", "kappa [95% CI]", "n", "p_adj", "verdict", "note"],
+                                    rows, [5], [[k[7]] for k in kappa])
+    return out
 
 
 def plain(line: Line) -> str:
@@ -121,6 +144,10 @@ def write_summary(tr: Any, report: Mapping[str, Any], diff: Any = None, written:
         if show_matrix(report):
             tr.write_sep("-", "cross-architecture matrix (claim C6: universality)")
             _write(tr, matrix_table(report, width=width))
+        agree = agreement_tables(report)
+        if agree:
+            tr.write_sep("-", "stimulus agreement: exemplars vs featviz (verdicts; kappa of skip/mix/overwrite)")
+            _write(tr, agree)
         for dup in report.get("duplicates", []):
             tr.write_line(f"note: {dup['claim']} on {model_label(dup['model'], dup['backend'])} was recorded by "
                           f"{len(dup['nodeids'])} tests; the report keeps {dup['nodeids'][0]}", yellow=True)
