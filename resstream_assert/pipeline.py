@@ -323,8 +323,7 @@ class Pipeline:
         def run():
             loaded = self.model(spec, backend)
             env = InterventionEnv(loaded, self.map(spec, backend), self.probe(loaded.input_size),
-                                  probe_source=self.config.probe, device=self.config.device,
-                                  engine=self.engine(spec, backend), log=self.log)
+                                  probe_source=self.config.probe, device=self.config.device, log=self.log)
             return request.run(env)
 
         return self.memo(("intervention", spec, backend, request.key), run)

@@ -19,6 +19,7 @@ from resstream_assert.discovery import discover
 from resstream_assert.discovery.torch_graph import block_nodes
 from resstream_assert.interventions import InterventionEnv
 from resstream_assert.interventions import lesion as L
+from resstream_assert.interventions import lesion_runner as LR
 from resstream_assert.interventions import reference as R
 from resstream_assert.loading import LoadedModel
 from resstream_assert.pipeline import Pipeline
@@ -92,9 +93,9 @@ def test_lesion_sets_channels_to_their_means_and_fallback_agrees(net, probe, mon
     loaded, rmap = net
     block = rmap["layer2.2"]
     seen = []
-    run = L._Runner(loaded, rmap, block, "cpu", 64, {})
+    run = LR._Runner(loaded, rmap, block, "cpu", 64, {})
     run.tail.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
-    monkeypatch.setattr(L, "_Runner", lambda *a, **k: run)
+    monkeypatch.setattr(LR, "_Runner", lambda *a, **k: run)
     sets = [np.array([0, 3, 7]), np.array([2, 4])]
     corr, intact, values, mode = L.lesion_correctness(loaded, rmap, block, probe.images, probe.labels, (1.0,), sets)
     assert mode == "tail" and corr.shape == (2, 1, len(probe)) and intact.shape == (1, len(probe))

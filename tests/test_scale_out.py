@@ -102,21 +102,14 @@ def test_model(resstream_ref, k):
     assert set(seen) == {"zoo:a", "zoo:b"} and all(len(w) == 1 for w in seen.values()), seen
 
 
-def test_the_onnxruntime_engine_gives_the_torch_engine_s_responses_and_lesions():
-    """The default CPU engine runs a torch model through its own ONNX export: same numbers, same predictions."""
-    from resstream_assert.interventions.lesion import lesion_correctness
-
+def test_the_onnxruntime_engine_gives_the_torch_engine_s_responses():
+    """The default CPU engine captures a torch model through its own ONNX export: the same numbers."""
     cfg = dict(models=(SPEC,), images=64, input_size=32, progress=False)
     ort, ref = Pipeline(RunConfig(**cfg)), Pipeline(RunConfig(**cfg, engine="torch"))
     assert (ort.engine(SPEC), ref.engine(SPEC)) == ("onnxruntime", "torch")
     a, b = ort.responses(SPEC, ("id", "S"))["S"], ref.responses(SPEC, ("id", "S"))["S"]
+    assert set(a.center) == set(b.center)
     for key in b.center:
         np.testing.assert_allclose(a.center[key], b.center[key], rtol=1e-4, atol=1e-5 * np.abs(b.center[key]).max())
-    loaded, rmap = ref.model(SPEC), ref.map(SPEC)
-    probe = ref.probe(32)
-    sets = [np.arange(3), np.array([1, 5, 9, 12])]
-    got = [lesion_correctness(loaded, rmap, rmap["layer2.2"], probe.images, np.zeros(64, int), (1.0, 1.5), sets,
-                              engine=engine) for engine in ("torch", "onnxruntime")]
-    assert got[1][3] == "tail, onnxruntime" and got[0][3] == "tail"
-    assert np.array_equal(got[0][0], got[1][0]) and np.array_equal(got[0][1], got[1][1])
-    np.testing.assert_allclose(got[0][2], got[1][2], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="engine"):
+        build_run_config({"engine": "tensorrt"})

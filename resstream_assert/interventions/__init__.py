@@ -42,7 +42,6 @@ class InterventionEnv:
     probe: "ProbeSet"
     probe_source: str | None = None
     device: str = "cpu"
-    engine: str = "torch"  # what runs the model's forwards: "torch" or "onnxruntime" (Pipeline.engine)
     log: Callable[[str], None] | None = None
     counters: dict = field(default_factory=dict)
 

@@ -8,11 +8,10 @@ papers did them). We record, per image, whether the top-1 prediction is still ri
 Which channels to lesion is the claim's business (``claims/ablation.py`` builds a
 :class:`LesionRequest` of :class:`BlockPlan` s from the measures); this module runs them.
 
-Speed matters: C10 needs (2 + N) lesion sets x zooms x images forward passes. The FX graph
-is cut at the ``resid_sum`` node: the *head* (input -> resid_sum) runs once per zoom and
-its feature maps are kept; each lesion set then runs only the *tail* (resid_sum -> logits),
-with several sets stacked in one batch. A graph where another tensor crosses the cut falls
-back to full forwards with an edit at the site. torch is imported lazily; the request and
+Speed matters: C10 needs (2 + N) lesion sets x zooms x images forward passes. They run on a
+cut graph (:mod:`~resstream_assert.interventions.lesion_runner`: the head once per zoom, the
+tail per set), in groups of sets, and a block stops early when the claim's sequential test
+says its outcome is clear (``LesionRequest.stop``). torch is imported lazily; the request and
 result types are numpy only, so claims read them without torch.
 """
 
@@ -21,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field, fields
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping
 
 import numpy as np
 
 from resstream_assert.interventions import InterventionEnv
+from resstream_assert.interventions.lesion_runner import lesion_correctness
 from resstream_assert.stats import at_chance
 
 #: Zooms of C10 (1.0 first: ΔD is measured from it).
@@ -206,166 +206,6 @@ def default_ablation_blocks(rmap) -> list:
     return [stages[0][len(stages[0]) // 2]] if stages else []
 
 
-class _Runner:
-    """Runs lesion sets of one block: head once per zoom, then the tail (or full forwards) per set group."""
-
-    def __init__(self, loaded, rmap, block, device: str, batch_size: int, counters: dict, engine: str = "torch"):
-        import torch
-
-        from resstream_assert.capture.torch_fx import instrument, normalizer
-        from resstream_assert.discovery.torch_graph import block_nodes, split_at
-
-        self.torch, self.dev = torch, torch.device(device)
-        module = loaded.module.eval().to(self.dev)
-        self.norm = normalizer(loaded.mean, loaded.std, self.dev)
-        self.head, self.tail = split_at(module, block_nodes(module)[block.index].resid_sum)
-        self.batch, self.counters = batch_size, counters
-        self.engine = "torch"
-        if engine == "onnxruntime" and self.tail is not None and self.dev.type == "cpu":
-            self._to_onnxruntime(loaded, block)
-        self.state: dict = {}
-        if self.tail is None:  # full forwards; the edit reads the current set group from self.state
-            self.full, _ = instrument(module, rmap, sites=(), edits={(block.index, "resid_sum"): self._edit})
-            self.batch = max(1, batch_size // 4)  # whole-network activations are larger
-
-    def _to_onnxruntime(self, loaded, block) -> None:
-        """Head and tail run by onnxruntime (exported once per model, block and size); torch if export fails."""
-        from resstream_assert.errors import BackendUnavailable
-        from resstream_assert.loading.onnx_export import onnx_callable
-
-        size = loaded.input_size
-        x = self.norm(self.torch.zeros(2, 3, size, size))
-        name = f"lesion-{loaded.digest[:16]}-{block.index}-{size}px"
-        try:
-            with self.torch.no_grad():  # not inference_mode: the export traces in-place ops on this tensor
-                cut = self.head(x)
-            self.head, self.tail = onnx_callable(self.head, x, f"{name}-head"), onnx_callable(self.tail, cut,
-                                                                                            f"{name}-tail")
-            self.engine = "onnxruntime"
-        except BackendUnavailable:
-            pass
-
-    def _count(self, kind: str, n: int) -> None:
-        self.counters[f"{kind}_batches"] = self.counters.get(f"{kind}_batches", 0) + 1
-        self.counters[f"{kind}_images"] = self.counters.get(f"{kind}_images", 0) + n
-
-    def _edit(self, t):
-        masks, values = self.state["masks"], self.state["values"]
-        g = masks.shape[0]
-        out = self.torch.where(masks[:, None, :, None, None], values[None, None, :, None, None],
-                               t.reshape(g, -1, *t.shape[1:]))
-        return out.reshape(t.shape)
-
-    def inputs(self, images: np.ndarray, zoom: float, head_batch: int = 64):
-        """Normalized, zoomed images through the head: (n, C, H, W) cut features (or images in full mode)."""
-        from resstream_assert.stimuli.variants import apply_variant, zoom_variant
-
-        out = []
-        with self.torch.inference_mode():
-            for i in range(0, len(images), head_batch):
-                x = self.torch.as_tensor(images[i:i + head_batch], device=self.dev).float() / 255
-                if zoom != 1.0:
-                    x = apply_variant(x, zoom_variant(zoom))
-                x = self.norm(x)
-                if self.tail is not None:
-                    x = self.head(x)
-                    self._count("head", len(x))
-                out.append(x)
-        return self.torch.cat(out)
-
-    def values(self, images: np.ndarray, feats=None, head_batch: int = 64) -> np.ndarray:
-        """Per channel, the mean over ``images`` of ReLU(center unit of resid_sum) at zoom 1 (spec §2.9).
-
-        ``feats`` are the zoom-1 cut features when already computed (saves a head pass).
-        """
-        total = 0.0
-        with self.torch.inference_mode():
-            for i in range(0, len(images), head_batch):
-                if feats is not None:
-                    f = feats[i:i + head_batch]
-                else:
-                    x = self.torch.as_tensor(images[i:i + head_batch], device=self.dev).float() / 255
-                    f = self.head(self.norm(x))
-                    self._count("head", len(f))
-                total = total + f[:, :, f.shape[2] // 2, f.shape[3] // 2].double().clamp_min(0).sum(0).cpu().numpy()
-        return np.asarray(total / len(images), np.float64)
-
-    def predict(self, feats, masks: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Top-1 predictions ``(n_sets, n)`` with each row of ``masks`` (n_sets, C) mean-ablated."""
-        torch = self.torch
-        n = len(feats)
-        m_all = torch.as_tensor(masks, device=self.dev)
-        v = torch.as_tensor(values, dtype=torch.float32, device=self.dev)
-        chunk = min(n, self.batch)
-        group = max(1, self.batch // chunk)  # sets stacked per call when the images fit several times
-        preds = np.empty((len(masks), n), np.int64)
-        with torch.inference_mode():
-            for g0 in range(0, len(masks), group):
-                m = m_all[g0:g0 + group]
-                for i in range(0, n, chunk):
-                    x = feats[i:i + chunk]
-                    nb = len(x)
-                    if self.tail is not None:
-                        # torch.where builds a fresh tensor: the tail's in-place ReLU cannot touch the cache.
-                        x = torch.where(m[:, None, :, None, None], v[None, None, :, None, None], x[None])
-                        y = self.tail(x.reshape(-1, *x.shape[2:]))
-                        self._count("tail", y.shape[0])
-                    else:
-                        self.state.update(masks=m, values=v)
-                        y = self.full(x.repeat(len(m), 1, 1, 1))
-                        self._count("full", y.shape[0])
-                    preds[g0:g0 + len(m), i:i + nb] = y.argmax(1).reshape(len(m), -1).cpu().numpy()
-        return preds
-
-
-def lesion_correctness(loaded, rmap, block, images: np.ndarray, labels: np.ndarray, zooms: Sequence[float],
-                       sets: Sequence[np.ndarray], *, values: np.ndarray | None = None, device: str = "cpu",
-                       batch_size: int = 256, counters: dict | None = None,
-                       stop: Callable[[np.ndarray, np.ndarray], bool] | None = None, group: int = 8,
-                       engine: str = "torch"):
-    """Per-image correctness under each mean-ablation set and zoom, plus the intact model's.
-
-    ``images`` are uint8 ``(n, 3, H, W)``; ``sets`` channel-index arrays of ``block``;
-    ``values`` the per-channel ablation values (default: mean ReLU center unit at zoom 1
-    over ``images``). Returns ``(correct (n_run, Z, n), intact (Z, n), values, mode)``
-    with ``mode`` ``"tail"`` (graph cut) or ``"full"`` (fallback).
-
-    The head runs once per zoom; then the sets run in order, ``group`` at a time over every
-    zoom, and after each group ``stop(correct_so_far, intact)`` may end the run (a sequential
-    Monte-Carlo test): then ``n_run < len(sets)``. Without ``stop`` every set runs.
-    ``engine="onnxruntime"`` runs the head and tail through onnxruntime (CPU; torch if export fails).
-
-    Example:
-        >>> c, intact, v, mode = lesion_correctness(loaded, rmap, rmap["layer2.1"], imgs, y,
-        ...                                         (1.0, 2.0), [np.array([3, 7])])  # doctest: +SKIP
-        >>> c.shape, intact.shape  # doctest: +SKIP
-        ((1, 2, 448), (2, 448))
-    """
-    counters = {} if counters is None else counters
-    run = _Runner(loaded, rmap, block, device, batch_size, counters, engine)
-    zs = [float(z) for z in zooms]
-    feats: list = [None] * len(zs)
-    for z in sorted(range(len(zs)), key=lambda i: zs[i] != 1.0):  # zoom 1 first: it gives the values
-        feats[z] = run.inputs(images, zs[z])
-        if values is None:
-            values = run.values(images, feats[z] if run.tail is not None and zs[z] == 1.0 else None)
-    masks = np.zeros((len(sets) + 1, block.channels), bool)  # row 0: the empty lesion (intact model)
-    for i, s in enumerate(sets):
-        masks[i + 1, np.asarray(s, np.int64)] = True
-    labels = np.asarray(labels)
-    correct = np.empty((len(masks), len(zs), len(images)), bool)
-    done, step = 0, len(masks) if stop is None else max(1, group)
-    while done < len(masks):
-        rows = slice(done, min(len(masks), done + step))
-        for z in range(len(zs)):
-            correct[rows, z] = run.predict(feats[z], masks[rows], values) == labels[None]
-        done = rows.stop
-        if stop is not None and done < len(masks) and stop(correct[1:done], correct[0]):
-            break
-    mode = "full" if run.tail is None else ("tail, onnxruntime" if run.engine == "onnxruntime" else "tail")
-    return correct[1:done], correct[0], values, mode
-
-
 def label_problem(loaded, probe, source: str | None) -> str:
     """Why the probe's labels cannot be scored by the model's outputs (``''`` when they can).
 
@@ -388,6 +228,21 @@ def label_problem(loaded, probe, source: str | None) -> str:
         return (f"the probe folder has {len(probe_names)} class folders but the model has {loaded.num_classes} "
                 "outputs; labels (sorted folder names) cannot index its outputs")
     return ""
+
+
+class _Stop:
+    """Called after each group of sets: stop at once when the intact model is at chance (first block),
+    else when the claim's sequential rule says the block's outcome is clear."""
+
+    def __init__(self, rule, zooms, labels: np.ndarray, first: int, check_chance: bool):
+        self.rule, self.zooms, self.labels, self.first, self.check_chance = rule, zooms, labels, first, check_chance
+
+    def __call__(self, corr: np.ndarray, intact: np.ndarray) -> bool:
+        if self.check_chance and at_chance(intact[0], self.labels):
+            return True
+        self.check_chance = False
+        return self.rule is not None and len(corr) > self.first and \
+            bool(self.rule(self.zooms, intact, corr[0], corr[self.first:]))
 
 
 def run_lesions(env: InterventionEnv, request: LesionRequest) -> LesionData:
@@ -428,27 +283,22 @@ def run_lesions(env: InterventionEnv, request: LesionRequest) -> LesionData:
             continue
         block = env.rmap[plan.index]
         sets = [plan.selected] + ([plan.anti] if len(plan.anti) else []) + list(plan.random_sets)
-        if intact is None:  # cheap precheck: at chance, lesion damage means nothing (NC-rand and the like)
-            _, pre, _, _ = lesion_correctness(loaded, env.rmap, block, lab.images, lab.labels, (1.0,), [],
-                                              values=np.zeros(block.channels), device=env.device,
-                                              batch_size=opts.batch_size, counters=counters)
-            chance = at_chance(pre[0], lab.labels)
-            if chance:
-                return skip("not_applicable", chance)
         env.say(f"[resstream] C10 lesions of {block.name}: {len(sets)} channel sets x {len(zooms)} zooms x "
                 f"{len(lab)} images ...")
         start = time.perf_counter()
         first = 1 + bool(len(plan.anti))  # rows of `sets` before the random ones
-        stop = None if request.stop is None else \
-            (lambda corr, intact_: len(corr) > first and request.stop(zooms, intact_, corr[0], corr[first:]))
+        stop = _Stop(request.stop, zooms, lab.labels, first, check_chance=intact is None)
         corr, intact_b, vals, mode = lesion_correctness(loaded, env.rmap, block, lab.images, lab.labels, zooms, sets,
                                                         device=env.device, batch_size=opts.batch_size,
-                                                        counters=counters, stop=stop, engine=env.engine)
+                                                        counters=counters, stop=stop)
+        chance = at_chance(intact_b[0], lab.labels) if intact is None else ""  # zooms[0] is 1
+        if chance:  # at chance (NC-rand and the like), lesion damage means nothing
+            return skip("not_applicable", chance)
         ran = len(corr) - first
         env.say(f"[resstream] C10 lesions of {block.name}: done in {time.perf_counter() - start:.0f} s "
                 f"({mode} forwards; {ran} of {len(plan.random_sets)} random sets"
                 f"{', stopped early: the outcome was clear' if ran < len(plan.random_sets) else ''})")
-        counters[f"mode:{block.name}"] = 0 if mode == "full" else 1
+        counters[f"mode:{block.name}"] = 1 if mode == "tail" else 0
         intact = intact_b if intact is None else intact
         has_anti = bool(len(plan.anti))
         out.append(BlockLesion(plan.block, plan.index, plan.channels, plan.selected, plan.anti, plan.random_sets,
