@@ -5,7 +5,8 @@ Times, in one run on this machine: (a) one plain torch forward pass of the model
 main job's probe images (median of ``--repeats``), (b) the main job itself, as the README runs
 it (``pytest --pyargs resstream_assert.suite --resstream-survey``, fresh cache, a subprocess),
 then (a) again; prints the ratio main job / plain forward. The machine is shared and noisy: the
-plain pass is timed before and after, and the ratio uses their median.
+plain pass is timed before and after, and the ratio uses their median. ``--cpu`` measures CPU
+seconds at one thread instead of wall seconds (both sides), which load from other jobs barely moves.
 
     PYTHONPATH=. python benchmarks/bench_main_job.py            # the default model, 512 images
     PYTHONPATH=. python benchmarks/bench_main_job.py --images 256 --extra=--resstream-claims=C1,C3
@@ -26,8 +27,8 @@ import tempfile
 import time
 
 
-def plain_forward(spec: str, images: int, batch: int, repeats: int) -> float:
-    """Median seconds of one plain forward pass over the probe (torch, eval, inference mode)."""
+def plain_forward(spec: str, images: int, batch: int, repeats: int, cpu: bool = False) -> float:
+    """Median seconds (CPU seconds with ``cpu``) of one plain forward pass over the probe (torch, eval)."""
     import torch
 
     from resstream_assert.capture.torch_fx import normalizer
@@ -37,24 +38,31 @@ def plain_forward(spec: str, images: int, batch: int, repeats: int) -> float:
     loaded = load_model(spec)
     probe = load_probe(None, images, loaded.input_size)
     norm = normalizer(loaded.mean, loaded.std, torch.device("cpu"))
+    clock = time.process_time if cpu else time.perf_counter
     times = []
     with torch.inference_mode():
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = clock()
             for batch_images in probe.batches(batch):
                 loaded.module(norm(batch_images))
-            times.append(time.perf_counter() - start)
+            times.append(clock() - start)
     return statistics.median(times)
 
 
-def main_job(images: int, extra: list[str]) -> tuple[float, str]:
-    """Seconds of the README's main job (fresh cache) and its output."""
+def main_job(images: int, extra: list[str], cpu: bool = False) -> tuple[float, str]:
+    """Seconds (CPU seconds at one thread with ``cpu``) of the README's main job (fresh cache), and its output."""
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    if cpu:
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", RESSTREAM_ORT_THREADS="1")
     with tempfile.TemporaryDirectory() as cache:
         cmd = [sys.executable, "-m", "pytest", "--pyargs", "resstream_assert.suite", "--resstream-survey",
                "-p", "no:cacheprovider", "--resstream-cache-dir", cache, "--resstream-images", str(images), *extra]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
-        took = time.perf_counter() - start
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        took = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) if cpu \
+            else time.perf_counter() - start
     if out.returncode != 0:
         raise SystemExit(f"main job failed (exit {out.returncode}):\n{out.stdout[-3000:]}\n{out.stderr[-2000:]}")
     return took, out.stdout
@@ -92,19 +100,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory", metavar="ARCH", help="measure peak RSS of a capture instead (e.g. resnet50)")
     ap.add_argument("--memory-images", type=int, default=10_000)
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--cpu", action="store_true", help="CPU seconds at one thread instead of wall seconds")
     args = ap.parse_args(argv)
     if args.memory:
         memory(args.memory, args.memory_images, args.size, args.batch)
         return 0
-    first = plain_forward(args.model, args.images, args.batch, args.repeats)
-    took, out = main_job(args.images, args.extra)
-    second = plain_forward(args.model, args.images, args.batch, args.repeats)
+    if args.cpu:
+        import torch
+
+        torch.set_num_threads(1)
+    first = plain_forward(args.model, args.images, args.batch, args.repeats, args.cpu)
+    took, out = main_job(args.images, args.extra, args.cpu)
+    second = plain_forward(args.model, args.images, args.batch, args.repeats, args.cpu)
     plain = statistics.median([first, second])
     for line in out.splitlines():
         if line.startswith("[resstream]") or " passed" in line:
             print("  " + line)
-    print(f"plain forward of {args.images} images: {first:.2f} s before, {second:.2f} s after; main job {took:.1f} s "
-          f"=> {took / plain:.1f} plain-forward equivalents")
+    unit = "CPU s at 1 thread" if args.cpu else "s"
+    print(f"plain forward of {args.images} images: {first:.2f} {unit} before, {second:.2f} after; main job "
+          f"{took:.1f} {unit} => {took / plain:.1f} plain-forward equivalents")
     return 0
 
 

@@ -353,3 +353,15 @@ def test_sequential_c10_on_synthetic_lesions_keeps_verdicts_and_calibration():
     intact, sel, rand, anti = _synthetic(0, planted=True)
     t, _, _ = lesion_test(ZOOMS, intact, sel, rand, anti, rng=0, n_boot=0, n_max=100, sequential=10)
     assert t.p_value == pytest.approx(1 / 101)  # planted: every set ran, as in the fixed test
+
+
+def test_bf16_tails_agree_with_fp32_and_leave_the_model_in_fp32(net, probe):
+    loaded, rmap = net
+    block = rmap["layer2.2"]
+    sets = [np.array([0, 3, 7]), np.array([2, 4, 9, 11])]
+    a = LR.lesion_correctness(loaded, rmap, block, probe.images, probe.labels, (1.0, 1.5), sets)
+    b = LR.lesion_correctness(loaded, rmap, block, probe.images, probe.labels, (1.0, 1.5), sets, precision="bf16")
+    assert np.mean(a[0] == b[0]) >= 0.95 and np.array_equal(a[2], b[2])  # values come from the fp32 head
+    assert all(p.dtype == torch.float32 for p in loaded.module.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        L.LesionOptions(precision="fp8").check()

@@ -53,6 +53,7 @@ class LesionOptions:
     min_images: int = 50
     max_images: int = 512  # lesion runs cost N_random x images: beyond this, the first labeled images are used
     sequential: int = 10  # stop a block's random sets at this many exceedances (Besag-Clifford); 0: run all N
+    precision: str = "fp32"  # "bf16": tails in bfloat16, ~2x faster on CPUs with bf16 units, not bit-identical
 
     @classmethod
     def from_mapping(cls, mapping: Mapping | None, **defaults) -> "LesionOptions":
@@ -90,6 +91,8 @@ class LesionOptions:
         zooms = tuple(self.zooms)
         if not zooms or any(not isinstance(z, (int, float)) or not 1.0 <= float(z) <= 4.0 for z in zooms):
             raise ValueError(f"zooms={zooms}: must be zoom factors in [1, 4], e.g. zooms=1,1.25,1.5,2")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision={self.precision}: must be fp32 or bf16")
         if self.blocks is not None and (not self.blocks or not all(isinstance(b, str) and b for b in self.blocks)):
             raise ValueError(f"blocks={self.blocks}: must be block names, e.g. blocks=layer2.1,layer3.1")
         return self
@@ -290,7 +293,7 @@ def run_lesions(env: InterventionEnv, request: LesionRequest) -> LesionData:
         stop = _Stop(request.stop, zooms, lab.labels, first, check_chance=intact is None)
         corr, intact_b, vals, mode = lesion_correctness(loaded, env.rmap, block, lab.images, lab.labels, zooms, sets,
                                                         device=env.device, batch_size=opts.batch_size,
-                                                        counters=counters, stop=stop)
+                                                        counters=counters, stop=stop, precision=opts.precision)
         chance = at_chance(intact_b[0], lab.labels) if intact is None else ""  # zooms[0] is 1
         if chance:  # at chance (NC-rand and the like), lesion damage means nothing
             return skip("not_applicable", chance)
