@@ -47,6 +47,7 @@ class RunConfig:
     survey: bool = False  # report verdicts without failing tests (the suite xfails failing claims)
     claim_options: dict = field(default_factory=dict)
     claims: tuple[str, ...] | None = None  # the claims this run evaluates; None = every registered claim
+    stability: int = 0  # re-evaluations on probe half-samples and other seeds (0 = off; claims/stability.py)
 
     def with_(self, **changes) -> "RunConfig":
         """A copy with some fields changed."""
@@ -144,6 +145,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))", _resamples),
     Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=200, "
            "blocks=layer3.1,layer2.1, zooms=1,1.5,2, max_images=1024, min_selected=3"),
+    Option("stability", "int", 0, "re-evaluate each claim that reads responses only (C1-C9) on N random halves of "
+           "the probe images with other seeds, and report how often its verdict flips (unstable above 10 percent; "
+           "0 = off)", _non_negative),
     Option("survey", "bool", False, "survey a model instead of gating it: a claim that fails is reported as xfailed, "
            "not as a failure (baseline drifts still fail)"),
     # Reports and the baseline gate (logic in resstream_assert/report/).
@@ -240,4 +244,4 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         batch_size=int(get("batch-size")), device=str(get("device")), seed=int(get("seed")),
         input_size=get("input-size"), cache_dir=cache_dir, trust_pickle=bool(get("trust-pickle")),
         backends=tuple(get("backend") or ()), providers=providers, survey=bool(get("survey")),
-        claim_options=claim_options, claims=claims)
+        claim_options=claim_options, claims=claims, stability=int(get("stability")))

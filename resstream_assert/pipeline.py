@@ -180,7 +180,24 @@ class Pipeline:
             claim = REGISTRY[cid]
             data = self._intervention(spec, backend, claim.prepare(ctx)) if claim.prepare is not None else None
             results[cid] = claim.evaluate(ctx.for_claim(claim, data))
+        if cfg.stability:
+            results = self._with_stability(ctx, results, options, len(probe))
         return results
+
+    def _with_stability(self, ctx, results: dict, options, n_images: int) -> dict:
+        """``results`` with each response-only claim's verdict stability (``--resstream-stability N``)."""
+        from resstream_assert.claims.stability import SUBSAMPLE_FRACTION, response_claims, verdict_stability
+
+        runs = self.config.stability
+        ids = response_claims(results)
+        if not ids:
+            return results
+        if self.log is not None:
+            self.log(f"resstream: verdict stability of {', '.join(ids)} on {ctx.model}: {runs} re-evaluations on "
+                     f"{round(SUBSAMPLE_FRACTION * n_images)} of {n_images} probe images, other seeds")
+        table = verdict_stability(ctx.rmap, ctx.responses, {cid: results[cid] for cid in ids}, runs=runs,
+                                  options=options, seed=self.config.seed)
+        return {cid: r.with_(stability=table[cid]) if cid in table else r for cid, r in results.items()}
 
     def _intervention(self, spec: str, backend: str, request) -> Any:
         from resstream_assert.interventions import InterventionEnv

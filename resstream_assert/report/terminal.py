@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fp
-from resstream_assert.report._common import SHORT_VERDICT, gate_label, matrix, model_label, show_matrix, titles
+from resstream_assert.report._common import (SHORT_VERDICT, gate_label, matrix, model_label, show_matrix,
+                                             stability_requested, stability_text, titles)
 
-__all__ = ["VERDICT_MARKUP", "claims_table", "matrix_table", "plain", "write_summary"]
+__all__ = ["VERDICT_MARKUP", "claims_table", "matrix_table", "stability_lines", "plain", "write_summary"]
 
 Segment = tuple[str, dict[str, bool]]
 Line = list[Segment]
@@ -49,7 +50,9 @@ def claims_table(report: Mapping[str, Any], reason_width: int = 60, width: int |
     """
     rows, verdicts = [], []
     for r in report.get("results", []):
-        note = "; ".join(x for x in (gate_label(r), str(r.get("reason", ""))) if x)
+        unstable = stability_text(r, short=True) if (r.get("stability") or {}).get("unstable") else ""
+        note = "; ".join(x for x in (unstable.replace("unstable", "UNSTABLE", 1), gate_label(r),
+                                     str(r.get("reason", ""))) if x)
         v = str(r.get("verdict", ""))
         rows.append([model_label(str(r.get("model", "")), str(r.get("backend", ""))), str(r.get("claim", "")), v,
                      feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high")), fp(r.get("p_adjusted")),
@@ -87,6 +90,28 @@ def matrix_table(report: Mapping[str, Any], width: int = 120) -> list[Line]:
     return out + [[(text, {})] for text in legend]
 
 
+def stability_lines(report: Mapping[str, Any]) -> list[Line]:
+    """One line per result: how often its verdict flipped over probe half-samples and seeds (unstable ones red).
+
+    Example:
+        >>> rep = {"results": [{"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds",
+        ...     "stability": {"runs": 20, "flips": 1, "rate": 0.05, "ci_low": 0.001, "ci_high": 0.249,
+        ...                   "n_images": 256, "of_images": 512, "unstable": 0.0}}]}
+        >>> plain(stability_lines(rep)[0])[:70]
+        'm[torch]  C1  holds  stable at n=512: flips in 1/20 re-evaluations (5%'
+    """
+    results = report.get("results", [])
+    cells = [(model_label(str(r.get("model", "")), str(r.get("backend", ""))), str(r.get("claim", "")),
+              str(r.get("verdict", ""))) for r in results]
+    widths = [max((len(c[i]) for c in cells), default=0) for i in range(3)]
+    out: list[Line] = []
+    for cell, r in zip(cells, results):
+        text = stability_text(r) or "not re-evaluated (the claim runs the model again)"
+        markup = {"red": True, "bold": True} if (r.get("stability") or {}).get("unstable") else {}
+        out.append([("".join(c.ljust(w) + "  " for c, w in zip(cell, widths)), {}), (text, markup)])
+    return out
+
+
 def plain(line: Line) -> str:
     """A line without markup (for tests and logs)."""
     return "".join(text for text, _ in line).rstrip()
@@ -121,6 +146,9 @@ def write_summary(tr: Any, report: Mapping[str, Any], diff: Any = None, written:
         if show_matrix(report):
             tr.write_sep("-", "cross-architecture matrix (claim C6: universality)")
             _write(tr, matrix_table(report, width=width))
+        if stability_requested(report):
+            tr.write_sep("-", "verdict stability (re-evaluated on probe half-samples with other seeds)")
+            _write(tr, stability_lines(report))
         for dup in report.get("duplicates", []):
             tr.write_line(f"note: {dup['claim']} on {model_label(dup['model'], dup['backend'])} was recorded by "
                           f"{len(dup['nodeids'])} tests; the report keeps {dup['nodeids'][0]}", yellow=True)
