@@ -18,6 +18,7 @@ from resstream_assert.claims.stability import (STABILITY_THRESHOLD, evaluate_res
                                                verdict_stability)
 from resstream_assert.config import ConfigError, build_run_config
 from resstream_assert.report._common import stability_text
+from resstream_assert.report.html import render_html
 from resstream_assert.report.markdown import render_markdown
 from resstream_assert.results import ClaimResult, Verdict
 
@@ -92,8 +93,15 @@ def test_stability_round_trips_and_shows_in_markdown():
     r = full["C3"].with_(stability=s)
     back = ClaimResult.from_dict(json.loads(json.dumps(r.to_dict())))
     assert back.to_dict() == r.to_dict() and back.stability["runs"] == 2
-    md = render_markdown({"seed": 0, "config": {"stability": 2}, "results": [r.to_dict()]})
+    report = {"seed": 0, "config": {"stability": 2}, "results": [r.to_dict()]}
+    md = render_markdown(report)
     assert "| verdict stability |" in md and f"at n=128 (flips {s['rate']:.0%})" in md
+    page = render_html(report, figures=False)
+    assert "<th>verdict stability</th>" in page and "Verdict stability: " in page
+    unstable = r.with_(stability={**s, "flips": 2, "rate": 1.0, "unstable": 1.0}).to_dict()
+    assert '<span class="s-FAIL">unstable at n=128 (flips 100%)</span>' in render_html(
+        {**report, "results": [unstable]}, figures=False)
+    assert "⚠️ **unstable at n=128 (flips 100%)**" in render_markdown({**report, "results": [unstable]})
 
 
 def test_stability_option_is_checked_at_start_up():

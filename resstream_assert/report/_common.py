@@ -94,8 +94,9 @@ def stability_text(result: Mapping[str, Any], short: bool = False) -> str:
     Example:
         >>> r = {"stability": {"runs": 20, "flips": 7, "rate": 0.35, "ci_low": 0.154, "ci_high": 0.592,
         ...                    "n_images": 256, "of_images": 512, "unstable": 1.0}}
-        >>> stability_text(r)
-        'unstable at n=512: flips in 7/20 re-evaluations (35%, 95% CI 15-59%) on 256-image halves, other seeds'
+        >>> text = stability_text(r)
+        >>> text[:68], text.endswith("more probe images (--resstream-images) may settle it")
+        ('unstable at n=512: flips in 7/20 re-evaluations (35%, 95% CI 15-59%)', True)
         >>> stability_text(r, short=True)
         'unstable at n=512 (flips 35%)'
     """
@@ -110,8 +111,9 @@ def stability_text(result: Mapping[str, Any], short: bool = False) -> str:
     if short:
         return f"{word} at n={n} (flips {rate:.0%})"
     lo, hi = float(s.get("ci_low") or 0.0), float(s.get("ci_high") or 0.0)
+    advice = "; more probe images (--resstream-images) may settle it" if s.get("unstable") else ""
     return (f"{word} at n={n}: flips in {int(s['flips'])}/{int(s['runs'])} re-evaluations ({rate:.0%}, 95% CI "
-            f"{lo * 100:.0f}-{hi * 100:.0f}%) on {int(s.get('n_images') or 0)}-image halves, other seeds")
+            f"{lo * 100:.0f}-{hi * 100:.0f}%) on {int(s.get('n_images') or 0)}-image halves, other seeds{advice}")
 
 
 def stability_requested(report: Mapping[str, Any]) -> bool:
