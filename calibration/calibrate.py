@@ -42,6 +42,11 @@ from resstream_assert.measures import MeasureOptions, measure_all
 ALPHA = 0.05
 GATED = tuple(c for c in ("C1", "C3", "C5", "C6", "C8", "C9") if REGISTRY[c].gate)
 RESULTS = Path(__file__).parent / "results"
+#: Claims for which a negative control is a null by construction: nc-perm breaks the pairing of each
+#: branch channel with its shortcut channel, which C5 and C8 (channel-mismatch null) and C9 (compensation
+#: within a channel) need; it keeps a spectrum (C1), gains that set the branch's size (C3) and any
+#: channel-unspecific zoom preference (C6). nc-rand is no null by construction for any of them.
+CONTROL_NULLS = {"nc-perm": ("C5", "C8", "C9"), "nc-rand": ()}
 SYNTHETIC_NULLS = {
     "exchangeable": (Effects(), ("C3", "C5", "C6", "C8", "C9")),
     "noise": (Effects(regress=False), ("C5", "C6", "C8", "C9")),
@@ -70,8 +75,11 @@ def markdown(rows: list[dict], note: str = "") -> str:
     for r in rows:
         blocks = (f"{r['block_rejections']}/{r['blocks_tested']} = {r['block_rate']:.3f} "
                   f"[{r['block_ci_low']:.3f}, {r['block_ci_high']:.3f}]" if r.get("blocks_tested") else "")
+        verdict = "yes" if r["calibrated"] else "**NO**"
+        if r.get("is_null") is False:
+            verdict = "not a null for this claim"
         out.append(f"| {r['claim']} | {r['null']} | {r['false_positives']}/{r['instances']} | {r['rate']:.3f} | "
-                   f"{r['ci_low']:.3f}-{r['ci_high']:.3f} | {'yes' if r['calibrated'] else '**NO**'} | {blocks} |")
+                   f"{r['ci_low']:.3f}-{r['ci_high']:.3f} | {verdict} | {blocks} |")
     return "\n".join(out) + (f"\n\n{note}" if note else "")
 
 
@@ -230,6 +238,7 @@ def run_controls(model: str, seeds: int, images: int, cache_dir: str | None) -> 
     for (c, control), outs in sorted(counts.items(), key=lambda kv: (int(kv[0][0][1:]), kv[0][1])):
         row = _tally(c, f"{model}+{control}, {images} img", outs)
         row.update({v: [o[0] for o in outs].count(v) for v in ("holds", "fails", "inconclusive", "not_applicable")})
+        row["is_null"] = c in CONTROL_NULLS[control]
         rows.append(row)
     return rows
 
