@@ -17,14 +17,16 @@ __all__ = ["analyze"]
 
 
 def analyze(model: str = "zoo:resnet18-synth96", *, claims: Iterable[str] | None = None,
-            config: RunConfig | None = None, options=None, backend: str = "torch") -> list[ClaimResult]:
+            config: RunConfig | None = None, options=None, backend: str = "torch",
+            stimuli: str = "exemplars") -> list[ClaimResult]:
     """Run the claims on a model spec and return the results, without pytest.
 
-    ``options`` is a :class:`~resstream_assert.claims.ClaimOptions` (default: the config's).
+    ``options`` is a :class:`~resstream_assert.claims.ClaimOptions` (default: the config's);
+    ``stimuli="featviz"`` runs the claims on feature visualizations (settings from ``config``).
 
     Example:
         >>> results = analyze("zoo:resnet18-synth96", claims=["C1", "C3"])  # doctest: +SKIP
         >>> [(r.claim, r.verdict.value) for r in results]  # doctest: +SKIP
     """
     config = (config or RunConfig()).with_(models=(model,))
-    return list(Pipeline(config).evaluate(model, backend, claims, options).values())
+    return list(Pipeline(config).evaluate(model, backend, claims, options, stimuli=stimuli).values())

@@ -78,6 +78,74 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from resstream_assert.report.baseline import compare, parse_rules
+    from resstream_assert.report.collect import read_report, write_report
+    from resstream_assert.report.merge import merge_reports
+    from resstream_assert.report.terminal import claims_table, matrix_table, plain
+
+    try:
+        reports = [read_report(p) for p in args.reports]
+        merged = merge_reports(reports, [Path(p).name for p in args.reports])
+        rules = parse_rules(args.compare_fail or ["verdict"])
+        baseline = read_report(args.baseline) if args.baseline else None
+    except (OSError, ValueError) as exc:
+        print(f"resstream: error: {exc}", file=sys.stderr)
+        return 2
+    diff = compare(baseline, merged, rules, baseline_path=args.baseline) if baseline is not None else None
+    if diff is not None:
+        merged["baseline"] = diff.to_dict()
+    for line in claims_table(merged) + ([[("", {})]] + matrix_table(merged) if len(merged["models"]) > 1 else []):
+        print(plain(line))
+    if args.json:
+        write_report(merged, args.json)
+    if args.md:
+        from resstream_assert.report.markdown import render_markdown
+
+        Path(args.md).write_text(render_markdown(merged), encoding="utf-8")
+    if args.html:
+        from resstream_assert.report.html import render_html
+
+        Path(args.html).write_text(render_html(merged), encoding="utf-8")
+    print(f"merged {len(args.reports)} reports: {len(merged['results'])} results of {len(merged['models'])} models")
+    if diff is not None:
+        print(diff.table())
+        if diff.failed:
+            print(f"resstream: the merged results drifted from the baseline {args.baseline}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _featviz(args: argparse.Namespace) -> int:
+    from resstream_assert.cache_dir import default_cache_dir
+    from resstream_assert.config import RunConfig
+    from resstream_assert.featviz_report import block_grid
+    from resstream_assert.interventions.featviz_stimuli import featviz_stimuli, sample_channels
+    from resstream_assert.pipeline import Pipeline
+
+    fv = {"steps": args.steps, "lr": args.lr, "seeds": args.seeds, "regime": args.regime, "jitter": args.jitter,
+          "size": args.size, "device": args.device}
+    cfg = RunConfig(models=(args.spec,), images=args.images, input_size=args.input_size, seed=args.seed,
+                    device=args.device, trust_pickle=args.trust_pickle, stimuli="featviz", channels=args.channels,
+                    featviz=fv, cache_dir=None if args.no_cache else str(default_cache_dir()))
+    pipe = Pipeline(cfg, log=lambda line: print(line, file=sys.stderr))
+    loaded, rmap = pipe.model(args.spec), pipe.map(args.spec)
+    block = rmap[args.block]
+    chans = sample_channels(rmap, args.channels, args.seed, skip_first=False)[block.index]
+    fz = featviz_stimuli(loaded, rmap, loaded, rmap, pipe.responses(args.spec, ("id",))["id"],
+                         channels={block.index: chans}, seeds=args.seeds, settings=pipe.featviz_settings(),
+                         batch_size=cfg.batch_size, device=cfg.device, cache_dir=cfg.cache_dir, log=pipe.log)
+    with open(args.out, "wb") as fh:
+        fh.write(block_grid(fz, block.index, max_channels=None))
+    s = fz.summary(block.index)
+    print(f"wrote {args.out}: {block.name}, {len(chans)} channels x I/B/O, {args.steps} steps; success (response > "
+          f"99th percentile of {len(pipe.probe(loaded.input_size))} probe images): "
+          + ", ".join(f"{k} {int(s['ok_' + k])}/{int(s['n_' + k])}" for k in ("I", "B", "O")))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs).
 
@@ -111,6 +179,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="further pytest arguments, after '--'")
     r.set_defaults(func=_run)
 
+    f = sub.add_parser("featviz", help="feature visualizations of one block: a grid PNG, channels x I/B/O")
+    f.add_argument("spec", help="model spec (a torch model), e.g. zoo:resnet18-synth96")
+    f.add_argument("--block", required=True, help="block name or index, e.g. layer2.1 (see `resstream sites`)")
+    f.add_argument("--out", required=True, help="output PNG path")
+    f.add_argument("--channels", type=int, default=8, help="channels to visualise, sampled with --seed (default 8)")
+    f.add_argument("--steps", type=int, default=256, help="Adam steps (default 256; the papers: 2560)")
+    f.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    f.add_argument("--seeds", type=int, default=1, help="images per channel and site (the grid shows seed 0)")
+    f.add_argument("--regime", default="block", choices=("block", "per-layer"), help="transform regime (W5)")
+    f.add_argument("--jitter", type=int, default=None, help="jitter in px (default: the papers' for the depth)")
+    f.add_argument("--size", type=int, default=None, help="image side in px (default: the model's input size)")
+    f.add_argument("--images", type=int, default=512, help="probe images for the success check (default 512)")
+    f.add_argument("--input-size", type=int, default=None, help="model input size in px (default: the model's)")
+    f.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    f.add_argument("--seed", type=int, default=0, help="seed for the channel sample and the images")
+    f.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk caches")
+    f.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
+    f.set_defaults(func=_featviz)
+
     e = sub.add_parser("export", help="export a torch model spec to ONNX (with its normalization in the metadata)")
     e.add_argument("spec", help="model spec, e.g. zoo:resnet18-synth96 or torchvision:resnet50@weights.pth")
     e.add_argument("out", help="output .onnx path")
@@ -121,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     e.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
     e.set_defaults(func=_export)
+
+    rep = sub.add_parser("report", help="work with JSON reports (merge the reports of sharded CI jobs)")
+    rsub = rep.add_subparsers(dest="report_command", required=True, metavar="ACTION")
+    m = rsub.add_parser("merge", help="merge the JSON reports of a run's shards into one report and matrix")
+    m.add_argument("reports", nargs="+", help="JSON reports written by --resstream-report-json (one per shard)")
+    m.add_argument("--json", help="write the merged JSON report here")
+    m.add_argument("--md", help="write the merged Markdown report here")
+    m.add_argument("--html", help="write the merged HTML report (with figures) here")
+    m.add_argument("--baseline", help="compare the merged results with this baseline; exit status 1 on a drift")
+    m.add_argument("--compare-fail", action="append", metavar="EXPR",
+                   help="tolerance for --baseline (repeatable), as --resstream-compare-fail; default: verdict")
+    m.set_defaults(func=_merge)
     return p
 
 

@@ -17,6 +17,11 @@ from typing import Any, Callable, Mapping
 from resstream_assert.errors import ResstreamError
 
 DEFAULT_MODEL = "zoo:resnet18-synth96"
+STIMULI = ("exemplars", "featviz", "both")
+#: featviz option name -> FeatvizSettings field (see resstream_assert/interventions/featviz.py).
+FEATVIZ_OPTIONS = {"featviz-steps": "steps", "featviz-lr": "lr", "featviz-seeds": "seeds",
+                   "featviz-regime": "regime", "featviz-jitter": "jitter", "featviz-size": "size",
+                   "featviz-device": "device", "featviz-amp": "amp", "featviz-batch-size": "batch_size"}
 
 
 class ConfigError(ResstreamError, ValueError):
@@ -42,12 +47,27 @@ class RunConfig:
     cache_dir: str | None = None
     trust_pickle: bool = False
     backends: tuple[str, ...] = ()
+    engine: str = "auto"  # what runs a torch model's forwards: auto (onnxruntime on CPU), torch, onnxruntime
     providers: tuple[str, ...] = ()
     progress: bool = True
     survey: bool = False  # report verdicts without failing tests (the suite xfails failing claims)
     claim_options: dict = field(default_factory=dict)
     claims: tuple[str, ...] | None = None  # the claims this run evaluates; None = every registered claim
+    shard: tuple[int, int] | None = None  # (i, n): this run tests models i, i+n, i+2n, ... (1-based) of `models`
+    stimuli: str = "exemplars"  # exemplars | featviz | both
+    channels: int | None = None  # featviz: channels sampled per block (None = all)
+    featviz: dict = field(default_factory=dict)  # featviz settings: steps, lr, seeds, regime, jitter, size, ...
     stability: int = 0  # re-evaluations on probe half-samples and other seeds (0 = off; claims/stability.py)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The stimulus sources this run evaluates claims on, in report order.
+
+        Example:
+            >>> RunConfig(stimuli="both").sources
+            ('exemplars', 'featviz')
+        """
+        return ("exemplars", "featviz") if self.stimuli == "both" else (self.stimuli,)
 
     def with_(self, **changes) -> "RunConfig":
         """A copy with some fields changed."""
@@ -56,8 +76,13 @@ class RunConfig:
     def to_dict(self) -> dict:
         """JSON-ready form (stored in reports). The cache directory is left out: it is a local
         path, says nothing about the results, and would make committed baselines machine-specific.
-        ``claims`` appears only when the run selected some (the results list what ran anyway)."""
-        skip = {"cache_dir"} | ({"claims"} if self.claims is None else set())
+        ``claims``, ``shard`` and ``stability`` appear only when set, the feature-visualization settings only
+        when used."""
+        skip = {"cache_dir"} | {k for k in ("claims", "shard") if getattr(self, k) is None}
+        if not self.stability:
+            skip.add("stability")
+        if self.stimuli == "exemplars":
+            skip |= {"stimuli", "channels", "featviz"}
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k not in skip}
 
 
@@ -91,6 +116,32 @@ def _device(v: Any) -> str:
     return "" if v is None or re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(v)) else "must be cpu, cuda, cuda:N or mps"
 
 
+def _shard(v: Any) -> str:
+    if v is None:
+        return ""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(v))
+    if not m or not 1 <= int(m[1]) <= int(m[2]):
+        return "must be I/N with 1 <= I <= N, e.g. 2/4 (this job runs the 2nd of 4 shards of the model list)"
+    return ""
+
+
+def _engine(v: Any) -> str:
+    return "" if v in (None, "auto", "torch", "onnxruntime") else "must be auto, torch or onnxruntime"
+
+
+def _stimuli(v: Any) -> str:
+    return "" if v is None or v in STIMULI else f"must be one of {', '.join(STIMULI)}"
+
+
+def _regime(v: Any) -> str:
+    return "" if v is None or v in ("block", "per-layer") else "must be block (one jitter per block) or per-layer " \
+        "(the papers' table, W5)"
+
+
+def _positive_float(v: Any) -> str:
+    return "" if v is None or (math.isfinite(v) and v > 0) else "must be a finite number > 0"
+
+
 def _backends(v: Any) -> str:
     bad = [b for b in (v or ()) if b not in ("torch", "onnx")]
     return f"unknown backend(s) {bad}: use torch or onnx" if bad else ""
@@ -120,6 +171,9 @@ OPTIONS: tuple[Option, ...] = (
            f"+nc-rand for a negative control. Default: {DEFAULT_MODEL}"),
     Option("backend", "list", None, "capture backend(s): torch, onnx (repeatable; onnx runs a torch model through its "
            "own ONNX export). Default: torch, or onnx for .onnx files", _backends),
+    Option("engine", "str", "auto", "what runs a torch model's forward passes (captures, lesions): onnxruntime runs "
+           "the model's own ONNX export, about 2.7x faster on CPU; auto = onnxruntime on CPU when the export "
+           "reproduces the torch graph's blocks, else torch", _engine),
     Option("providers", "str", "", "onnxruntime execution providers, comma-separated (default: CUDA first when "
            "available)"),
     Option("probe", "str", None, "folder of probe images (ImageFolder-like or flat). Default: the embedded probe set"),
@@ -134,6 +188,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-cache", "bool", False, "do not read or write the response cache"),
     Option("trust-pickle", "bool", False, "allow loading checkpoints that pickle whole models (runs code from the "
            "file)"),
+    Option("shard", "str", None, "run only shard I/N of the model list (models dealt round-robin in the order "
+           "given, so every shard is fixed by the list); merge the JSON reports with 'resstream report merge'", _shard),
     Option("list-sites", "bool", False, "print the residual blocks and canonical sites of each model, then exit"),
     # Claim thresholds (see resstream_assert/claims/base.py for how verdicts are decided).
     Option("claims", "str", None, "comma-separated claim ids the suite runs, e.g. C1,C3 (default: all)"),
@@ -148,6 +204,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("stability", "int", 0, "re-evaluate each claim that reads responses only (C1-C9) on N random halves of "
            "the probe images with other seeds, and report how often its verdict flips (unstable above 10 percent; "
            "0 = off)", _non_negative),
+    # Stimulus source (DESIGN.md decision 4): dataset exemplars or feature visualizations.
+    Option("stimuli", "str", "exemplars", "stimuli of the measures: exemplars (top-9 probe images per channel), "
+           "featviz (feature visualizations, the papers' method) or both (claims on each, plus the agreement report)",
+           _stimuli),
+    Option("channels", "int", None, "featviz: visualise N channels per block, sampled with --resstream-seed "
+           "(default: all; claims report how many)", _positive),
+    Option("featviz-steps", "int", 256, "featviz: Adam steps per image (the papers: 2560)", _non_negative),
+    Option("featviz-lr", "float", 0.05, "featviz: Adam learning rate (the papers: 0.05)", _positive_float),
+    Option("featviz-seeds", "int", 1, "featviz: images per channel and site, K (W3; failed seeds are dropped)",
+           _positive),
+    Option("featviz-regime", "str", "block", "featviz transforms: block (one jitter for I, B and O of a block) or "
+           "per-layer (the papers' per-module jitter table, W5)", _regime),
+    Option("featviz-jitter", "int", None, "featviz: jitter in px for the block regime (default: the papers' value "
+           "for the block's depth: 0, 4 or 16)", _non_negative),
+    Option("featviz-size", "int", None, "featviz: image side in px (default: the model's input size)", _positive),
+    Option("featviz-device", "str", None, "featviz: device to optimise on (default: --resstream-device)", _device),
+    Option("featviz-amp", "bool", False, "featviz: bf16 autocast while optimising (final images are measured in "
+           "fp32)"),
+    Option("featviz-batch-size", "int", 64, "featviz: images per optimisation chunk", _positive),
     Option("survey", "bool", False, "survey a model instead of gating it: a claim that fails is reported as xfailed, "
            "not as a failure (baseline drifts still fail)"),
     # Reports and the baseline gate (logic in resstream_assert/report/).
@@ -243,5 +318,8 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         models=tuple(get("model") or [DEFAULT_MODEL]), probe=get("probe"), images=int(get("images")),
         batch_size=int(get("batch-size")), device=str(get("device")), seed=int(get("seed")),
         input_size=get("input-size"), cache_dir=cache_dir, trust_pickle=bool(get("trust-pickle")),
-        backends=tuple(get("backend") or ()), providers=providers, survey=bool(get("survey")),
-        claim_options=claim_options, claims=claims, stability=int(get("stability")))
+        backends=tuple(get("backend") or ()), engine=str(get("engine")), providers=providers,
+        survey=bool(get("survey")), claim_options=claim_options, claims=claims,
+        shard=tuple(int(x) for x in str(get("shard")).split("/")) if get("shard") else None,
+        stimuli=str(get("stimuli")), channels=get("channels"),
+        featviz={field_: get(name) for name, field_ in FEATVIZ_OPTIONS.items()}, stability=int(get("stability")))

@@ -1,10 +1,14 @@
 """Per-channel quantities of the residual stream, computed from captured responses (numpy only).
 
-Stimuli are dataset exemplars: for channel ``c`` of a site, ``X_site(c)`` is the set of the
-``k`` probe images with the highest center-unit response (the papers' top-9 variant). A
-site's response to a stimulus set is the mean center-unit response over its images. All
-quantities come from the responses to a few stimulus variants of the whole probe set
-(``id``, ``S``, ``Sinv``, ``flip``, ``zoom{z}``), so the model never runs here.
+Stimuli are data: for channel ``c`` of a site, ``X_site(c)`` is a set of rows of a response
+table. By default they are dataset exemplars, the ``k`` probe images with the highest
+center-unit response (the papers' top-9 variant). A :class:`BlockStimuli` gives them
+instead (e.g. feature visualizations, one image per seed): rows of its own responses, ``-1``
+where a channel has no stimulus (undefined, never coded). A site's response to a stimulus
+set is the mean center-unit response over its images. All quantities come from the
+responses to a few stimulus variants (``id``, ``S``, ``Sinv``, ``flip``, ``zoom{z}``), so the
+model never runs here. Natural scales (floors, silence) and the stimulus-free quantities
+(tuning rho, contribution share) always come from the probe set's ``id`` responses.
 
 Sites follow spec §1.3: ``I = skip_out`` (the true summand), ``B = branch_out`` and
 ``O = resid_post`` (P1) or ``resid_sum`` (P2, "Post"). Each mix ratio comes twice: the
@@ -85,6 +89,34 @@ class BlockMeasures:
                 ("p1", True): self.m_p1_coded, ("p2", True): self.m_p2_coded}[(convention, coded)]
 
 
+@dataclass(frozen=True)
+class BlockStimuli:
+    """Given stimuli of one block, in place of top-k exemplars.
+
+    ``responses`` maps each stimulus variant to the responses of the stimulus images (rows);
+    ``xi``, ``xb``, ``xo_p1``, ``xo_p2`` are ``(C, K)`` row indices of each channel's stimuli for
+    the input (I), branch (B) and output (O: P1's resid_post, P2's resid_sum) sites; ``-1``
+    marks a missing stimulus (a channel not sampled, an image that failed its success check).
+
+    Example:
+        >>> st = BlockStimuli({"id": fz_resp}, xi, xb, xo, xo, source="featviz")  # doctest: +SKIP
+        >>> int(st.measured.sum())  # doctest: +SKIP
+        16
+    """
+
+    responses: Mapping
+    xi: np.ndarray
+    xb: np.ndarray
+    xo_p1: np.ndarray
+    xo_p2: np.ndarray
+    source: str = "featviz"
+
+    @property
+    def measured(self) -> np.ndarray:
+        """Boolean (C,): channels with at least one stimulus at some site."""
+        return ((self.xi >= 0) | (self.xb >= 0) | (self.xo_p1 >= 0) | (self.xo_p2 >= 0)).any(axis=1)
+
+
 def exemplars(values: np.ndarray, k: int) -> np.ndarray:
     """Indices ``(C, k)`` of the ``k`` images with the highest response per channel (ties: lower index first).
 
@@ -100,11 +132,21 @@ def exemplars(values: np.ndarray, k: int) -> np.ndarray:
 def mean_over(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Per channel ``c``, the mean of ``values[idx[c], c]``: a site's response to channel-specific stimuli.
 
+    ``idx`` entries of ``-1`` are missing stimuli: the mean is over the others, NaN if none.
+
     Example:
         >>> mean_over(np.array([[1., 0.], [3., 2.]]), np.array([[0, 1], [1, 1]])).tolist()
         [2.0, 2.0]
+        >>> mean_over(np.array([[1., 0.], [3., 2.]]), np.array([[0, -1], [-1, -1]])).tolist()
+        [1.0, nan]
     """
-    return values[idx, np.arange(values.shape[1])[:, None]].mean(axis=1)
+    if idx.size == 0 or idx.min() >= 0:
+        return values[idx, np.arange(values.shape[1])[:, None]].mean(axis=1)
+    ok = idx >= 0
+    picked = np.where(ok, values[np.maximum(idx, 0), np.arange(values.shape[1])[:, None]], 0.0)
+    n = ok.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, picked.sum(axis=1) / n, np.nan)
 
 
 def natural_scale(values: np.ndarray) -> np.ndarray:
@@ -155,13 +197,20 @@ def _silent(values: np.ndarray, ref_scale: np.ndarray) -> np.ndarray:
     return np.ptp(values, axis=0) <= 1e-6 * np.maximum(ref_scale, 1e-12)
 
 
-def _mix_ratios(i_site, b_site, o_site, xi, xb, floor):
-    num, den = mean_over(o_site, xi), mean_over(o_site, xb)
+def _mix_ratios(i_site, b_site, o_site, xi, xb, floor, o_stim=None):
+    """M from the output's responses to the stimuli (``o_stim``, default the probe's ``o_site``)."""
+    given = o_stim is not None
+    o_stim = o_site if o_stim is None else o_stim
+    num, den = mean_over(o_stim, xi), mean_over(o_stim, xb)
     scale = natural_scale(o_site)
     coded, principled = coded_ratio(num, den), principled_ratio(num, den, floor * scale)
     # A site with no variation has no preferred stimulus: a silent branch means the output
-    # follows the input alone (pure skip), a silent shortcut means pure overwrite.
+    # follows the input alone (pure skip), a silent shortcut means pure overwrite. Given
+    # stimuli that are missing (failed) stay undefined: never coded.
     silent_b, silent_i = _silent(b_site, scale), _silent(i_site, scale)
+    if given:
+        has = ~np.isnan(num) & ~np.isnan(den)
+        silent_b, silent_i = silent_b & has, silent_i & has
     for arr, code in ((coded, 10.0), (principled, np.inf)):
         arr[silent_b & ~silent_i] = code
         arr[silent_i & ~silent_b] = 0.0
@@ -202,18 +251,24 @@ def _spearman_columns(x: np.ndarray, y: np.ndarray, positive_x: bool) -> np.ndar
     return out
 
 
-def _scale_quantities(block: Block, resp, xi, xb, i_id, b_id, opts: MeasureOptions) -> dict[str, np.ndarray]:
-    """SM_B, SM_I (spec §2.7) and their nulls (C5): reversed direction, flip, channel mismatch."""
+def _scale_quantities(block: Block, resp, xi, xb, i_id, b_id, opts: MeasureOptions,
+                      measured: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """SM_B, SM_I (spec §2.7) and their nulls (C5): reversed direction, flip, channel mismatch.
+
+    ``resp`` holds the stimuli's responses per variant; ``i_id``/``b_id`` are the probe's (floors).
+    ``measured`` (given stimuli) limits the mismatch null's derangement to channels that have stimuli.
+    """
     if not all(v in resp for v in ("S", "Sinv")):
         return {}
     relu = lambda a: np.maximum(a, 0.0)  # noqa: E731
-    i_xb = relu(mean_over(i_id, xb))
+    s_i, s_b = resp["id"].get(block, "skip_out"), resp["id"].get(block, "branch_out")
+    i_xb = relu(mean_over(s_i, xb))
     # SM divides by each site's response to its own exemplars; below the floor it is undefined (W2).
-    norm_b = _inverse_floored(mean_over(b_id, xb), opts.floor * natural_scale(b_id))
-    norm_i = _inverse_floored(mean_over(i_id, xi), opts.floor * natural_scale(i_id))
+    norm_b = _inverse_floored(mean_over(s_b, xb), opts.floor * natural_scale(b_id))
+    norm_i = _inverse_floored(mean_over(s_i, xi), opts.floor * natural_scale(i_id))
 
     def deltas(v_b: str, v_i: str, xi_=xi):
-        d_b = relu(mean_over(resp[v_b].get(block, "branch_out"), xi_)) - relu(mean_over(b_id, xi_))
+        d_b = relu(mean_over(resp[v_b].get(block, "branch_out"), xi_)) - relu(mean_over(s_b, xi_))
         d_i = relu(mean_over(resp[v_i].get(block, "skip_out"), xb)) - i_xb
         return d_b, d_i
 
@@ -225,7 +280,13 @@ def _scale_quantities(block: Block, resp, xi, xb, i_id, b_id, opts: MeasureOptio
     if "flip" in resp:
         d_b, d_i = deltas("flip", "flip")
         out.update(delta_b_flip=d_b, sm_b_flip=d_b * norm_b, sm_i_flip=d_i * norm_i)
-    derange = _derangement(block.channels, np.random.default_rng([opts.seed, block.index]))
+    rng = np.random.default_rng([opts.seed, block.index])
+    if measured is None:
+        derange = _derangement(block.channels, rng)
+    else:  # given stimuli: channel c gets another *measured* channel's stimuli
+        have = np.flatnonzero(measured)
+        derange = np.arange(block.channels)
+        derange[have] = have[_derangement(len(have), rng)]
     d_b, _ = deltas("S", "Sinv", xi_=xi[derange])
     out.update(sm_b_mismatch=d_b * norm_b)
     return out
@@ -286,8 +347,12 @@ def flatness(curves: np.ndarray, eps: float = 1e-6) -> np.ndarray:
         return np.where(top > eps, pos.min(axis=1) / top, np.nan)
 
 
-def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOptions()) -> BlockMeasures:
-    """All per-channel quantities of ``block`` from ``resp`` (variant -> Responses; ``id`` required).
+def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOptions(),
+                   stimuli: BlockStimuli | None = None) -> BlockMeasures:
+    """All per-channel quantities of ``block`` from ``resp`` (the probe set: variant -> Responses; ``id`` required).
+
+    ``stimuli=None`` uses the top-``k`` probe exemplars of each site and channel; a
+    :class:`BlockStimuli` gives the stimuli instead (its own responses, the same variants).
 
     Example:
         >>> bm = block_measures(rmap[3], responses)  # doctest: +SKIP
@@ -296,34 +361,58 @@ def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOp
     r = resp["id"]
     i_id, b_id = r.get(block, "skip_out"), r.get(block, "branch_out")
     post, total = r.get(block, "resid_post"), r.get(block, "resid_sum")
-    xi, xb = exemplars(i_id, opts.k), exemplars(b_id, opts.k)
-    xo_p1, xo_p2 = exemplars(post, opts.k), exemplars(total, opts.k)
-    m1c, m1, o1_xi, o1_xb = _mix_ratios(i_id, b_id, post, xi, xb, opts.floor)
-    m2c, m2, _, _ = _mix_ratios(i_id, b_id, total, xi, xb, opts.floor)
-    on_exemplars = {"O(X_I)": o1_xi, "O(X_B)": o1_xb, "O(X_O)": mean_over(post, xo_p1),
-            "I(X_I)": mean_over(i_id, xi), "I(X_B)": mean_over(i_id, xb), "I(X_O)": mean_over(i_id, xo_p1),
-            "B(X_I)": mean_over(b_id, xi), "B(X_B)": mean_over(b_id, xb), "B(X_O)": mean_over(b_id, xo_p1)}
+    if stimuli is None:
+        stim, measured = resp, None
+        xi, xb = exemplars(i_id, opts.k), exemplars(b_id, opts.k)
+        xo_p1, xo_p2 = exemplars(post, opts.k), exemplars(total, opts.k)
+    else:
+        xi, xb, xo_p1, xo_p2 = (np.asarray(a, np.int64) for a in (stimuli.xi, stimuli.xb, stimuli.xo_p1, stimuli.xo_p2))
+        bad = [a.shape for a in (xi, xb, xo_p1, xo_p2) if a.ndim != 2 or a.shape[0] != block.channels]
+        if bad:
+            raise ValueError(f"block {block.name}: stimulus indices must be (channels={block.channels}, K), got {bad}")
+        stim, measured = stimuli.responses, stimuli.measured
+    s = stim["id"]
+    s_i, s_b, s_post = s.get(block, "skip_out"), s.get(block, "branch_out"), s.get(block, "resid_post")
+    given = stimuli is not None
+    m1c, m1, o1_xi, o1_xb = _mix_ratios(i_id, b_id, post, xi, xb, opts.floor, s_post if given else None)
+    m2c, m2, _, _ = _mix_ratios(i_id, b_id, total, xi, xb, opts.floor, s.get(block, "resid_sum") if given else None)
+    on_exemplars = {"O(X_I)": o1_xi, "O(X_B)": o1_xb, "O(X_O)": mean_over(s_post, xo_p1),
+            "I(X_I)": mean_over(s_i, xi), "I(X_B)": mean_over(s_i, xb), "I(X_O)": mean_over(s_i, xo_p1),
+            "B(X_I)": mean_over(s_b, xi), "B(X_B)": mean_over(s_b, xb), "B(X_O)": mean_over(s_b, xo_p1)}
     ri, rb = np.maximum(i_id, 0).mean(0), np.maximum(b_id, 0).mean(0)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(ri + rb > 0, ri / (ri + rb), np.nan)
     with np.errstate(invalid="ignore"):
-        scale = _scale_quantities(block, resp, xi, xb, i_id, b_id, opts)
+        scale = _scale_quantities(block, stim, xi, xb, i_id, b_id, opts, measured)
     return BlockMeasures(
         block=block.name, index=block.index, channels=block.channels, responses_to_exemplars=on_exemplars,
         m_p1=m1, m_p2=m2, m_p1_coded=m1c, m_p2_coded=m2c,
         branch_gain=block.branch_gain, conv_magnitude=block.conv_magnitude, gain_kind=block.gain_kind,
         b_at_xi=on_exemplars["B(X_I)"], rho_tuning=_spearman_columns(i_id, b_id, True),
         rho_tuning_all=_spearman_columns(i_id, b_id, False), contribution_share=share,
-        scale=scale, zoom=_zoom_curves(block, resp, xi, xo_p2))
+        scale=scale, zoom=_zoom_curves(block, stim, xi, xo_p2))
 
 
-def measure_all(rmap: ResidualMap, resp: Mapping, opts: MeasureOptions = MeasureOptions()) -> list[BlockMeasures]:
-    """:func:`block_measures` for every block of ``rmap``, in order.
+def measure_all(rmap: ResidualMap, resp: Mapping, opts: MeasureOptions = MeasureOptions(),
+                stimuli: Mapping[int, BlockStimuli] | None = None) -> list[BlockMeasures]:
+    """:func:`block_measures` for every block of ``rmap``, in order; ``stimuli`` (block index ->
+    :class:`BlockStimuli`) replaces the exemplars where given (a block missing from it has none).
 
     Example:
         >>> ms = measure_all(rmap, responses)  # doctest: +SKIP
     """
-    return [block_measures(b, resp, opts) for b in rmap]
+    if stimuli is None:
+        return [block_measures(b, resp, opts) for b in rmap]
+    return [block_measures(b, resp, opts, stimuli.get(b.index) or _no_stimuli(b, stimuli)) for b in rmap]
+
+
+def _no_stimuli(block: Block, others: Mapping[int, BlockStimuli]) -> BlockStimuli:
+    """Stimuli of a block that was not given any (e.g. the first block under featviz): all missing."""
+    first = next(iter(others.values()), None)
+    if first is None:
+        raise ValueError("measure_all: stimuli given for no block")
+    none = np.full((block.channels, 1), -1, np.int64)
+    return BlockStimuli(first.responses, none, none, none, none, first.source)
 
 
 def p2_selected(bm: BlockMeasures) -> np.ndarray:

@@ -11,33 +11,42 @@ from dataclasses import replace
 from typing import Any, Callable, Iterable, NamedTuple
 
 from resstream_assert.config import RunConfig
+from resstream_assert.errors import ResstreamError
 
 __all__ = ["Pipeline", "ModelRef", "model_refs", "load_model"]
 
 
 class ModelRef(NamedTuple):
-    """One model of a run on one backend (one parametrization of the plugin's model fixtures)."""
+    """One model of a run on one backend with one stimulus source (one parametrization of the model fixtures)."""
 
     spec: str
     backend: str
+    stimuli: str = "exemplars"
 
     def __str__(self) -> str:
-        return self.spec if self.backend == "torch" else f"{self.spec}[{self.backend}]"
+        label = self.backend if self.stimuli == "exemplars" else \
+            (self.stimuli if self.backend == "torch" else f"{self.backend}+{self.stimuli}")
+        return self.spec if label == "torch" else f"{self.spec}[{label}]"
 
 
 def model_refs(config: RunConfig) -> list[ModelRef]:
-    """Every (model, backend) pair of a run: the chosen backends, else each spec's own (onnx for .onnx files).
+    """Every (model, backend, stimulus source) of a run: the chosen backends, else each spec's own (onnx for
+    .onnx files), times the stimulus sources (``--resstream-stimuli both``: exemplars and featviz).
+
+    With ``config.shard = (i, n)`` only models ``i, i + n, ...`` (1-based) of the list are kept.
 
     Example:
-        >>> model_refs(RunConfig(models=("zoo:resnet18-synth96", "r18.onnx")))
-        [ModelRef(spec='zoo:resnet18-synth96', backend='torch'), ModelRef(spec='r18.onnx', backend='onnx')]
+        >>> model_refs(RunConfig(models=("zoo:resnet18-synth96", "r18.onnx")))  # doctest: +NORMALIZE_WHITESPACE
+        [ModelRef(spec='zoo:resnet18-synth96', backend='torch', stimuli='exemplars'),
+         ModelRef(spec='r18.onnx', backend='onnx', stimuli='exemplars')]
     """
     from resstream_assert.loading import ModelSpec
 
     refs = []
-    for spec in config.models:
+    models = config.models if config.shard is None else config.models[config.shard[0] - 1::config.shard[1]]
+    for spec in models:
         backends = config.backends or (ModelSpec.parse(spec).default_backend,)
-        refs += [ModelRef(spec, b) for b in backends]
+        refs += [ModelRef(spec, b, s) for b in backends for s in config.sources]
     return refs
 
 
@@ -127,32 +136,120 @@ class Pipeline:
             self._cache = ResponseCache(self.config.cache_dir)
         return self._cache
 
+    def engine(self, spec: str, backend: str = "torch") -> str:
+        """What runs ``spec``'s forward passes on ``backend``: ``"onnxruntime"`` or ``"torch"``.
+
+        A torch model runs through its own ONNX export (same weights, BN kept; parity with torch is
+        tested to ~1e-6) when the engine is ``onnxruntime``, or ``auto`` on a CPU and the export's
+        residual blocks match the torch graph's; otherwise through torch.
+        """
+        cfg = self.config
+        if backend != "torch":
+            return "onnxruntime"
+        if cfg.engine == "torch" or (cfg.engine == "auto" and cfg.device != "cpu"):
+            return "torch"
+        return self.memo(("engine", spec), lambda: self._onnx_engine(spec, required=cfg.engine == "onnxruntime"))
+
+    def _onnx_engine(self, spec: str, required: bool) -> str:
+        from resstream_assert.errors import BackendUnavailable, ResstreamError
+
+        try:
+            shape = lambda rmap: [(b.name, b.channels, b.spatial) for b in rmap]  # noqa: E731
+            same = shape(self.map(spec, "onnx")) == shape(self.map(spec, "torch"))
+            why = "" if same else "the ONNX export's residual blocks differ from the torch graph's"
+        except ResstreamError as exc:
+            why = f"the ONNX export failed ({str(exc)[:200]})"
+        if not why:
+            return "onnxruntime"
+        if required:
+            raise BackendUnavailable(f"--resstream-engine onnxruntime cannot run {spec}: {why}. Use --resstream-engine "
+                                     "torch (or auto).")
+        if self.log is not None:
+            self.log(f"[resstream] {spec}: running on torch ({why})")
+        return "torch"
+
     def responses(self, spec: str, variants: Iterable[str] = ("id",), backend: str = "torch") -> dict:
-        """Captured responses of ``spec`` to each stimulus variant of the probe set (each variant once)."""
+        """Captured responses of ``spec`` to each stimulus variant of the probe set.
+
+        Each transform is captured once: names for the same transform (``S`` and ``zoom2.0``)
+        share one capture (:func:`~resstream_assert.stimuli.variants.canonical_variant`).
+        """
         from resstream_assert.capture import capture
+        from resstream_assert.stimuli.variants import canonical_variant
 
         variants = tuple(variants)
-        missing = [v for v in variants if ("responses", spec, backend, v) not in self._memo]
+        key = lambda v: ("responses", spec, backend, canonical_variant(v))  # noqa: E731
+        missing: list[str] = []
+        for v in variants:
+            if key(v) not in self._memo and all(key(m) != key(v) for m in missing):
+                missing.append(v)
         if missing:
-            loaded = self.model(spec, backend)
-            got = capture(loaded, self.map(spec, backend), self.probe(loaded.input_size), variants=missing,
+            run_on = "onnx" if self.engine(spec, backend) == "onnxruntime" else "torch"
+            loaded = self.model(spec, run_on)
+            got = capture(loaded, self.map(spec, run_on), self.probe(loaded.input_size), variants=missing,
                           batch_size=self.config.batch_size, device=self.config.device, cache=self.cache,
                           progress=self.config.progress, log=self.log)
             for v, r in got.items():
-                self._memo[("responses", spec, backend, v)] = r
-        return {v: self._memo[("responses", spec, backend, v)] for v in variants}
+                self._memo[key(v)] = r
+        return {v: replace(self._memo[key(v)], variant=v) for v in variants}
 
-    def measures(self, spec: str, backend: str, variants: tuple[str, ...]) -> tuple:
-        """Per-block measures from the responses to ``variants`` (scale and zoom quantities need theirs)."""
+    def measures(self, spec: str, backend: str, variants: tuple[str, ...], stimuli: str = "exemplars") -> tuple:
+        """Per-block measures from the responses to ``variants`` (scale and zoom quantities need theirs),
+        on the probe set's top-k exemplars or (``stimuli="featviz"``) on feature visualizations."""
         from resstream_assert.measures import MeasureOptions, measure_all
 
         seed = self.config.seed
-        return self.memo(("measures", spec, backend, seed, variants), lambda: tuple(measure_all(
-            self.map(spec, backend), self.responses(spec, variants, backend), MeasureOptions(seed=seed))))
+        if stimuli == "exemplars":
+            return self.memo(("measures", spec, backend, seed, variants), lambda: tuple(measure_all(
+                self.map(spec, backend), self.responses(spec, variants, backend), MeasureOptions(seed=seed))))
+        _check_source(stimuli)
+        return self.memo(("measures", spec, backend, seed, variants, stimuli), lambda: tuple(measure_all(
+            self.map(spec, backend), self.responses(spec, variants, backend), MeasureOptions(seed=seed),
+            stimuli=self.block_stimuli(spec, backend, variants))))
+
+    def featviz(self, spec: str, backend: str = "torch", variants: tuple[str, ...] = ("id",)):
+        """The model's feature visualizations with their responses to ``variants`` and their success check
+        (:class:`~resstream_assert.interventions.featviz_stimuli.FeatvizStimuli`); optimised on the torch
+        model, captured on ``backend``, cached on disk."""
+        from resstream_assert.interventions.featviz_stimuli import featviz_stimuli, sample_channels
+
+        def run():
+            cfg = self.config
+            loaded, rmap = self.model(spec, backend), self.map(spec, backend)
+            torch_loaded = self.model(spec, "torch")
+            if torch_loaded.module is None:
+                raise FeatvizUnavailable(f"feature visualization optimises an image through the model, which needs "
+                                         f"a torch model; {spec!r} is an ONNX file (use --resstream-stimuli exemplars)")
+            return featviz_stimuli(
+                torch_loaded, self.map(spec, "torch"), loaded, rmap, self.responses(spec, ("id",), backend)["id"],
+                channels=sample_channels(rmap, cfg.channels, cfg.seed), seeds=int(cfg.featviz.get("seeds") or 1),
+                settings=self.featviz_settings(), variants=variants, batch_size=cfg.batch_size, device=cfg.device,
+                cache_dir=cfg.cache_dir, log=self.log)
+
+        return self.memo(("featviz", spec, backend, tuple(variants)), run)
+
+    def featviz_settings(self):
+        """The run's :class:`~resstream_assert.interventions.featviz.FeatvizSettings` (``--resstream-featviz-*``)."""
+        from resstream_assert.interventions.featviz import FeatvizSettings
+
+        fv, cfg = self.config.featviz, self.config
+        device = fv.get("device") or cfg.device
+        given = {k: v for k, v in fv.items() if v is not None and k not in ("seeds", "device")}
+        # channels_last paid 1.2-1.3x on CPU in benchmarks/bench_featviz.py, and is the fast layout on CUDA too.
+        return FeatvizSettings(**{"device": device, "channels_last": True, "seed": cfg.seed, **given}).check()
+
+    def block_stimuli(self, spec: str, backend: str, variants: tuple[str, ...]) -> dict:
+        """Block index -> :class:`~resstream_assert.measures.BlockStimuli` of the featviz source."""
+        from resstream_assert.measures import BlockStimuli
+
+        fz = self.featviz(spec, backend, variants)
+        return {b: BlockStimuli(fz.responses, idx["skip_out"], idx["branch_out"], idx["resid_sum"], idx["resid_sum"])
+                for b, idx in fz.indices.items()}
 
     def evaluate(self, spec: str, backend: str = "torch", claims: Iterable[str] | None = None,
-                 options=None) -> dict:
-        """Claim id -> :class:`~resstream_assert.results.ClaimResult` on one model (``claims`` default: the run's).
+                 options=None, stimuli: str = "exemplars") -> dict:
+        """Claim id -> :class:`~resstream_assert.results.ClaimResult` on one model (``claims`` default: the run's),
+        on the given stimulus source (``exemplars`` or ``featviz``).
 
         A claim whose spec has ``prepare`` gets its intervention run first (once per request).
 
@@ -160,27 +257,39 @@ class Pipeline:
             >>> Pipeline(RunConfig()).evaluate("zoo:resnet18-synth96", claims=["C1"])["C1"].verdict  # doctest: +SKIP
         """
         from resstream_assert.claims import REGISTRY, ClaimContext, ClaimOptions, needed_variants, resolve_claims
-        from resstream_assert.claims.base import inconclusive
+        from resstream_assert.claims.base import inconclusive, not_run
+        from resstream_assert.results import Verdict
 
         cfg = self.config
+        _check_source(stimuli)
         ids = resolve_claims(claims if claims is not None else cfg.claims)
         options = options or ClaimOptions.from_run(cfg.claim_options)
         variants = needed_variants(ids)
         loaded = self.model(spec, backend)
-        ctx = ClaimContext(model=str(spec), backend=backend, rmap=self.map(spec, backend),
-                           measures=self.measures(spec, backend, variants),
-                           responses=self.responses(spec, variants, backend), options=options, seed=cfg.seed)
         probe = self.probe(loaded.input_size)
+        ctx = ClaimContext(model=str(spec), backend=backend, rmap=self.map(spec, backend), measures=(),
+                           responses={}, options=options, seed=cfg.seed)
         if len(probe) < options.min_images:
             why = (f"{len(probe)} probe images < {options.min_images} (min_images): top-k exemplars would not be "
-                   "channel-specific; use more images (--resstream-images)")
-            return {cid: inconclusive(ctx.for_claim(REGISTRY[cid]), why) for cid in ids}
+                   "channel-specific, nor the featviz success thresholds stable; use more images (--resstream-images)")
+            return self._label({cid: inconclusive(ctx.for_claim(REGISTRY[cid]), why) for cid in ids}, stimuli)
+        try:
+            measures = self.measures(spec, backend, variants, stimuli)
+        except FeatvizUnavailable as exc:
+            return self._label({cid: not_run(ctx.for_claim(REGISTRY[cid]), Verdict.NOT_APPLICABLE, str(exc))
+                                for cid in ids}, stimuli)
+        ctx = ClaimContext(model=str(spec), backend=backend, rmap=self.map(spec, backend), measures=measures,
+                           responses=self.responses(spec, variants, backend), options=options, seed=cfg.seed)
         results = {}
         for cid in ids:
             claim = REGISTRY[cid]
             data = self._intervention(spec, backend, claim.prepare(ctx)) if claim.prepare is not None else None
             results[cid] = claim.evaluate(ctx.for_claim(claim, data))
-        if cfg.stability:
+        if stimuli == "featviz":
+            from resstream_assert.featviz_report import label_featviz_results
+
+            return label_featviz_results(results, self.featviz(spec, backend, variants), self.map(spec, backend))
+        if cfg.stability:  # the exemplar source: re-evaluated on probe half-samples (featviz would re-optimise)
             results = self._with_stability(ctx, results, options, len(probe))
         return results
 
@@ -199,6 +308,32 @@ class Pipeline:
                                   options=options, seed=self.config.seed)
         return {cid: r.with_(stability=table[cid]) if cid in table else r for cid, r in results.items()}
 
+    @staticmethod
+    def _label(results: dict, stimuli: str) -> dict:
+        return results if stimuli == "exemplars" else {k: r.with_(stimuli=stimuli) for k, r in results.items()}
+
+    def agreement(self, spec: str, backend: str = "torch"):
+        """The exemplar vs featviz agreement of one model: per block, Cohen's kappa of the skip / mix /
+        overwrite categories (a report-only :class:`~resstream_assert.results.ClaimResult`, id ``C1-agree``)."""
+        from resstream_assert.claims import ClaimOptions, needed_variants, resolve_claims
+        from resstream_assert.claims.agreement import category_agreement
+
+        cfg = self.config
+        variants = needed_variants(resolve_claims(cfg.claims))
+
+        def run():
+            options = ClaimOptions.from_run(cfg.claim_options)
+            try:
+                featviz = self.measures(spec, backend, variants, "featviz")
+            except FeatvizUnavailable as exc:
+                featviz, why = None, str(exc)
+            else:
+                why = ""
+            return category_agreement(str(spec), backend, self.measures(spec, backend, variants), featviz,
+                                      options=options, seed=cfg.seed, reason=why)
+
+        return self.memo(("agreement", spec, backend, variants), run)
+
     def _intervention(self, spec: str, backend: str, request) -> Any:
         from resstream_assert.interventions import InterventionEnv
 
@@ -210,9 +345,23 @@ class Pipeline:
 
         return self.memo(("intervention", spec, backend, request.key), run)
 
-    def claim_results(self, spec: str, backend: str = "torch", claims: Iterable[str] | None = None) -> dict:
+    def claim_results(self, spec: str, backend: str = "torch", claims: Iterable[str] | None = None,
+                      stimuli: str = "exemplars") -> dict:
         """The claims (default: the run's selection, else all) evaluated on ``spec`` with the run's options, once."""
         from resstream_assert.claims import resolve_claims
 
         ids = tuple(resolve_claims(claims if claims is not None else self.config.claims))
-        return self.memo(("claims", spec, backend, ids), lambda: self.evaluate(spec, backend, ids))
+        if stimuli == "exemplars":
+            return self.memo(("claims", spec, backend, ids), lambda: self.evaluate(spec, backend, ids))
+        return self.memo(("claims", spec, backend, ids, stimuli),
+                         lambda: self.evaluate(spec, backend, ids, stimuli=stimuli))
+
+
+class FeatvizUnavailable(ResstreamError):
+    """Feature visualization cannot run on this model (e.g. an ONNX file: no gradients)."""
+
+
+def _check_source(stimuli: str) -> None:
+    if stimuli not in ("exemplars", "featviz"):
+        raise ValueError(f"stimuli must be 'exemplars' or 'featviz' (a run's 'both' means one of each), "
+                         f"not {stimuli!r}")

@@ -77,6 +77,21 @@ def pytest_configure(config: pytest.Config) -> None:
     _register_reports(config)
 
 
+def _is_resstream_run(config: pytest.Config) -> bool:
+    return bool(_get(config, "model")) or any("resstream" in str(a) for a in config.args)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """pytest-xdist: under ``-n N`` (``--dist load``) keep each model's tests on one worker, so a model is
+    loaded, captured and lesioned once, not once per worker (:mod:`resstream_assert.scheduling`)."""
+    if config.getvalue("dist") != "load" or not _is_resstream_run(config):
+        return None
+    from resstream_assert.scheduling import ModelScheduling
+
+    return ModelScheduling(config, log, [str(r) for r in _refs(config)])
+
+
 def _register_reports(config: pytest.Config) -> None:
     """Wire the report hooks (collect, baseline gate, terminal summary, files): resstream_assert.report."""
     from resstream_assert.report.pytest_plugin import ReportOptions, ReportPlugin  # stdlib + pytest only
@@ -99,7 +114,7 @@ def _refs(config: pytest.Config):
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    if not (_get(config, "model") or any("resstream" in str(a) for a in config.args)):
+    if not _is_resstream_run(config):
         return None  # unrelated projects: no header, no cost
     from importlib.metadata import PackageNotFoundError, version
 
@@ -113,6 +128,10 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     lines = [f"resstream_assert {v('resstream_assert')}: torch {v('torch')}, torchvision {v('torchvision')}, "
              f"onnxruntime {v('onnxruntime')}, numpy {v('numpy')}, scipy {v('scipy')}; device {cfg.device}; "
              f"seed {cfg.seed}; images {cfg.images}; models {', '.join(str(r) for r in refs)}"]
+    if cfg.stimuli != "exemplars":
+        fv = {k: v for k, v in cfg.featviz.items() if v is not None}
+        lines.append(f"stimuli {cfg.stimuli}: featviz channels per block {cfg.channels or 'all'}, "
+                     + ", ".join(f"{k} {v}" for k, v in fv.items()))
     if any(r.backend == "onnx" for r in refs):  # the providers a session really gets (pitfall 6)
         from resstream_assert.loading.ort_session import provider_report
 
@@ -124,6 +143,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "resstream_ref" in metafunc.fixturenames:
         refs = _refs(metafunc.config)
         metafunc.parametrize("resstream_ref", refs, ids=[str(r) for r in refs], indirect=True, scope="session")
+    if "resstream_agreement_ref" in metafunc.fixturenames:  # one per model and backend when both sources run
+        refs = [r for r in _refs(metafunc.config) if r.stimuli == "featviz"]
+        metafunc.parametrize("resstream_agreement_ref", refs, ids=[str(r) for r in refs], scope="session")
+
+
+def pytest_ignore_collect(collection_path, config: pytest.Config):
+    """The suite's agreement test exists only in runs with ``--resstream-stimuli both``."""
+    if collection_path.name == "test_agreement.py" and collection_path.parent.name == "suite" \
+            and collection_path.parent.parent.name == "resstream_assert":
+        return None if config._resstream_run_config.stimuli == "both" else True
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -211,7 +241,7 @@ def resstream_responses(resstream_pipeline, resstream_ref):
 @pytest.fixture(scope="session")
 def resstream_claim_results(resstream_pipeline, resstream_ref) -> dict:
     """Claim id -> :class:`~resstream_assert.results.ClaimResult` for this model (evaluated once)."""
-    return resstream_pipeline.claim_results(resstream_ref.spec, resstream_ref.backend)
+    return resstream_pipeline.claim_results(resstream_ref.spec, resstream_ref.backend, stimuli=resstream_ref.stimuli)
 
 
 @pytest.fixture
@@ -244,7 +274,8 @@ def resstream_check(request, resstream_pipeline, resstream_ref, resstream_config
         if unknown:
             raise TypeError(f"unknown claim option(s) {sorted(unknown)}; use {ClaimOptions.keys()}")
         opts = ClaimOptions.from_run(resstream_config.claim_options, **{**marked, **options})
-        result = resstream_pipeline.evaluate(resstream_ref.spec, resstream_ref.backend, [claim], opts)[claim.upper()]
+        result = resstream_pipeline.evaluate(resstream_ref.spec, resstream_ref.backend, [claim], opts,
+                                             stimuli=resstream_ref.stimuli)[claim.upper()]
         resstream_record(result)
         return assert_claim(result, expect)
 

@@ -242,6 +242,8 @@ class ClaimResult:
     ``gate=False`` marks report-only claims (e.g. C4) whose verdict must not fail a run.
     ``reason`` says why a claim is inconclusive / not applicable, or summarises it in a line.
     ``figures`` holds JSON-ready plot data (lists of floats, stored as tuples).
+    ``stimuli`` is the stimulus source the measures used (``exemplars`` or ``featviz``); like the
+    backend it is part of a result's identity in reports (``to_dict`` leaves the default out).
     ``stability`` is empty unless the run asked for it (``--resstream-stability N``): how often the
     verdict flipped when the claim was re-evaluated on N probe subsamples with other seeds
     (``flips``, ``runs``, ``rate`` with its Clopper-Pearson ``ci_low``/``ci_high``, ``n_images``
@@ -270,10 +272,12 @@ class ClaimResult:
     values: Mapping[str, float] = field(default_factory=dict)
     gate: bool = True
     figures: Mapping[str, Any] = field(default_factory=dict)
+    stimuli: str = "exemplars"
     stability: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdict", Verdict(self.verdict))
+        object.__setattr__(self, "stimuli", str(self.stimuli))
         _coerce(self, _CLAIM_FLOATS, ("n", "seed"))
         rows = tuple(r if isinstance(r, BlockRow) else BlockRow.from_dict(r) for r in self.rows)
         object.__setattr__(self, "rows", rows)
@@ -294,6 +298,10 @@ class ClaimResult:
         """JSON-ready dict (``json.dumps(..., allow_nan=False)`` works on it)."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["rows"] = [r.to_dict() for r in self.rows]
+        if self.stimuli == "exemplars":  # the default: reports of exemplar runs keep their exact form
+            del d["stimuli"]
+        if not self.stability:  # likewise for runs without --resstream-stability
+            del d["stability"]
         return _enc(d)
 
     @classmethod
@@ -352,7 +360,8 @@ class ClaimAssertionError(AssertionError):
             head += f" -- {r.reason}"
         summary = (f"  effect {feffect(r.effect, r.ci_low, r.ci_high)}, p={fp(r.p_value)}, "
                    f"p_adj={fp(r.p_adjusted)}, n={r.n}, seed={r.seed}"
-                   + (f", model={r.model}" if r.model else "") + f", backend={r.backend}")
+                   + (f", model={r.model}" if r.model else "") + f", backend={r.backend}"
+                   + ("" if r.stimuli == "exemplars" else f", stimuli={r.stimuli}"))
         table = r.table(mark=lambda row: row.verdict != exp)
         return f"{head}\n{summary}\n{table}"
 

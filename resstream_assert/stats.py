@@ -3,8 +3,8 @@
 Conventions shared by every test:
 
 * Each returns an immutable :class:`~resstream_assert.results.TestResult` (except
-  ``empirical_pvalue``, ``trend_slope``, ``bootstrap_ci``, ``holm`` and ``at_chance``,
-  which return plain values).
+  ``empirical_pvalue``, ``sequential_pvalue``, ``trend_slope``, ``bootstrap_ci``, ``holm``
+  and ``at_chance``, which return plain values).
 * Randomness comes only from the keyword ``rng`` (a ``numpy.random.Generator`` or an ``int``
   seed); the same seed gives bit-identical results.
 * NaN observations are dropped (pairwise for paired data); ``n`` counts what the test
@@ -40,7 +40,7 @@ __all__ = [
     "DegenerateDataError", "spearman_permutation", "partial_spearman", "mann_whitney",
     "binomial_proportion", "chi2_independence_mc", "fisher_exact_greater", "cochran_armitage",
     "wilcoxon_signed_rank", "sign_test", "mcnemar_exact", "hypergeometric_overlap",
-    "empirical_pvalue", "trend_slope", "bootstrap_ci", "holm", "at_chance",
+    "empirical_pvalue", "sequential_pvalue", "trend_slope", "bootstrap_ci", "holm", "at_chance",
 ]
 
 Rng = np.random.Generator | int
@@ -364,6 +364,38 @@ def empirical_pvalue(observed: float, null_samples: ArrayLike, *, alternative: s
     ge = perm_pvalue(int(np.count_nonzero(null >= observed)), null.size)
     le = perm_pvalue(int(np.count_nonzero(null <= observed)), null.size)
     return {"greater": ge, "less": le, "two-sided": min(1.0, 2 * min(ge, le))}[alternative]
+
+
+def sequential_pvalue(exceed: ArrayLike, n_max: int, h: int) -> tuple[float, int]:
+    """Besag & Clifford's (1991) sequential Monte-Carlo p-value, and how many null draws it used.
+
+    ``exceed[i]`` says whether the i-th null draw (in the order drawn) was as or more extreme
+    than the observation. The test stops at the ``h``-th exceedance, at draw ``n``, with
+    ``p = h / n``; if fewer than ``h`` of ``n_max`` draws exceed, ``p = (1 + k) / (n_max + 1)``
+    as for the fixed-size test. Either way ``P(p <= u) <= u`` under the null, and a small p
+    needs every draw, so power is that of the fixed test with ``n_max`` draws; what is saved
+    is the draws spent on clearly unremarkable observations (``h / p`` of them on average).
+    Draws given beyond the stopping point are ignored.
+
+    Example:
+        >>> sequential_pvalue([0, 1, 1, 0, 1], n_max=100, h=3)
+        (0.6, 5)
+        >>> sequential_pvalue([0] * 100, n_max=100, h=10)
+        (0.009900990099009901, 100)
+    """
+    e = np.asarray(exceed, dtype=bool).ravel()
+    if h < 1 or n_max < 1:
+        raise ValueError(f"need h >= 1 and n_max >= 1, got h={h}, n_max={n_max}")
+    if e.size > n_max:
+        e = e[:n_max]
+    hits = np.cumsum(e)
+    at = np.flatnonzero(hits >= h)
+    if at.size:
+        n = int(at[0]) + 1
+        return h / n, n
+    if e.size < n_max:
+        raise ValueError(f"only {e.size} of {n_max} null draws and fewer than h={h} exceedances: the test is not done")
+    return (1 + int(hits[-1])) / (n_max + 1), n_max
 
 
 def holm(p_values: ArrayLike) -> NDArray[np.float64]:

@@ -12,12 +12,14 @@ import torch
 import resstream_assert.discovery.torch_graph as G
 from resstream_assert.capture.torch_fx import capture_torch
 from resstream_assert.claims import REGISTRY, ClaimContext, ClaimOptions
-from resstream_assert.claims.ablation import evaluate_c10, evaluate_c11, lesion_test, plan_lesions, reference_check
+from resstream_assert.claims.ablation import (SlopeExceedances, evaluate_c10, evaluate_c11, lesion_test, plan_lesions,
+                                              reference_check)
 from resstream_assert.config import RunConfig
 from resstream_assert.discovery import discover
 from resstream_assert.discovery.torch_graph import block_nodes
 from resstream_assert.interventions import InterventionEnv
 from resstream_assert.interventions import lesion as L
+from resstream_assert.interventions import lesion_runner as LR
 from resstream_assert.interventions import reference as R
 from resstream_assert.loading import LoadedModel
 from resstream_assert.pipeline import Pipeline
@@ -91,9 +93,9 @@ def test_lesion_sets_channels_to_their_means_and_fallback_agrees(net, probe, mon
     loaded, rmap = net
     block = rmap["layer2.2"]
     seen = []
-    run = L._Runner(loaded, rmap, block, "cpu", 64, {})
+    run = LR._Runner(loaded, rmap, block, "cpu", 64, {})
     run.tail.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
-    monkeypatch.setattr(L, "_Runner", lambda *a, **k: run)
+    monkeypatch.setattr(LR, "_Runner", lambda *a, **k: run)
     sets = [np.array([0, 3, 7]), np.array([2, 4])]
     corr, intact, values, mode = L.lesion_correctness(loaded, rmap, block, probe.images, probe.labels, (1.0,), sets)
     assert mode == "tail" and corr.shape == (2, 1, len(probe)) and intact.shape == (1, len(probe))
@@ -304,3 +306,62 @@ def test_c11_reference_run_on_a_tiny_imagenet_like_folder(tmp_path, monkeypatch)
         plain = module(x).argmax(1).numpy()
     assert ref.acc_empty == np.mean(plain == labels)
     assert 0.0 <= ref.acc_lesion["layer3.1"] <= 1.0
+
+
+# --- the sequential Monte-Carlo test (Besag-Clifford) ------------------------------------------
+
+def test_sequential_pvalue_is_valid_and_saves_draws_on_null_instances():
+    """Under the null (S* exchangeable with the random sets) P(p <= alpha) <= alpha, and most
+    null instances stop long before N; a planted S* still runs every set and gets 1/(N+1)."""
+    from scipy.stats import binomtest
+
+    from resstream_assert.stats import sequential_pvalue
+
+    rng = np.random.default_rng(0)
+    n_inst, n_max, h = 4000, 100, 10
+    ps, used = [], []
+    for _ in range(n_inst):
+        stats = rng.normal(size=n_max + 1)  # row 0: S*, exchangeable with the 100 random sets
+        p, n = sequential_pvalue(stats[1:] >= stats[0], n_max, h)
+        ps.append(p)
+        used.append(n)
+    ps = np.array(ps)
+    for alpha in (0.01, 0.05, 0.1):
+        k = int((ps <= alpha).sum())
+        assert binomtest(k, n_inst, alpha).proportion_ci(0.99).low <= alpha, (alpha, k / n_inst)
+    assert np.mean(used) < 35  # vs 100 for the fixed-size test
+    planted = sequential_pvalue(np.zeros(n_max, bool), n_max, h)
+    assert planted == (1 / (n_max + 1), n_max)
+
+
+def test_sequential_c10_on_synthetic_lesions_keeps_verdicts_and_calibration():
+    stop = SlopeExceedances(10)
+    fixed, seq, runs = [], [], []
+    for seed in range(200):
+        intact, sel, rand, _ = _synthetic(seed, planted=False, n=200, n_random=100)
+        exceed = stop.exceed(ZOOMS, intact, sel, rand)
+        n_run = int(np.argmax(np.cumsum(exceed) >= 10)) + 1 if exceed.sum() >= 10 else 100
+        runs.append(n_run)
+        t_seq, _, _ = lesion_test(ZOOMS, intact, sel, rand[:max(n_run, 2)], rng=seed, n_boot=0, n_max=100,
+                                  sequential=10)
+        seq.append(t_seq.p_value)
+        fixed.append(lesion_test(ZOOMS, intact, sel, rand, rng=seed, n_boot=0)[0].p_value)
+    seq, fixed = np.array(seq), np.array(fixed)
+    assert np.mean(seq < 0.05) <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 200)  # false-positive rate at alpha
+    assert np.array_equal(seq < 0.05, fixed < 0.05)  # the same decisions as all 100 sets
+    assert np.mean(runs) < 40
+    intact, sel, rand, anti = _synthetic(0, planted=True)
+    t, _, _ = lesion_test(ZOOMS, intact, sel, rand, anti, rng=0, n_boot=0, n_max=100, sequential=10)
+    assert t.p_value == pytest.approx(1 / 101)  # planted: every set ran, as in the fixed test
+
+
+def test_bf16_tails_agree_with_fp32_and_leave_the_model_in_fp32(net, probe):
+    loaded, rmap = net
+    block = rmap["layer2.2"]
+    sets = [np.array([0, 3, 7]), np.array([2, 4, 9, 11])]
+    a = LR.lesion_correctness(loaded, rmap, block, probe.images, probe.labels, (1.0, 1.5), sets)
+    b = LR.lesion_correctness(loaded, rmap, block, probe.images, probe.labels, (1.0, 1.5), sets, precision="bf16")
+    assert np.mean(a[0] == b[0]) >= 0.95 and np.array_equal(a[2], b[2])  # values come from the fp32 head
+    assert all(p.dtype == torch.float32 for p in loaded.module.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        L.LesionOptions(precision="fp8").check()

@@ -29,7 +29,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("claims",),
     ("gate",),
     ("report",),
-    ("config", "pipeline", "api", "assertions", "strategies", "cli", "plugin", "suite", "__init__"),
+    ("config", "pipeline", "api", "assertions", "strategies", "scheduling", "cli", "plugin", "suite",
+     "featviz_report", "__init__"),
 ]
 
 

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from filelock import FileLock
 
 from resstream_assert.capture.responses import Responses
@@ -60,5 +61,45 @@ class ResponseCache:
                     path.unlink(missing_ok=True)  # a damaged entry is recomputed, not trusted
             result = compute()
             result.save(path)
+            self.misses += 1
+            return result
+
+
+class ArrayCache:
+    """Get-or-compute a dict of numpy arrays under a directory (one ``.npz`` per key); ``None`` disables it.
+
+    The same locking as :class:`ResponseCache`: a FileLock per key (concurrent xdist workers
+    compute an entry once) and an atomic write (temp file + rename). Used for feature
+    visualizations, whose optimisation is the expensive part of a featviz run.
+
+    Example:
+        >>> ArrayCache(None).get_or_compute("k", lambda: {"a": np.zeros(2)})["a"].shape
+        (2,)
+    """
+
+    def __init__(self, directory: str | Path | None):
+        self.directory = Path(directory) if directory else None
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_compute(self, key: str, compute: Callable[[], dict]) -> dict:
+        if self.directory is None:
+            self.misses += 1
+            return compute()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{key}.npz"
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                try:
+                    with np.load(path, allow_pickle=False) as z:
+                        result = {name: z[name] for name in z.files}
+                    self.hits += 1
+                    return result
+                except (OSError, ValueError, KeyError):
+                    path.unlink(missing_ok=True)  # a damaged entry is recomputed, not trusted
+            result = compute()
+            tmp = Path(str(path) + ".tmp.npz")
+            np.savez(tmp, **result)
+            tmp.replace(path)
             self.misses += 1
             return result

@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from resstream_assert.capture.responses import Responses, site_key
+from resstream_assert.capture.responses import Responses, concatenate_shared, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.errors import CaptureError
 from resstream_assert.loading.onnx_file import image_input, read_model, value_shapes
@@ -178,8 +178,8 @@ def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, va
             progress(len(x))
     if first:
         raise CaptureError("capture received no images (the probe set is empty)")
-    center = {k: np.concatenate(v) for k, v in store["center"].items()}
-    avg = {k: np.concatenate(v) for k, v in store["mean"].items()}
+    center = concatenate_shared(store["center"], np.concatenate)
+    avg = concatenate_shared(store["mean"], np.concatenate)
     return Responses(variant, center, avg, np.concatenate(logits))
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from resstream_assert.capture.responses import Responses, site_key
+from resstream_assert.capture.responses import Responses, concatenate_shared, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.discovery.torch_graph import block_nodes, copy_graph
 from resstream_assert.errors import CaptureError
@@ -178,7 +178,9 @@ def _check_faithful(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None
 
 
 def _collect(store: dict, variant: str, logits: np.ndarray) -> Responses:
-    parts: dict[str, dict[str, np.ndarray]] = {"center": {}, "mean": {}, "maps": {}}
+    parts: dict[str, dict] = {"center": {}, "mean": {}, "maps": {}}
     for (kind, key), chunks in store.items():
-        parts[kind][key] = torch.cat(chunks).numpy()
-    return Responses(variant, parts["center"], parts["mean"], logits, parts["maps"])
+        parts[kind][key] = chunks
+    cat = lambda chunks: torch.cat(chunks).numpy()  # noqa: E731
+    return Responses(variant, concatenate_shared(parts["center"], cat), concatenate_shared(parts["mean"], cat), logits,
+                     concatenate_shared(parts["maps"], cat))

@@ -12,7 +12,10 @@ other channels, *without* the papers' acceptance filter (W12c). With per-image
 correctness under each lesion, ``D(S, s) = acc_intact(s) - acc_S(s)`` and
 ``ΔD(S, s) = D(S, s) - D(S, 1)``. The primary statistic is the least-squares slope of ΔD
 against zoom; its p-value is the rank of S*'s slope among the random sets' slopes,
-``(1 + #{slope_r >= slope*}) / (N + 1)``; Holm across blocks. The effect is
+``(1 + #{slope_r >= slope*}) / (N + 1)``, computed sequentially (Besag & Clifford 1991): the
+random sets run in groups and a block stops at the h-th set (default 10) whose slope reaches
+S*'s, with ``p = h / n``; a small p still needs all N sets, so power is the fixed test's, and an
+unremarkable S* costs about ``h / p`` sets instead of N. Holm across blocks. The effect is
 ``slope* - mean_r slope_r`` (accuracy per unit zoom) with a paired bootstrap CI over
 images. Per-zoom p's, the bootstrap CI of the ΔD gap at the largest zoom, the anti set
 (``SM_B < 0`` in the band), a placebo (a random set in place of S*) and exact McNemar
@@ -22,13 +25,15 @@ s = 1.5 is our zoom 2.
 
 Options (``--resstream-lesion KEY=VALUE``, read by
 :class:`~resstream_assert.interventions.lesion.LesionOptions`): ``blocks``, ``zooms``,
-``n_random``, ``batch_size``, ``min_selected``, ``min_images``, ``max_images``.
+``n_random``, ``batch_size``, ``min_selected``, ``min_images``, ``max_images``, ``sequential``
+(h; 0 runs all N sets).
 """
 
 from __future__ import annotations
 
 import math
 import zlib
+from dataclasses import dataclass
 from typing import Mapping
 
 import numpy as np
@@ -39,7 +44,7 @@ from resstream_assert.interventions.reference import ReferenceRequest
 from resstream_assert.measures import p2_anti, p2_selected
 from resstream_assert.paper import IMAGENET_VAL_IMAGES, INTACT_TOP1, LESION_TOP1
 from resstream_assert.results import BlockRow, ClaimResult, TestResult, Verdict
-from resstream_assert.stats import at_chance, empirical_pvalue, trend_slope
+from resstream_assert.stats import at_chance, empirical_pvalue, sequential_pvalue, trend_slope
 
 #: C11's tolerances (percentage points): the empty lesion, and each lesion's drop.
 TOL_EMPTY, TOL_DROP = 0.05, 0.3
@@ -52,12 +57,51 @@ def _resample_counts(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarra
     return w
 
 
+def delta_d_slopes(zooms, intact: np.ndarray, sets: np.ndarray) -> np.ndarray:
+    """Per set (rows of ``sets`` (m, Z, n)), the least-squares slope of ΔD(S, z) = D(S, z) - D(S, 1) vs zoom.
+
+    Example:
+        >>> delta_d_slopes((1, 2), np.ones((2, 4), bool), np.array([[[1, 1, 1, 1], [1, 0, 0, 1]]], bool)).tolist()
+        [0.5]
+    """
+    d = intact.mean(-1)[None] - sets.astype(np.float64).mean(-1)
+    return trend_slope(np.asarray(zooms, float), d - d[:, :1])
+
+
+@dataclass(frozen=True)
+class SlopeExceedances:
+    """C10's sequential stop: ``h`` random sets whose ΔD slope reaches S*'s (Besag-Clifford).
+
+    The lesion intervention calls it after each group of random sets; hashable, so it is part
+    of the request's key.
+
+    Example:
+        >>> SlopeExceedances(2)((1, 2), np.ones((2, 4), bool), np.ones((2, 4), bool), np.ones((3, 2, 4), bool))
+        True
+    """
+
+    h: int
+
+    @staticmethod
+    def exceed(zooms, intact: np.ndarray, selected: np.ndarray, random: np.ndarray) -> np.ndarray:
+        """Per random set, in run order: is its slope as large as S*'s?"""
+        slopes = delta_d_slopes(zooms, intact, np.concatenate([selected[None], random]))
+        return slopes[1:] >= slopes[0]
+
+    def __call__(self, zooms, intact: np.ndarray, selected: np.ndarray, random: np.ndarray) -> bool:
+        return int(self.exceed(zooms, intact, selected, random).sum()) >= self.h
+
+
 def lesion_test(zooms, intact: np.ndarray, selected: np.ndarray, random: np.ndarray, anti: np.ndarray | None = None,
-                *, rng: np.random.Generator | int = 0, n_boot: int = 1000) -> tuple[TestResult, dict, dict]:
+                *, rng: np.random.Generator | int = 0, n_boot: int = 1000, n_max: int | None = None,
+                sequential: int = 0) -> tuple[TestResult, dict, dict]:
     """C10's test on per-image correctness: ``intact`` / ``selected`` / ``anti`` (Z, n), ``random`` (N, Z, n).
 
     Returns ``(test, values, figure)``; ``zooms[0]`` must be 1. ``n_boot=0`` skips the
-    bootstrap (NaN CIs).
+    bootstrap (NaN CIs). With ``sequential=h`` the random sets were run under Besag and
+    Clifford's sequential test (stop at the h-th set whose slope reaches S*'s) out of
+    ``n_max`` planned: the p-value is :func:`~resstream_assert.stats.sequential_pvalue`; the
+    secondary values use every set that ran.
 
     Example:
         >>> r = np.random.default_rng(0).random((20, 3, 100)) < 0.8
@@ -75,9 +119,12 @@ def lesion_test(zooms, intact: np.ndarray, selected: np.ndarray, random: np.ndar
     sets = np.concatenate(stack).astype(np.float64)  # (S, Z, n): row 0 S*, 1..N random, last anti
     d = intact.mean(-1)[None] - sets.mean(-1)
     dd = d - d[:, :1]
-    slopes = trend_slope(z, dd)
+    slopes = delta_d_slopes(z, intact, sets)
     s_sel, s_rand = float(slopes[0]), slopes[1:1 + n_rand]
-    p = empirical_pvalue(s_sel, s_rand, alternative="greater")
+    if sequential:
+        p, _ = sequential_pvalue(s_rand >= s_sel, n_max or n_rand, sequential)
+    else:
+        p = empirical_pvalue(s_sel, s_rand, alternative="greater")
     gap = dd[0] - dd[1:1 + n_rand].mean(0)
     values: dict[str, float] = {"n_random": n_rand, "n_images": n_img, "slope_random_mean": float(s_rand.mean()),
                                 "p_placebo": empirical_pvalue(float(s_rand[0]), s_rand[1:], alternative="greater"),
@@ -158,7 +205,7 @@ def plan_lesions(ctx: ClaimContext) -> LesionRequest:
         note = (f"{k} selected channels < {opts.min_selected}" if k < opts.min_selected else
                 f"only {len(pool)} non-selected channels for random sets of {k}" if k > len(pool) else "")
         plans.append(BlockPlan(block.name, block.index, block.channels, sel, anti, rand, note))
-    return LesionRequest(opts, tuple(plans))
+    return LesionRequest(opts, tuple(plans), SlopeExceedances(opts.sequential) if opts.sequential else None)
 
 
 @register("C10", "Ablating scale-invariant channels disproportionately harms scale-robust recognition (tentative)",
@@ -189,9 +236,12 @@ def evaluate_c10(ctx: ClaimContext) -> ClaimResult:
             continue
         intact = bl.correct_intact if bl.correct_intact is not None else data.intact
         test, values, fig = lesion_test(data.zooms, intact, bl.correct_selected, bl.correct_random, bl.correct_anti,
-                                        rng=ctx.rng(bl.index, "bootstrap"), n_boot=ctx.options.n_boot)
+                                        rng=ctx.rng(bl.index, "bootstrap"), n_boot=ctx.options.n_boot,
+                                        n_max=len(bl.random_sets), sequential=data.sequential)
+        ran = len(bl.correct_random)
+        stopped = f" of {len(bl.random_sets)} (sequential, h={data.sequential})" if ran < len(bl.random_sets) else ""
         rows.append(row(bl.block, test, values={**base, **values},
-                        note=f"|S*|={len(bl.selected)}, N={len(bl.correct_random)}"))
+                        note=f"|S*|={len(bl.selected)}, N={ran}{stopped}"))
         panels.append({"label": bl.block, **fig, "selected": bl.selected.tolist()})
     if not rows:
         return not_run(ctx, Verdict.INCONCLUSIVE, "no ablation block")

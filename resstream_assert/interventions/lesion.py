@@ -8,11 +8,10 @@ papers did them). We record, per image, whether the top-1 prediction is still ri
 Which channels to lesion is the claim's business (``claims/ablation.py`` builds a
 :class:`LesionRequest` of :class:`BlockPlan` s from the measures); this module runs them.
 
-Speed matters: C10 needs (2 + N) lesion sets x zooms x images forward passes. The FX graph
-is cut at the ``resid_sum`` node: the *head* (input -> resid_sum) runs once per zoom and
-its feature maps are kept; each lesion set then runs only the *tail* (resid_sum -> logits),
-with several sets stacked in one batch. A graph where another tensor crosses the cut falls
-back to full forwards with an edit at the site. torch is imported lazily; the request and
+Speed matters: C10 needs (2 + N) lesion sets x zooms x images forward passes. They run on a
+cut graph (:mod:`~resstream_assert.interventions.lesion_runner`: the head once per zoom, the
+tail per set), in groups of sets, and a block stops early when the claim's sequential test
+says its outcome is clear (``LesionRequest.stop``). torch is imported lazily; the request and
 result types are numpy only, so claims read them without torch.
 """
 
@@ -21,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field, fields
-from typing import Mapping, Sequence
+from typing import Callable, Mapping
 
 import numpy as np
 
 from resstream_assert.interventions import InterventionEnv
+from resstream_assert.interventions.lesion_runner import lesion_correctness
 from resstream_assert.stats import at_chance
 
 #: Zooms of C10 (1.0 first: ΔD is measured from it).
@@ -52,6 +52,8 @@ class LesionOptions:
     min_selected: int = 3
     min_images: int = 50
     max_images: int = 512  # lesion runs cost N_random x images: beyond this, the first labeled images are used
+    sequential: int = 10  # stop a block's random sets at this many exceedances (Besag-Clifford); 0: run all N
+    precision: str = "fp32"  # "bf16": tails in bfloat16, ~2x faster on CPUs with bf16 units, not bit-identical
 
     @classmethod
     def from_mapping(cls, mapping: Mapping | None, **defaults) -> "LesionOptions":
@@ -78,7 +80,8 @@ class LesionOptions:
             ...
             ValueError: n_random=1: needs at least 2 random sets
         """
-        ints = {"n_random": 2, "batch_size": 1, "min_selected": 1, "min_images": 1, "max_images": 1, "seed": 0}
+        ints = {"n_random": 2, "batch_size": 1, "min_selected": 1, "min_images": 1, "max_images": 1, "seed": 0,
+                "sequential": 0}
         for name, low in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -88,6 +91,8 @@ class LesionOptions:
         zooms = tuple(self.zooms)
         if not zooms or any(not isinstance(z, (int, float)) or not 1.0 <= float(z) <= 4.0 for z in zooms):
             raise ValueError(f"zooms={zooms}: must be zoom factors in [1, 4], e.g. zooms=1,1.25,1.5,2")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision={self.precision}: must be fp32 or bf16")
         if self.blocks is not None and (not self.blocks or not all(isinstance(b, str) and b for b in self.blocks)):
             raise ValueError(f"blocks={self.blocks}: must be block names, e.g. blocks=layer2.1,layer3.1")
         return self
@@ -119,16 +124,19 @@ class LesionRequest:
 
     options: LesionOptions
     plans: tuple[BlockPlan, ...]
+    #: ``stop(zooms, intact, selected, random_so_far) -> bool`` ends a block's random sets early (the
+    #: claim's sequential test); it must be hashable (a frozen dataclass), as it is part of the key.
+    stop: Callable[..., bool] | None = None
 
     @property
     def key(self) -> tuple:
-        """Options plus a digest of every channel set (arrays are not hashable)."""
+        """Options, stopping rule and a digest of every channel set (arrays are not hashable)."""
         h = hashlib.sha256()
         for p in self.plans:
             h.update(f"{p.block}|{p.index}|{p.channels}|{p.note}".encode())
             for a in (p.selected, p.anti, p.random_sets):
                 h.update(np.ascontiguousarray(a, np.int64).tobytes() + str(np.shape(a)).encode())
-        return ("lesion", self.options, h.hexdigest())
+        return ("lesion", self.options, self.stop, h.hexdigest())
 
     def run(self, env: InterventionEnv) -> "LesionData":
         return run_lesions(env, self)
@@ -164,10 +172,11 @@ class LesionData:
     intact: np.ndarray | None  # (Z, n) bool
     blocks: tuple[BlockLesion, ...]
     seed: int
-    n_random: int
+    n_random: int  # random sets planned per block (each block's correct_random has those that ran)
     status: str = "ok"
     reason: str = ""
     forwards: Mapping[str, int] = field(default_factory=dict)
+    sequential: int = 0  # h of the sequential test the random sets were run under (0: all N ran)
 
     @classmethod
     def skipped(cls, status: str, reason: str, opts: LesionOptions, **kw) -> "LesionData":
@@ -200,131 +209,6 @@ def default_ablation_blocks(rmap) -> list:
     return [stages[0][len(stages[0]) // 2]] if stages else []
 
 
-class _Runner:
-    """Runs lesion sets of one block: head once per zoom, then the tail (or full forwards) per set group."""
-
-    def __init__(self, loaded, rmap, block, device: str, batch_size: int, counters: dict):
-        import torch
-
-        from resstream_assert.capture.torch_fx import instrument, normalizer
-        from resstream_assert.discovery.torch_graph import block_nodes, split_at
-
-        self.torch, self.dev = torch, torch.device(device)
-        module = loaded.module.eval().to(self.dev)
-        self.norm = normalizer(loaded.mean, loaded.std, self.dev)
-        self.head, self.tail = split_at(module, block_nodes(module)[block.index].resid_sum)
-        self.batch, self.counters = batch_size, counters
-        self.state: dict = {}
-        if self.tail is None:  # full forwards; the edit reads the current set group from self.state
-            self.full, _ = instrument(module, rmap, sites=(), edits={(block.index, "resid_sum"): self._edit})
-            self.batch = max(1, batch_size // 4)  # whole-network activations are larger
-
-    def _count(self, kind: str, n: int) -> None:
-        self.counters[f"{kind}_batches"] = self.counters.get(f"{kind}_batches", 0) + 1
-        self.counters[f"{kind}_images"] = self.counters.get(f"{kind}_images", 0) + n
-
-    def _edit(self, t):
-        masks, values = self.state["masks"], self.state["values"]
-        g = masks.shape[0]
-        out = self.torch.where(masks[:, None, :, None, None], values[None, None, :, None, None],
-                               t.reshape(g, -1, *t.shape[1:]))
-        return out.reshape(t.shape)
-
-    def inputs(self, images: np.ndarray, zoom: float, head_batch: int = 64):
-        """Normalized, zoomed images through the head: (n, C, H, W) cut features (or images in full mode)."""
-        from resstream_assert.stimuli.variants import apply_variant, zoom_variant
-
-        out = []
-        with self.torch.inference_mode():
-            for i in range(0, len(images), head_batch):
-                x = self.torch.as_tensor(images[i:i + head_batch], device=self.dev).float() / 255
-                if zoom != 1.0:
-                    x = apply_variant(x, zoom_variant(zoom))
-                x = self.norm(x)
-                if self.tail is not None:
-                    x = self.head(x)
-                    self._count("head", len(x))
-                out.append(x)
-        return self.torch.cat(out)
-
-    def values(self, images: np.ndarray, feats=None, head_batch: int = 64) -> np.ndarray:
-        """Per channel, the mean over ``images`` of ReLU(center unit of resid_sum) at zoom 1 (spec §2.9).
-
-        ``feats`` are the zoom-1 cut features when already computed (saves a head pass).
-        """
-        total = 0.0
-        with self.torch.inference_mode():
-            for i in range(0, len(images), head_batch):
-                if feats is not None:
-                    f = feats[i:i + head_batch]
-                else:
-                    x = self.torch.as_tensor(images[i:i + head_batch], device=self.dev).float() / 255
-                    f = self.head(self.norm(x))
-                    self._count("head", len(f))
-                total = total + f[:, :, f.shape[2] // 2, f.shape[3] // 2].double().clamp_min(0).sum(0).cpu().numpy()
-        return np.asarray(total / len(images), np.float64)
-
-    def predict(self, feats, masks: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """Top-1 predictions ``(n_sets, n)`` with each row of ``masks`` (n_sets, C) mean-ablated."""
-        torch = self.torch
-        n = len(feats)
-        m_all = torch.as_tensor(masks, device=self.dev)
-        v = torch.as_tensor(values, dtype=torch.float32, device=self.dev)
-        chunk = min(n, self.batch)
-        group = max(1, self.batch // chunk)  # sets stacked per call when the images fit several times
-        preds = np.empty((len(masks), n), np.int64)
-        with torch.inference_mode():
-            for g0 in range(0, len(masks), group):
-                m = m_all[g0:g0 + group]
-                for i in range(0, n, chunk):
-                    x = feats[i:i + chunk]
-                    nb = len(x)
-                    if self.tail is not None:
-                        # torch.where builds a fresh tensor: the tail's in-place ReLU cannot touch the cache.
-                        x = torch.where(m[:, None, :, None, None], v[None, None, :, None, None], x[None])
-                        y = self.tail(x.reshape(-1, *x.shape[2:]))
-                        self._count("tail", y.shape[0])
-                    else:
-                        self.state.update(masks=m, values=v)
-                        y = self.full(x.repeat(len(m), 1, 1, 1))
-                        self._count("full", y.shape[0])
-                    preds[g0:g0 + len(m), i:i + nb] = y.argmax(1).reshape(len(m), -1).cpu().numpy()
-        return preds
-
-
-def lesion_correctness(loaded, rmap, block, images: np.ndarray, labels: np.ndarray, zooms: Sequence[float],
-                       sets: Sequence[np.ndarray], *, values: np.ndarray | None = None, device: str = "cpu",
-                       batch_size: int = 256, counters: dict | None = None):
-    """Per-image correctness under each mean-ablation set and zoom, plus the intact model's.
-
-    ``images`` are uint8 ``(n, 3, H, W)``; ``sets`` channel-index arrays of ``block``;
-    ``values`` the per-channel ablation values (default: mean ReLU center unit at zoom 1
-    over ``images``). Returns ``(correct (n_sets, Z, n), intact (Z, n), values, mode)``
-    with ``mode`` ``"tail"`` (graph cut) or ``"full"`` (fallback).
-
-    Example:
-        >>> c, intact, v, mode = lesion_correctness(loaded, rmap, rmap["layer2.1"], imgs, y,
-        ...                                         (1.0, 2.0), [np.array([3, 7])])  # doctest: +SKIP
-        >>> c.shape, intact.shape  # doctest: +SKIP
-        ((1, 2, 448), (2, 448))
-    """
-    counters = {} if counters is None else counters
-    run = _Runner(loaded, rmap, block, device, batch_size, counters)
-    masks = np.zeros((len(sets) + 1, block.channels), bool)  # row 0: the empty lesion (intact model)
-    for i, s in enumerate(sets):
-        masks[i + 1, np.asarray(s, np.int64)] = True
-    labels = np.asarray(labels)
-    correct = np.empty((len(masks), len(zooms), len(images)), bool)
-    order = sorted(range(len(zooms)), key=lambda z: float(zooms[z]) != 1.0)  # zoom 1 first: it gives the values
-    for z in order:
-        feats = run.inputs(images, float(zooms[z]))
-        if values is None:
-            values = run.values(images, feats if run.tail is not None and float(zooms[z]) == 1.0 else None)
-        correct[:, z] = run.predict(feats, masks, values) == labels[None]
-        del feats
-    return correct[1:], correct[0], values, ("tail" if run.tail is not None else "full")
-
-
 def label_problem(loaded, probe, source: str | None) -> str:
     """Why the probe's labels cannot be scored by the model's outputs (``''`` when they can).
 
@@ -347,6 +231,21 @@ def label_problem(loaded, probe, source: str | None) -> str:
         return (f"the probe folder has {len(probe_names)} class folders but the model has {loaded.num_classes} "
                 "outputs; labels (sorted folder names) cannot index its outputs")
     return ""
+
+
+class _Stop:
+    """Called after each group of sets: stop at once when the intact model is at chance (first block),
+    else when the claim's sequential rule says the block's outcome is clear."""
+
+    def __init__(self, rule, zooms, labels: np.ndarray, first: int, check_chance: bool):
+        self.rule, self.zooms, self.labels, self.first, self.check_chance = rule, zooms, labels, first, check_chance
+
+    def __call__(self, corr: np.ndarray, intact: np.ndarray) -> bool:
+        if self.check_chance and at_chance(intact[0], self.labels):
+            return True
+        self.check_chance = False
+        return self.rule is not None and len(corr) > self.first and \
+            bool(self.rule(self.zooms, intact, corr[0], corr[self.first:]))
 
 
 def run_lesions(env: InterventionEnv, request: LesionRequest) -> LesionData:
@@ -387,24 +286,25 @@ def run_lesions(env: InterventionEnv, request: LesionRequest) -> LesionData:
             continue
         block = env.rmap[plan.index]
         sets = [plan.selected] + ([plan.anti] if len(plan.anti) else []) + list(plan.random_sets)
-        if intact is None:  # cheap precheck: at chance, lesion damage means nothing (NC-rand and the like)
-            _, pre, _, _ = lesion_correctness(loaded, env.rmap, block, lab.images, lab.labels, (1.0,), [],
-                                              values=np.zeros(block.channels), device=env.device,
-                                              batch_size=opts.batch_size, counters=counters)
-            chance = at_chance(pre[0], lab.labels)
-            if chance:
-                return skip("not_applicable", chance)
         env.say(f"[resstream] C10 lesions of {block.name}: {len(sets)} channel sets x {len(zooms)} zooms x "
                 f"{len(lab)} images ...")
         start = time.perf_counter()
+        first = 1 + bool(len(plan.anti))  # rows of `sets` before the random ones
+        stop = _Stop(request.stop, zooms, lab.labels, first, check_chance=intact is None)
         corr, intact_b, vals, mode = lesion_correctness(loaded, env.rmap, block, lab.images, lab.labels, zooms, sets,
                                                         device=env.device, batch_size=opts.batch_size,
-                                                        counters=counters)
+                                                        counters=counters, stop=stop, precision=opts.precision)
+        chance = at_chance(intact_b[0], lab.labels) if intact is None else ""  # zooms[0] is 1
+        if chance:  # at chance (NC-rand and the like), lesion damage means nothing
+            return skip("not_applicable", chance)
+        ran = len(corr) - first
         env.say(f"[resstream] C10 lesions of {block.name}: done in {time.perf_counter() - start:.0f} s "
-                f"({mode} forwards)")
+                f"({mode} forwards; {ran} of {len(plan.random_sets)} random sets"
+                f"{', stopped early: the outcome was clear' if ran < len(plan.random_sets) else ''})")
         counters[f"mode:{block.name}"] = 1 if mode == "tail" else 0
         intact = intact_b if intact is None else intact
         has_anti = bool(len(plan.anti))
         out.append(BlockLesion(plan.block, plan.index, plan.channels, plan.selected, plan.anti, plan.random_sets,
                                vals, corr[0], corr[1] if has_anti else None, corr[1 + has_anti:], "", intact_b))
-    return LesionData(zooms, lab.labels.copy(), intact, tuple(out), opts.seed, opts.n_random, forwards=counters)
+    return LesionData(zooms, lab.labels.copy(), intact, tuple(out), opts.seed, opts.n_random, forwards=counters,
+                      sequential=opts.sequential if request.stop is not None else 0)

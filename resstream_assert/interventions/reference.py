@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from resstream_assert.interventions import InterventionEnv
-from resstream_assert.interventions.lesion import _Runner, lesion_correctness
+from resstream_assert.interventions.lesion_runner import _Runner, lesion_correctness
 from resstream_assert.paper import SCALE_INVARIANT_CHANNELS
 
 

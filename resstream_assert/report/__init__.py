@@ -9,6 +9,7 @@ re-rendered or compared later without re-running a model::
     >>> diff.failed, print(diff.table())                                            # doctest: +SKIP
 
 Modules: ``collect`` (ReportCollector, read/write), ``baseline`` (rules, compare, check),
+``merge`` (one report from a run's shards),
 ``terminal``, ``markdown``, ``html``, ``plots`` (matplotlib, imported only when drawing),
 ``hooks`` (the pytest wiring). Names below are imported on first use, so importing this
 package costs nothing in an unrelated pytest run.
@@ -26,6 +27,7 @@ _LAZY = {
     "compare_result": "baseline", "check": "baseline", "BaselineDiff": "baseline", "DiffEntry": "baseline",
     "BaselineDriftError": "baseline", "baseline_from_report": "baseline",
     "render_markdown": "markdown", "render_html": "html", "render_figure": "plots", "write_pngs": "plots",
+    "merge_reports": "merge",
 }
 
 __all__ = sorted(_LAZY)

@@ -38,17 +38,81 @@ def model_label(model: str, backend: str) -> str:
     return f"{model or '?'}[{backend or '?'}]"
 
 
+def source(result: Mapping[str, Any]) -> str:
+    """The stimulus source of a result: ``exemplars`` (the default, left out of the JSON) or ``featviz``."""
+    return str(result.get("stimuli") or "exemplars")
+
+
+def backend_label(result: Mapping[str, Any]) -> str:
+    """The backend column of a result: its backend, plus ``+SOURCE`` when its stimuli are not exemplars.
+
+    The stimulus source is part of a result's identity like the backend: a featviz result is a
+    row of its own in tables and the matrix, and is compared with a featviz baseline.
+
+    Example:
+        >>> backend_label({"backend": "torch"}), backend_label({"backend": "torch", "stimuli": "featviz"})
+        ('torch', 'torch+featviz')
+    """
+    backend = str(result.get("backend", ""))
+    return backend if source(result) == "exemplars" else f"{backend}+{source(result)}"
+
+
 def result_key(result: Mapping[str, Any]) -> tuple[str, str, str]:
-    """The identity of a claim result in a report: (model, backend, claim)."""
-    return (str(result.get("model", "")), str(result.get("backend", "")), str(result.get("claim", "")))
+    """The identity of a claim result in a report: (model, backend label, claim)."""
+    return (str(result.get("model", "")), backend_label(result), str(result.get("claim", "")))
+
+
+def pair_of(result: Mapping[str, Any]) -> tuple[str, str]:
+    """(model, backend label) of a result: its row in the matrix and its section in the reports."""
+    return str(result.get("model", "")), backend_label(result)
 
 
 def model_pairs(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """The (model, backend) pairs of a report's results, in report order, without repeats."""
+    """The (model, backend label) pairs of a report's results, in report order, without repeats."""
     seen: dict[tuple[str, str], None] = {}
     for r in results:
-        seen.setdefault((str(r.get("model", "")), str(r.get("backend", ""))), None)
+        seen.setdefault(pair_of(r), None)
     return list(seen)
+
+
+AGREEMENT_CLAIM = "C1-agree"
+
+
+def agreement(report: Mapping[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    """The stimulus-agreement tables of a run that used both sources (empty lists otherwise).
+
+    ``verdicts``: per (model, backend, claim) run on both, ``[model[backend], claim, exemplars
+    verdict, featviz verdict, "same"|"differs"]``; ``kappa``: per block of the ``C1-agree``
+    results, ``[model[backend], block, kappa, ci_low, ci_high, n, p_adjusted, verdict, note]``
+    (numbers as given, for the renderers to format).
+
+    Example:
+        >>> rs = [{"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds"},
+        ...       {"model": "m", "backend": "torch", "claim": "C1", "verdict": "fails", "stimuli": "featviz"}]
+        >>> agreement({"results": rs})[0]
+        [['m[torch]', 'C1', 'holds', 'fails', 'differs']]
+    """
+    results = report.get("results", [])
+    by_source: dict[tuple[str, str, str], dict[str, str]] = {}
+    for r in results:
+        if str(r.get("claim")) == AGREEMENT_CLAIM:
+            continue
+        key = (str(r.get("model", "")), str(r.get("backend", "")), str(r.get("claim", "")))
+        by_source.setdefault(key, {})[source(r)] = str(r.get("verdict", ""))
+    verdicts = []
+    for (m, b, c), vs in sorted(by_source.items(), key=lambda kv: (kv[0][0], kv[0][1], claim_sort_key(kv[0][2]))):
+        if "exemplars" in vs and "featviz" in vs:
+            same = "same" if vs["exemplars"] == vs["featviz"] else "differs"
+            verdicts.append([model_label(m, b), c, vs["exemplars"], vs["featviz"], same])
+    kappa = []
+    for r in results:
+        if str(r.get("claim")) != AGREEMENT_CLAIM:
+            continue
+        for row in r.get("rows", []):
+            kappa.append([model_label(str(r.get("model", "")), str(r.get("backend", ""))), str(row.get("block", "")),
+                          row.get("effect"), row.get("ci_low"), row.get("ci_high"), row.get("n"),
+                          row.get("p_adjusted"), str(row.get("verdict", "")), str(row.get("note", ""))])
+    return verdicts, kappa
 
 
 def claim_ids(results: Iterable[Mapping[str, Any]]) -> list[str]:

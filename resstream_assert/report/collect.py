@@ -171,7 +171,7 @@ class ReportCollector:
             "duration_s": round(end - self.started, 3),
             "volatile_keys": list(VOLATILE_KEYS),
             "models": list(dict.fromkeys(m for m, _ in pairs)),
-            "backends": sorted({b for _, b in pairs}),
+            "backends": sorted({str(r.get("backend", "")) for r in results}),
             "duplicates": [{"model": k[0], "backend": k[1], "claim": k[2], "nodeids": sorted(v)}
                            for k, v in sorted(self._duplicates.items())],
             "results": results,

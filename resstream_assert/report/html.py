@@ -14,8 +14,9 @@ import re
 from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fnum, fp
-from resstream_assert.report._common import (gate_label, matrix, model_label, model_pairs, result_key, show_matrix,
-                                             stability_requested, stability_text, titles)
+from resstream_assert.report._common import (agreement, backend_label, gate_label, matrix, model_label, model_pairs,
+                                             pair_of, result_key, show_matrix, stability_requested, stability_text,
+                                             titles)
 
 __all__ = ["render_html"]
 
@@ -75,7 +76,7 @@ def _header(report: Mapping[str, Any]) -> str:
 
 
 def _summary(results: Sequence[Mapping[str, Any]]) -> str:
-    rows = [[_e(model_label(r.get("model", ""), r.get("backend", ""))),
+    rows = [[_e(model_label(r.get("model", ""), backend_label(r))),
              f'<a href="#{_anchor(r)}">{_e(r.get("claim", ""))}</a>', _e(r.get("title", "")),
              _verdict(r.get("verdict")), _e(feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high"))),
              _e(fp(r.get("p_value"))), _e(fp(r.get("p_adjusted"))), _e(r.get("n", "")),
@@ -96,6 +97,23 @@ def _matrix(report: Mapping[str, Any]) -> str:
     legend = "; ".join(f"<b>{_e(c)}</b> {_e(t)}" for c, t in titles(report.get("results", [])).items() if t)
     return ("<h2>Cross-architecture matrix</h2><p class=\"meta\">Universality check (claim C6): one row per "
             f"model and backend.</p>{_table(['model[backend]'] + claims, rows)}<p class=\"meta\">{legend}</p>")
+
+
+def _agreement(report: Mapping[str, Any]) -> str:
+    verdicts, kappa = agreement(report)
+    if not (verdicts or kappa):
+        return ""
+    out = "<h2>Stimulus agreement: exemplars vs featviz</h2>"
+    if verdicts:
+        out += _table(["model[backend]", "claim", "exemplars", "featviz", "verdicts"],
+                      [[_e(v[0]), _e(v[1]), _verdict(v[2]), _verdict(v[3]), _e(v[4])] for v in verdicts])
+    if kappa:
+        out += ("<p class=\"meta\">Cohen's kappa of the skip / mix / overwrite categories per block, on the channels "
+                "defined under both sources.</p>"
+                + _table(["model[backend]", "block", "kappa [95% CI]", "n", "p (adj.)", "verdict", "note"],
+                         [[_e(k[0]), _e(k[1]), _e(feffect(k[2], k[3], k[4])), _e(k[5]), _e(fp(k[6])), _verdict(k[7]),
+                           _e(k[8])] for k in kappa], num=(3, 4)))
+    return out
 
 
 def _baseline(diff: Mapping[str, Any]) -> str:
@@ -184,10 +202,13 @@ def render_html(report: Mapping[str, Any], *, rendered: Mapping[tuple[str, str, 
         parts.append('<p class="meta">Verdict stability was asked for, but no claim here reads responses only.</p>')
     if show_matrix(report):
         parts.append(_matrix(report))
+    agree = _agreement(report)
+    if agree:
+        parts.append(agree)
     for m, b in model_pairs(results):
         parts.append(f"<h2>{_e(model_label(m, b))}</h2>")
         for r in results:
-            if (r.get("model"), r.get("backend")) == (m, b):
+            if pair_of(r) == (m, b):
                 parts.append(_claim_section(r, rendered.get(result_key(r), [])))
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>resstream_assert report</title>'

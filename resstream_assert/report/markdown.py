@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fp
-from resstream_assert.report._common import (gate_label, matrix, model_label, model_pairs, show_matrix,
-                                             stability_requested, stability_text, titles)
+from resstream_assert.report._common import (agreement, gate_label, matrix, model_label, model_pairs, pair_of,
+                                             show_matrix, stability_requested, stability_text, titles)
 
 __all__ = ["render_markdown", "md_table", "md_escape", "VERDICT_MD"]
 
@@ -117,8 +117,18 @@ def render_markdown(report: Mapping[str, Any], *, max_drift_rows: int = 50) -> s
         out += ["_No claim results were recorded in this run._", ""]
     for m, b in model_pairs(results):
         out += [f"### `{model_label(m, b)}`", ""]
-        out += [_model_table([r for r in results if (r.get("model"), r.get("backend")) == (m, b)],
-                             stability_requested(report)), ""]
+        out += [_model_table([r for r in results if pair_of(r) == (m, b)], stability_requested(report)), ""]
     if show_matrix(report):
         out += ["### Cross-architecture matrix", "", _matrix_table(report), ""]
+    verdicts, kappa = agreement(report)
+    if verdicts or kappa:
+        out += ["### Stimulus agreement: exemplars vs featviz", ""]
+    if verdicts:
+        out += [md_table(["model[backend]", "claim", "exemplars", "featviz", "verdicts"],
+                         [[v[0], v[1], _verdict(v[2]), _verdict(v[3]), v[4]] for v in verdicts]), ""]
+    if kappa:
+        out += ["Cohen's kappa of the skip / mix / overwrite categories per block (channels defined under both):", "",
+                md_table(["model[backend]", "block", "kappa [95% CI]", "n", "p (adj.)", "verdict", "note"],
+                         [[k[0], k[1], feffect(k[2], k[3], k[4]), k[5], fp(k[6]), _verdict(k[7]), k[8]] for k in kappa],
+                         align="llllrll"), ""]
     return "\n".join(out).rstrip() + "\n"

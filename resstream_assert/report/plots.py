@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import to_float
-from resstream_assert.report._common import result_key
+from resstream_assert.report._common import backend_label, result_key
 
-__all__ = ["render_figure", "result_figures", "render_all", "write_pngs", "FIGURE_TYPES"]
+__all__ = ["render_figure", "result_figures", "render_all", "write_pngs", "image_grid_png", "FIGURE_TYPES"]
 
 FIGURE_TYPES = ("hist", "scatter", "bars", "lines", "images")
 _MAX_COLS = 4
@@ -87,6 +87,66 @@ def _image(ax: Any, p: Mapping[str, Any], colors: Sequence[Any]) -> None:
     ax.set_axis_off()
 
 
+def _png_shape(p: Mapping[str, Any]) -> tuple[int, int]:
+    from matplotlib import image as mpimg
+
+    try:
+        arr = mpimg.imread(io.BytesIO(base64.b64decode(str(p.get("png_base64", "")))), format="png")
+        return int(arr.shape[0]), int(arr.shape[1])
+    except Exception:  # a bad image is reported by the drawing step
+        return 200, 190
+
+
+def image_grid_png(cells: Sequence[Sequence[Any]], row_labels: Sequence[str], col_labels: Sequence[str], *,
+                   ok: Sequence[Sequence[bool]] | None = None, title: str = "", cell_in: float = 1.15,
+                   dpi: int = 100) -> bytes:
+    """A labelled grid of RGB images (``cells[r][c]``: uint8 (3, H, W) or (H, W, 3), or None) as PNG bytes.
+
+    ``ok[r][c] = False`` frames a cell red and marks it "failed" (e.g. a feature visualization
+    that did not pass its success check).
+
+    Example:
+        >>> png = image_grid_png([[np.zeros((3, 8, 8), np.uint8)]], ["ch 0"], ["I"])  # doctest: +SKIP
+        >>> png[:4] == b"\x89PNG"  # doctest: +SKIP
+        True
+    """
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    nrows, ncols = len(row_labels), len(col_labels)
+    fig = Figure(figsize=(cell_in * ncols + 0.9, cell_in * nrows + (0.2 + 0.2 * (title.count("\n") + 1) if title
+                                                                      else 0.2)), dpi=dpi,
+                 layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(max(1, nrows), max(1, ncols), squeeze=False)
+    for r in range(nrows):
+        for c in range(ncols):
+            ax = axes[r][c]
+            img = cells[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if img is not None:
+                arr = np.asarray(img)
+                ax.imshow(arr.transpose(1, 2, 0) if arr.ndim == 3 and arr.shape[0] == 3 else arr)
+            failed = ok is not None and not ok[r][c]
+            for spine in ax.spines.values():
+                spine.set_edgecolor("red" if failed else "0.8")
+                spine.set_linewidth(2.5 if failed else 0.5)
+            if failed:
+                ax.text(0.5, 0.08, "failed", color="red", fontsize=7, ha="center", transform=ax.transAxes,
+                        bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "edgecolor": "none"})
+            if r == 0:
+                ax.set_title(str(col_labels[c]), fontsize=9)
+            if c == 0:
+                ax.set_ylabel(str(row_labels[r]), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
 _DRAW = {"hist": _hist, "scatter": _scatter, "bars": _bars, "lines": _lines, "images": _image}
 
 
@@ -108,6 +168,9 @@ def render_figure(spec: Mapping[str, Any], *, dpi: int = 100) -> bytes:
     panels = list(spec.get("panels", [])) or [{}]
     # Feature-visualization grids hold many small images; plots need room for axes and ticks.
     max_cols, pw, ph = (8, 1.9, 2.0) if kind == "images" else (_MAX_COLS, _PANEL_W, _PANEL_H)
+    if kind == "images" and len(panels) == 1:  # one grid: show it at its own pixel size
+        h, w = _png_shape(panels[0])
+        pw, ph = max(1.0, w / dpi), max(1.0, h / dpi) + 0.3
     if kind == "bars":  # grouped bars need room per bar: categories x series
         n_bars = max(len(p.get("categories", [])) * max(1, len(p.get("series", {}))) for p in panels)
         pw = min(12.0, max(pw, 0.16 * n_bars + 1.5))
@@ -193,7 +256,7 @@ def write_pngs(report: Mapping[str, Any], directory: str | Path,
     for r in report.get("results", []):
         for name, _, png in rendered.get(result_key(r), []):
             if isinstance(png, bytes):
-                stem = _slug(f"{r.get('model', '')}_{r.get('backend', '')}_{r.get('claim', '')}_{name}")
+                stem = _slug(f"{r.get('model', '')}_{backend_label(r)}_{r.get('claim', '')}_{name}")
                 path = directory / f"{stem}.png"
                 path.write_bytes(png)
                 written.append(path)

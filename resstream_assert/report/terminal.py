@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fp
-from resstream_assert.report._common import (SHORT_VERDICT, gate_label, matrix, model_label, show_matrix,
-                                             stability_requested, stability_text, titles)
+from resstream_assert.report._common import (SHORT_VERDICT, agreement, backend_label, gate_label, matrix, model_label,
+                                             show_matrix, stability_requested, stability_text, titles)
 
 __all__ = ["VERDICT_MARKUP", "claims_table", "matrix_table", "stability_lines", "plain", "write_summary"]
 
@@ -54,7 +54,7 @@ def claims_table(report: Mapping[str, Any], reason_width: int = 60, width: int |
         note = "; ".join(x for x in (unstable.replace("unstable", "UNSTABLE", 1), gate_label(r),
                                      str(r.get("reason", ""))) if x)
         v = str(r.get("verdict", ""))
-        rows.append([model_label(str(r.get("model", "")), str(r.get("backend", ""))), str(r.get("claim", "")), v,
+        rows.append([model_label(str(r.get("model", "")), backend_label(r)), str(r.get("claim", "")), v,
                      feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high")), fp(r.get("p_adjusted")),
                      str(r.get("n", "")), note])
         verdicts.append([v])
@@ -101,14 +101,38 @@ def stability_lines(report: Mapping[str, Any]) -> list[Line]:
         'm[torch]  C1  holds  stable at n=512: flips in 1/20 re-evaluations (5%'
     """
     results = report.get("results", [])
-    cells = [(model_label(str(r.get("model", "")), str(r.get("backend", ""))), str(r.get("claim", "")),
+    cells = [(model_label(str(r.get("model", "")), backend_label(r)), str(r.get("claim", "")),
               str(r.get("verdict", ""))) for r in results]
     widths = [max((len(c[i]) for c in cells), default=0) for i in range(3)]
     out: list[Line] = []
     for cell, r in zip(cells, results):
-        text = stability_text(r) or "not re-evaluated (the claim runs the model again)"
+        text = stability_text(r) or ("not re-evaluated (feature-visualization stimuli)"
+                                     if r.get("stimuli", "exemplars") != "exemplars"
+                                     else "not re-evaluated (the claim runs the model again)")
         markup = {"red": True, "bold": True} if (r.get("stability") or {}).get("unstable") else {}
         out.append([("".join(c.ljust(w) + "  " for c, w in zip(cell, widths)), {}), (text, markup)])
+    return out
+
+
+def agreement_tables(report: Mapping[str, Any]) -> list[Line]:
+    """Exemplar vs featviz verdicts side by side, then Cohen's kappa of the categories per block.
+
+    Example:
+        >>> rs = [{"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds"},
+        ...       {"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds", "stimuli": "featviz"}]
+        >>> plain(agreement_tables({"results": rs})[2])
+        'm[torch]        C1     holds      holds    same'
+    """
+    verdicts, kappa = agreement(report)
+    out: list[Line] = []
+    if verdicts:
+        out += _grid(["model[backend]", "claim", "exemplars", "featviz", "verdicts"], verdicts, [2, 3],
+                     [[v[2], v[3]] for v in verdicts])
+    if kappa:
+        rows = [[k[0], k[1], feffect(k[2], k[3], k[4]), str(k[5] if k[5] is not None else ""), fp(k[6]), k[7], k[8]]
+                for k in kappa]
+        out += [[("", {})]] + _grid(["model[backend]", "block", "kappa [95% CI]", "n", "p_adj", "verdict", "note"],
+                                    rows, [5], [[k[7]] for k in kappa])
     return out
 
 
@@ -146,6 +170,10 @@ def write_summary(tr: Any, report: Mapping[str, Any], diff: Any = None, written:
         if show_matrix(report):
             tr.write_sep("-", "cross-architecture matrix (claim C6: universality)")
             _write(tr, matrix_table(report, width=width))
+        agree = agreement_tables(report)
+        if agree:
+            tr.write_sep("-", "stimulus agreement: exemplars vs featviz (verdicts; kappa of skip/mix/overwrite)")
+            _write(tr, agree)
         if stability_requested(report):
             tr.write_sep("-", "verdict stability (re-evaluated on probe half-samples with other seeds)")
             _write(tr, stability_lines(report))

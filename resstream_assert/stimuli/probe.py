@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from resstream_assert.errors import ProbeError
-from resstream_assert.stimuli.synthetic import CLASS_NAMES, make_split
+from resstream_assert.stimuli.synthetic import CLASS_NAMES, render
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 #: Photographs shipped inside scikit-image (no download needed).
@@ -167,15 +167,17 @@ def embedded_probe(n: int = 512, size: int = 96, seed: int = 0,
         raise ProbeError(f"natural_fraction must be in [0, 1], got {natural_fraction}.")
     n_nat = int(round(n * natural_fraction))
     n_syn = n - n_nat
-    syn, labels, _ = make_split("test", n_syn, size, seed=seed)
+    # Written image by image into the final (N, 3, H, W) array: no full-size temporary copies.
+    images = np.empty((n, 3, size, size), np.uint8)
+    labels = np.full(n, -1, np.int64)
+    for i in range(n_syn):
+        img, labels[i], _ = render(i, "test", size, seed)
+        images[i] = img.transpose(2, 0, 1)
     names = [f"synth/test/{i}" for i in range(n_syn)]
-    parts = [syn]
     if n_nat:
         crops, ids = _natural_crops(n_nat, size, seed)
-        parts.append(np.stack(crops))
+        images[n_syn:] = np.stack(crops).transpose(0, 3, 1, 2)
         names += ids
-        labels = np.concatenate([labels, np.full(n_nat, -1, np.int64)])
-    images = np.concatenate(parts).transpose(0, 3, 1, 2)
     return ProbeSet.build(images, labels, names, CLASS_NAMES)
 
 

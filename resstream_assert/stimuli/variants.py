@@ -59,6 +59,22 @@ def parse_variant(name: str) -> tuple[str, float]:
     raise ValueError(f"Unknown stimulus variant {name!r}. Valid: {_valid_names()}.")
 
 
+def canonical_variant(name: str) -> tuple[str, float]:
+    """The transform a variant name stands for: names with the same one give identical images.
+
+    ``S`` is ``zoom2``, ``Sinv`` is ``zoomout2``, and a zoom by 1 is ``id``; capture runs each
+    transform once and shares the responses between its names.
+
+    Example:
+        >>> canonical_variant("S") == canonical_variant("zoom2.0"), canonical_variant("zoom1")
+        (True, ('id', 1.0))
+    """
+    kind, z = parse_variant(name)
+    if kind in ("zoom", "zoomout") and z == 1.0:
+        return "id", 1.0
+    return kind, z
+
+
 def zoom_variant(z: float) -> str:
     """The variant name for a zoom-in by ``z`` (crop the centre, resize back).
 

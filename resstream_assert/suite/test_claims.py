@@ -14,7 +14,8 @@ from resstream_assert.results import ClaimAssertionError, Verdict
 
 @pytest.mark.parametrize("claim", claim_order(REGISTRY))
 def test_claim(claim, resstream_ref, resstream_pipeline, resstream_record, resstream_config):
-    result = resstream_pipeline.claim_results(resstream_ref.spec, resstream_ref.backend)[claim]
+    result = resstream_pipeline.claim_results(resstream_ref.spec, resstream_ref.backend,
+                                              stimuli=resstream_ref.stimuli)[claim]
     resstream_record(result)
     decision = decide(result, survey=resstream_config.survey)
     if decision.outcome is Outcome.SKIP:

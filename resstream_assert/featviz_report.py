@@ -1,0 +1,78 @@
+"""What a featviz run adds to its claim results: the source, the sampled channels, the success
+counts per block, and one image grid per analysed block (orchestration: reads the featviz
+intervention's numpy data, draws with ``report.plots``).
+
+Every featviz result gets ``stimuli="featviz"`` (its identity in reports, like a backend),
+claim-level values (``fz_channels_per_block``, ``fz_steps``, ``fz_seeds``) and, in each block
+row of a visualised block, ``fz_channels`` (channels sampled) and per site (I, B, O)
+``fz_ok_*`` / ``fz_n_*`` (images that passed the success check / images tried). The first
+result of an evaluation also carries the grids, as ``images`` figures (``featviz_grid_BLOCK``).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+from typing import Mapping
+
+import numpy as np
+
+from resstream_assert.interventions.featviz_stimuli import FEATVIZ_SITES, SITE_LABELS, FeatvizStimuli
+
+#: Channels shown per block in a report's grid (the CLI draws all it is asked for).
+GRID_CHANNELS = 16
+
+
+def block_grid(fz: FeatvizStimuli, block: int, *, max_channels: int | None = GRID_CHANNELS, seed: int = 0,
+               title: str | None = None) -> bytes:
+    """PNG of one block's visualizations: a row per channel, columns I, B, O (image seed ``seed``);
+    images that failed the success check are framed red.
+
+    Example:
+        >>> open("grid.png", "wb").write(block_grid(fz, 3))  # doctest: +SKIP
+    """
+    from resstream_assert.report.plots import image_grid_png
+
+    start, bi = fz.block_rows(block)
+    channels = sorted({t.channel for t in bi.targets})
+    shown = channels[:max_channels] if max_channels else channels
+    row_of = {(t.site, t.channel, t.seed): start + i for i, t in enumerate(bi.targets)}
+    cells, ok = [], []
+    for c in shown:
+        rows = [row_of.get((s, c, seed)) for s in FEATVIZ_SITES]
+        cells.append([None if r is None else bi.images[r - start] for r in rows])
+        ok.append([r is not None and bool(fz.ok[r]) for r in rows])
+    cols = [f"{SITE_LABELS[s]} ({s})" for s in FEATVIZ_SITES]
+    more = f" (first {len(shown)} of {len(channels)} sampled)" if len(shown) < len(channels) else ""
+    head = title or f"{bi.name}{more}, seed {seed}\nred frame: failed success check"
+    return image_grid_png(cells, [f"ch {c}" for c in shown], cols, ok=ok, title=head)
+
+
+def label_featviz_results(results: Mapping[str, object], fz: FeatvizStimuli, rmap) -> dict:
+    """``results`` (claim id -> ClaimResult) labelled as featviz results, with sampling and success counts.
+
+    Example:
+        >>> out = label_featviz_results(results, pipeline.featviz(spec), rmap)  # doctest: +SKIP
+        >>> out["C1"].rows[0].values["fz_channels"]  # doctest: +SKIP
+    """
+    summaries = {rmap[b.block].name: fz.summary(b.block) for b in fz.blocks}
+    per_row = {name: {"fz_channels": s["channels_sampled"],
+                      **{f"fz_{k}": v for k, v in s.items() if k.startswith(("ok_", "n_"))}}
+               for name, s in summaries.items()}
+    sampled = sorted({s["channels_sampled"] for s in summaries.values()})
+    claim_values = {"fz_channels_per_block": sampled[0] if len(sampled) == 1 else float("nan"),
+                    "fz_steps": fz.settings.steps, "fz_seeds": fz.seeds,
+                    "fz_success_rate": float(np.mean(fz.ok)) if fz.ok.size else float("nan")}
+    figures = {}
+    for b in fz.blocks:
+        png = block_grid(fz, b.block)
+        figures[f"featviz_grid_{b.name}"] = {
+            "type": "images", "title": f"Feature visualizations of {b.name}: channels x I/B/O",
+            "panels": [{"label": b.name, "png_base64": base64.b64encode(png).decode("ascii")}]}
+    out = {}
+    for i, (cid, r) in enumerate(results.items()):
+        rows = tuple(replace(row, values={**row.values, **per_row[row.block]}) if row.block in per_row else row
+                     for row in r.rows)
+        extra = {"figures": {**r.figures, **figures}} if i == 0 else {}
+        out[cid] = r.with_(stimuli="featviz", rows=rows, values={**r.values, **claim_values}, **extra)
+    return out
