@@ -91,7 +91,11 @@ class Responses:
             [[4.0, 5.0], [0.0, 1.0]]
         """
         idx = np.asarray(rows, dtype=np.int64)
-        pick = lambda table: {k: v[idx] for k, v in table.items()}  # noqa: E731
+        done: dict[int, np.ndarray] = {}  # sites that share one array keep sharing one
+
+        def pick(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {k: done[id(v)] if id(v) in done else done.setdefault(id(v), v[idx]) for k, v in table.items()}
+
         return Responses(self.variant, pick(self.center), pick(self.mean),
                          None if self.logits is None else self.logits[idx], pick(self.maps))
 
