@@ -10,8 +10,11 @@ full run's. Why half: for a statistic ``T`` with variance ``s²/n``, a half-samp
 from the full set's value has variance ``s²(2/n - 1/n) = s²/n``, the same as the full set's
 deviation from its value on unlimited images (the half-sampling argument), so the flip rate
 approximates how often a probe set of this size gives another verdict than unlimited images
-would; Monte-Carlo noise of the seeded resampling is included. A claim whose verdict flips in
-more than :data:`STABILITY_THRESHOLD` of the runs is reported as unstable at this probe size.
+would; Monte-Carlo noise of the seeded resampling is included. A half-sample also has less
+power than the full set, so a verdict that fails for lack of power looks stable (every half
+fails too): stability says how fragile a verdict is at this probe size, not what more images
+would show. A claim whose verdict flips in more than :data:`STABILITY_THRESHOLD` of the runs is
+reported as unstable at this probe size.
 """
 
 from __future__ import annotations
