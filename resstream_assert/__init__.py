@@ -32,6 +32,8 @@ def __getattr__(name: str):
         "RunConfig": ("resstream_assert.config", "RunConfig"),
         "Responses": ("resstream_assert.capture.responses", "Responses"),
         "analyze": ("resstream_assert.api", "analyze"),
+        "evaluate_responses": ("resstream_assert.claims.stability", "evaluate_responses"),
+        "verdict_stability": ("resstream_assert.claims.stability", "verdict_stability"),
         "embedded_probe": ("resstream_assert.stimuli.probe", "embedded_probe"),
         "load_probe": ("resstream_assert.stimuli.probe", "load_probe"),
     }

@@ -57,6 +57,7 @@ class RunConfig:
     stimuli: str = "exemplars"  # exemplars | featviz | both
     channels: int | None = None  # featviz: channels sampled per block (None = all)
     featviz: dict = field(default_factory=dict)  # featviz settings: steps, lr, seeds, regime, jitter, size, ...
+    stability: int = 0  # re-evaluations on probe half-samples and other seeds (0 = off; claims/stability.py)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -75,8 +76,11 @@ class RunConfig:
     def to_dict(self) -> dict:
         """JSON-ready form (stored in reports). The cache directory is left out: it is a local
         path, says nothing about the results, and would make committed baselines machine-specific.
-        ``claims`` and ``shard`` appear only when set, the feature-visualization settings only when used."""
+        ``claims``, ``shard`` and ``stability`` appear only when set, the feature-visualization settings only
+        when used."""
         skip = {"cache_dir"} | {k for k in ("claims", "shard") if getattr(self, k) is None}
+        if not self.stability:
+            skip.add("stability")
         if self.stimuli == "exemplars":
             skip |= {"stimuli", "channels", "featviz"}
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k not in skip}
@@ -197,6 +201,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))", _resamples),
     Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=200, "
            "blocks=layer3.1,layer2.1, zooms=1,1.5,2, max_images=1024, min_selected=3"),
+    Option("stability", "int", 0, "re-evaluate each claim that reads responses only (C1-C9) on N random halves of "
+           "the probe images with other seeds, and report how often its verdict flips (unstable above 10 percent; "
+           "0 = off)", _non_negative),
     # Stimulus source (DESIGN.md decision 4): dataset exemplars or feature visualizations.
     Option("stimuli", "str", "exemplars", "stimuli of the measures: exemplars (top-9 probe images per channel), "
            "featviz (feature visualizations, the papers' method) or both (claims on each, plus the agreement report)",
@@ -315,4 +322,4 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         survey=bool(get("survey")), claim_options=claim_options, claims=claims,
         shard=tuple(int(x) for x in str(get("shard")).split("/")) if get("shard") else None,
         stimuli=str(get("stimuli")), channels=get("channels"),
-        featviz={field_: get(name) for name, field_ in FEATVIZ_OPTIONS.items()})
+        featviz={field_: get(name) for name, field_ in FEATVIZ_OPTIONS.items()}, stability=int(get("stability")))

@@ -219,15 +219,35 @@ def _mix_ratios(i_site, b_site, o_site, xi, xb, floor, o_stim=None):
 
 
 def _spearman_columns(x: np.ndarray, y: np.ndarray, positive_x: bool) -> np.ndarray:
-    """Spearman rho per column of two (N, C) arrays, optionally over rows with ``x > 0`` only."""
-    from scipy.stats import spearmanr
+    """Spearman rho per column of two (N, C) arrays, optionally over rows with ``x > 0`` only.
 
+    Pearson correlation of average ranks within each column's kept rows (what
+    ``scipy.stats.spearmanr`` computes per column, vectorized); NaN where fewer than 5 rows
+    are kept or either side is constant on them.
+
+    Example:
+        >>> x = np.array([[1., -1.], [2., 2.], [3., 3.], [4., 1.], [5., 5.], [6., 4.]])
+        >>> _spearman_columns(x, -x, positive_x=False).tolist()
+        [-1.0, -1.0]
+    """
+    from scipy.stats import rankdata
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    keep = (x > 0) if positive_x else np.ones(x.shape, dtype=bool)
+    n = keep.sum(axis=0)
     out = np.full(x.shape[1], np.nan)
-    for c in range(x.shape[1]):
-        keep = x[:, c] > 0 if positive_x else slice(None)
-        xs, ys = x[keep, c], y[keep, c]
-        if xs.size >= 5 and np.ptp(xs) > 0 and np.ptp(ys) > 0:
-            out[c] = spearmanr(xs, ys).statistic
+    varies = lambda a: np.where(keep, a, -np.inf).max(axis=0, initial=-np.inf) > \
+        np.where(keep, a, np.inf).min(axis=0, initial=np.inf)  # noqa: E731
+    ok = (n >= 5) & varies(x) & varies(y)
+    if not ok.any():
+        return out
+    k = keep[:, ok]
+    # Rows left out rank after every kept row (+inf), so kept rows get their average ranks 1..n.
+    rx, ry = (rankdata(np.where(k, a[:, ok], np.inf), axis=0) for a in (x, y))
+    mean = lambda r: np.where(k, r, 0.0).sum(axis=0) / k.sum(axis=0)  # noqa: E731
+    dx = np.where(k, rx - mean(rx), 0.0)
+    dy = np.where(k, ry - mean(ry), 0.0)
+    out[ok] = (dx * dy).sum(axis=0) / np.sqrt((dx * dx).sum(axis=0) * (dy * dy).sum(axis=0))
     return out
 
 

@@ -289,7 +289,24 @@ class Pipeline:
             from resstream_assert.featviz_report import label_featviz_results
 
             return label_featviz_results(results, self.featviz(spec, backend, variants), self.map(spec, backend))
+        if cfg.stability:  # the exemplar source: re-evaluated on probe half-samples (featviz would re-optimise)
+            results = self._with_stability(ctx, results, options, len(probe))
         return results
+
+    def _with_stability(self, ctx, results: dict, options, n_images: int) -> dict:
+        """``results`` with each response-only claim's verdict stability (``--resstream-stability N``)."""
+        from resstream_assert.claims.stability import SUBSAMPLE_FRACTION, response_claims, verdict_stability
+
+        runs = self.config.stability
+        ids = response_claims(results)
+        if not ids:
+            return results
+        if self.log is not None:
+            self.log(f"resstream: verdict stability of {', '.join(ids)} on {ctx.model}: {runs} re-evaluations on "
+                     f"{round(SUBSAMPLE_FRACTION * n_images)} of {n_images} probe images, other seeds")
+        table = verdict_stability(ctx.rmap, ctx.responses, {cid: results[cid] for cid in ids}, runs=runs,
+                                  options=options, seed=self.config.seed)
+        return {cid: r.with_(stability=table[cid]) if cid in table else r for cid, r in results.items()}
 
     @staticmethod
     def _label(results: dict, stimuli: str) -> dict:

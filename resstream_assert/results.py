@@ -244,6 +244,11 @@ class ClaimResult:
     ``figures`` holds JSON-ready plot data (lists of floats, stored as tuples).
     ``stimuli`` is the stimulus source the measures used (``exemplars`` or ``featviz``); like the
     backend it is part of a result's identity in reports (``to_dict`` leaves the default out).
+    ``stability`` is empty unless the run asked for it (``--resstream-stability N``): how often the
+    verdict flipped when the claim was re-evaluated on N probe subsamples with other seeds
+    (``flips``, ``runs``, ``rate`` with its Clopper-Pearson ``ci_low``/``ci_high``, ``n_images``
+    of ``of_images``, ``unstable`` = 1.0 when ``rate`` exceeds ``threshold``; see
+    :mod:`resstream_assert.claims.stability`).
     """
 
     claim: str
@@ -268,6 +273,7 @@ class ClaimResult:
     gate: bool = True
     figures: Mapping[str, Any] = field(default_factory=dict)
     stimuli: str = "exemplars"
+    stability: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "verdict", Verdict(self.verdict))
@@ -279,6 +285,7 @@ class ClaimResult:
         object.__setattr__(self, "thresholds", _float_map(self.thresholds))
         object.__setattr__(self, "values", _float_map(self.values))
         object.__setattr__(self, "figures", _freeze(dict(self.figures)))
+        object.__setattr__(self, "stability", _float_map(self.stability))
 
     def confidence_interval(self) -> ConfidenceInterval:
         return ConfidenceInterval(self.ci_low, self.ci_high)
@@ -293,6 +300,8 @@ class ClaimResult:
         d["rows"] = [r.to_dict() for r in self.rows]
         if self.stimuli == "exemplars":  # the default: reports of exemplar runs keep their exact form
             del d["stimuli"]
+        if not self.stability:  # likewise for runs without --resstream-stability
+            del d["stability"]
         return _enc(d)
 
     @classmethod
@@ -308,7 +317,7 @@ class ClaimResult:
         for name in _CLAIM_FLOATS:
             kw[name] = _dec_float(kw[name])
         kw["rows"] = tuple(BlockRow.from_dict(r) for r in d["rows"])
-        for name in ("thresholds", "values"):
+        for name in ("thresholds", "values", "stability"):
             kw[name] = {k: _dec_float(v) for k, v in d.get(name, {}).items()}
         kw["figures"] = _dec_figure(d.get("figures", {}))
         return cls(**kw)

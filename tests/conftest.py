@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["pytester"]
+
+# Hypothesis profiles for the property tests (tests/test_properties.py).
+# ``ci`` (the default): few, fixed examples, so every run draws the same networks and takes seconds.
+# ``dev``: more examples, random, with the example database, for bug hunting:
+#     HYPOTHESIS_PROFILE=dev python -m pytest tests/test_properties.py
+settings.register_profile("ci", max_examples=20, derandomize=True, deadline=None, database=None,
+                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -269,3 +269,23 @@ def test_real_negative_controls_c8_does_not_hold(real_results, control):
     assert res.verdict != Verdict.HOLDS, res.table()
     assert res.verdict in (Verdict.FAILS, Verdict.INCONCLUSIVE)
     assert real_results[control]["C5"].verdict != Verdict.HOLDS
+
+
+def test_c6_needs_zoom_in_to_beat_zoom_out():
+    """SM_B > 0 in every mix channel, but zooming out raises the block's response as much (a transform
+    that only adds variance to ReLU'd responses does this): no preference for zooming in. The sign
+    test alone held here; the intersection-union with the paired zoom-in vs zoom-out test does not."""
+    from dataclasses import replace
+
+    ctx = synth_ctx(planted=(False,) * 6)
+    rng = np.random.default_rng(5)
+    ms = []
+    for bm in ctx.measures:
+        up, down = (np.abs(rng.normal(size=bm.channels)) + 0.01 for _ in range(2))
+        ms.append(replace(bm, scale={**bm.scale, "sm_b": up, "delta_b": up, "sm_b_rev": down, "delta_b_rev": down}))
+    res = evaluate("C6", replace(ctx, measures=tuple(ms)))
+    tested = [r for r in res.rows if r.verdict in (Verdict.HOLDS, Verdict.FAILS)]
+    assert len(tested) == 5
+    assert all(r.values["p_sign"] < 1e-6 and r.values["p_direction"] > 0.01 for r in tested), res.table()
+    assert all(r.p_value == r.values["p_direction"] and r.note == "binding: zoom in vs zoom out" for r in tested)
+    assert res.verdict == Verdict.FAILS and not any(r.verdict == Verdict.HOLDS for r in tested)

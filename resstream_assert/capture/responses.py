@@ -82,6 +82,23 @@ class Responses:
             raise KeyError(f"site {site!r} of block {idx} was not captured for variant {self.variant!r}; "
                            f"captured: {sorted(table)[:6]}...") from None
 
+    def subset(self, rows) -> "Responses":
+        """The same responses for some of the images only (``rows``: indices into the probe set).
+
+        Example:
+            >>> r = Responses("id", {"0/branch_out": np.arange(6.).reshape(3, 2)}, {}, None)
+            >>> r.subset([2, 0]).get(0, "branch_out").tolist()
+            [[4.0, 5.0], [0.0, 1.0]]
+        """
+        idx = np.asarray(rows, dtype=np.int64)
+        done: dict[int, np.ndarray] = {}  # sites that share one array keep sharing one
+
+        def pick(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {k: done[id(v)] if id(v) in done else done.setdefault(id(v), v[idx]) for k, v in table.items()}
+
+        return Responses(self.variant, pick(self.center), pick(self.mean),
+                         None if self.logits is None else self.logits[idx], pick(self.maps))
+
     @property
     def n_images(self) -> int:
         """Number of images (rows)."""

@@ -36,7 +36,9 @@ class _Tap(nn.Module):
         h, w = x.shape[2], x.shape[3]
         # copy=True matters: indexing returns a view that a later in-place ReLU would overwrite.
         center = x[:, :, h // 2, w // 2].to(device="cpu", dtype=torch.float32, copy=True)
-        mean = x.mean(dim=(2, 3), dtype=torch.float32).cpu()
+        # contiguous(): a float sum depends on memory order, so a channels-last map (a ConvNeXt
+        # branch after its permute) would differ by an ulp from the same values stored NCHW.
+        mean = x.contiguous().mean(dim=(2, 3), dtype=torch.float32).cpu()
         full = x.to(device="cpu", dtype=torch.float32, copy=True) if self.keep_map else None
         for key in self.keys:
             self.store.setdefault(("center", key), []).append(center)

@@ -99,6 +99,38 @@ def copy_graph(module: nn.Module) -> tuple[fx.Graph, dict[str, fx.Node]]:
     return graph, {old.name: new for old, new in env.items()}
 
 
+def edited_module(module: nn.Module, graph: fx.Graph, by_name: dict[str, fx.Node],
+                  added: dict[fx.Node, str] | None = None) -> fx.GraphModule:
+    """A ``GraphModule`` running ``graph`` (an edited :func:`copy_graph` of ``module``) that keeps the native names.
+
+    Tracing a ``GraphModule`` again loses the module path of every function node (its adds
+    all run in the root's ``forward``), so discovery would have to guess block names from
+    the branch's modules. Instead the edited module's trace is recorded here with the
+    original qualified names, so its blocks and sites are named as the original's.
+    ``by_name`` is the mapping :func:`copy_graph` returned; ``added`` names nodes the edit
+    inserted (default: their node names).
+
+    Example:
+        >>> import torchvision
+        >>> model = torchvision.models.resnet18()
+        >>> graph, by_name = copy_graph(model)
+        >>> edited = edited_module(model, graph, by_name)
+        >>> trace(edited).qualname[by_name["add"].name]
+        'layer1.0.add'
+    """
+    qual = trace(module).qualname
+    gm = fx.GraphModule(module, graph)
+    names = {new.name: qual.get(old, new.name) for old, new in by_name.items()}
+    names.update({node.name: text for node, text in (added or {}).items()})
+    copy, env = fx.Graph(), {}
+    copy.output(copy.graph_copy(gm.graph, env))
+    renamed = {old.name: new.name for old, new in env.items()}
+    # A separate GraphModule holds the trace: the cache's value must not keep its key (gm) alive.
+    _TRACES[gm] = Traced(fx.GraphModule(gm, copy), {renamed[n]: names.get(n, n) for n in renamed}
+                         | {n.name: n.name for n in copy.nodes if n.op == "output"})
+    return gm
+
+
 def split_at(module: nn.Module, node_name: str) -> tuple[fx.GraphModule, fx.GraphModule | None]:
     """Cut ``module``'s FX graph at ``node_name``: ``(head, tail)``; ``tail`` is None if tensors cross the cut.
 
@@ -333,7 +365,7 @@ def _get_attr(module: nn.Module, target: str) -> torch.Tensor:
 def _block_name(bn: BlockNodes, qual: dict[str, str]) -> str:
     """The block's module path: the parent of its add ('layer1.0.add' -> 'layer1.0')."""
     name = qual[bn.resid_sum]
-    if "." not in name:  # a re-traced GraphModule (e.g. nc-plain): name it after the branch's module
+    if "." not in name:  # a user's re-traced GraphModule: name it after the branch's module
         name = qual[bn.branch_out]
     return name.rsplit(".", 1)[0] if "." in name else name
 

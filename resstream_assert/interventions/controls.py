@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.fx as fx
 import torch.nn as nn
 
 from resstream_assert.errors import DiscoveryError, ModelSpecError
@@ -66,16 +65,18 @@ def _identity(module, rmap, seed):
 
 
 def _plain(module, rmap, seed):
-    from resstream_assert.discovery.torch_graph import block_nodes, copy_graph
+    from resstream_assert.discovery.torch_graph import block_nodes, copy_graph, edited_module, trace
 
     graph, by_name = copy_graph(module)
+    qual, added = trace(module).qualname, {}
     for bn in block_nodes(module):
         add, skip = by_name[bn.resid_sum], by_name[bn.skip_out]
         with graph.inserting_before(add):
             zero = graph.call_function(torch.mul, (skip, 0.0))
         add.replace_input_with(skip, zero)
+        added[zero] = qual[bn.resid_sum].rsplit(".", 1)[0] + ".nc_plain_zero"
     graph.lint()
-    gm = fx.GraphModule(module, graph)
+    gm = edited_module(module, graph, by_name, added)  # keeps the native names (a layer-scale block's too)
     gm.eval()
     return gm
 

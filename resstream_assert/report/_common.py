@@ -150,3 +150,38 @@ def titles(results: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     for r in results:
         out.setdefault(str(r.get("claim", "")), str(r.get("title", "")))
     return out
+
+
+def stability_text(result: Mapping[str, Any], short: bool = False) -> str:
+    """How a result's verdict held up over probe half-samples and seeds (``--resstream-stability``), or ``""``.
+
+    Example:
+        >>> r = {"stability": {"runs": 20, "flips": 7, "rate": 0.35, "ci_low": 0.154, "ci_high": 0.592,
+        ...                    "n_images": 256, "of_images": 512, "unstable": 1.0}}
+        >>> text = stability_text(r)
+        >>> text[:68], text.endswith("more probe images (--resstream-images) may settle it")
+        ('unstable at n=512: flips in 7/20 re-evaluations (35%, 95% CI 15-59%)', True)
+        >>> stability_text(r, short=True)
+        'unstable at n=512 (flips 35%)'
+    """
+    s = result.get("stability") or {}
+    if not s:
+        return ""
+    if not s.get("runs"):
+        return (f"not re-evaluated: half-samples of {int(s.get('n_images') or 0)} images are below min_images "
+                f"{int(s.get('min_images') or 0)}" if not short else "not re-evaluated (too few images)")
+    word = "unstable" if s.get("unstable") else "stable"
+    n, rate = int(s.get("of_images") or 0), float(s.get("rate") or 0.0)
+    if short:
+        return f"{word} at n={n} (flips {rate:.0%})"
+    lo, hi = float(s.get("ci_low") or 0.0), float(s.get("ci_high") or 0.0)
+    advice = "; more probe images (--resstream-images) may settle it" if s.get("unstable") else ""
+    return (f"{word} at n={n}: flips in {int(s['flips'])}/{int(s['runs'])} re-evaluations ({rate:.0%}, 95% CI "
+            f"{lo * 100:.0f}-{hi * 100:.0f}%) on {int(s.get('n_images') or 0)}-image halves, other seeds{advice}")
+
+
+def stability_requested(report: Mapping[str, Any]) -> bool:
+    """True when the run asked for verdict stability (its config, or any result carrying it)."""
+    if int((report.get("config") or {}).get("stability") or 0) > 0:
+        return True
+    return any(r.get("stability") for r in report.get("results", []))

@@ -15,7 +15,8 @@ from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fnum, fp
 from resstream_assert.report._common import (agreement, backend_label, gate_label, matrix, model_label, model_pairs,
-                                             pair_of, result_key, show_matrix, titles)
+                                             pair_of, result_key, show_matrix, stability_requested, stability_text,
+                                             titles)
 
 __all__ = ["render_html"]
 
@@ -80,8 +81,14 @@ def _summary(results: Sequence[Mapping[str, Any]]) -> str:
              _verdict(r.get("verdict")), _e(feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high"))),
              _e(fp(r.get("p_value"))), _e(fp(r.get("p_adjusted"))), _e(r.get("n", "")),
              _e("; ".join(x for x in (gate_label(r), str(r.get("reason", ""))) if x))] for r in results]
-    return "<h2>Summary</h2>" + _table(["model[backend]", "claim", "title", "verdict", "effect [95% CI]", "p",
-                                         "p (adj.)", "n", "note"], rows, num=(5, 6, 7))
+    header = ["model[backend]", "claim", "title", "verdict", "effect [95% CI]", "p", "p (adj.)", "n", "note"]
+    if stability_requested({"results": results}):
+        header.append("verdict stability")
+        for row, r in zip(rows, results):
+            text = stability_text(r, short=True) or "not re-evaluated"
+            unstable = (r.get("stability") or {}).get("unstable")
+            row.append(f'<span class="s-FAIL">{_e(text)}</span>' if unstable else _e(text))
+    return "<h2>Summary</h2>" + _table(header, rows, num=(5, 6, 7))
 
 
 def _matrix(report: Mapping[str, Any]) -> str:
@@ -163,6 +170,8 @@ def _claim_section(r: Mapping[str, Any], figs: Sequence[tuple[str, str, Any]]) -
            f'{_verdict(r.get("verdict"))}</h3>')
     if r.get("reason"):
         out += f"<p>{_e(r['reason'])}</p>"
+    if r.get("stability"):
+        out += f'<p class="meta">Verdict stability: {_e(stability_text(r))}.</p>'
     out += _table(list(facts), [[_e(v) for v in facts.values()]])
     if r.get("rows"):
         out += _rows_table(r["rows"])
@@ -189,6 +198,8 @@ def render_html(report: Mapping[str, Any], *, rendered: Mapping[tuple[str, str, 
     if report.get("baseline"):
         parts.append(_baseline(report["baseline"]))
     parts.append(_summary(results) if results else "<p>No claim results were recorded in this run.</p>")
+    if results and stability_requested(report) and not any(r.get("stability") for r in results):
+        parts.append('<p class="meta">Verdict stability was asked for, but no claim here reads responses only.</p>')
     if show_matrix(report):
         parts.append(_matrix(report))
     agree = _agreement(report)

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fp
 from resstream_assert.report._common import (agreement, gate_label, matrix, model_label, model_pairs, pair_of,
-                                             show_matrix, titles)
+                                             show_matrix, stability_requested, stability_text, titles)
 
 __all__ = ["render_markdown", "md_table", "md_escape", "VERDICT_MD"]
 
@@ -56,15 +56,18 @@ def _verdict(v: str) -> str:
     return VERDICT_MD.get(v, v or "–")
 
 
-def _model_table(results: Sequence[Mapping[str, Any]]) -> str:
+def _model_table(results: Sequence[Mapping[str, Any]], stability: bool = False) -> str:
     rows = []
     for r in results:
         gate = gate_label(r)
         rows.append([r.get("claim", ""), r.get("title", ""), _verdict(str(r.get("verdict", ""))),
                      feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high")), fp(r.get("p_adjusted")),
                      r.get("n", ""), (gate + "; " if gate else "") + str(r.get("reason", ""))])
-    return md_table(["claim", "title", "verdict", "effect [95% CI]", "p (adj.)", "n", "note"], rows,
-                    align="llllrrl")
+        if stability:
+            text = stability_text(r, short=True) or "not re-evaluated"
+            rows[-1].append(f"⚠️ **{text}**" if (r.get("stability") or {}).get("unstable") else text)
+    header = ["claim", "title", "verdict", "effect [95% CI]", "p (adj.)", "n", "note"]
+    return md_table(header + (["verdict stability"] if stability else []), rows, align="llllrrll")
 
 
 def _matrix_table(report: Mapping[str, Any]) -> str:
@@ -114,7 +117,7 @@ def render_markdown(report: Mapping[str, Any], *, max_drift_rows: int = 50) -> s
         out += ["_No claim results were recorded in this run._", ""]
     for m, b in model_pairs(results):
         out += [f"### `{model_label(m, b)}`", ""]
-        out += [_model_table([r for r in results if pair_of(r) == (m, b)]), ""]
+        out += [_model_table([r for r in results if pair_of(r) == (m, b)], stability_requested(report)), ""]
     if show_matrix(report):
         out += ["### Cross-architecture matrix", "", _matrix_table(report), ""]
     verdicts, kappa = agreement(report)

@@ -11,9 +11,9 @@ from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fp
 from resstream_assert.report._common import (SHORT_VERDICT, agreement, backend_label, gate_label, matrix, model_label,
-                                             show_matrix, titles)
+                                             show_matrix, stability_requested, stability_text, titles)
 
-__all__ = ["VERDICT_MARKUP", "claims_table", "matrix_table", "plain", "write_summary"]
+__all__ = ["VERDICT_MARKUP", "claims_table", "matrix_table", "stability_lines", "plain", "write_summary"]
 
 Segment = tuple[str, dict[str, bool]]
 Line = list[Segment]
@@ -50,7 +50,9 @@ def claims_table(report: Mapping[str, Any], reason_width: int = 60, width: int |
     """
     rows, verdicts = [], []
     for r in report.get("results", []):
-        note = "; ".join(x for x in (gate_label(r), str(r.get("reason", ""))) if x)
+        unstable = stability_text(r, short=True) if (r.get("stability") or {}).get("unstable") else ""
+        note = "; ".join(x for x in (unstable.replace("unstable", "UNSTABLE", 1), gate_label(r),
+                                     str(r.get("reason", ""))) if x)
         v = str(r.get("verdict", ""))
         rows.append([model_label(str(r.get("model", "")), backend_label(r)), str(r.get("claim", "")), v,
                      feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high")), fp(r.get("p_adjusted")),
@@ -86,6 +88,30 @@ def matrix_table(report: Mapping[str, Any], width: int = 120) -> list[Line]:
     legend = [f"  {c}: {t}" for c, t in titles(report.get("results", [])).items() if t]
     legend = [text if len(text) <= width else text[: width - 1] + "…" for text in legend]
     return out + [[(text, {})] for text in legend]
+
+
+def stability_lines(report: Mapping[str, Any]) -> list[Line]:
+    """One line per result: how often its verdict flipped over probe half-samples and seeds (unstable ones red).
+
+    Example:
+        >>> rep = {"results": [{"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds",
+        ...     "stability": {"runs": 20, "flips": 1, "rate": 0.05, "ci_low": 0.001, "ci_high": 0.249,
+        ...                   "n_images": 256, "of_images": 512, "unstable": 0.0}}]}
+        >>> plain(stability_lines(rep)[0])[:70]
+        'm[torch]  C1  holds  stable at n=512: flips in 1/20 re-evaluations (5%'
+    """
+    results = report.get("results", [])
+    cells = [(model_label(str(r.get("model", "")), backend_label(r)), str(r.get("claim", "")),
+              str(r.get("verdict", ""))) for r in results]
+    widths = [max((len(c[i]) for c in cells), default=0) for i in range(3)]
+    out: list[Line] = []
+    for cell, r in zip(cells, results):
+        text = stability_text(r) or ("not re-evaluated (feature-visualization stimuli)"
+                                     if r.get("stimuli", "exemplars") != "exemplars"
+                                     else "not re-evaluated (the claim runs the model again)")
+        markup = {"red": True, "bold": True} if (r.get("stability") or {}).get("unstable") else {}
+        out.append([("".join(c.ljust(w) + "  " for c, w in zip(cell, widths)), {}), (text, markup)])
+    return out
 
 
 def agreement_tables(report: Mapping[str, Any]) -> list[Line]:
@@ -148,6 +174,9 @@ def write_summary(tr: Any, report: Mapping[str, Any], diff: Any = None, written:
         if agree:
             tr.write_sep("-", "stimulus agreement: exemplars vs featviz (verdicts; kappa of skip/mix/overwrite)")
             _write(tr, agree)
+        if stability_requested(report):
+            tr.write_sep("-", "verdict stability (re-evaluated on probe half-samples with other seeds)")
+            _write(tr, stability_lines(report))
         for dup in report.get("duplicates", []):
             tr.write_line(f"note: {dup['claim']} on {model_label(dup['model'], dup['backend'])} was recorded by "
                           f"{len(dup['nodeids'])} tests; the report keeps {dup['nodeids'][0]}", yellow=True)
