@@ -1,10 +1,11 @@
 """Loading weights files in the formats public repositories publish them, and broken ones.
 
 Each file in ``checkpoints.CHECKPOINTS`` is loaded with ``load_model("pkg.module:factory@PATH")``
-and must give the outcome its generator describes: load, with the model then holding exactly
-the saved tensors (so the right wrapper key and prefix were used), or be refused with a
-``ResstreamError`` subclass whose message names the problem. Tests the current code gets
-wrong are ``xfail(strict=True)``, the defect as the reason.
+(the full loader, :func:`resstream_assert.pipeline.load_model`) and must give the outcome its
+generator describes: load, with the model then holding exactly the saved tensors (so the right
+wrapper key and prefix were used), or be refused with a ``ResstreamError`` subclass whose
+message names the problem. (Each defect this corpus found was first an ``xfail(strict=True)``;
+all are fixed.)
 """
 
 from __future__ import annotations
@@ -16,58 +17,12 @@ import torch
 
 from resstream_assert import errors
 from resstream_assert.errors import ResstreamError
-from resstream_assert.loading import load_model
+from resstream_assert.pipeline import load_model
 
 from . import architectures, checkpoints
 
-NOT_RAISED = pytest.fail.Exception  # what pytest.raises raises when nothing was raised
-
-#: checkpoint -> (reason, exception the defect raises in the test)
-KNOWN_DEFECTS: dict[str, tuple[str, type[BaseException]]] = {
-    "legacy_no_num_batches_tracked": (
-        "defect: a state dict without BatchNorm num_batches_tracked buffers (torch < 0.4.1) is refused as "
-        "'does not fit the architecture: N missing keys'; _load_state counts every key itself instead of "
-        "letting BatchNorm fill the counter in, as nn.Module.load_state_dict(strict=True) does", errors.CheckpointError),
-    "kuangliu_net": (
-        "defect: the {'net': ...} wrapper (kuangliu/pytorch-cifar) is not unwrapped (read_weights knows only "
-        "state_dict / model / model_state_dict), so the file 'does not fit the architecture'", errors.CheckpointError),
-    "ema_only": ("defect: the {'ema': ...} wrapper is not unwrapped", errors.CheckpointError),
-    "model_ema_only": ("defect: the {'model_ema': ...} wrapper is not unwrapped", errors.CheckpointError),
-    "compiled_prefix": ("defect: the '_orig_mod.' key prefix of torch.compile(model).state_dict() is not stripped "
-                        "(only 'module.' is)", errors.CheckpointError),
-    "lightning_ckpt": ("defect: the 'model.' key prefix of a PyTorch Lightning checkpoint's state_dict is not "
-                       "stripped (only 'module.' is)", errors.CheckpointError),
-    "safetensors_named_pth": (
-        "defect: the format is chosen by suffix, not content: a safetensors file named .pth goes to torch.load "
-        "and is reported as 'pickled Python objects (probably a whole model)' with advice to trust it",
-        errors.CheckpointError),
-    "empty_file": ("defect: a 0-byte file gives 'could not be read by torch.load ()' (empty parentheses), "
-                   "never saying the file is empty", AssertionError),
-    "text_file": ("defect: a text file named .pth escapes as IndexError('pop from empty list') from the "
-                  "unpickler, not a ResstreamError (read_weights does not catch IndexError)", IndexError),
-    "git_lfs_pointer": (
-        "defect: a Git LFS pointer file is misdiagnosed as 'pickled Python objects (probably a whole model)' "
-        "and the message suggests --resstream-trust-pickle", AssertionError),
-    "html_page": ("defect: an HTML page named .pth is misdiagnosed as 'pickled Python objects (probably a whole "
-                  "model)' and the message suggests --resstream-trust-pickle", AssertionError),
-    "junk_bytes": ("defect: random bytes are misdiagnosed as 'pickled Python objects (probably a whole model)' "
-                   "and the message suggests --resstream-trust-pickle", AssertionError),
-    "pickled_list": (
-        "defect: a weights_only-readable non-dict (a list of tensors) is taken for a trusted whole model; "
-        "_load_torch then calls .state_dict() on the list: AttributeError, not a ResstreamError", AttributeError),
-    "directory_path": ("defect: a directory given as the weights path is reported as 'does not exist' "
-                       "(read_weights tests is_file() only)", AssertionError),
-    "nan_weight": ("defect: a state dict with a NaN weight is accepted silently (no finiteness check)", NOT_RAISED),
-}
-
-
 def _params():
-    out = []
-    for name in checkpoints.CHECKPOINTS:
-        known = KNOWN_DEFECTS.get(name)
-        marks = [pytest.mark.xfail(strict=True, reason=known[0], raises=known[1])] if known else []
-        out.append(pytest.param(name, marks=marks, id=name))
-    return out
+    return [pytest.param(name, id=name) for name in checkpoints.CHECKPOINTS]
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +39,7 @@ def test_checkpoint(name, model, tmp_path):
     path, expect = checkpoints.CHECKPOINTS[name](model, tmp_path)
     spec = _spec(expect["factory"], path)
     if expect["ok"]:
-        loaded = load_model(spec, trust_pickle=expect["trust_pickle"])
+        loaded = load_model(spec, trust_pickle=expect["trust_pickle"], input_size=architectures.INPUT_SIZE)
         got = loaded.module.state_dict()
         missing = sorted(set(expect["state"]) - set(got))
         assert not missing, f"keys not in the loaded model: {missing[:5]}"
@@ -94,7 +49,7 @@ def test_checkpoint(name, model, tmp_path):
         assert not loaded.module.training
     else:
         with pytest.raises(ResstreamError) as info:
-            load_model(spec)
+            load_model(spec, input_size=architectures.INPUT_SIZE)
         msg = str(info.value)
         assert isinstance(info.value, getattr(errors, expect["error"])), type(info.value)
         assert re.search(expect["match"], msg, re.S), f"message does not name the problem ({expect['problem']}): {msg}"
