@@ -3,9 +3,9 @@
 For every architecture in ``architectures.EXPECTED`` the discoverer must find each residual
 add ``x + f(x)`` and describe it correctly: block count, per-block projection flag (a
 non-identity shortcut), post-add activation, channels, the branch gain, and, from those, the
-identity-shortcut blocks claim C3 analyses. Tests the current code gets wrong are marked
-``xfail(strict=True)`` with the defect as the reason: fixing the defect turns them into
-failures ("XPASS(strict)") until the mark is removed.
+identity-shortcut blocks claim C3 analyses. (The defects this corpus found, an ``nn.Identity()``
+shortcut read as a projection and no branch gain behind a squeeze-excitation gate, were first
+``xfail(strict=True)``; both are fixed.)
 """
 
 from __future__ import annotations
@@ -19,29 +19,8 @@ from resstream_assert.discovery import discover
 
 from . import architectures as arch
 
-IDENTITY_MODULE = ("defect: an nn.Identity() shortcut is reported as a projection. torch.fx keeps torch.nn "
-                   "modules as leaves, so the shortcut is a call_module node and the discoverer's test "
-                   "'skip_out != resid_pre' (discovery/torch_graph.py) calls it a non-identity shortcut")
-SE_GAIN = ("defect: no branch gain for squeeze-excitation blocks. The gain walk in _gain_source stops at the SE "
-           "gate's mul (x * sigmoid(...), no parameter behind it) instead of continuing to bn2, so gain_kind is "
-           "'none' and C3 reports 'the branch has no norm or layer scale' for every block it analyses")
-
-#: (test, architecture) -> (reason, exception the defect raises)
-KNOWN_DEFECTS: dict[tuple[str, str], tuple[str, type[BaseException]]] = {
-    ("projection", "identity_shortcut_resnet"): (IDENTITY_MODULE, AssertionError),
-    ("c3_blocks", "identity_shortcut_resnet"): (IDENTITY_MODULE + "; C3 then has no block to analyse",
-                                                 AssertionError),
-    ("gain_kind", "timm_seresnet18"): (SE_GAIN, AssertionError),
-}
-
-
 def _params(test: str):
-    out = []
-    for name in arch.EXPECTED:
-        known = KNOWN_DEFECTS.get((test, name))
-        marks = [pytest.mark.xfail(strict=True, reason=known[0], raises=known[1])] if known else []
-        out.append(pytest.param(name, marks=marks, id=name))
-    return out
+    return [pytest.param(name, id=name) for name in arch.EXPECTED]
 
 
 @functools.lru_cache(maxsize=None)
