@@ -512,12 +512,14 @@ def cmyk_jpeg(directory):
 
 
 def tiny_4x4(directory):
-    """A 4x4 RGB PNG: upsampled to the probe size."""
+    """A 4x4 RGB PNG (an icon): refused at a 32 px input (below a quarter of the input size), not
+    upscaled 8x into blur; the message names the file and its size."""
     from PIL import Image
 
     path = Path(directory) / "tiny.png"
     Image.new("RGB", (4, 4), (50, 100, 150)).save(path)
-    return path, {"ok": True, "rgb": (50, 100, 150), "tol": 0, "source": "thumbnail / icon"}
+    return path, {"ok": False, "error": "ProbeError", "match": r"tiny\.png.*4x4 px.*too small",
+                  "source": "thumbnail / icon"}
 
 
 def truncated_jpeg(directory):

@@ -17,20 +17,8 @@ from . import checkpoints
 
 SIZE = 32
 
-KNOWN_DEFECTS: dict[str, tuple[str, type[BaseException]]] = {
-    "png16_gray": ("defect: a 16-bit grayscale PNG (PIL mode I;16) is read with Image.convert('RGB'), which "
-                   "clips every value above 255: a mid-grey image (0x8080) arrives as pure white (255)",
-                   AssertionError),
-}
-
-
 def _params():
-    out = []
-    for name in checkpoints.IMAGES:
-        known = KNOWN_DEFECTS.get(name)
-        marks = [pytest.mark.xfail(strict=True, reason=known[0], raises=known[1])] if known else []
-        out.append(pytest.param(name, marks=marks, id=name))
-    return out
+    return [pytest.param(name, id=name) for name in checkpoints.IMAGES]
 
 
 @pytest.mark.parametrize("name", _params())
