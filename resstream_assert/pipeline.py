@@ -7,37 +7,45 @@ each claim's intervention (C10's lesions, ...) runs once per model and request.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Any, Callable, Iterable, NamedTuple
 
 from resstream_assert.config import RunConfig
+from resstream_assert.errors import ResstreamWarning
 
 __all__ = ["Pipeline", "ModelRef", "model_refs", "load_model"]
 
 
 class ModelRef(NamedTuple):
-    """One model of a run on one backend (one parametrization of the plugin's model fixtures)."""
+    """One model of a run on one backend (one parametrization of the plugin's model fixtures).
+
+    ``label`` is the model's short name in reports and test ids (``RunConfig.model_labels``).
+    """
 
     spec: str
     backend: str
+    label: str = ""
 
     def __str__(self) -> str:
-        return self.spec if self.backend == "torch" else f"{self.spec}[{self.backend}]"
+        name = self.label or self.spec
+        return name if self.backend == "torch" else f"{name}[{self.backend}]"
 
 
 def model_refs(config: RunConfig) -> list[ModelRef]:
     """Every (model, backend) pair of a run: the chosen backends, else each spec's own (onnx for .onnx files).
 
     Example:
-        >>> model_refs(RunConfig(models=("zoo:resnet18-synth96", "r18.onnx")))
-        [ModelRef(spec='zoo:resnet18-synth96', backend='torch'), ModelRef(spec='r18.onnx', backend='onnx')]
+        >>> model_refs(RunConfig(models=("zoo:resnet18-synth96", "r18.onnx")))  # doctest: +NORMALIZE_WHITESPACE
+        [ModelRef(spec='zoo:resnet18-synth96', backend='torch', label='zoo:resnet18-synth96'),
+         ModelRef(spec='r18.onnx', backend='onnx', label='r18.onnx')]
     """
     from resstream_assert.loading import ModelSpec
 
     refs = []
-    for spec in config.models:
+    for spec, label in zip(config.models, config.model_labels()):
         backends = config.backends or (ModelSpec.parse(spec).default_backend,)
-        refs += [ModelRef(spec, b) for b in backends]
+        refs += [ModelRef(spec, b, label) for b in backends]
     return refs
 
 
@@ -45,7 +53,9 @@ def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool =
                backend: str = "torch", providers: tuple[str, ...] = ()):
     """Load a model spec the way a run sees it: stored model, then its negative control, then its backend.
 
-    ``backend="onnx"`` runs a torch model through its own ONNX export (cached on disk).
+    ``backend="onnx"`` runs a torch model through its own ONNX export (cached on disk). A factory
+    model's input size, when not given, is read from its stem (32 px for a CIFAR-style stem that
+    does not downsample before its first block), with a :class:`~resstream_assert.errors.ResstreamWarning`.
 
     Example:
         >>> m = load_model("torchvision:resnet18+nc-id")  # doctest: +SKIP
@@ -61,6 +71,14 @@ def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool =
 
         return load_onnx(parsed, input_size, providers)  # refuses a control: it would need the torch model
     loaded = load_stored(replace(parsed, control=None), input_size=input_size, trust_pickle=trust_pickle)
+    if input_size is None and loaded.meta.get("input_size_source") == "default":
+        from resstream_assert.discovery.stem import guess_input_size
+
+        loaded.input_size, why = guess_input_size(loaded.module)
+        loaded.meta.update(input_size_source=why, input_size_guessed=True)
+        warnings.warn(ResstreamWarning(
+            f"{parsed.label}: input size {loaded.input_size} px, {why}. Pass the size the model was trained at "
+            "with --resstream-input-size N (Python: input_size=N) to silence this."), stacklevel=2)
     if parsed.control:
         from resstream_assert.interventions.controls import apply_control
 
@@ -96,6 +114,10 @@ class Pipeline:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    def loaded(self, spec: str, backend: str = "torch"):
+        """The model if it was loaded already, else None (loads nothing)."""
+        return self._memo.get(("model", spec, backend))
 
     def model(self, spec: str, backend: str = "torch"):
         """The loaded model for ``spec`` on ``backend`` (:func:`load_model`)."""
@@ -167,7 +189,7 @@ class Pipeline:
         options = options or ClaimOptions.from_run(cfg.claim_options)
         variants = needed_variants(ids)
         loaded = self.model(spec, backend)
-        ctx = ClaimContext(model=str(spec), backend=backend, rmap=self.map(spec, backend),
+        ctx = ClaimContext(model=cfg.label_of(str(spec)), backend=backend, rmap=self.map(spec, backend),
                            measures=self.measures(spec, backend, variants),
                            responses=self.responses(spec, variants, backend), options=options, seed=cfg.seed)
         probe = self.probe(loaded.input_size)
