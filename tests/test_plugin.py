@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch  # imported before pytester's module snapshot: a C extension cannot be imported twice
+
+from tests.cifar_user_model import resnet20
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--resstream-images", "12", "--resstream-input-size", "32"]
@@ -74,11 +77,12 @@ def test_list_sites(pytester):
     result.stdout.fnmatch_lines(["*9 residual blocks*", "*layer2.0*32*16x16*"])
 
 
-def test_bad_spec_is_an_error_not_a_crash(pytester):
+def test_bad_spec_is_a_usage_error_before_any_test(pytester):
     pytester.makepyfile("def test_m(resstream_model):\n    pass\n")
     result = pytester.runpytest_subprocess("--resstream-model", "torchvision:resnet19", "--resstream-no-cache")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*ModelSpecError*Unknown torchvision architecture*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --resstream-model torchvision:resnet19: Unknown torchvision architecture*"])
+    assert "test_m" not in result.stdout.str()  # models are loaded (and refused) at start-up, before any test
 
 
 CACHE_TEST = """
@@ -92,10 +96,6 @@ def test_capture(resstream_responses):
 
 
 def test_cache_reused_across_sessions_and_invalidated_by_weights(pytester, tmp_path, monkeypatch):
-    import torch
-
-    from tests.cifar_user_model import resnet20
-
     pytester.makepyfile(CACHE_TEST)
     count = tmp_path / "count.json"
     monkeypatch.setenv("RS_COUNT_FILE", str(count))
@@ -155,3 +155,23 @@ def test_c1(resstream_check):
                                            "--resstream-lesion", "n_random=20", *SMALL, "--resstream-images", "64",
                                            "--resstream-no-cache")
     result.assert_outcomes(passed=1)
+
+
+def test_labels_in_reports_and_test_ids(pytester, tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    torch.save(resnet20().state_dict(), tmp_path / "w.pth")
+    spec = f"tests.cifar_user_model:resnet20@{tmp_path / 'w.pth'}"
+    common = ["--pyargs", "resstream_assert.suite", "--resstream-claims", "C2", "--resstream-images", "16",
+              "--resstream-input-size", "32", "--resstream-no-cache", "-p", "no:cacheprovider", "-v"]
+    auto = pytester.runpytest_subprocess(*common, "--resstream-model", spec, "--resstream-report-json", "a.json")
+    auto.stdout.fnmatch_lines(["*test_claim?tests.cifar_user_model:resnet20@w.pth-C2?*"])
+    report = json.loads((pytester.path / "a.json").read_text())
+    assert report["config"]["models"] == ["tests.cifar_user_model:resnet20@w.pth"]
+    assert {r["model"] for r in report["results"]} == {"tests.cifar_user_model:resnet20@w.pth"}
+    assert str(tmp_path) not in json.dumps(report)  # no machine path in a report that may be committed
+    named = pytester.runpytest_subprocess(*common, "--resstream-model", spec, "--resstream-label", "r20-v1",
+                                          "--resstream-report-json", "b.json")
+    named.stdout.fnmatch_lines(["*test_claim?r20-v1-C2?*", "r20-v1?torch?*C2*"])
+    assert {r["model"] for r in json.loads((pytester.path / "b.json").read_text())["results"]} == {"r20-v1"}
