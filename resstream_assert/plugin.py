@@ -282,6 +282,24 @@ def resstream_claim_results(resstream_pipeline, resstream_ref) -> dict:
 
 
 @pytest.fixture
+def resstream_decide(request, resstream_config):
+    """``decide(result) -> Decision``: the gate (:func:`resstream_assert.gate.decide`) for a claim result, with
+    this run's survey mode and, when ``--resstream-baseline`` is given, the baseline as the gate."""
+    from resstream_assert.gate import decide
+    from resstream_assert.report.pytest_plugin import BASELINE_DECIDED
+
+    plugin = request.config.pluginmanager.get_plugin("resstream-report")
+
+    def run(result):
+        check = plugin.baseline_check(result) if plugin is not None else None
+        if check is not None:
+            request.node.stash[BASELINE_DECIDED] = True
+        return decide(result, survey=resstream_config.survey, baseline=check)
+
+    return run
+
+
+@pytest.fixture
 def resstream_record(request):
     """A function ``record(result)`` that adds a claim result to this run's reports."""
     from resstream_assert.report.collect import record_result

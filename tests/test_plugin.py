@@ -11,6 +11,7 @@ import pytest
 import torch  # imported before pytester's module snapshot: a C extension cannot be imported twice
 
 from tests.cifar_user_model import resnet20
+from tests.conftest import randomize_bn
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--resstream-images", "12", "--resstream-input-size", "32"]
@@ -155,6 +156,38 @@ def test_c1(resstream_check):
                                            "--resstream-lesion", "n_random=20", *SMALL, "--resstream-images", "64",
                                            "--resstream-no-cache")
     result.assert_outcomes(passed=1)
+
+
+def test_baseline_is_the_gate_unchanged_model_passes_changed_model_fails(pytester, tmp_path):
+    """pytest-regressions semantics: with --resstream-baseline an unchanged model whose claim fails passes
+    (the claim is an expected failure); a changed model fails. Without a baseline the same claim fails its test
+    (test_suite_gate_and_survey_modes)."""
+    args = ["--pyargs", "resstream_assert.suite", "--resstream-claims", "C1", "--resstream-images", "64",
+            "--resstream-input-size", "32", "--resstream-no-cache", "-p", "no:cacheprovider", "-rx"]
+    base = ["--resstream-baseline", "baselines/r20.json"]
+    release = ["--resstream-model", "tests.cifar_user_model:resnet20"]
+    write = pytester.runpytest_subprocess(*args, *release, *base, "--resstream-update-baseline")
+    write.assert_outcomes(passed=2, xfailed=1)  # C1 fails on this model: recorded as failing, the run is green
+    assert write.ret == 0
+    write.stdout.fnmatch_lines(["resstream: baseline written to baselines/r20.json (1 claim results)",
+                                "*C1 fails on this model; recorded as failing in the new baseline baselines/r20.json*"])
+    same = pytester.runpytest_subprocess(*args, *release, *base)
+    same.assert_outcomes(passed=2, xfailed=1)
+    assert same.ret == 0
+    same.stdout.fnmatch_lines(["*resstream baseline passed*",
+                               "*C1 fails, as it did in the baseline baselines/r20.json (an expected failure*"])
+    torch.manual_seed(0)
+    torch.save(randomize_bn(resnet20(), seed=2).state_dict(), tmp_path / "r20_v2.pth")
+    changed = pytester.runpytest_subprocess(*args, *base, "--resstream-model",
+                                            f"tests.cifar_user_model:resnet20@{tmp_path / 'r20_v2.pth'}")
+    changed.assert_outcomes(passed=2, failed=1)
+    assert changed.ret == 1
+    changed.stdout.fnmatch_lines(["*BaselineDriftError: residual-stream statistics drifted from the baseline "
+                                  "baselines/r20.json (C1: a quantity past its tolerance)*",
+                                  "*C1*layer3.0*verdict*holds*fails*changed*FAIL*",
+                                  "*resstream baseline FAILED*"])
+    out = changed.stdout.str()
+    assert "resnet20@r20_v2.pth[torch]" in out and str(tmp_path) not in out  # labels, not machine paths
 
 
 def test_labels_in_reports_and_test_ids(pytester, tmp_path):
