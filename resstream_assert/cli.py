@@ -214,23 +214,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         args.pytest_args = extra
+    caught: list = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ResstreamWarning)
-            try:
-                return args.func(args)
-            finally:
-                for w in caught:
-                    if issubclass(w.category, ResstreamWarning):
-                        print(f"resstream: warning: {cli_message(str(w.message), args.command)}", file=sys.stderr)
-                    else:
-                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            return args.func(args)
     except ResstreamError as exc:
         print(f"resstream: error: {cli_message(str(exc), args.command)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `resstream sites ... | head`: the reader left; not an error
         sys.stdout = open(os.devnull, "w")
         return 0
+    finally:  # outside the recording context: a re-emitted warning must not be recorded again
+        for w in caught:
+            if issubclass(w.category, ResstreamWarning):
+                print(f"resstream: warning: {cli_message(str(w.message), args.command)}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 if __name__ == "__main__":

@@ -278,3 +278,36 @@ def test_the_fixture_files_are_what_the_cases_say(bad_dir):
     assert architectures.INPUT_SIZE == 32
     assert (bad_dir / "empty_file" / "resnet20.pth").stat().st_size == 0
     assert (bad_dir / "probe_tiny" / "tiny.png").exists() and (bad_dir / "probe_cut" / "cut.jpg").exists()
+
+
+def test_a_failed_export_says_why_in_a_few_lines(tmp_path, capfd):
+    """TorchScript's exporter printed its whole IR graph (hundreds of lines, at the C++ level) before the
+    error; option-A shortcuts (strided slices) cannot be exported at opset 7."""
+    code = cli_main(["export", f"{W}:resnet20", str(tmp_path / "m.onnx"), "--opset", "7", "--input-size", "32"])
+    err = capfd.readouterr().err
+    assert code == 2
+    assert re.search(r"could not export .*step!=1 is currently not supported", err)
+    assert "Try the other exporter (--exporter)" in err
+    assert "graph(" not in err and len(err.splitlines()) < 10, err[:2000]
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_cli_prints_its_warnings_once_in_its_own_words(monkeypatch, capsys):
+    """A guessed input size is printed as a warning naming the subcommand's flag; other warnings pass
+    through (re-emitting them inside the recording context used to loop forever)."""
+    import warnings
+
+    import resstream_assert.cli as cli
+
+    real = cli._sites
+
+    def sites(args):
+        warnings.warn("an unrelated library warning", UserWarning)
+        return real(args)
+
+    monkeypatch.setattr(cli, "_sites", sites)
+    with pytest.warns(UserWarning, match="an unrelated library warning"):
+        assert cli_main(["sites", f"{W}:resnet20"]) == 0
+    out, err = capsys.readouterr()
+    assert "9 residual blocks, input 32px" in out
+    assert err.count("resstream: warning:") == 1 and "--input-size N" in err and "--resstream-" not in err

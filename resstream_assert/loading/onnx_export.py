@@ -12,6 +12,7 @@ Imports torch lazily.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -62,7 +63,7 @@ def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: st
                           "writable folder.") from exc
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
     try:
-        with eval_mode(module), torch.no_grad(), warnings.catch_warnings():
+        with eval_mode(module), torch.no_grad(), warnings.catch_warnings(), _no_graph_dump():
             warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's (spec pitfall 8)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
@@ -104,6 +105,23 @@ def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: st
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _no_graph_dump():
+    """The TorchScript exporter prints its whole IR graph (hundreds of lines) when an export fails: its
+    logging switch tests a function object for truth, so it is always on. Our error says what failed."""
+    import torch
+
+    saved = getattr(torch._C, "_jit_onnx_log", None)
+    if saved is None:
+        yield
+        return
+    torch._C._jit_onnx_log = lambda *args: None
+    try:
+        yield
+    finally:
+        torch._C._jit_onnx_log = saved
 
 
 def opset_range(exporter: str = "torchscript") -> tuple[int, int]:
