@@ -280,6 +280,7 @@ def test_the_fixture_files_are_what_the_cases_say(bad_dir):
     assert (bad_dir / "probe_tiny" / "tiny.png").exists() and (bad_dir / "probe_cut" / "cut.jpg").exists()
 
 
+@pytest.mark.filterwarnings("ignore:Setting .keep_initializers_as_inputs=False:UserWarning")
 def test_a_failed_export_says_why_in_a_few_lines(tmp_path, capfd):
     """TorchScript's exporter printed its whole IR graph (hundreds of lines, at the C++ level) before the
     error; option-A shortcuts (strided slices) cannot be exported at opset 7."""
