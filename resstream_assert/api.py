@@ -28,5 +28,7 @@ def analyze(model: str = "zoo:resnet18-synth96", *, claims: Iterable[str] | None
         >>> results = analyze("zoo:resnet18-synth96", claims=["C1", "C3"])  # doctest: +SKIP
         >>> [(r.claim, r.verdict.value) for r in results]  # doctest: +SKIP
     """
-    config = (config or RunConfig()).with_(models=(model,))
+    config = config or RunConfig()
+    label = config.label_of(model) if config.labels and model in config.models else None
+    config = config.with_(models=(model,), labels=(label,) if label else ())
     return list(Pipeline(config).evaluate(model, backend, claims, options, stimuli=stimuli).values())

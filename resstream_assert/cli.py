@@ -22,7 +22,13 @@ def print_sites(pipeline, refs: Iterable, as_json: bool = False) -> int:
     """
     for ref in refs:
         rmap = pipeline.map(ref.spec, ref.backend)
-        print(json.dumps(rmap.to_dict(), indent=2) if as_json else rmap.table(), end="\n\n")
+        loaded = pipeline.loaded(ref.spec, ref.backend)
+        notes = [] if loaded is None else [f"{k}: {loaded.meta[m]}" for k, m in (
+            ("input size", "input_size_source"), ("weights", "weights")) if loaded.meta.get(m)]
+        if as_json:
+            print(json.dumps(dict(rmap.to_dict(), notes=notes), indent=2), end="\n\n")
+        else:
+            print("\n".join([rmap.table()] + [f"  {n}" for n in notes]), end="\n\n")
     return 0
 
 
@@ -32,6 +38,59 @@ def _sites(args: argparse.Namespace) -> int:
 
     cfg = RunConfig(models=(args.spec,), input_size=args.input_size, trust_pickle=args.trust_pickle)
     return print_sites(Pipeline(cfg), [ModelRef(args.spec, args.backend)], as_json=args.json)
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (an input size in px)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of pixels (e.g. 32 or 224)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be a positive number of pixels (e.g. 32 or 224), or "
+                                         "left out for the model's own size")
+    return value
+
+
+def _opset(text: str) -> int:
+    """argparse type: an ONNX opset the exporters can write (checked again per exporter)."""
+    from resstream_assert.loading.onnx_export import opset_range
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an opset number") from None
+    low, high = opset_range("torchscript")[0], opset_range("dynamo")[1]
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value}: torch exports ONNX opsets {low} to {high} (torchscript exporter "
+                                         f"up to {opset_range('torchscript')[1]}, dynamo from 18); leave it out for "
+                                         "the exporter's default")
+    return value
+
+
+#: pytest options named in library messages, and their flag in each ``resstream`` subcommand.
+_CLI_FLAGS = {"sites": {"trust-pickle": "--trust-pickle", "input-size": "--input-size", "backend": "--backend"},
+              "export": {"trust-pickle": "--trust-pickle", "input-size": "--input-size"},
+              "run": {"trust-pickle": "--trust-pickle"}}
+
+
+def cli_message(text: str, command: str) -> str:
+    """A library message worded for the ``resstream COMMAND`` user: ``--resstream-trust-pickle (Python: ...)``
+    becomes ``--trust-pickle`` where the subcommand has that flag.
+
+    Example:
+        >>> cli_message("pass --resstream-trust-pickle (Python: trust_pickle=True).", "sites")
+        'pass --trust-pickle.'
+    """
+    import re
+
+    flags = _CLI_FLAGS.get(command, {})
+
+    def sub(m: "re.Match[str]") -> str:
+        flag = flags.get(m.group(1))
+        return m.group(0) if flag is None else flag + (m.group(2) or "")
+
+    return re.sub(r"--resstream-([a-z-]+)( N)?(?: \(Python: [^)]*\))?", sub, text)
 
 
 def _zoo(args: argparse.Namespace) -> int:
@@ -56,18 +115,28 @@ def _run(args: argparse.Namespace) -> int:
         ["--pyargs", "resstream_assert.suite"]
     for spec in args.spec or []:
         argv += ["--resstream-model", spec]
+    if args.trust_pickle:
+        argv.append("--resstream-trust-pickle")
     return int(pytest.main(argv + list(args.pytest_args)))
 
 
 def _export(args: argparse.Namespace) -> int:
     from resstream_assert.discovery import discover
     from resstream_assert.errors import ModelSpecError
+    from resstream_assert.loading import ModelSpec
     from resstream_assert.loading.onnx_export import export_onnx
     from resstream_assert.pipeline import load_model
 
-    loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle)
-    if loaded.backend != "torch":
+    from resstream_assert.errors import OutputError
+    from resstream_assert.loading.onnx_export import check_opset
+
+    check_opset(args.opset, args.exporter)
+    if os.path.isdir(args.out):
+        raise OutputError(f"Output path {args.out!r} is a directory. Give the file to write, e.g. "
+                          f"{os.path.join(args.out, 'model.onnx')!r}.")
+    if ModelSpec.parse(args.spec).kind == "onnx":
         raise ModelSpecError(f"{args.spec!r} is already an ONNX file; export takes a torch model spec.")
+    loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle)
     path = export_onnx(loaded, args.out, fold_bn=args.fold_bn, exporter=args.exporter, opset=args.opset)
     onnx_model = load_model(str(path), providers=("cpu",))
     rmap = discover(onnx_model)
@@ -164,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sites", help="print the residual blocks and canonical sites of a model")
     s.add_argument("spec", help="model spec, e.g. zoo:resnet18-synth96 or torchvision:resnet50")
     s.add_argument("--json", action="store_true", help="print JSON (a list of blocks with their sites)")
-    s.add_argument("--input-size", type=int, default=None, help="input size in px (default: the model's own)")
+    s.add_argument("--input-size", type=_positive_int, default=None,
+                   help="input size in px (default: the model's own; a factory's is read from its stem)")
     s.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="discover on torch or ONNX graph")
     s.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
     s.set_defaults(func=_sites)
@@ -173,11 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--json", action="store_true", help="print JSON")
     z.set_defaults(func=_zoo)
 
-    r = sub.add_parser("run", help="run the built-in claims suite (pytest --pyargs resstream_assert.suite)")
+    r = sub.add_parser("run", help="run the built-in claims suite (pytest --pyargs resstream_assert.suite)",
+                       description="Run the built-in claims suite. Further pytest arguments go after '--', e.g. "
+                                   "resstream run zoo:resnet18-synth96 -- --resstream-survey -q")
     r.add_argument("spec", nargs="*", help="model specs (default: zoo:resnet18-synth96)")
     r.add_argument("--no-cache", action="store_true", help="do not use pytest's cache directory")
-    r.add_argument("pytest_args", nargs=argparse.REMAINDER, help="further pytest arguments, after '--'")
-    r.set_defaults(func=_run)
+    r.add_argument("--trust-pickle", action="store_true",
+                   help="allow checkpoints that pickle whole models (runs code from the file)")
+    r.set_defaults(func=_run, pytest_args=[])
 
     f = sub.add_parser("featviz", help="feature visualizations of one block: a grid PNG, channels x I/B/O")
     f.add_argument("spec", help="model spec (a torch model), e.g. zoo:resnet18-synth96")
@@ -204,8 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fold-bn", action="store_true",
                    help="fold BatchNorm into Conv (smaller, like production exports; gains become proxies)")
     e.add_argument("--exporter", default="torchscript", choices=EXPORTERS, help="torch.onnx exporter (default: torchscript)")
-    e.add_argument("--input-size", type=int, default=None, help="input size in px (default: the model's own)")
-    e.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    e.add_argument("--input-size", type=_positive_int, default=None,
+                   help="input size in px (default: the model's own; a factory's is read from its stem)")
+    e.add_argument("--opset", type=_opset, default=None, help="ONNX opset (default: the exporter's)")
     e.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
     e.set_defaults(func=_export)
 
@@ -227,15 +301,35 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``resstream`` console script."""
     from resstream_assert.errors import ResstreamError
 
+    import warnings
+
+    from resstream_assert.errors import ResstreamWarning
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if argv[:1] == ["run"] and "--" in argv:  # `resstream run SPEC -- PYTEST ARGS`: the rest goes to pytest as is
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    if args.command == "run":
+        args.pytest_args = extra
+    caught: list = []
     try:
-        return args.func(args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResstreamWarning)
+            return args.func(args)
     except ResstreamError as exc:
-        print(f"resstream: error: {exc}", file=sys.stderr)
+        print(f"resstream: error: {cli_message(str(exc), args.command)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `resstream sites ... | head`: the reader left; not an error
         sys.stdout = open(os.devnull, "w")
         return 0
+    finally:  # outside the recording context: a re-emitted warning must not be recorded again
+        for w in caught:
+            if issubclass(w.category, ResstreamWarning):
+                print(f"resstream: warning: {cli_message(str(w.message), args.command)}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 if __name__ == "__main__":

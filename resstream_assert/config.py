@@ -10,8 +10,10 @@ says which option and what to do. Nothing here imports torch.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from resstream_assert.errors import ResstreamError
@@ -58,6 +60,7 @@ class RunConfig:
     channels: int | None = None  # featviz: channels sampled per block (None = all)
     featviz: dict = field(default_factory=dict)  # featviz settings: steps, lr, seeds, regime, jitter, size, ...
     stability: int = 0  # re-evaluations on probe half-samples and other seeds (0 = off; claims/stability.py)
+    labels: tuple[str, ...] = ()  # --resstream-label: one short name per model, in order (default: ModelSpec.label)
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -69,21 +72,74 @@ class RunConfig:
         """
         return ("exemplars", "featviz") if self.stimuli == "both" else (self.stimuli,)
 
+    def __post_init__(self) -> None:
+        for name, value in (("images", self.images), ("batch-size", self.batch_size), ("device", self.device),
+                            ("seed", self.seed), ("input-size", self.input_size), ("backend", self.backends)):
+            check_value(name, value)
+        self.model_labels()  # refuses a label count that does not fit, or two models with one label
+
     def with_(self, **changes) -> "RunConfig":
         """A copy with some fields changed."""
         return replace(self, **changes)
+
+    def model_labels(self) -> tuple[str, ...]:
+        """One label per model: ``--resstream-label`` where given, else the spec with paths cut to file names.
+
+        Example:
+            >>> RunConfig(models=("torchvision:resnet18@/runs/v2/r18.pth",)).model_labels()
+            ('torchvision:resnet18@r18.pth',)
+        """
+        from resstream_assert.errors import ModelSpecError
+        from resstream_assert.loading.spec import ModelSpec
+
+        if self.labels and len(self.labels) != len(self.models):
+            raise ConfigError(f"--resstream-label was given {len(self.labels)} time(s) for {len(self.models)} "
+                              "model(s): give one label per --resstream-model, in the same order, or none.")
+        labels = []
+        for i, spec in enumerate(self.models):
+            if self.labels:
+                labels.append(str(self.labels[i]).strip())
+                continue
+            try:
+                labels.append(ModelSpec.parse(spec).label)
+            except ModelSpecError as exc:
+                raise ConfigError(f"--resstream-model {spec}: {exc}") from None
+        bad = [x for x in labels if not x or any(c.isspace() or c in "[]" for c in x)]
+        if bad:
+            raise ConfigError(f"--resstream-label {bad[0]!r}: a label must be non-empty, without spaces or brackets "
+                              "(e.g. r18-v2).")
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ConfigError(f"two models get the label {twice[0]!r} in reports ({', '.join(self.models)}): name "
+                              "them apart with --resstream-label, once per --resstream-model.")
+        return tuple(labels)
+
+    def label_of(self, spec: str) -> str:
+        """The label of ``spec`` in this run (its own label when it is not one of the run's models).
+
+        Example:
+            >>> RunConfig(models=("zoo:resnet18-synth96",), labels=("r18",)).label_of("zoo:resnet18-synth96")
+            'r18'
+        """
+        from resstream_assert.loading.spec import ModelSpec
+
+        if spec in self.models:
+            return self.model_labels()[self.models.index(spec)]
+        return ModelSpec.parse(spec).label
 
     def to_dict(self) -> dict:
         """JSON-ready form (stored in reports). The cache directory is left out: it is a local
         path, says nothing about the results, and would make committed baselines machine-specific.
         ``claims``, ``shard`` and ``stability`` appear only when set, the feature-visualization settings only
-        when used."""
-        skip = {"cache_dir"} | {k for k in ("claims", "shard") if getattr(self, k) is None}
+        when used. For the same reason ``models`` holds the models' labels (file names, not paths)."""
+        skip = {"cache_dir", "labels"} | {k for k in ("claims", "shard") if getattr(self, k) is None}
         if not self.stability:
             skip.add("stability")
         if self.stimuli == "exemplars":
             skip |= {"stimuli", "channels", "featviz"}
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k not in skip}
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k not in skip}
+        out["models"] = list(self.model_labels())
+        return out
 
 
 # --- checks: each returns "" or what is wrong -----------------------------------------------
@@ -144,7 +200,106 @@ def _positive_float(v: Any) -> str:
 
 def _backends(v: Any) -> str:
     bad = [b for b in (v or ()) if b not in ("torch", "onnx")]
-    return f"unknown backend(s) {bad}: use torch or onnx" if bad else ""
+    return (f"unknown backend {', '.join(map(str, bad))}: use torch or onnx (an ONNX file runs on onnx; a torch "
+            "model can run on both)") if bad else ""
+
+
+def _device_available(v: Any) -> str:
+    """A CUDA/MPS device must exist on this machine (torch is imported only to ask)."""
+    if v is None or str(v) == "cpu" or _device(v):
+        return ""
+    import torch
+
+    if str(v).startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(str(v).partition(":")[2] or 0)
+        if index >= n:
+            have = "no usable CUDA device" if n == 0 else f"CUDA devices cuda:0 to cuda:{n - 1} only"
+            return f"this machine has {have}: use --resstream-device cpu, or run where that GPU is"
+    elif str(v) == "mps" and not torch.backends.mps.is_available():
+        return "MPS is not available on this machine: use --resstream-device cpu"
+    return ""
+
+
+def _providers(v: Any) -> str:
+    """onnxruntime execution providers this machine's onnxruntime build has (imported only when some are named)."""
+    names = [x for x in str(v or "").split(",") if x.strip()]
+    if not names:
+        return ""
+    from resstream_assert.errors import BackendUnavailable
+    from resstream_assert.loading.ort_session import resolve_providers
+
+    try:
+        resolve_providers(names)
+    except BackendUnavailable as exc:
+        return str(exc)
+    return ""
+
+
+def _nearest_existing(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _can_create_in(folder: Path) -> bool:
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".resstream-check-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
+def _writable_file(v: Any) -> str:
+    """A report file: not a directory, and writable (or creatable, with its folders)."""
+    if v is None:
+        return ""
+    p = Path(str(v)).expanduser()
+    if p.is_dir():
+        return "is a directory: give the path of the file to write (e.g. a name inside that folder)"
+    if p.exists():
+        try:
+            with open(p, "a"):
+                pass
+        except OSError as exc:
+            return f"cannot be written ({exc.strerror}): give a writable path"
+        return ""
+    base = _nearest_existing(p.parent)
+    if not base.is_dir():
+        return f"cannot be created: {base} is a file, not a folder; give a path in a folder"
+    if not _can_create_in(base):
+        return f"cannot be created: the folder {base} is not writable; give a writable path"
+    return ""
+
+
+def _writable_dir(v: Any) -> str:
+    """A folder to write into: an existing, writable folder, or one that can be created."""
+    if v is None:
+        return ""
+    p = Path(str(v)).expanduser()
+    if p.exists() and not p.is_dir():
+        return "is a file, not a folder: give a folder path (it is created if missing)"
+    base = p if p.exists() else _nearest_existing(p.parent)
+    if not base.is_dir():
+        return f"cannot be created: {base} is a file, not a folder; give another folder"
+    if not _can_create_in(base):
+        return f"is not writable ({base}): give a writable folder"
+    return ""
+
+
+def _probe_dir(v: Any) -> str:
+    if v is None or str(v) == "embedded":
+        return ""
+    p = Path(str(v)).expanduser()
+    if not p.exists():
+        return "does not exist: give a folder of images (class subfolders or a flat folder), or leave it unset"
+    if not p.is_dir():
+        return "is a file, not a folder: give the folder that holds the images"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -175,16 +330,20 @@ OPTIONS: tuple[Option, ...] = (
            "the model's own ONNX export, about 2.7x faster on CPU; auto = onnxruntime on CPU when the export "
            "reproduces the torch graph's blocks, else torch", _engine),
     Option("providers", "str", "", "onnxruntime execution providers, comma-separated (default: CUDA first when "
-           "available)"),
-    Option("probe", "str", None, "folder of probe images (ImageFolder-like or flat). Default: the embedded probe set"),
+           "available)", _providers),
+    Option("probe", "str", None, "folder of probe images (ImageFolder-like or flat). Default: the embedded probe set",
+           _probe_dir),
     Option("images", "int", 512, "number of probe images", _positive),
     Option("batch-size", "int", 64, "images per forward pass", _positive),
-    Option("device", "str", "cpu", "torch device: cpu or cuda[:N]", _device),
+    Option("device", "str", "cpu", "torch device: cpu or cuda[:N]", lambda v: _device(v) or _device_available(v)),
     Option("seed", "int", 0, "seed for permutations, bootstraps and random sets (printed in the header)",
            _non_negative),
-    Option("input-size", "int", None, "input size in px (default: the model's own, 224 for torchvision/timm)",
-           _positive),
-    Option("cache-dir", "str", None, "directory of the on-disk response cache (default: pytest's cache dir)"),
+    Option("input-size", "int", None, "input size in px (default: the model's own: its card, timm's config, 224 for "
+           "torchvision, or read from a factory model's stem, 32 px for a CIFAR-style stem)", _positive),
+    Option("label", "list", None, "short name of each --resstream-model in reports, the matrix and test ids "
+           "(repeatable, in the order of the models). Default: the spec with paths cut to file names"),
+    Option("cache-dir", "str", None, "directory of the on-disk response cache (default: pytest's cache dir)",
+           _writable_dir),
     Option("no-cache", "bool", False, "do not read or write the response cache"),
     Option("trust-pickle", "bool", False, "allow loading checkpoints that pickle whole models (runs code from the "
            "file)"),
@@ -227,10 +386,12 @@ OPTIONS: tuple[Option, ...] = (
            "not as a failure (baseline drifts still fail)"),
     # Reports and the baseline gate (logic in resstream_assert/report/).
     Option("report-json", "str", None, "write the JSON report (versions, machine, seed, config, every claim result) "
-           "to PATH"),
-    Option("report-md", "str", None, "write a Markdown report (per-model tables, matrix, baseline diff) to PATH"),
-    Option("report-html", "str", None, "write one self-contained HTML report with the figures to PATH"),
-    Option("report-figures", "str", None, "also write every figure as a PNG file into this folder"),
+           "to PATH", _writable_file),
+    Option("report-md", "str", None, "write a Markdown report (per-model tables, matrix, baseline diff) to PATH",
+           _writable_file),
+    Option("report-html", "str", None, "write one self-contained HTML report with the figures to PATH",
+           _writable_file),
+    Option("report-figures", "str", None, "also write every figure as a PNG file into this folder", _writable_dir),
     Option("baseline", "str", None, "baseline report (JSON) to compare this run with; a drift beyond "
            "--resstream-compare-fail fails the test that recorded it"),
     Option("compare-fail", "list", None, "tolerance EXPR for the baseline gate (repeatable): verdict | missing | "
@@ -283,7 +444,8 @@ def check_value(name: str, value: Any) -> None:
     opt = OPTION[name]
     why = opt.check(value) if opt.check is not None else ""
     if why:
-        raise ConfigError(f"--resstream-{name} {value}: {why}")
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        raise ConfigError(f"--resstream-{name} {shown}: {why}")
 
 
 def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None) -> RunConfig:
@@ -293,11 +455,14 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         >>> build_run_config({"images": 64, "alpha": 0.01}).claim_options["alpha"]
         0.01
     """
+    checked: dict[str, Any] = {}
+    for opt in OPTIONS:  # every option is checked at start-up, used here or not
+        v = values.get(opt.name)
+        checked[opt.name] = opt.default if v is None else v
+        check_value(opt.name, checked[opt.name])
+
     def get(name: str) -> Any:
-        v = values.get(name)
-        v = OPTION[name].default if v is None else v
-        check_value(name, v)
-        return v
+        return checked[name]
 
     claims_text = get("claims")
     claims = None
@@ -322,4 +487,5 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         survey=bool(get("survey")), claim_options=claim_options, claims=claims,
         shard=tuple(int(x) for x in str(get("shard")).split("/")) if get("shard") else None,
         stimuli=str(get("stimuli")), channels=get("channels"),
-        featviz={field_: get(name) for name, field_ in FEATVIZ_OPTIONS.items()}, stability=int(get("stability")))
+        featviz={field_: get(name) for name, field_ in FEATVIZ_OPTIONS.items()}, stability=int(get("stability")),
+        labels=tuple(get("label") or ()))

@@ -32,3 +32,11 @@ class ProbeError(ResstreamError):
 
 class BackendUnavailable(ResstreamError):
     """The requested backend (e.g. ONNX) is not available for this model or machine."""
+
+
+class OutputError(ResstreamError):
+    """A file or folder to write (a report, an export, the cache) is a directory, or cannot be written."""
+
+
+class ResstreamWarning(UserWarning):
+    """Something was guessed or repaired (an input size, a damaged cache entry); the run goes on."""

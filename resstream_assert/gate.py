@@ -1,7 +1,9 @@
 """The gate: what a claim's verdict means for a test run. One rule, one home.
 
-``decide(result, survey=...)`` maps a :class:`~resstream_assert.results.ClaimResult` to an
-outcome of the claim's test:
+``decide(result, survey=..., baseline=...)`` maps a :class:`~resstream_assert.results.ClaimResult`
+to an outcome of the claim's test.
+
+Without a baseline, the verdict is the gate:
 
 =================  ===========================================================
 verdict            outcome
@@ -13,8 +15,23 @@ inconclusive       skip, with the reason
 not_applicable     skip, with the reason
 =================  ===========================================================
 
-A baseline drift (:mod:`resstream_assert.report.baseline`) fails the test whatever this says;
-the report plugin applies it after the test ran.
+With a baseline (``--resstream-baseline``), the baseline is the gate, as in
+pytest-regressions: what matters is whether the model changed, not whether the papers'
+claims hold on it. The report plugin reads the baseline, compares the result with it and
+passes what it found as a :class:`BaselineCheck`:
+
+==========================================================  ==============================
+baseline comparison                                          outcome
+==========================================================  ==============================
+drift past a tolerance, or a gated claim's verdict changed   fail (also in survey mode)
+unchanged, and the claim fails as it did in the baseline     xfail (an expected failure)
+unchanged otherwise                                          as without a baseline
+claim not in the baseline                                    as without a baseline
+==========================================================  ==============================
+
+While the baseline is being written (``--resstream-update-baseline``) a gated claim that
+fails is an xfail too: it is recorded as failing, and the next run holds it to that.
+Report-only claims never fail a run, baseline or not (their drifts are shown as ``warn``).
 """
 
 from __future__ import annotations
@@ -24,7 +41,7 @@ from dataclasses import dataclass
 
 from resstream_assert.results import ClaimResult, Verdict
 
-__all__ = ["Outcome", "Decision", "decide"]
+__all__ = ["Outcome", "Decision", "BaselineCheck", "decide"]
 
 
 class Outcome(str, enum.Enum):
@@ -38,28 +55,70 @@ class Outcome(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Decision:
-    """An outcome and the line that explains it (shown by pytest for skip and xfail)."""
+    """An outcome and the line that explains it (shown by pytest for skip, xfail and fail).
+
+    ``by_baseline`` is True when the outcome comes from the baseline comparison (the reason
+    then holds the diff), False when it comes from the verdict alone.
+    """
 
     outcome: Outcome
     reason: str
+    by_baseline: bool = False
 
     def __bool__(self) -> bool:
         raise TypeError("a gate Decision has no truth value; compare decision.outcome with Outcome.PASS, ...")
 
 
-def decide(result: ClaimResult, *, survey: bool = False) -> Decision:
-    """The outcome of a claim's test, from its verdict and whether the claim gates (see the table above).
+@dataclass(frozen=True)
+class BaselineCheck:
+    """What the baseline says about one claim result (data only: the report plugin compares, the gate decides).
+
+    ``verdict`` is the claim's verdict in the baseline (None: the claim is not in it);
+    ``drifted`` is True when a compared quantity or a block verdict changed past its tolerance;
+    ``diff`` is the comparison table for the message; ``updating`` is True while the baseline
+    is being written (then nothing is compared).
+
+    Example:
+        >>> BaselineCheck("baselines/r18.json", verdict="fails").drifted
+        False
+    """
+
+    path: str
+    verdict: str | None = None
+    drifted: bool = False
+    diff: str = ""
+    updating: bool = False
+
+
+def decide(result: ClaimResult, *, survey: bool = False, baseline: BaselineCheck | None = None) -> Decision:
+    """The outcome of a claim's test, from its verdict, whether the claim gates, and the baseline (tables above).
 
     Example:
         >>> from resstream_assert.results import ClaimResult
-        >>> decide(ClaimResult.from_dict(stored), survey=True).outcome  # doctest: +SKIP
+        >>> decide(ClaimResult.from_dict(stored), baseline=BaselineCheck("b.json", verdict="fails")).outcome  # doctest: +SKIP
         <Outcome.XFAIL: 'xfail'>
     """
-    claim = result.claim
-    if result.verdict in (Verdict.NOT_APPLICABLE, Verdict.INCONCLUSIVE):
-        return Decision(Outcome.SKIP, f"{claim} {result.verdict.value}: {result.reason}")
-    if result.verdict == Verdict.FAILS and result.gate:
+    claim, verdict = result.claim, result.verdict
+    gated_failure = verdict == Verdict.FAILS and result.gate
+    if baseline is not None and baseline.updating:
+        if gated_failure:
+            return Decision(Outcome.XFAIL, f"{claim} fails on this model; recorded as failing in the new baseline "
+                                           f"{baseline.path}: {result.reason}", True)
+    elif baseline is not None and baseline.verdict is not None and result.gate:
+        changed = baseline.verdict != verdict.value
+        if baseline.drifted or changed:
+            what = f"verdict {baseline.verdict} -> {verdict.value}" if changed else "a quantity past its tolerance"
+            return Decision(Outcome.FAIL, f"BaselineDriftError: residual-stream statistics drifted from the baseline "
+                                          f"{baseline.path} ({claim}: {what})\n{baseline.diff}".rstrip(), True)
+        if gated_failure:
+            return Decision(Outcome.XFAIL, f"{claim} fails, as it did in the baseline {baseline.path} (an expected "
+                                           f"failure: the model did not change): {result.reason}", True)
+    suffix = " (not in the baseline)" if baseline is not None and baseline.verdict is None and \
+        not baseline.updating else ""
+    if verdict in (Verdict.NOT_APPLICABLE, Verdict.INCONCLUSIVE):
+        return Decision(Outcome.SKIP, f"{claim} {verdict.value}{suffix}: {result.reason}")
+    if gated_failure:
         if survey:
-            return Decision(Outcome.XFAIL, f"{claim} fails on this model (survey mode): {result.reason}")
-        return Decision(Outcome.FAIL, f"{claim} fails: {result.reason}")
-    return Decision(Outcome.PASS, f"{claim} {result.verdict.value}: {result.reason}")
+            return Decision(Outcome.XFAIL, f"{claim} fails on this model (survey mode){suffix}: {result.reason}")
+        return Decision(Outcome.FAIL, f"{claim} fails{suffix}: {result.reason}")
+    return Decision(Outcome.PASS, f"{claim} {verdict.value}{suffix}: {result.reason}")

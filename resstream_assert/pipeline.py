@@ -7,26 +7,32 @@ each claim's intervention (C10's lesions, ...) runs once per model and request.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Any, Callable, Iterable, NamedTuple
 
 from resstream_assert.config import RunConfig
-from resstream_assert.errors import ResstreamError
+from resstream_assert.errors import ResstreamError, ResstreamWarning
 
 __all__ = ["Pipeline", "ModelRef", "model_refs", "load_model"]
 
 
 class ModelRef(NamedTuple):
-    """One model of a run on one backend with one stimulus source (one parametrization of the model fixtures)."""
+    """One model of a run on one backend with one stimulus source (one parametrization of the model fixtures).
+
+    ``label`` is the model's short name in reports and test ids (``RunConfig.model_labels``).
+    """
 
     spec: str
     backend: str
     stimuli: str = "exemplars"
+    label: str = ""
 
     def __str__(self) -> str:
-        label = self.backend if self.stimuli == "exemplars" else \
+        name = self.label or self.spec
+        tag = self.backend if self.stimuli == "exemplars" else \
             (self.stimuli if self.backend == "torch" else f"{self.backend}+{self.stimuli}")
-        return self.spec if label == "torch" else f"{self.spec}[{label}]"
+        return name if tag == "torch" else f"{name}[{tag}]"
 
 
 def model_refs(config: RunConfig) -> list[ModelRef]:
@@ -37,16 +43,18 @@ def model_refs(config: RunConfig) -> list[ModelRef]:
 
     Example:
         >>> model_refs(RunConfig(models=("zoo:resnet18-synth96", "r18.onnx")))  # doctest: +NORMALIZE_WHITESPACE
-        [ModelRef(spec='zoo:resnet18-synth96', backend='torch', stimuli='exemplars'),
-         ModelRef(spec='r18.onnx', backend='onnx', stimuli='exemplars')]
+        [ModelRef(spec='zoo:resnet18-synth96', backend='torch', stimuli='exemplars', label='zoo:resnet18-synth96'),
+         ModelRef(spec='r18.onnx', backend='onnx', stimuli='exemplars', label='r18.onnx')]
     """
     from resstream_assert.loading import ModelSpec
 
     refs = []
-    models = config.models if config.shard is None else config.models[config.shard[0] - 1::config.shard[1]]
-    for spec in models:
+    pairs = list(zip(config.models, config.model_labels()))
+    if config.shard is not None:
+        pairs = pairs[config.shard[0] - 1::config.shard[1]]
+    for spec, label in pairs:
         backends = config.backends or (ModelSpec.parse(spec).default_backend,)
-        refs += [ModelRef(spec, b, s) for b in backends for s in config.sources]
+        refs += [ModelRef(spec, b, s, label) for b in backends for s in config.sources]
     return refs
 
 
@@ -54,7 +62,9 @@ def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool =
                backend: str = "torch", providers: tuple[str, ...] = ()):
     """Load a model spec the way a run sees it: stored model, then its negative control, then its backend.
 
-    ``backend="onnx"`` runs a torch model through its own ONNX export (cached on disk).
+    ``backend="onnx"`` runs a torch model through its own ONNX export (cached on disk). A factory
+    model's input size, when not given, is read from its stem (32 px for a CIFAR-style stem that
+    does not downsample before its first block), with a :class:`~resstream_assert.errors.ResstreamWarning`.
 
     Example:
         >>> m = load_model("torchvision:resnet18+nc-id")  # doctest: +SKIP
@@ -70,6 +80,14 @@ def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool =
 
         return load_onnx(parsed, input_size, providers)  # refuses a control: it would need the torch model
     loaded = load_stored(replace(parsed, control=None), input_size=input_size, trust_pickle=trust_pickle)
+    if input_size is None and loaded.meta.get("input_size_source") == "default":
+        from resstream_assert.discovery.stem import guess_input_size
+
+        loaded.input_size, why = guess_input_size(loaded.module)
+        loaded.meta.update(input_size_source=why, input_size_guessed=True)
+        warnings.warn(ResstreamWarning(
+            f"{parsed.label}: input size {loaded.input_size} px, {why}. Pass the size the model was trained at "
+            "with --resstream-input-size N (Python: input_size=N) to silence this."), stacklevel=2)
     if parsed.control:
         from resstream_assert.interventions.controls import apply_control
 
@@ -105,6 +123,10 @@ class Pipeline:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    def loaded(self, spec: str, backend: str = "torch"):
+        """The model if it was loaded already, else None (loads nothing)."""
+        return self._memo.get(("model", spec, backend))
 
     def model(self, spec: str, backend: str = "torch"):
         """The loaded model for ``spec`` on ``backend`` (:func:`load_model`)."""
@@ -267,7 +289,7 @@ class Pipeline:
         variants = needed_variants(ids)
         loaded = self.model(spec, backend)
         probe = self.probe(loaded.input_size)
-        ctx = ClaimContext(model=str(spec), backend=backend, rmap=self.map(spec, backend), measures=(),
+        ctx = ClaimContext(model=cfg.label_of(str(spec)), backend=backend, rmap=self.map(spec, backend), measures=(),
                            responses={}, options=options, seed=cfg.seed)
         if len(probe) < options.min_images:
             why = (f"{len(probe)} probe images < {options.min_images} (min_images): top-k exemplars would not be "
@@ -278,7 +300,7 @@ class Pipeline:
         except FeatvizUnavailable as exc:
             return self._label({cid: not_run(ctx.for_claim(REGISTRY[cid]), Verdict.NOT_APPLICABLE, str(exc))
                                 for cid in ids}, stimuli)
-        ctx = ClaimContext(model=str(spec), backend=backend, rmap=self.map(spec, backend), measures=measures,
+        ctx = ClaimContext(model=cfg.label_of(str(spec)), backend=backend, rmap=self.map(spec, backend), measures=measures,
                            responses=self.responses(spec, variants, backend), options=options, seed=cfg.seed)
         results = {}
         for cid in ids:

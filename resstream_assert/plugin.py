@@ -9,6 +9,8 @@ unrelated project's pytest.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from resstream_assert.config import OPTION, OPTIONS, ConfigError, RunConfig, build_run_config
@@ -47,7 +49,9 @@ def _get(config: pytest.Config, name: str):
     try:
         return {"int": int, "float": float}.get(opt.kind, str)(ini)
     except ValueError:
-        raise pytest.UsageError(f"ini key {opt.dest} = {ini!r}: expected a {opt.kind}") from None
+        what = {"int": "a whole number", "float": "a number"}.get(opt.kind, opt.kind)
+        raise pytest.UsageError(f"ini key {opt.dest} = {ini!r}: expected {what}; fix the value in the ini file "
+                                f"(or override it with --resstream-{opt.name})") from None
 
 
 def run_config(config: pytest.Config) -> RunConfig:
@@ -77,15 +81,11 @@ def pytest_configure(config: pytest.Config) -> None:
     _register_reports(config)
 
 
-def _is_resstream_run(config: pytest.Config) -> bool:
-    return bool(_get(config, "model")) or any("resstream" in str(a) for a in config.args)
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """pytest-xdist: under ``-n N`` (``--dist load``) keep each model's tests on one worker, so a model is
     loaded, captured and lesioned once, not once per worker (:mod:`resstream_assert.scheduling`)."""
-    if config.getvalue("dist") != "load" or not _is_resstream_run(config):
+    if config.getvalue("dist") != "load" or not _uses_models(config):
         return None
     from resstream_assert.scheduling import ModelScheduling
 
@@ -100,6 +100,10 @@ def _register_reports(config: pytest.Config) -> None:
         json=_get(config, "report-json"), md=_get(config, "report-md"), html=_get(config, "report-html"),
         figures=_get(config, "report-figures"), baseline=_get(config, "baseline"),
         compare_fail=tuple(_get(config, "compare-fail") or ()), update_baseline=bool(_get(config, "update-baseline")))
+    if options.update_baseline and options.baseline:  # the file this run will write: checked now, not at the end
+        why = OPTION["report-json"].check(str(Path(config.invocation_params.dir) / options.baseline))
+        if why:
+            raise pytest.UsageError(f"--resstream-baseline {options.baseline} (to be written): {why}")
     config.pluginmanager.register(ReportPlugin(config, options, lambda: run_config(config)), "resstream-report")
 
 
@@ -109,12 +113,73 @@ def _refs(config: pytest.Config):
 
     try:
         return model_refs(run_config(config))
-    except ModelSpecError as exc:
+    except (ModelSpecError, ConfigError) as exc:
         raise pytest.UsageError(f"--resstream-model: {exc}") from None
 
 
+def _uses_models(config: pytest.Config) -> bool:
+    """A run that names models or runs the suite (unrelated projects pay nothing)."""
+    return bool(_get(config, "model")) or any("resstream" in str(a) for a in config.args)
+
+
+def _pipeline(config: pytest.Config):
+    """The session's one :class:`~resstream_assert.pipeline.Pipeline` (start-up checks and fixtures share it)."""
+    pipe = config.stash.get(_PIPELINE, None)
+    if pipe is None:
+        from resstream_assert.pipeline import Pipeline
+
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capman = config.pluginmanager.get_plugin("capturemanager")
+        log = None
+        if reporter is not None and capman is not None and not hasattr(config, "workerinput") \
+                and config.get_verbosity() >= 0:
+            def log(line: str) -> None:  # long captures: tell the user what is happening, past pytest's capture
+                with capman.global_and_fixture_disabled():
+                    reporter.ensure_newline()
+                    reporter.write_line(line)
+        pipe = config.stash[_PIPELINE] = Pipeline(run_config(config), log=log)
+    return pipe
+
+
+_PIPELINE = pytest.StashKey[object]()
+_NOTES = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Load and discover every model (and read a probe folder) before any test: a bad model, weights file
+    or image is a usage error (exit status 4) with nothing run and no report written. Controller only;
+    a serial run's tests reuse what was loaded."""
+    config = session.config
+    if hasattr(config, "workerinput") or not _uses_models(config):
+        return
+    import warnings
+
+    from resstream_assert.errors import ResstreamError, ResstreamWarning
+
+    refs, pipe = _refs(config), _pipeline(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResstreamWarning)
+        for ref in refs:
+            try:
+                loaded = pipe.model(ref.spec, ref.backend)
+                pipe.map(ref.spec, ref.backend)  # a network without residual blocks is refused now too
+            except ResstreamError as exc:
+                raise pytest.UsageError(f"--resstream-model {ref.spec}: {exc}") from None
+            if run_config(config).probe:
+                try:
+                    pipe.probe(loaded.input_size)
+                except ResstreamError as exc:
+                    raise pytest.UsageError(f"--resstream-probe {run_config(config).probe}: {exc}") from None
+    config.stash[_NOTES] = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category,
+                                                                                           ResstreamWarning)))
+    for w in caught:
+        if not issubclass(w.category, ResstreamWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    if not _is_resstream_run(config):
+    if not _uses_models(config):
         return None  # unrelated projects: no header, no cost
     from importlib.metadata import PackageNotFoundError, version
 
@@ -132,6 +197,15 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         fv = {k: v for k, v in cfg.featviz.items() if v is not None}
         lines.append(f"stimuli {cfg.stimuli}: featviz channels per block {cfg.channels or 'all'}, "
                      + ", ".join(f"{k} {v}" for k, v in fv.items()))
+    pipe = config.stash.get(_PIPELINE, None)
+    for ref in refs:
+        loaded = pipe.loaded(ref.spec, ref.backend) if pipe is not None else None
+        if loaded is not None:
+            source = loaded.meta.get("input_size_source", "")
+            weights = f"; weights {loaded.meta['weights']}" if loaded.meta.get("weights") else ""
+            lines.append(f"resstream model {ref}: input {loaded.input_size}px{f' ({source})' if source else ''}"
+                         f"{weights}")
+    lines += [f"resstream WARNING: {note}" for note in config.stash.get(_NOTES, [])]
     if any(r.backend == "onnx" for r in refs):  # the providers a session really gets (pitfall 6)
         from resstream_assert.loading.ort_session import provider_report
 
@@ -194,18 +268,7 @@ def resstream_config(pytestconfig: pytest.Config) -> RunConfig:
 @pytest.fixture(scope="session")
 def resstream_pipeline(resstream_config, pytestconfig):
     """The session's :class:`~resstream_assert.pipeline.Pipeline` (memoized models, captures, claim results)."""
-    from resstream_assert.pipeline import Pipeline
-
-    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    capman = pytestconfig.pluginmanager.get_plugin("capturemanager")
-    log = None
-    if reporter is not None and capman is not None and not hasattr(pytestconfig, "workerinput") \
-            and pytestconfig.get_verbosity() >= 0:
-        def log(line: str) -> None:  # long captures: tell the user what is happening, past pytest's capture
-            with capman.global_and_fixture_disabled():
-                reporter.ensure_newline()
-                reporter.write_line(line)
-    return Pipeline(resstream_config, log=log)
+    return _pipeline(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -242,6 +305,24 @@ def resstream_responses(resstream_pipeline, resstream_ref):
 def resstream_claim_results(resstream_pipeline, resstream_ref) -> dict:
     """Claim id -> :class:`~resstream_assert.results.ClaimResult` for this model (evaluated once)."""
     return resstream_pipeline.claim_results(resstream_ref.spec, resstream_ref.backend, stimuli=resstream_ref.stimuli)
+
+
+@pytest.fixture
+def resstream_decide(request, resstream_config):
+    """``decide(result) -> Decision``: the gate (:func:`resstream_assert.gate.decide`) for a claim result, with
+    this run's survey mode and, when ``--resstream-baseline`` is given, the baseline as the gate."""
+    from resstream_assert.gate import decide
+    from resstream_assert.report.pytest_plugin import BASELINE_DECIDED
+
+    plugin = request.config.pluginmanager.get_plugin("resstream-report")
+
+    def run(result):
+        check = plugin.baseline_check(result) if plugin is not None else None
+        if check is not None:
+            request.node.stash[BASELINE_DECIDED] = True
+        return decide(result, survey=resstream_config.survey, baseline=check)
+
+    return run
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from resstream_assert.capture.module_hooks import module_outputs
 from resstream_assert.capture.responses import Responses
 from resstream_assert.capture.torch_fx import capture_torch, instrument
 from resstream_assert.discovery.torch_graph import discover_torch
-from resstream_assert.errors import CaptureError
+from resstream_assert.errors import CaptureError, ResstreamWarning
 from tests.conftest import randomize_bn
 
 
@@ -83,11 +83,15 @@ def test_faithfulness_check_catches_a_wrong_graph(model, images, monkeypatch):
         capture_torch(model, rmap, [images])
 
 
-def test_eval_is_enforced(images):
+def test_capture_runs_in_eval_mode_and_gives_the_user_their_mode_back(images):
     m = torchvision.models.resnet18().train()
+    m.layer1.eval()  # a mixed state, as a user may leave it
+    modes = {name: x.training for name, x in m.named_modules()}
+    stats = m.bn1.running_mean.clone()
     rmap = discover_torch(m, 64)
-    capture_torch(m, rmap, [images])
-    assert not m.training
+    capture_torch(m, rmap, [images])  # its faithfulness check compares with the eval-mode forward
+    assert {name: x.training for name, x in m.named_modules()} == modes
+    assert torch.equal(m.bn1.running_mean, stats)  # nothing ran in train mode (BN statistics untouched)
 
 
 def test_keep_maps_only_for_chosen_sites(model, images):
@@ -126,8 +130,15 @@ def test_cache_reuses_and_survives_damage(tmp_path):
     cache.get_or_compute("k", compute)
     assert (len(calls), cache.hits, cache.misses) == (1, 1, 1)
     (tmp_path / "k.npz").write_bytes(b"garbage")
-    cache.get_or_compute("k", compute)
+    with pytest.warns(ResstreamWarning, match="damaged cache entry k.npz.*discarded; recomputing"):
+        cache.get_or_compute("k", compute)
     assert len(calls) == 2
+    good = (tmp_path / "k.npz").read_bytes()  # an entry cut short by an interrupted write: BadZipFile
+    (tmp_path / "k.npz").write_bytes(good[: len(good) // 2])
+    with pytest.warns(ResstreamWarning, match="BadZipFile"):
+        assert cache.get_or_compute("k", compute).center["0/x"].shape == (2, 2)
+    assert len(calls) == 3 and cache.hits == 1
+    assert cache.get_or_compute("k", compute) is not None and cache.hits == 2  # the recomputed entry is sound
 
 
 def test_instrument_does_not_touch_the_model(model, images):
@@ -135,3 +146,23 @@ def test_instrument_does_not_touch_the_model(model, images):
     instrument(model, discover_torch(model, 64))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert not any(n.startswith("_rs_") for n, _ in model.named_modules())
+
+
+def test_non_finite_responses_are_an_error_naming_the_site(images):
+    """A BatchNorm with zero variance and eps=0 divides by zero: the capture names the block and site
+    (weights themselves are finite, so the loader's weight check cannot catch this)."""
+    from resstream_assert.capture import capture
+    from resstream_assert.loading import LoadedModel
+    from resstream_assert.stimuli.probe import embedded_probe
+
+    torch.manual_seed(0)
+    m = randomize_bn(torchvision.models.resnet18(num_classes=10), seed=1).eval()
+    with torch.no_grad():
+        m.layer2[1].bn2.eps = 0.0
+        m.layer2[1].bn2.running_var.zero_()
+    loaded = LoadedModel(spec="x", name="r18-broken", backend="torch", module=m, input_size=64, num_classes=10,
+                         digest="broken")
+    rmap = discover_torch(m, 64)
+    with pytest.raises(CaptureError, match=r"r18-broken produced non-finite responses .* at layer2\.1 branch_out "
+                                           r"\(layer2\.1\.bn2, center: .*check the weights"):
+        capture(loaded, rmap, embedded_probe(n=4, size=64), progress=False)

@@ -99,3 +99,46 @@ def test_table_and_dict_name_every_block(resnet18):
     d = rmap.to_dict()
     assert d["blocks"][2]["sites"]["skip_out"] == "layer2.0.downsample.1"
     assert d["blocks"][2]["branch_gain"] == {"kind": "bn", "source": "layer2.0.bn2", "proxy": False}
+
+
+def test_discovery_leaves_the_users_model_as_it_was():
+    """discover() reads the model in eval mode but gives every submodule its own mode back, and no forward
+    pass it runs (shapes) touches BatchNorm statistics."""
+    torch.manual_seed(0)
+    m = resnet20().train()
+    m.layer2.eval()
+    modes = {name: x.training for name, x in m.named_modules()}
+    stats = {k: v.clone() for k, v in m.state_dict().items()}
+    assert len(discover(m, 32)) == 9
+    assert {name: x.training for name, x in m.named_modules()} == modes
+    assert all(torch.equal(stats[k], v) for k, v in m.state_dict().items())
+
+
+def test_identity_modules_are_identity_shortcuts():
+    """nn.Identity(), an empty nn.Sequential() and a lambda returning x are identity shortcuts; a conv+bn
+    downsample and option-A zero padding are projections."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    class Block(nn.Module):
+        def __init__(self, shortcut):
+            super().__init__()
+            self.conv, self.bn, self.shortcut = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), shortcut
+
+        def forward(self, x):
+            return F.relu(self.bn(self.conv(x)) + self.shortcut(x))
+
+    class Lambda(nn.Module):
+        def __init__(self, fn):
+            super().__init__()
+            self.fn = fn
+
+        def forward(self, x):
+            return self.fn(x)
+
+    shortcuts = {"identity": nn.Identity(), "empty": nn.Sequential(), "lambda": Lambda(lambda x: x),
+                 "dropout": nn.Dropout(0.1), "conv": nn.Sequential(nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)),
+                 "pad": Lambda(lambda x: F.pad(x[:, :2], (0, 0, 0, 0, 1, 1)))}
+    got = {name: discover(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), Block(s)), 16)[0].projection
+           for name, s in shortcuts.items()}
+    assert got == {"identity": False, "empty": False, "lambda": False, "dropout": False, "conv": True, "pad": True}

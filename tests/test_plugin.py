@@ -8,6 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch  # imported before pytester's module snapshot: a C extension cannot be imported twice
+
+from tests.cifar_user_model import resnet20
+from tests.conftest import randomize_bn
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--resstream-images", "12", "--resstream-input-size", "32"]
@@ -74,11 +78,12 @@ def test_list_sites(pytester):
     result.stdout.fnmatch_lines(["*9 residual blocks*", "*layer2.0*32*16x16*"])
 
 
-def test_bad_spec_is_an_error_not_a_crash(pytester):
+def test_bad_spec_is_a_usage_error_before_any_test(pytester):
     pytester.makepyfile("def test_m(resstream_model):\n    pass\n")
     result = pytester.runpytest_subprocess("--resstream-model", "torchvision:resnet19", "--resstream-no-cache")
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*ModelSpecError*Unknown torchvision architecture*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --resstream-model torchvision:resnet19: Unknown torchvision architecture*"])
+    assert "test_m" not in result.stdout.str()  # models are loaded (and refused) at start-up, before any test
 
 
 CACHE_TEST = """
@@ -92,10 +97,6 @@ def test_capture(resstream_responses):
 
 
 def test_cache_reused_across_sessions_and_invalidated_by_weights(pytester, tmp_path, monkeypatch):
-    import torch
-
-    from tests.cifar_user_model import resnet20
-
     pytester.makepyfile(CACHE_TEST)
     count = tmp_path / "count.json"
     monkeypatch.setenv("RS_COUNT_FILE", str(count))
@@ -155,3 +156,55 @@ def test_c1(resstream_check):
                                            "--resstream-lesion", "n_random=20", *SMALL, "--resstream-images", "64",
                                            "--resstream-no-cache")
     result.assert_outcomes(passed=1)
+
+
+def test_baseline_is_the_gate_unchanged_model_passes_changed_model_fails(pytester, tmp_path):
+    """pytest-regressions semantics: with --resstream-baseline an unchanged model whose claim fails passes
+    (the claim is an expected failure); a changed model fails. Without a baseline the same claim fails its test
+    (test_suite_gate_and_survey_modes)."""
+    args = ["--pyargs", "resstream_assert.suite", "--resstream-claims", "C1", "--resstream-images", "64",
+            "--resstream-input-size", "32", "--resstream-no-cache", "-p", "no:cacheprovider", "-rx"]
+    base = ["--resstream-baseline", "baselines/r20.json"]
+    release = ["--resstream-model", "tests.cifar_user_model:resnet20"]
+    write = pytester.runpytest_subprocess(*args, *release, *base, "--resstream-update-baseline")
+    write.assert_outcomes(passed=2, xfailed=1)  # C1 fails on this model: recorded as failing, the run is green
+    assert write.ret == 0
+    write.stdout.fnmatch_lines(["resstream: baseline written to baselines/r20.json (1 claim results)",
+                                "*C1 fails on this model; recorded as failing in the new baseline baselines/r20.json*"])
+    same = pytester.runpytest_subprocess(*args, *release, *base)
+    same.assert_outcomes(passed=2, xfailed=1)
+    assert same.ret == 0
+    same.stdout.fnmatch_lines(["*resstream baseline passed*",
+                               "*C1 fails, as it did in the baseline baselines/r20.json (an expected failure*"])
+    torch.manual_seed(0)
+    torch.save(randomize_bn(resnet20(), seed=2).state_dict(), tmp_path / "r20_v2.pth")
+    changed = pytester.runpytest_subprocess(*args, *base, "--resstream-model",
+                                            f"tests.cifar_user_model:resnet20@{tmp_path / 'r20_v2.pth'}")
+    changed.assert_outcomes(passed=2, failed=1)
+    assert changed.ret == 1
+    changed.stdout.fnmatch_lines(["*BaselineDriftError: residual-stream statistics drifted from the baseline "
+                                  "baselines/r20.json (C1: a quantity past its tolerance)*",
+                                  "*C1*layer3.0*verdict*holds*fails*changed*FAIL*",
+                                  "*resstream baseline FAILED*"])
+    out = changed.stdout.str()
+    assert "resnet20@r20_v2.pth[torch]" in out and str(tmp_path) not in out  # labels, not machine paths
+
+
+def test_labels_in_reports_and_test_ids(pytester, tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    torch.save(resnet20().state_dict(), tmp_path / "w.pth")
+    spec = f"tests.cifar_user_model:resnet20@{tmp_path / 'w.pth'}"
+    common = ["--pyargs", "resstream_assert.suite", "--resstream-claims", "C2", "--resstream-images", "16",
+              "--resstream-input-size", "32", "--resstream-no-cache", "-p", "no:cacheprovider", "-v"]
+    auto = pytester.runpytest_subprocess(*common, "--resstream-model", spec, "--resstream-report-json", "a.json")
+    auto.stdout.fnmatch_lines(["*test_claim?tests.cifar_user_model:resnet20@w.pth-C2?*"])
+    report = json.loads((pytester.path / "a.json").read_text())
+    assert report["config"]["models"] == ["tests.cifar_user_model:resnet20@w.pth"]
+    assert {r["model"] for r in report["results"]} == {"tests.cifar_user_model:resnet20@w.pth"}
+    assert str(tmp_path) not in json.dumps(report)  # no machine path in a report that may be committed
+    named = pytester.runpytest_subprocess(*common, "--resstream-model", spec, "--resstream-label", "r20-v1",
+                                          "--resstream-report-json", "b.json")
+    named.stdout.fnmatch_lines(["*test_claim?r20-v1-C2?*", "r20-v1?torch?*C2*"])
+    assert {r["model"] for r in json.loads((pytester.path / "b.json").read_text())["results"]} == {"r20-v1"}

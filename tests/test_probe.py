@@ -101,3 +101,23 @@ def test_unreadable_image_error_names_the_file(tmp_path):
 def test_build_rejects_mismatched_arrays():
     with pytest.raises(ProbeError, match="do not fit"):
         ProbeSet.build(np.zeros((2, 3, 8, 8), np.uint8), np.zeros(3), ["a", "b"], ())
+
+
+@pytest.mark.parametrize("mode, value, want", [
+    ("I;16", 0x8080, 128), ("I;16", 0xFFFF, 255), ("I", 40000, 156), ("I", 200, 200),
+    ("F", 0.5, 128), ("F", 200.0, 200),
+])
+def test_high_bit_depth_images_are_scaled_not_clipped(mode, value, want):
+    from resstream_assert.stimuli.probe import to_rgb
+
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    im = Image.fromarray(np.full((6, 6), value, dtype))
+    assert im.mode == mode
+    assert to_rgb(im).getpixel((0, 0)) == (want, want, want)
+
+
+def test_images_below_a_quarter_of_the_input_size_are_refused(tmp_path):
+    Image.new("RGB", (16, 20), (1, 2, 3)).save(tmp_path / "small.png")
+    assert folder_probe(tmp_path, size=64).images.shape == (1, 3, 64, 64)  # 16 px = a quarter of 64: accepted
+    with pytest.raises(ProbeError, match=r"small\.png .* is 16x20 px: too small for a 96 px input .* at least 24 px"):
+        folder_probe(tmp_path, size=96)

@@ -2,7 +2,7 @@
 
 Networks and probe sets come from ``resstream_assert.strategies``; example counts come from the
 Hypothesis profile loaded in conftest (``ci``: 20 fixed examples per property, the slow ONNX
-property a fraction of that). Each xfail below is a known defect of the current project.
+property a fraction of that).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import Phase, assume, event, given, settings
+from hypothesis import assume, event, given, settings
 from hypothesis import strategies as st
 
 from resstream_assert import stats
@@ -29,7 +29,7 @@ from resstream_assert.loading.onnx_export import export_onnx
 from resstream_assert.pipeline import load_model
 from resstream_assert.stimuli.probe import ProbeSet
 from resstream_assert.stimuli.variants import FIXED_VARIANTS, apply_variant, parse_variant
-from resstream_assert.strategies import (WORKING_SHORTCUTS, loaded_model, permute_channels, probe_sets,
+from resstream_assert.strategies import (loaded_model, permute_channels, probe_sets,
                                          residual_networks)
 
 SITES_SUM = ("skip_out", "branch_out", "resid_sum")
@@ -75,30 +75,12 @@ def responses(loaded, rmap, probe, variant="id"):
 
 # --- discovery --------------------------------------------------------------------------------
 
-@given(net=residual_networks(shortcut_kinds=WORKING_SHORTCUTS))
+@given(net=residual_networks())
 def test_discovery_finds_exactly_the_blocks_built(net):
     module, bp = net
     for spec in bp.blocks:  # coverage, shown by --hypothesis-show-statistics
         event(f"{spec.kind} block, {spec.shortcut} shortcut")
     assert structure(discover_torch(module, bp.input_size)) == expected(bp)
-
-
-@pytest.mark.xfail(strict=True, reason="known defect: discovery reads an nn.Identity shortcut module as a projection "
-                   "(fixed on another branch; this strict xfail turns into a failure once it lands)")
-@settings(phases=[Phase.explicit, Phase.generate])  # fails on its first example; shrinking only costs time
-@given(net=residual_networks(shortcut_kinds=("nn_identity",)))
-def test_discovery_nn_identity_shortcut_is_not_a_projection(net):
-    module, bp = net
-    assert structure(discover_torch(module, bp.input_size)) == expected(bp)
-
-
-@fraction(0.5)
-@given(net=residual_networks(shortcut_kinds=("nn_identity",)))
-def test_discovery_nn_identity_shortcut_all_but_projection(net):
-    """The nn.Identity defect is confined to the projection flag."""
-    module, bp = net
-    got, want = structure(discover_torch(module, bp.input_size)), expected(bp)
-    assert [r[:3] + r[4:] for r in got] == [r[:3] + r[4:] for r in want]  # all fields but projection
 
 
 # --- capture ----------------------------------------------------------------------------------

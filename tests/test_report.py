@@ -249,3 +249,12 @@ def test_example_workflow_is_valid_and_uses_existing_options():
     assert {"baseline", "compare-fail", "report-md", "report-html", "update-baseline"} <= used
     for expr in re.findall(r"--resstream-compare-fail '?([^\s']+)'?", text):
         bl.parse_rule(expr)
+
+
+def test_a_rule_naming_no_quantity_fails_instead_of_comparing_nothing():
+    base = {"results": [make_result("r18", "C3").to_dict()]}
+    assert bl.unknown_quantities(["verdict", "rho:abs>0.1", "nosuchquantity:abs>0.1"], base) == ["nosuchquantity"]
+    diff = bl.compare(base, base, ["nosuchquantity:abs>0.1"])
+    assert diff.failed and [e.quantity for e in diff.failures()] == ["nosuchquantity"]
+    assert "no claim or block has this quantity" in diff.table()
+    assert not bl.compare(base, base, ["rho:abs>0.1"]).failed

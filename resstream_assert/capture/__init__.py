@@ -14,8 +14,9 @@ from typing import Callable, Iterable
 from resstream_assert.capture.cache import ResponseCache, cache_key
 from resstream_assert.capture.responses import REDUCERS, Responses, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
+from resstream_assert.errors import CaptureError
 
-__all__ = ["capture", "Responses", "ResponseCache", "REDUCERS", "site_key", "COUNTERS"]
+__all__ = ["capture", "check_finite", "Responses", "ResponseCache", "REDUCERS", "site_key", "COUNTERS"]
 
 #: Running totals for benchmarks: forward passes (batches) and images sent through a model.
 COUNTERS = {"batches": 0, "images": 0, "cache_hits": 0}
@@ -51,13 +52,39 @@ def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id"
                         framework=_framework_version(loaded.backend), provider=loaded.meta.get("providers"))
         before = cache.hits
         start = time.perf_counter()
-        out[variant] = cache.get_or_compute(
-            key, lambda v=variant: _run(loaded, rmap, probe, v, sites, batch_size, device, progress, keep_maps))
+        out[variant] = cache.get_or_compute(key, lambda v=variant: check_finite(
+            _run(loaded, rmap, probe, v, sites, batch_size, device, progress, keep_maps), rmap, loaded.name))
         COUNTERS["cache_hits"] += cache.hits - before
         if log is not None:
             how = "from cache" if cache.hits > before else f"{len(probe)} images in {time.perf_counter() - start:.1f} s"
             log(f"[resstream] captured {loaded.name} [{variant}]: {how}")
     return out
+
+
+def check_finite(responses: Responses, rmap: ResidualMap, name: str = "the model") -> Responses:
+    """``responses`` unchanged, or :class:`CaptureError` naming every site (and the logits) with NaN or inf.
+
+    Example:
+        >>> check_finite(resp, rmap)  # doctest: +SKIP
+    """
+    import numpy as np
+
+    bad = []
+    for kind, table in (("center", responses.center), ("mean", responses.mean)):
+        for key, arr in table.items():
+            n = int(arr.size - np.isfinite(arr).sum())
+            if n:
+                block, _, site = key.partition("/")
+                b = rmap[int(block)]
+                bad.append(f"{b.name} {site} ({b.sites.get(site, site)}, {kind}: {n} of {arr.size} values)")
+    if responses.logits is not None and not np.isfinite(responses.logits).all():
+        bad.append(f"the logits ({int(responses.logits.size - np.isfinite(responses.logits).sum())} values)")
+    if bad:
+        shown = "; ".join(dict.fromkeys(bad[:6])) + (f"; and {len(bad) - 6} more" if len(bad) > 6 else "")
+        raise CaptureError(f"{name} produced non-finite responses (NaN or inf) to the probe images "
+                           f"[{responses.variant}] at {shown}. Statistics on them would be meaningless: check the "
+                           "weights (a diverged run?), the input normalization and the input size.")
+    return responses
 
 
 def _run(loaded, rmap, probe, variant, sites, batch_size, device, progress, keep_maps) -> Responses:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +19,7 @@ import numpy as np
 from filelock import FileLock
 
 from resstream_assert.capture.responses import Responses
+from resstream_assert.errors import OutputError, ResstreamWarning
 
 
 def cache_key(**parts) -> str:
@@ -49,7 +52,11 @@ class ResponseCache:
         if self.directory is None:
             self.misses += 1
             return compute()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"The response cache folder {str(self.directory)!r} cannot be created ({exc}). Give "
+                              "another --resstream-cache-dir, or pass --resstream-no-cache.") from exc
         path = self.directory / f"{key}.npz"
         with FileLock(str(path) + ".lock"):
             if path.exists():
@@ -57,8 +64,12 @@ class ResponseCache:
                     result = Responses.load(path)
                     self.hits += 1
                     return result
-                except (OSError, ValueError, KeyError):
-                    path.unlink(missing_ok=True)  # a damaged entry is recomputed, not trusted
+                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                    # A damaged entry (an interrupted write, a full disk) is discarded and recomputed, not trusted.
+                    warnings.warn(ResstreamWarning(
+                        f"damaged cache entry {path.name} in {self.directory} ({type(exc).__name__}: {exc}) was "
+                        "discarded; recomputing it"), stacklevel=3)
+                    path.unlink(missing_ok=True)
             result = compute()
             result.save(path)
             self.misses += 1

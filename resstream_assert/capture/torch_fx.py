@@ -21,6 +21,7 @@ from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.discovery.torch_graph import block_nodes, copy_graph
 from resstream_assert.errors import CaptureError
 from resstream_assert.loading.spec import IMAGENET_MEAN, IMAGENET_STD
+from resstream_assert.loading.torch_model import eval_mode
 
 
 class _Tap(nn.Module):
@@ -123,9 +124,15 @@ def capture_torch(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, v
         (512, 64)
     """
     module = loaded.module if hasattr(loaded, "module") else loaded
-    module.eval()
-    if any(m.training for m in module.modules()):
-        raise CaptureError("the model has submodules in training mode after eval(); capture needs eval mode")
+    with eval_mode(module):  # the user's module keeps its own train/eval state
+        if any(m.training for m in module.modules()):
+            raise CaptureError("the model has submodules in training mode after eval(); capture needs eval mode")
+        return _capture(loaded, module, rmap, batches, variant, sites, keep_maps, device, transform, edits,
+                        check_faithful, progress)
+
+
+def _capture(loaded, module, rmap, batches, variant, sites, keep_maps, device, transform, edits, check_faithful,
+             progress) -> Responses:
     dev = torch.device(device)
     module.to(dev)
     gm, store = instrument(module, rmap, sites, keep_maps, edits)

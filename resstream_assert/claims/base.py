@@ -52,6 +52,21 @@ class ClaimOptions:
     skip_first_block: bool = True  # the papers never analyse block 1.0 (its input is the stem's max-pool)
     lesion: tuple[tuple[str, Any], ...] = ()  # C10's lesion options as (name, value) pairs (see LesionOptions)
 
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"claim option {name}={getattr(self, name)!r}: {why}")
+
+        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha < 1):
+            raise bad("alpha", "must be strictly between 0 and 1 (e.g. 0.05)")
+        if self.mostly is not None and not (isinstance(self.mostly, (int, float)) and 0 < self.mostly <= 1):
+            raise bad("mostly", "must be a fraction in (0, 1] (e.g. 0.5, or 1.0 for every block), or None")
+        if not (isinstance(self.min_effect, (int, float)) and math.isfinite(self.min_effect) and self.min_effect >= 0):
+            raise bad("min_effect", "must be a finite number >= 0")
+        for name, low in (("n_resamples", 99), ("n_boot", 0), ("min_channels", 1), ("min_images", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise bad(name, f"must be a whole number >= {low}")
+
     def with_(self, **changes) -> "ClaimOptions":
         """A copy with some fields changed."""
         return replace(self, **changes)

@@ -170,7 +170,7 @@ def discover_onnx(loaded, input_size: int | None = None) -> ResidualMap:
         sites = {k: f[k] for k in ("resid_pre", "skip_out", "branch_out", "resid_sum", "resid_post")}
         blocks.append(Block(
             index=i, name=block_name, sites=sites, channels=int(shape[1]), spatial=(int(shape[2]), int(shape[3])),
-            projection=sites["skip_out"] != sites["resid_pre"],
+            projection=_identity_root(g, sites["skip_out"]) != sites["resid_pre"],
             post_activation=sites["resid_post"] != sites["resid_sum"],
             gain_kind=gain_kind, gain_source=gain_source, conv_source=conv_source, branch_gain=gain,
             conv_magnitude=conv))
@@ -203,6 +203,16 @@ def find_blocks(g: OnnxGraph) -> list[dict]:
 
 
 # --- helpers -----------------------------------------------------------------------------
+
+def _identity_root(g: OnnxGraph, value: str) -> str:
+    """The value behind a chain of Identity / Dropout nodes (an identity shortcut written as a module)."""
+    for _ in range(8):
+        node = g.producer.get(value)
+        if node is None or node.op_type not in ("Identity", "Dropout") or not node.input:
+            break
+        value = node.input[0]
+    return value
+
 
 def _toposort(nodes, available: set[str]) -> list:
     """Nodes in an order where every input is produced first (exports are sorted; hand-edited files may not be)."""

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from resstream_assert.discovery.residual_map import Block, ResidualMap
 from resstream_assert.errors import DiscoveryError
+from resstream_assert.loading.torch_model import eval_mode
 
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
 _ADD_METHODS = {"add", "add_"}
@@ -50,6 +51,7 @@ class BlockNodes:
     resid_post: str
     gain_module: str | None
     gain_param: str | None
+    identity_skip: bool = False  # the shortcut is the block input itself (bare, or through nn.Identity & co.)
 
 
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, Traced]" = weakref.WeakKeyDictionary()
@@ -71,7 +73,8 @@ def trace(module: nn.Module) -> Traced:
 
     tracer = NodePathTracer()
     try:
-        graph = tracer.trace(module)
+        with eval_mode(module):  # forward() may branch on self.training (dropout): trace the eval-mode graph
+            graph = tracer.trace(module)
     except Exception as exc:  # fx raises many types (TraceError, TypeError, AssertionError...)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DiscoveryError(
@@ -196,9 +199,9 @@ def block_nodes(module: nn.Module) -> tuple[BlockNodes, ...]:
         skip, branch = (a, b) if len_a < len_b else (b, a)
         if branch is pre:
             continue
-        gain_module, gain_param = _gain_source(traced.gm, branch)
+        gain_module, gain_param = _gain_source(traced.gm, branch, ancestors)
         found.append(BlockNodes(pre.name, skip.name, branch.name, node.name, _post(node).name,
-                                gain_module, gain_param))
+                                gain_module, gain_param, _identity_root(traced.gm, skip) is pre))
     _NODES[module] = tuple(found)
     return _NODES[module]
 
@@ -215,7 +218,11 @@ def discover_torch(loaded, input_size: int | None = None) -> ResidualMap:
     module = getattr(loaded, "module", loaded)
     name = getattr(loaded, "name", type(module).__name__)
     size = int(input_size or getattr(loaded, "input_size", 224))
-    module.eval()
+    with eval_mode(module):  # the user's module keeps its own train/eval state
+        return _discover(module, name, size)
+
+
+def _discover(module: nn.Module, name: str, size: int) -> ResidualMap:
     found = block_nodes(module)
     if not found:
         n_adds = sum(1 for n in trace(module).gm.graph.nodes if _add_operands(n) is not None)
@@ -238,7 +245,7 @@ def discover_torch(loaded, input_size: int | None = None) -> ResidualMap:
                  "resid_sum": qual[bn.resid_sum], "resid_post": qual[bn.resid_post]}
         blocks.append(Block(
             index=i, name=_block_name(bn, qual), sites=sites, channels=int(shape[1]),
-            spatial=(int(shape[2]), int(shape[3])), projection=bn.skip_out != bn.resid_pre,
+            spatial=(int(shape[2]), int(shape[3])), projection=not bn.identity_skip,
             post_activation=bn.resid_post != bn.resid_sum,
             gain_kind="bn" if bn.gain_module else ("layer_scale" if bn.gain_param else "none"),
             gain_source=bn.gain_module or bn.gain_param, conv_source=conv_name,
@@ -308,7 +315,18 @@ def _param_behind(node) -> str | None:
     return None
 
 
-def _gain_source(gm: fx.GraphModule, branch: fx.Node) -> tuple[str | None, str | None]:
+def _identity_root(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
+    """The node behind parameter-free identity ops (nn.Identity, eval-mode dropout, ...): a shortcut
+    written as ``self.shortcut = nn.Identity()`` is an identity shortcut, not a projection."""
+    for _ in range(8):
+        if _is_transparent(gm, node) and node.args and isinstance(node.args[0], fx.Node):
+            node = node.args[0]
+            continue
+        break
+    return node
+
+
+def _gain_source(gm: fx.GraphModule, branch: fx.Node, ancestors: dict) -> tuple[str | None, str | None]:
     node = branch
     for _ in range(8):
         if _is_transparent(gm, node) and node.args and isinstance(node.args[0], fx.Node):
@@ -321,6 +339,14 @@ def _gain_source(gm: fx.GraphModule, branch: fx.Node) -> tuple[str | None, str |
                 param = _param_behind(arg)
                 if param is not None:
                     return None, param
+            # A gate computed from the branch itself (squeeze-excitation: x * sigmoid(fc(mean(x)))): the
+            # per-channel gain is the norm before the gate, so walk on into x.
+            tensors = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+            if len(tensors) == 2:
+                x, gate = tensors
+                if x in ancestors[gate] or gate in ancestors[x]:
+                    node = x if x in ancestors[gate] else gate
+                    continue
         if node.op == "call_module" and hasattr(gm.get_submodule(node.target), "gamma"):  # timm LayerScale
             return None, f"{node.target}.gamma"
         break

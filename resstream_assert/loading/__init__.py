@@ -1,7 +1,9 @@
 """Load: read a model from a spec string (zoo, torchvision, timm, a user factory, an ONNX file).
 
 The first arrow of the flow. ``spec`` holds the grammar and the :class:`LoadedModel`
-record; ``torch_model`` builds architectures and reads weights (``weights_only=True``);
+record; ``checkpoint`` reads weights files by content (``weights_only=True``), finds the state
+dict in the wrappers people publish and refuses what is not weights; ``torch_model`` builds
+architectures and loads weights into them;
 ``onnx_file`` reads ONNX files; ``ort_session`` opens onnxruntime sessions; ``onnx_export``
 turns a torch model into an ONNX file. Negative controls (``+nc-...``) are model edits,
 applied after loading by :func:`resstream_assert.pipeline.load_model` (they need discovery).
@@ -10,11 +12,12 @@ applied after loading by :func:`resstream_assert.pipeline.load_model` (they need
 from __future__ import annotations
 
 from resstream_assert.errors import ModelSpecError
+from resstream_assert.loading.checkpoint import Checkpoint, check_finite, read_checkpoint
 from resstream_assert.loading.spec import CONTROLS, IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelSpec
 from resstream_assert.loading.torch_model import read_weights, weights_digest
 
-__all__ = ["CONTROLS", "IMAGENET_MEAN", "IMAGENET_STD", "LoadedModel", "ModelSpec", "load_model", "read_weights",
-           "weights_digest"]
+__all__ = ["CONTROLS", "IMAGENET_MEAN", "IMAGENET_STD", "Checkpoint", "LoadedModel", "ModelSpec", "check_finite",
+           "check_input_size", "load_model", "read_checkpoint", "read_weights", "weights_digest"]
 
 
 def load_model(spec: str | ModelSpec, *, input_size: int | None = None, trust_pickle: bool = False,
@@ -33,6 +36,7 @@ def load_model(spec: str | ModelSpec, *, input_size: int | None = None, trust_pi
     if spec.control:
         raise ModelSpecError(f"Model spec {spec.text!r} asks for the negative control +{spec.control}, a model edit "
                              "applied after loading: load it with resstream_assert.load_model(...).")
+    check_input_size(input_size)
     if spec.kind == "onnx":
         from resstream_assert.loading.onnx_file import load_onnx
 
@@ -40,8 +44,28 @@ def load_model(spec: str | ModelSpec, *, input_size: int | None = None, trust_pi
     from resstream_assert.loading.torch_model import load_torch, load_zoo
 
     loaded = load_zoo(spec) if spec.kind == "zoo" else load_torch(spec, trust_pickle=trust_pickle)
+    check_finite(loaded.module.state_dict().items(), f"The model of spec {spec.text!r}")
     if input_size:
         loaded.input_size = int(input_size)
+        loaded.meta["input_size_source"] = "given"
     loaded.module.eval()
     loaded.digest = weights_digest(loaded.module)
     return loaded
+
+
+def check_input_size(input_size) -> None:
+    """Refuse an input size that is not a positive whole number of pixels (``None`` = the model's own).
+
+    Example:
+        >>> check_input_size(-3)
+        Traceback (most recent call last):
+        ...
+        resstream_assert.errors.ModelSpecError: input size -3: must be a positive whole number of pixels (e.g. 32 or 224), or unset for the model's own size.
+    """
+    if input_size is None:
+        return
+    import numbers
+
+    if isinstance(input_size, bool) or not isinstance(input_size, numbers.Integral) or input_size < 1:
+        raise ModelSpecError(f"input size {input_size!r}: must be a positive whole number of pixels (e.g. 32 or 224), "
+                             "or unset for the model's own size.")

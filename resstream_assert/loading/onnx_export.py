@@ -12,13 +12,15 @@ Imports torch lazily.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
 from pathlib import Path
 
-from resstream_assert.errors import BackendUnavailable, ModelSpecError
+from resstream_assert.errors import BackendUnavailable, ModelSpecError, OutputError
 from resstream_assert.loading.spec import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelSpec
+from resstream_assert.loading.torch_model import eval_mode
 
 EXPORTERS = ("torchscript", "dynamo")
 
@@ -42,19 +44,26 @@ def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: st
 
     if exporter not in EXPORTERS:
         raise ModelSpecError(f"Unknown ONNX exporter {exporter!r}; use one of {', '.join(EXPORTERS)}.")
+    check_opset(opset, exporter)
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"Output path {str(path)!r} is a directory. Give the file to write, e.g. "
+                          f"{str(path / 'model.onnx')!r}.")
     module = getattr(loaded, "module", loaded)
     if not isinstance(module, torch.nn.Module):
         raise ModelSpecError(f"export_onnx needs a torch model, got {type(module).__name__} (is it already ONNX?).")
     size = int(getattr(loaded, "input_size", 224))
-    module.eval()
     param = next(module.parameters(), None)
     # Batch 2: the dynamo exporter specializes a size-1 axis to a constant.
     x = torch.zeros(2, 3, size, size, device=param.device if param is not None else "cpu")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"Cannot create the folder of output path {str(path)!r} ({exc}). Give a path in a "
+                          "writable folder.") from exc
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with eval_mode(module), torch.no_grad(), warnings.catch_warnings(), _no_graph_dump():
             warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's (spec pitfall 8)
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
@@ -82,6 +91,9 @@ def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: st
             model.metadata_props.add(key=k, value=v)
         onnx.save(model, str(tmp))
         os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"Cannot write the ONNX file {str(path)!r} ({exc}). Give a path in a writable "
+                          "folder.") from exc
     except ImportError as exc:
         raise BackendUnavailable(f"The {exporter} ONNX exporter needs a package that is not installed ({exc}); "
                                  "install it with pip install 'resstream_assert[onnx-export]', or use "
@@ -93,6 +105,55 @@ def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: st
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def _no_graph_dump():
+    """The TorchScript exporter prints its whole IR graph (hundreds of lines) when an export fails: its
+    logging switch tests a function object for truth, so it is always on. Our error says what failed."""
+    import torch
+
+    saved = getattr(torch._C, "_jit_onnx_log", None)
+    if saved is None:
+        yield
+        return
+    torch._C._jit_onnx_log = lambda *args: None
+    try:
+        yield
+    finally:
+        torch._C._jit_onnx_log = saved
+
+
+def opset_range(exporter: str = "torchscript") -> tuple[int, int]:
+    """The ONNX opsets ``exporter`` can write, ``(lowest, highest)``, from torch's own limits.
+
+    Example:
+        >>> opset_range("torchscript")[0] >= 7
+        True
+    """
+    from torch.onnx import _constants as c
+
+    high = getattr(c, "ONNX_MAX_OPSET", 23)
+    if exporter == "torchscript":
+        return getattr(c, "ONNX_MIN_OPSET", 7), getattr(c, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", high)
+    return 18, high
+
+
+def check_opset(opset: int | None, exporter: str = "torchscript") -> None:
+    """Refuse an opset the exporter cannot write (``None`` = the exporter's default).
+
+    Example:
+        >>> check_opset(3)
+        Traceback (most recent call last):
+        ...
+        resstream_assert.errors.ModelSpecError: ONNX opset 3 cannot be written by the torchscript exporter: use an opset from 7 to 20, or leave it unset for the exporter's default.
+    """
+    if opset is None:
+        return
+    low, high = opset_range(exporter)
+    if not low <= int(opset) <= high:
+        raise ModelSpecError(f"ONNX opset {opset} cannot be written by the {exporter} exporter: use an opset from "
+                             f"{low} to {high}, or leave it unset for the exporter's default.")
 
 
 def _has_bn(module) -> bool:

@@ -53,6 +53,12 @@ class ModelSpec:
                     f"Unknown negative control '+{control}' in model spec {text!r}. "
                     f"Known controls: {', '.join('+' + c for c in CONTROLS)}.")
             raw = raw[: m.start()]
+            more = re.findall(r"\+nc-[a-z]+", raw)
+            if more:
+                raise ModelSpecError(
+                    f"Model spec {text!r} asks for {len(more) + 1} negative controls ({''.join(more)}+{control}); a "
+                    "spec takes one. Test each control as its own model: repeat --resstream-model with one "
+                    "'+nc-...' suffix each.")
         if raw.lower().endswith(".onnx"):
             return cls("onnx", raw, None, control, text)
         head, sep, rest = raw.partition(":")
@@ -62,13 +68,41 @@ class ModelSpec:
                 "'timm:ARCH[@WEIGHTS]', 'package.module:factory[@WEIGHTS]', or a path ending in '.onnx'; "
                 "add '+nc-id', '+nc-plain', '+nc-perm' or '+nc-rand' for a negative control. "
                 "Run 'resstream zoo' to list the shipped models.")
-        target, _, weights = rest.partition("@")
+        target, at, weights = rest.partition("@")
+        if at and not weights.strip():
+            raise ModelSpecError(
+                f"Model spec {text!r} has an empty weights path after '@'. Give the weights file "
+                f"('{head}:{target}@path/to/weights.pth'), or drop the '@' for a random (seeded) initialization.")
         kind = head if head in ("zoo", "torchvision", "timm") else "factory"
         if kind == "factory":
             target = f"{head}:{target}"
         if kind == "zoo" and weights:
             raise ModelSpecError(f"Model spec {text!r}: zoo models carry their own weights; drop '@{weights}'.")
         return cls(kind, target, weights or None, control, text)
+
+    @property
+    def label(self) -> str:
+        """A short, stable name for reports, the matrix and test ids: the spec with every path cut to its
+        file name (no machine paths in a committed baseline).
+
+        Example:
+            >>> ModelSpec.parse("torchvision:resnet18@/data/runs/v2/r18.pth+nc-id").label
+            'torchvision:resnet18@r18.pth+nc-id'
+            >>> ModelSpec.parse("/exports/r18.onnx").label
+            'r18.onnx'
+        """
+        import ntpath
+
+        def name(path: str) -> str:
+            return ntpath.basename(path.rstrip("/\\")) or path
+
+        if self.kind == "onnx":
+            base = name(self.target)
+        else:
+            base = self.target if self.kind == "factory" else f"{self.kind}:{self.target}"
+            if self.weights:
+                base += "@" + name(self.weights)
+        return base + (f"+{self.control}" if self.control else "")
 
     @property
     def default_backend(self) -> str:

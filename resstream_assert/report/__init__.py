@@ -8,11 +8,11 @@ re-rendered or compared later without re-running a model::
     ...                ["verdict", "rho:abs>0.1"])                                  # doctest: +SKIP
     >>> diff.failed, print(diff.table())                                            # doctest: +SKIP
 
-Modules: ``collect`` (ReportCollector, read/write), ``baseline`` (rules, compare, check),
-``merge`` (one report from a run's shards),
-``terminal``, ``markdown``, ``html``, ``plots`` (matplotlib, imported only when drawing),
-``hooks`` (the pytest wiring). Names below are imported on first use, so importing this
-package costs nothing in an unrelated pytest run.
+Modules: ``collect`` (ReportCollector, read/write), ``rules`` (the compare-fail grammar),
+``baseline`` (compare, check), ``merge`` (one report from a run's shards), ``terminal``,
+``markdown``, ``html``, ``plots`` (matplotlib, imported only when drawing), ``pytest_plugin``
+(the pytest wiring). Names below are imported on first use, so importing this package costs
+nothing in an unrelated pytest run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 _LAZY = {
     "ReportCollector": "collect", "read_report": "collect", "write_report": "collect",
     "strip_volatile": "collect", "VOLATILE_KEYS": "collect",
-    "Rule": "baseline", "parse_rule": "baseline", "parse_rules": "baseline", "compare": "baseline",
+    "Rule": "rules", "parse_rule": "rules", "parse_rules": "rules", "compare": "baseline",
     "compare_result": "baseline", "check": "baseline", "BaselineDiff": "baseline", "DiffEntry": "baseline",
     "BaselineDriftError": "baseline", "baseline_from_report": "baseline",
     "render_markdown": "markdown", "render_html": "html", "render_figure": "plots", "write_pngs": "plots",

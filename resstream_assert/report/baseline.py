@@ -20,74 +20,20 @@ and a note says so: that is the release-gate case.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-import pytest
 
 from resstream_assert.formatting import fnum, to_float
 from resstream_assert.report._common import claim_sort_key, model_label, result_key
+from resstream_assert.report.rules import (  # noqa: F401 - re-exported (the rules used to live here)
+    FIELDS, GRAMMAR, CompareFailError, Rule, parse_rule, parse_rules)
 
 __all__ = ["Rule", "parse_rule", "parse_rules", "DiffEntry", "BaselineDiff", "BaselineDriftError",
-           "CompareFailError", "compare", "compare_result", "check", "baseline_from_report", "GRAMMAR"]
+           "CompareFailError", "compare", "compare_result", "check", "baseline_from_report", "GRAMMAR",
+           "quantities", "unknown_quantities", "find_baseline_result"]
 
-GRAMMAR = ("verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT  (NAME: a claim field such as effect, "
-           "p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number)")
-
-_RULE_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*):(?P<mode>abs|pct)>(?P<limit>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
-_FIELDS = ("statistic", "p_value", "p_adjusted", "effect", "ci_low", "ci_high", "n")
 _MISSING = object()
-
-
-class CompareFailError(pytest.UsageError, ValueError):
-    """A malformed ``--resstream-compare-fail`` expression (a usage error on the command line)."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One tolerance. ``mode`` is ``verdict``, ``missing``, ``abs`` or ``pct``."""
-
-    mode: str
-    quantity: str = ""
-    limit: float = 0.0
-
-    def __str__(self) -> str:
-        return self.mode if self.mode in ("verdict", "missing") else f"{self.quantity}:{self.mode}>{self.limit:g}"
-
-
-def parse_rule(expr: str) -> Rule:
-    """Parse one compare-fail expression strictly.
-
-    Example:
-        >>> parse_rule("rho:abs>0.1")
-        Rule(mode='abs', quantity='rho', limit=0.1)
-        >>> parse_rule("rho>0.1")
-        Traceback (most recent call last):
-        ...
-        resstream_assert.report.baseline.CompareFailError: invalid --resstream-compare-fail expression 'rho>0.1': expected verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT  (NAME: a claim field such as effect, p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number)
-    """
-    text = str(expr).strip()
-    if text in ("verdict", "missing"):
-        return Rule(text)
-    m = _RULE_RE.match(text)
-    if not m:
-        raise CompareFailError(f"invalid --resstream-compare-fail expression {expr!r}: expected {GRAMMAR}")
-    limit = float(m["limit"])
-    if not math.isfinite(limit):
-        raise CompareFailError(f"invalid --resstream-compare-fail expression {expr!r}: LIMIT must be finite")
-    return Rule(m["mode"], m["name"], limit)
-
-
-def parse_rules(exprs: Iterable[str | Rule]) -> tuple[Rule, ...]:
-    """Parse several expressions (``Rule`` objects pass through); duplicates are dropped.
-
-    Example:
-        >>> [str(r) for r in parse_rules(["verdict", "rho:abs>0.1", "verdict"])]
-        ['verdict', 'rho:abs>0.1']
-    """
-    out = [r if isinstance(r, Rule) else parse_rule(r) for r in exprs]
-    return tuple(dict.fromkeys(out))
 
 
 @dataclass(frozen=True)
@@ -212,7 +158,7 @@ class BaselineDriftError(AssertionError):
 # --- comparison ------------------------------------------------------------------------------
 
 def _quantity(d: Mapping[str, Any], name: str) -> Any:
-    if name in _FIELDS and name in d:
+    if name in FIELDS and name in d:
         return d[name]
     values = d.get("values") or {}
     return values[name] if name in values else _MISSING
@@ -330,7 +276,57 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], rules: Iter
     for bkey in sorted(set(base_idx) - matched, key=lambda k: (k[0], k[1], claim_sort_key(k[2]))):
         strict = strict_missing and bool(base_idx[bkey].get("gate", True))
         entries.append(_absent(bkey, "", "claim", False, "present", _ABSENT, strict))
+    if base_idx or now_idx:  # a rule whose quantity exists nowhere would compare nothing and pass: it fails
+        for name in unknown_quantities(rules_t, baseline, current):
+            rule = next(r for r in rules_t if r.quantity == name)
+            entries.append(DiffEntry("*", "*", "*", "", name, _ABSENT, _ABSENT, "", f"{rule.mode}>{rule.limit:g}",
+                                     "FAIL", "no claim or block has this quantity: check the name"))
     return BaselineDiff(tuple(entries), rules_t, tuple(notes), baseline_path)
+
+
+def quantities(report: Mapping[str, Any]) -> set[str]:
+    """Every quantity name a rule can compare in ``report``: the claim fields and every ``values`` key
+    of its claims and block rows.
+
+    Example:
+        >>> sorted(quantities({"results": [{"claim": "C3", "values": {"rho": -0.3}, "rows": []}]}))[:3]
+        ['ci_high', 'ci_low', 'effect']
+    """
+    out = set(FIELDS)
+    for r in report.get("results", []):
+        out.update((r.get("values") or {}).keys())
+        for row in r.get("rows", []) or []:
+            out.update((row.get("values") or {}).keys())
+    return out
+
+
+def unknown_quantities(rules: Iterable[str | Rule], *reports: Mapping[str, Any]) -> list[str]:
+    """The quantities named by ``rules`` that no claim or block of ``reports`` has (a typo would compare nothing).
+
+    Example:
+        >>> unknown_quantities(["verdict", "rhoo:abs>0.1"], {"results": [{"values": {"rho": 0.1}}]})
+        ['rhoo']
+    """
+    known: set[str] = set()
+    for rep in reports:
+        known |= quantities(rep)
+    return sorted({r.quantity for r in parse_rules(rules) if r.mode in ("abs", "pct") and r.quantity not in known})
+
+
+def find_baseline_result(result: Any, baseline: Mapping[str, Any], *,
+                         run_models: Sequence[str] | None = None) -> Mapping[str, Any] | None:
+    """The baseline's result for the same model (paired as :func:`compare` pairs them), backend and claim.
+
+    Example:
+        >>> base = {"results": [{"model": "m", "backend": "torch", "claim": "C1", "verdict": "fails"}]}
+        >>> find_baseline_result({"model": "m2", "backend": "torch", "claim": "C1"}, base)["verdict"]
+        'fails'
+    """
+    d = result if isinstance(result, Mapping) else result.to_dict()
+    model, backend, claim = result_key(d)
+    base_idx = _index(baseline.get("results", []))
+    mapping, _ = _pairing(base_idx, [(m, backend) for m in sorted(set(run_models or ()) | {model})])
+    return base_idx.get((mapping.get((model, backend), model), backend, claim))
 
 
 def compare_result(result: Any, baseline: Mapping[str, Any], rules: Iterable[str | Rule] = ("verdict",), *,

@@ -28,10 +28,13 @@ from typing import Any, Callable, Mapping
 import pytest
 
 from resstream_assert.report.baseline import (BaselineDiff, baseline_from_report, compare, compare_result,
-                                              parse_rules)
+                                              find_baseline_result, parse_rules, quantities, unknown_quantities)
 from resstream_assert.report.collect import RESULT_PROPERTY, ReportCollector, read_report, write_report
 
-__all__ = ["ReportOptions", "ReportPlugin"]
+__all__ = ["ReportOptions", "ReportPlugin", "BASELINE_DECIDED"]
+
+#: Set on a test item whose outcome :func:`resstream_assert.gate.decide` already took from the baseline.
+BASELINE_DECIDED = pytest.StashKey[bool]()
 
 
 @dataclass(frozen=True)
@@ -59,26 +62,62 @@ class ReportPlugin:
         self.options = options
         self._run_config = run_config
         self.is_worker = hasattr(config, "workerinput")
-        self.rules = parse_rules(options.compare_fail or (("verdict",) if options.baseline else ()))
+        # With a baseline the verdict is always compared: a claim that changed verdict never passes the gate.
+        self.rules = parse_rules((("verdict",) if options.baseline else ()) + tuple(options.compare_fail))
         self.root = Path(config.invocation_params.dir)
         self.baseline: dict[str, Any] | None = None
         if options.update_baseline and not options.baseline:
             raise pytest.UsageError("--resstream-update-baseline needs --resstream-baseline PATH (the file to write)")
+        if options.compare_fail and not options.baseline:
+            raise pytest.UsageError(f"--resstream-compare-fail {' '.join(options.compare_fail)}: a tolerance needs a "
+                                    "baseline to compare with; add --resstream-baseline PATH (create it once with "
+                                    "--resstream-update-baseline)")
         if options.baseline and not options.update_baseline:
-            path = self._path(options.baseline)
-            if not path.is_file():
-                raise pytest.UsageError(f"--resstream-baseline {options.baseline}: no such file; create it with "
-                                        "--resstream-update-baseline")
-            try:
-                self.baseline = read_report(path)
-            except (OSError, ValueError) as exc:
-                raise pytest.UsageError(f"--resstream-baseline {options.baseline}: {exc}") from None
+            self.baseline = self._read_baseline(options.baseline)
+            unknown = unknown_quantities(self.rules, self.baseline)
+            if unknown:
+                known = ", ".join(sorted(quantities(self.baseline)))
+                raise pytest.UsageError(f"--resstream-compare-fail: no claim or block in the baseline "
+                                        f"{options.baseline} has the quantity {', '.join(map(repr, unknown))}, so the "
+                                        f"rule would compare nothing. Use one of: {known}")
         self.collector: ReportCollector | None = None
         self.report: dict[str, Any] | None = None
         self.diff: BaselineDiff | None = None
         self.written: list[str] = []
         self.messages: list[str] = []
         self._started = time.time()
+
+    def _read_baseline(self, name: str) -> dict[str, Any]:
+        path = self._path(name)
+        if path.is_dir():
+            raise pytest.UsageError(f"--resstream-baseline {name}: is a directory; give the baseline JSON file "
+                                    "(written by --resstream-update-baseline)")
+        if not path.is_file():
+            raise pytest.UsageError(f"--resstream-baseline {name}: no such file; create it with "
+                                    "--resstream-update-baseline")
+        try:
+            return read_report(path)
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise pytest.UsageError(f"--resstream-baseline {name}: {exc}; give a baseline written by "
+                                    "--resstream-update-baseline, or write it again") from None
+
+    def baseline_check(self, result: Any) -> Any:
+        """What the baseline says about ``result`` (a ClaimResult or its dict): a
+        :class:`resstream_assert.gate.BaselineCheck` for :func:`~resstream_assert.gate.decide`, or None without
+        a baseline. Runs where the test runs (serial process or xdist worker)."""
+        from resstream_assert.gate import BaselineCheck  # imports numpy: only when a claim is gated
+
+        path = self.options.baseline or ""
+        if self.options.update_baseline and path:
+            return BaselineCheck(path, updating=True)
+        if self.baseline is None:
+            return None
+        d = result if isinstance(result, Mapping) else result.to_dict()
+        models = self._run_models()
+        base = find_baseline_result(d, self.baseline, run_models=models)
+        diff = compare_result(d, self.baseline, self.rules, run_models=models, baseline_path=path)
+        text = diff.table() if diff.failed or diff.notable() else ""
+        return BaselineCheck(path, None if base is None else str(base.get("verdict")), diff.failed, text)
 
     def _path(self, p: str) -> Path:
         # Relative paths are relative to where pytest was invoked, as for --junitxml.
@@ -87,7 +126,7 @@ class ReportPlugin:
 
     def _run_models(self) -> list[str]:
         try:
-            return list(self._run_config().models)
+            return list(self._run_config().model_labels())  # results carry labels, not specs
         except Exception:  # a broken model option is reported elsewhere; the gate still compares
             return []
 
@@ -100,6 +139,8 @@ class ReportPlugin:
         # that held in the baseline and is inconclusive now is a drift. xfail stays the user's call.
         if self.baseline is None or report.when != "call" or hasattr(report, "wasxfail"):
             return report
+        if item.stash.get(BASELINE_DECIDED, False):
+            return report  # the test's own outcome came from gate.decide with this baseline (the suite)
         results = [v for k, v in item.user_properties if k == RESULT_PROPERTY and isinstance(v, Mapping)]
         if not results:
             return report

@@ -191,23 +191,59 @@ def is_image(p: Path) -> bool:
     return p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
 
 
+#: A probe image whose shorter side is below this fraction of the input size is refused (not upscaled
+#: more than 4x: the model would see interpolation blur, not the image).
+MIN_SIDE_FRACTION = 0.25
+
+
+def to_rgb(im):
+    """A PIL image as 8-bit RGB, converting what ``Image.convert("RGB")`` gets wrong: 16-bit and 32-bit
+    integer grayscale (``I;16``, ``I``) are scaled to 8 bits instead of clipped, float images (``F``)
+    in [0, 1] are scaled by 255. Palette, grayscale, CMYK and RGBA (alpha dropped, as torchvision's
+    loader does) go through PIL's own conversion.
+
+    Example:
+        >>> from PIL import Image
+        >>> to_rgb(Image.fromarray(np.full((2, 2), 0x8080, np.uint16))).getpixel((0, 0))
+        (128, 128, 128)
+    """
+    from PIL import Image
+
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        a = np.asarray(im, dtype=np.float64)
+        top = float(np.nanmax(a)) if a.size else 0.0
+        if im.mode.startswith("I;16") or (im.mode == "I" and top > 255):
+            a = a / 257.0  # 16-bit range to 8 bits (65535 -> 255)
+        elif im.mode == "F" and top <= 1.0:
+            a = a * 255.0
+        a = np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    return im.convert("RGB")
+
+
 def _read(path: Path, size: int, root: Path) -> np.ndarray:
     from PIL import Image
 
+    rel = path.relative_to(root).as_posix()
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
-            w, h = im.size
-            scale = size / min(w, h)
-            # Shorter side to `size`, then the centre square (the usual eval preprocessing).
-            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-            im = im.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - size) // 2, (nh - size) // 2
-            return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+            im = to_rgb(im)
     except Exception as exc:
-        raise ProbeError(f"Probe image {path.relative_to(root).as_posix()} in {root} cannot be read "
-                         f"({type(exc).__name__}: {exc}). Remove or replace the file, or point the "
-                         "probe at another folder.") from exc
+        raise ProbeError(f"Probe image {rel} in {root} cannot be read ({type(exc).__name__}: {exc}). Remove or "
+                         "replace the file, or point the probe at another folder.") from exc
+    w, h = im.size
+    need = int(np.ceil(MIN_SIDE_FRACTION * size))
+    if min(w, h) < need:
+        raise ProbeError(f"Probe image {rel} in {root} is {w}x{h} px: too small for a {size} px input (images "
+                         f"need at least {need} px on their shorter side, a quarter of the input size; upscaling "
+                         f"{size / min(w, h):.0f}x would show the model interpolation blur). Remove it, use larger "
+                         "images, or test at a smaller --resstream-input-size.")
+    scale = size / min(w, h)
+    # Shorter side to `size`, then the centre square (the usual eval preprocessing).
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    im = im.resize((nw, nh), Image.BILINEAR)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
 def folder_probe(path, n: int | None = None, size: int = 224, seed: int = 0) -> ProbeSet:

@@ -12,18 +12,16 @@ For any residual net built this way, discovery finds exactly the blocks built::
 
     from hypothesis import given, settings
     from resstream_assert.discovery.torch_graph import discover_torch
-    from resstream_assert.strategies import WORKING_SHORTCUTS, residual_networks
+    from resstream_assert.strategies import residual_networks
 
     @settings(max_examples=20, deadline=None)
-    @given(residual_networks(shortcut_kinds=WORKING_SHORTCUTS))
+    @given(residual_networks())
     def test_discovery_finds_the_blocks_built(net):
         module, bp = net
         rmap = discover_torch(module, bp.input_size)
         assert [(b.name, b.channels, b.spatial, b.projection) for b in rmap] == \\
                [(s.name, s.channels, (s.spatial, s.spatial), s.projection) for s in bp.blocks]
 
-``WORKING_SHORTCUTS`` leaves out ``"nn_identity"``: discovery currently reads an ``nn.Identity``
-shortcut module as a projection (a known defect, kept as a strict xfail in the project's tests).
 Needs hypothesis: ``pip install 'resstream_assert[strategies]'``.
 """
 
@@ -41,12 +39,12 @@ from typing import Mapping
 
 import numpy as np
 
-from resstream_assert.strategies.networks import (ADD_OPS, BLOCK_KINDS, SHORTCUT_KINDS, WORKING_SHORTCUTS, BlockSpec,
+from resstream_assert.strategies.networks import (ADD_OPS, BLOCK_KINDS, SHORTCUT_KINDS, BlockSpec,
                                                   NetworkBlueprint, build_network, network_blueprints,
                                                   residual_networks)
 from resstream_assert.strategies.probes import ProbeArrays, probe_sets
 
-__all__ = ["BLOCK_KINDS", "SHORTCUT_KINDS", "WORKING_SHORTCUTS", "ADD_OPS", "BlockSpec", "NetworkBlueprint",
+__all__ = ["BLOCK_KINDS", "SHORTCUT_KINDS", "ADD_OPS", "BlockSpec", "NetworkBlueprint",
            "ProbeArrays", "network_blueprints", "build_network", "residual_networks", "probe_sets", "loaded_model",
            "permute_channels"]
 

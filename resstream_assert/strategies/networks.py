@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-__all__ = ["BLOCK_KINDS", "SHORTCUT_KINDS", "WORKING_SHORTCUTS", "ADD_OPS", "BlockSpec", "NetworkBlueprint",
+__all__ = ["BLOCK_KINDS", "SHORTCUT_KINDS", "ADD_OPS", "BlockSpec", "NetworkBlueprint",
            "network_blueprints", "build_network", "residual_networks", "int_range", "choices"]
 
 #: Block kinds: torchvision BasicBlock / Bottleneck, pre-activation, ConvNeXt-like (dwconv, LayerNorm, MLP, scale).
@@ -29,8 +29,6 @@ BLOCK_KINDS: tuple[str, ...] = ("basic", "bottleneck", "preact", "convnext")
 #: ``empty_sequential``: an empty ``nn.Sequential()``; ``bare_tensor``: the input ``x`` in the add expression.
 SHORTCUT_KINDS: tuple[str, ...] = ("identity", "projection", "option_a", "nn_identity", "empty_sequential",
                                    "bare_tensor")
-#: Shortcut kinds the current discovery reports correctly (all but ``nn_identity``).
-WORKING_SHORTCUTS: tuple[str, ...] = tuple(k for k in SHORTCUT_KINDS if k != "nn_identity")
 #: How the residual add is written: ``out + skip``, ``skip + out``, ``out += skip``, ``torch.add(out, skip)``.
 ADD_OPS: tuple[str, ...] = ("out+skip", "skip+out", "out+=skip", "torch.add")
 _PROJECTING = ("projection", "option_a")

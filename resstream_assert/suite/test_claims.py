@@ -1,26 +1,30 @@
 """One test per model x claim. What a verdict does to the test is :func:`resstream_assert.gate.decide`:
 a gated claim that fails fails its test with the per-block table (with ``--resstream-survey`` it is
 xfailed instead); ``inconclusive`` and ``not_applicable`` skip with the reason; report-only claims
-never fail. Every result is recorded for the reports."""
+never fail. With ``--resstream-baseline`` the baseline is the gate: a claim that fails as it did in
+the baseline is an expected failure (xfail), a changed verdict or a drift fails. Every result is
+recorded for the reports."""
 
 from __future__ import annotations
 
 import pytest
 
 from resstream_assert.claims import REGISTRY, claim_order
-from resstream_assert.gate import Outcome, decide
+from resstream_assert.gate import Outcome
 from resstream_assert.results import ClaimAssertionError, Verdict
 
 
 @pytest.mark.parametrize("claim", claim_order(REGISTRY))
-def test_claim(claim, resstream_ref, resstream_pipeline, resstream_record, resstream_config):
+def test_claim(claim, resstream_ref, resstream_pipeline, resstream_record, resstream_decide):
     result = resstream_pipeline.claim_results(resstream_ref.spec, resstream_ref.backend,
                                               stimuli=resstream_ref.stimuli)[claim]
     resstream_record(result)
-    decision = decide(result, survey=resstream_config.survey)
+    decision = resstream_decide(result)  # gate.decide: the verdict, or with --resstream-baseline the baseline
     if decision.outcome is Outcome.SKIP:
         pytest.skip(decision.reason)
     if decision.outcome is Outcome.XFAIL:
         pytest.xfail(decision.reason)
     if decision.outcome is Outcome.FAIL:
+        if decision.by_baseline:
+            pytest.fail(decision.reason, pytrace=False)
         raise ClaimAssertionError(result, Verdict.HOLDS)

@@ -1,0 +1,75 @@
+"""Baseline tolerances: the ``--resstream-compare-fail`` expressions, parsed strictly.
+
+    verdict              any verdict change (claim level and per block) fails
+    missing              a claim or block present on one side only fails
+    NAME:abs>LIMIT       |now - baseline| > LIMIT fails            e.g. rho:abs>0.1
+    NAME:pct>LIMIT       |now - baseline| / |baseline| > LIMIT %   e.g. frac_skip:pct>20
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+import pytest
+
+__all__ = ["GRAMMAR", "FIELDS", "CompareFailError", "Rule", "parse_rule", "parse_rules"]
+
+GRAMMAR = ("verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT  (NAME: a claim field such as effect, "
+           "p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number)")
+
+_RULE_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*):(?P<mode>abs|pct)>(?P<limit>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
+#: The numeric claim fields a rule can compare (besides the ``values`` keys).
+FIELDS = ("statistic", "p_value", "p_adjusted", "effect", "ci_low", "ci_high", "n")
+
+
+class CompareFailError(pytest.UsageError, ValueError):
+    """A malformed ``--resstream-compare-fail`` expression (a usage error on the command line)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One tolerance. ``mode`` is ``verdict``, ``missing``, ``abs`` or ``pct``."""
+
+    mode: str
+    quantity: str = ""
+    limit: float = 0.0
+
+    def __str__(self) -> str:
+        return self.mode if self.mode in ("verdict", "missing") else f"{self.quantity}:{self.mode}>{self.limit:g}"
+
+
+def parse_rule(expr: str) -> Rule:
+    """Parse one compare-fail expression strictly.
+
+    Example:
+        >>> parse_rule("rho:abs>0.1")
+        Rule(mode='abs', quantity='rho', limit=0.1)
+        >>> parse_rule("rho>0.1")
+        Traceback (most recent call last):
+        ...
+        resstream_assert.report.rules.CompareFailError: invalid --resstream-compare-fail expression 'rho>0.1': expected verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT  (NAME: a claim field such as effect, p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number)
+    """
+    text = str(expr).strip()
+    if text in ("verdict", "missing"):
+        return Rule(text)
+    m = _RULE_RE.match(text)
+    if not m:
+        raise CompareFailError(f"invalid --resstream-compare-fail expression {expr!r}: expected {GRAMMAR}")
+    limit = float(m["limit"])
+    if not math.isfinite(limit):
+        raise CompareFailError(f"invalid --resstream-compare-fail expression {expr!r}: LIMIT must be finite")
+    return Rule(m["mode"], m["name"], limit)
+
+
+def parse_rules(exprs: Iterable[str | Rule]) -> tuple[Rule, ...]:
+    """Parse several expressions (``Rule`` objects pass through); duplicates are dropped.
+
+    Example:
+        >>> [str(r) for r in parse_rules(["verdict", "rho:abs>0.1", "verdict"])]
+        ['verdict', 'rho:abs>0.1']
+    """
+    out = [r if isinstance(r, Rule) else parse_rule(r) for r in exprs]
+    return tuple(dict.fromkeys(out))

@@ -1,0 +1,314 @@
+"""The bad-input corpus: every kind of bad input a user can give, one case per line.
+
+Each case runs one entry point (the pytest plugin through pytester, or ``resstream_assert.cli.main``)
+and asserts its exit status (4: pytest usage error at start-up; 2: the ``resstream`` command), that
+the message names the problem and says what to do (two regexes), and that nothing was decided:
+no verdict in the output and no report file written. The files the cases point at (broken
+checkpoints, images, baselines, factories) are made once per module from ``tests/wild``.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import torch
+
+# pytester's in-process runs drop the modules a run imported; numpy/scipy extension modules cannot be
+# imported twice in one process, so everything a run may import is imported here, once.
+import numpy.fft  # noqa: F401
+import onnx  # noqa: F401
+import onnxruntime  # noqa: F401
+import PIL.Image  # noqa: F401
+import scipy.stats  # noqa: F401
+import torchvision  # noqa: F401
+import model_zoo  # noqa: F401
+import resstream_assert.capture  # noqa: F401
+import resstream_assert.claims  # noqa: F401
+import resstream_assert.discovery.stem  # noqa: F401
+import resstream_assert.loading.onnx_file  # noqa: F401
+import resstream_assert.pipeline  # noqa: F401
+import resstream_assert.report.pytest_plugin  # noqa: F401
+import resstream_assert.stimuli.probe  # noqa: F401
+from resstream_assert.cli import main as cli_main
+from tests.wild import architectures, checkpoints
+
+
+class Case(NamedTuple):
+    id: str
+    entry: str  # "pytest" | "cli"
+    args: tuple  # arguments; "{d}" is the folder of bad files
+    code: int  # expected exit status
+    problem: str  # regex the message must match: what was wrong
+    fix: str  # regex the message must match: what to do
+    ini: str = ""  # an ini file for the pytester run
+
+
+W = "tests.wild.architectures"
+F = "bad_factories"
+CUDA = torch.cuda.is_available()
+
+# fmt: off
+CASES = [
+    # --- options, checked at start-up (pytest exit status 4) -----------------------------------------------------
+    Case("alpha-2", "pytest", ("--resstream-alpha", "2"), 4, r"--resstream-alpha 2\.0: must be strictly between 0 and 1", r"e\.g\. 0\.05"),
+    Case("alpha-0", "pytest", ("--resstream-alpha", "0"), 4, r"--resstream-alpha 0\.0: must be strictly between 0 and 1", r"e\.g\. 0\.05"),
+    Case("alpha-ini", "pytest", (), 4, r"--resstream-alpha 2\.0: must be strictly between 0 and 1", r"e\.g\. 0\.05", "resstream_alpha = 2"),
+    Case("mostly-5", "pytest", ("--resstream-mostly", "5"), 4, r"--resstream-mostly 5\.0: must be a fraction in \(0, 1\]", r"1\.0 for every block"),
+    Case("mostly-0", "pytest", ("--resstream-mostly", "0"), 4, r"--resstream-mostly 0\.0: must be a fraction", r"e\.g\. 0\.5"),
+    Case("min-effect-negative", "pytest", ("--resstream-min-effect", "-1"), 4, r"--resstream-min-effect -1\.0: must be", r"finite number >= 0"),
+    Case("min-effect-inf", "pytest", ("--resstream-min-effect", "inf"), 4, r"--resstream-min-effect inf: must be", r"finite number >= 0"),
+    Case("resamples-5", "pytest", ("--resstream-resamples", "5"), 4, r"--resstream-resamples 5: must be at least 99", r"smallest permutation p-value is 1/\(N\+1\)"),
+    Case("seed-negative", "pytest", ("--resstream-seed", "-1"), 4, r"--resstream-seed -1: must be", r"0 or a positive whole number"),
+    Case("seed-ini-text", "pytest", (), 4, r"ini key resstream_seed = 'abc': expected a whole number", r"fix the value in the ini file", "resstream_seed = abc"),
+    Case("images-0", "pytest", ("--resstream-images", "0"), 4, r"--resstream-images 0: must be", r"positive whole number"),
+    Case("batch-size-0", "pytest", ("--resstream-batch-size", "0"), 4, r"--resstream-batch-size 0: must be", r"positive whole number"),
+    Case("device-tpu", "pytest", ("--resstream-device", "tpu"), 4, r"--resstream-device tpu:", r"must be cpu, cuda, cuda:N or mps"),
+    Case("device-cuda-absent", "pytest", ("--resstream-device", "cuda:7" if CUDA else "cuda"), 4, r"this machine has (no usable CUDA device|CUDA devices cuda:0)", r"use --resstream-device cpu"),
+    Case("input-size-0", "pytest", ("--resstream-input-size", "0"), 4, r"--resstream-input-size 0: must be", r"positive whole number"),
+    Case("input-size-negative", "pytest", ("--resstream-input-size", "-3"), 4, r"--resstream-input-size -3: must be", r"positive whole number"),
+    Case("claims-typo", "pytest", ("--resstream-claims", "C99"), 4, r"unknown claim id\(s\) \['C99'\]", r"registered: C1, C2, C3"),
+    Case("claims-empty", "pytest", ("--resstream-claims", ","), 4, r"--resstream-claims ,: unknown claim id", r"registered: C1"),
+    Case("providers-unknown", "pytest", ("--resstream-providers", "FooExecutionProvider"), 4, r"execution provider\(s\) FooExecutionProvider requested .* offers only .*CPUExecutionProvider", r"drop the option to run on CPU"),
+    Case("backend-tensorflow", "pytest", ("--resstream-backend", "tensorflow"), 4, r"unknown backend tensorflow", r"use torch or onnx"),
+    Case("lesion-unknown-key", "pytest", ("--resstream-lesion", "nope=1"), 4, r"Unknown lesion option 'nope'", r"known: .*n_random"),
+    Case("lesion-one-random-set", "pytest", ("--resstream-lesion", "n_random=1"), 4, r"--resstream-lesion: n_random=1", r"at least 2 random sets"),
+    Case("lesion-zoom-0", "pytest", ("--resstream-lesion", "zooms=0"), 4, r"--resstream-lesion: zooms=\(0,\)", r"zoom factors in \[1, 4\]"),
+    Case("lesion-no-equals", "pytest", ("--resstream-lesion", "n_random"), 4, r"--resstream-lesion expects KEY=VALUE", r"KEY=VALUE"),
+    Case("label-count", "pytest", ("--resstream-label", "a", "--resstream-label", "b"), 4, r"--resstream-label was given 2 time\(s\) for 1 model", r"one label per --resstream-model"),
+    Case("label-same-file-name", "pytest", ("--resstream-model", W + ":resnet20@{d}/a/w.pth", "--resstream-model", W + ":resnet20@{d}/b/w.pth"), 4, r"two models get the label '.*resnet20@w\.pth'", r"name them apart with --resstream-label"),
+    Case("label-with-space", "pytest", ("--resstream-label", "my model"), 4, r"--resstream-label 'my model'", r"without spaces or brackets"),
+    # --- reports and the baseline gate ----------------------------------------------------------------------------
+    Case("compare-fail-unknown-quantity", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "nosuchquantity:abs>0.1"), 4, r"has the quantity 'nosuchquantity', so the rule would compare nothing", r"Use one of: .*frac_skip"),
+    Case("compare-fail-malformed", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "rho>0.1"), 4, r"invalid --resstream-compare-fail expression 'rho>0\.1'", r"expected verdict \| missing \| NAME:abs>LIMIT"),
+    Case("compare-fail-negative-limit", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "rho:abs>-1"), 4, r"invalid --resstream-compare-fail expression 'rho:abs>-1'", r"LIMIT: a non-negative number"),
+    Case("compare-fail-without-baseline", "pytest", ("--resstream-compare-fail", "rho:abs>0.1"), 4, r"a tolerance needs a baseline to compare with", r"add --resstream-baseline PATH"),
+    Case("baseline-missing", "pytest", ("--resstream-baseline", "{d}/nowhere.json"), 4, r"--resstream-baseline .*nowhere\.json: no such file", r"create it with --resstream-update-baseline"),
+    Case("baseline-not-json", "pytest", ("--resstream-baseline", "{d}/base_junk.json"), 4, r"base_junk\.json is not valid JSON", r"give a baseline written by --resstream-update-baseline"),
+    Case("baseline-not-a-report", "pytest", ("--resstream-baseline", "{d}/base_noresults.json"), 4, r"is not a resstream_assert report: no top-level 'results' list", r"written by --resstream-update-baseline"),
+    Case("baseline-directory", "pytest", ("--resstream-baseline", "{d}/somedir"), 4, r"--resstream-baseline .*somedir: is a directory", r"give the baseline JSON file"),
+    Case("update-baseline-without-path", "pytest", ("--resstream-update-baseline",), 4, r"--resstream-update-baseline needs --resstream-baseline PATH", r"the file to write"),
+    Case("update-baseline-under-a-file", "pytest", ("--resstream-baseline", "{d}/afile.txt/b.json", "--resstream-update-baseline"), 4, r"\(to be written\): cannot be created: .*afile\.txt is a file, not a folder", r"give a path in a folder"),
+    Case("report-json-directory", "pytest", ("--resstream-report-json", "{d}/somedir"), 4, r"--resstream-report-json .*somedir: is a directory", r"give the path of the file to write"),
+    Case("report-json-under-a-file", "pytest", ("--resstream-report-json", "{d}/afile.txt/r.json"), 4, r"--resstream-report-json .*: cannot be created: .*afile\.txt is a file", r"give a path in a folder"),
+    Case("report-md-directory", "pytest", ("--resstream-report-md", "{d}/somedir"), 4, r"--resstream-report-md .*somedir: is a directory", r"give the path of the file to write"),
+    Case("report-html-unwritable", "pytest", ("--resstream-report-html", "/proc/resstream.html"), 4, r"--resstream-report-html /proc/resstream\.html: cannot be created: the folder /proc is not writable", r"give a writable path"),
+    Case("report-figures-file", "pytest", ("--resstream-report-figures", "{d}/afile.txt"), 4, r"--resstream-report-figures .*afile\.txt: is a file, not a folder", r"give a folder path"),
+    Case("cache-dir-file", "pytest", ("--resstream-cache-dir", "{d}/afile.txt"), 4, r"--resstream-cache-dir .*afile\.txt: is a file, not a folder", r"give a folder path"),
+    # --- probe images ---------------------------------------------------------------------------------------------
+    Case("probe-missing", "pytest", ("--resstream-probe", "{d}/noprobe"), 4, r"--resstream-probe .*noprobe: does not exist", r"give a folder of images"),
+    Case("probe-is-a-file", "pytest", ("--resstream-probe", "{d}/afile.txt"), 4, r"--resstream-probe .*afile\.txt: is a file, not a folder", r"the folder that holds the images"),
+    Case("probe-empty", "pytest", ("--resstream-probe", "{d}/probe_empty"), 4, r"probe_empty contains no images", r"Add images or point at another folder"),
+    Case("probe-tiny-image", "pytest", ("--resstream-probe", "{d}/probe_tiny"), 4, r"tiny\.png .* is 4x4 px: too small for a 32 px input", r"use larger images, or test at a smaller --resstream-input-size"),
+    Case("probe-truncated-jpeg", "pytest", ("--resstream-probe", "{d}/probe_cut"), 4, r"cut\.jpg .* cannot be read", r"Remove or replace the file"),
+    # --- model specs ----------------------------------------------------------------------------------------------
+    Case("spec-empty-weights", "pytest", ("--resstream-model", "torchvision:resnet18@"), 4, r"empty weights path after '@'", r"drop the '@' for a random \(seeded\) initialization"),
+    Case("spec-two-controls", "pytest", ("--resstream-model", "torchvision:resnet18+nc-id+nc-perm"), 4, r"asks for 2 negative controls \(\+nc-id\+nc-perm\)", r"one '\+nc-\.\.\.' suffix each"),
+    Case("spec-unknown-control", "pytest", ("--resstream-model", "torchvision:resnet18+nc-zero"), 4, r"Unknown negative control '\+nc-zero'", r"Known controls: \+nc-id"),
+    Case("spec-grammar", "pytest", ("--resstream-model", "resnet18"), 4, r"Cannot read model spec 'resnet18'", r"Use one of: 'zoo:NAME'"),
+    Case("spec-unknown-zoo", "pytest", ("--resstream-model", "zoo:resnet19"), 4, r"resnet19", r"resnet18-synth96"),
+    Case("spec-unknown-torchvision", "pytest", ("--resstream-model", "torchvision:resnet19"), 4, r"Unknown torchvision architecture 'resnet19'", r"Similar names: resnet18"),
+    Case("spec-unknown-timm", "pytest", ("--resstream-model", "timm:resnet19q"), 4, r"Unknown timm architecture 'resnet19q'", r"timm\.list_models"),
+    Case("spec-unknown-factory", "pytest", ("--resstream-model", "no_such_pkg.models:build"), 4, r"Cannot import factory 'no_such_pkg\.models:build'", r"importable 'package\.module:callable'"),
+    Case("factory-raises", "pytest", ("--resstream-model", F + ":boom"), 4, r"bad_factories:boom\(\) raised TypeError: boom: bad width", r"Fix the factory or the arguments it is given"),
+    Case("factory-returns-int", "pytest", ("--resstream-model", F + ":returns_int"), 4, r"returned int, not a torch\.nn\.Module", r"Make it return the model"),
+    Case("not-a-residual-network", "pytest", ("--resstream-model", "torchvision:vgg11"), 4, r"No residual block found", r"pick a residual network"),
+    Case("onnx-missing", "pytest", ("--resstream-model", "{d}/nothere.onnx"), 4, r"ONNX file .*nothere\.onnx' does not exist", r"resstream export SPEC"),
+    Case("onnx-with-control", "pytest", ("--resstream-model", "{d}/nothere.onnx+nc-id"), 4, r"negative controls edit a torch model", r"--resstream-backend onnx"),
+    Case("onnx-not-onnx", "pytest", ("--resstream-model", "{d}/junk.onnx"), 4, r"junk\.onnx' is not a readable ONNX model", r"export it again"),
+    # --- weights files --------------------------------------------------------------------------------------------
+    Case("weights-missing", "pytest", ("--resstream-model", W + ":resnet20@{d}/nowhere.pth"), 4, r"nowhere\.pth' does not exist", r"Check the path after '@'"),
+    Case("weights-directory", "pytest", ("--resstream-model", W + ":resnet20@{d}/directory_path/resnet20-cifar10"), 4, r"is a directory, not a weights file", r"name one of them, e\.g\. '@.*model\.safetensors'"),
+    Case("weights-empty", "pytest", ("--resstream-model", W + ":resnet20@{d}/empty_file/resnet20.pth"), 4, r"is empty \(0 bytes\)", r"Download or save it again"),
+    Case("weights-text", "pytest", ("--resstream-model", W + ":resnet20@{d}/text_file/resnet20.pth"), 4, r"is a text file, not a PyTorch checkpoint", r"Point the spec's '@WEIGHTS' at the weights file"),
+    Case("weights-junk", "pytest", ("--resstream-model", W + ":resnet20@{d}/junk_bytes/resnet20.pth"), 4, r"is not a PyTorch checkpoint or safetensors file", r"download or save the file again"),
+    Case("weights-list", "pytest", ("--resstream-model", W + ":resnet20@{d}/pickled_list/resnet20.pth"), 4, r"holds a list of \d+ items, not a state dict", r"torch\.save\(model\.state_dict\(\), path\)"),
+    Case("weights-git-lfs", "pytest", ("--resstream-model", W + ":resnet20@{d}/git_lfs_pointer/resnet20.pth"), 4, r"is a Git LFS pointer, not the weights", r"git lfs pull"),
+    Case("weights-html", "pytest", ("--resstream-model", W + ":resnet20@{d}/html_page/resnet20.pth"), 4, r"is an HTML page, not the weights", r"Download the file itself"),
+    Case("weights-truncated", "pytest", ("--resstream-model", W + ":resnet20@{d}/truncated_pth/resnet20.pth"), 4, r"truncated or corrupt", r"Download or save it again"),
+    Case("weights-bad-safetensors", "pytest", ("--resstream-model", W + ":resnet20@{d}/bad.safetensors"), 4, r"not a readable safetensors file", r"download or save the file again"),
+    Case("weights-dict-without-state", "pytest", ("--resstream-model", W + ":resnet20@{d}/nodict.pth"), 4, r"holds a dict without a state dict: its keys are 'epoch', 'acc'", r"Save model\.state_dict\(\)"),
+    Case("weights-nan", "pytest", ("--resstream-model", W + ":resnet20@{d}/nan_weight/resnet20_diverged.pth"), 4, r"non-finite values in 1 tensor: layer2\.1\.conv1\.weight \(1 NaN of 576 values\)", r"use an earlier checkpoint"),
+    Case("weights-inf", "pytest", ("--resstream-model", W + ":resnet20@{d}/inf.pth"), 4, r"layer1\.0\.bn1\.running_var \(1 inf of 4 values\)", r"use an earlier checkpoint"),
+    Case("weights-wrong-architecture", "pytest", ("--resstream-model", W + ":resnet20@{d}/wrong_architecture/resnet18.pth"), 4, r"does not fit the architecture: \d+ missing keys", r"spec names the architecture the checkpoint was trained with"),
+    Case("weights-whole-model-untrusted", "pytest", ("--resstream-model", W + ":ResNet18@{d}/whole_model_pickle/resnet18_full.pth"), 4, r"holds pickled Python objects", r"pass --resstream-trust-pickle"),
+    Case("weights-whole-model-other-arch", "pytest", ("--resstream-model", "torchvision:vgg11@{d}/whole_model_pickle/resnet18_full.pth", "--resstream-trust-pickle"), 4, r"holds a pickled ResNet .* not the architecture the spec names \(vgg11, a VGG\)", r"Name the architecture the model was saved from"),
+    # --- the resstream command (exit status 2) --------------------------------------------------------------------
+    Case("cli-sites-input-size-negative", "cli", ("sites", W + ":resnet20", "--input-size=-3"), 2, r"argument --input-size: -3: must be a positive number of pixels", r"left out for the model's own size"),
+    Case("cli-sites-input-size-0", "cli", ("sites", W + ":resnet20", "--input-size", "0"), 2, r"argument --input-size: 0: must be a positive number", r"left out for the model's own size"),
+    Case("cli-sites-input-size-text", "cli", ("sites", W + ":resnet20", "--input-size", "big"), 2, r"'big' is not a whole number of pixels", r"e\.g\. 32 or 224"),
+    Case("cli-sites-unknown-arch", "cli", ("sites", "torchvision:resnet19"), 2, r"Unknown torchvision architecture 'resnet19'", r"Similar names: resnet18"),
+    Case("cli-sites-empty-weights", "cli", ("sites", "torchvision:resnet18@"), 2, r"empty weights path after '@'", r"drop the '@'"),
+    Case("cli-sites-two-controls", "cli", ("sites", "torchvision:resnet18+nc-id+nc-perm"), 2, r"asks for 2 negative controls", r"one '\+nc-\.\.\.' suffix each"),
+    Case("cli-sites-not-residual", "cli", ("sites", "torchvision:vgg11"), 2, r"No residual block found", r"pick a residual network"),
+    Case("cli-sites-whole-model", "cli", ("sites", W + ":ResNet18@{d}/whole_model_pickle/resnet18_full.pth"), 2, r"holds pickled Python objects", r"pass --trust-pickle\."),
+    Case("cli-sites-nan", "cli", ("sites", W + ":resnet20@{d}/nan_weight/resnet20_diverged.pth"), 2, r"layer2\.1\.conv1\.weight \(1 NaN", r"use an earlier checkpoint"),
+    Case("cli-sites-factory-raises", "cli", ("sites", F + ":boom"), 2, r"raised TypeError: boom: bad width", r"Fix the factory"),
+    Case("cli-export-to-directory", "cli", ("export", W + ":resnet20", "{d}/somedir"), 2, r"Output path .*somedir' is a directory", r"Give the file to write, e\.g\. '.*model\.onnx'"),
+    Case("cli-export-under-a-file", "cli", ("export", W + ":resnet20", "{d}/afile.txt/m.onnx"), 2, r"Cannot create the folder of output path", r"Give a path in a writable folder"),
+    Case("cli-export-opset-3", "cli", ("export", W + ":resnet20", "{d}/out/m.onnx", "--opset", "3"), 2, r"argument --opset: 3: torch exports ONNX opsets 7 to \d+", r"leave it out for the exporter's default"),
+    Case("cli-export-opset-torchscript-max", "cli", ("export", W + ":resnet20", "{d}/out/m.onnx", "--opset", "23"), 2, r"ONNX opset 23 cannot be written by the torchscript exporter", r"use an opset from 7 to 20"),
+    Case("cli-export-input-size-0", "cli", ("export", W + ":resnet20", "{d}/out/m.onnx", "--input-size", "0"), 2, r"argument --input-size: 0: must be a positive number", r"left out for the model's own size"),
+    Case("cli-export-onnx-spec", "cli", ("export", "{d}/junk.onnx", "{d}/out/m.onnx"), 2, r"is already an ONNX file", r"export takes a torch model spec"),
+    Case("cli-export-whole-model", "cli", ("export", W + ":ResNet18@{d}/whole_model_pickle/resnet18_full.pth", "{d}/out/m.onnx"), 2, r"holds pickled Python objects", r"pass --trust-pickle\."),
+    Case("cli-run-bad-option", "cli", ("run", "--no-cache", "--", "--resstream-alpha", "2"), 4, r"--resstream-alpha 2\.0: must be strictly between 0 and 1", r"e\.g\. 0\.05"),
+]
+# fmt: on
+
+FACTORIES = '''
+import torch.nn as nn
+
+def boom(num_classes=10):
+    with open(__file__ + ".calls", "a") as fh:  # counted across in-process pytest runs
+        fh.write(f"{num_classes}\\n")
+    raise TypeError("boom: bad width")
+
+def returns_int():
+    return 3
+'''
+
+
+@pytest.fixture(scope="module")
+def bad_dir(tmp_path_factory) -> Path:
+    """One folder with every bad file the cases point at."""
+    from PIL import Image
+
+    from resstream_assert.report.collect import write_report
+    from tests.report_synth import make_result
+
+    d = tmp_path_factory.mktemp("bad")
+    model = checkpoints.trained_like()
+    for name in ("directory_path", "empty_file", "text_file", "junk_bytes", "pickled_list", "git_lfs_pointer",
+                 "html_page", "truncated_pth", "nan_weight", "wrong_architecture", "whole_model_pickle"):
+        (d / name).mkdir()
+        checkpoints.CHECKPOINTS[name](model, d / name)
+    state = checkpoints.state_of(model)
+    for sub in ("a", "b"):
+        (d / sub).mkdir()
+        torch.save(state, d / sub / "w.pth")
+    inf = dict(state)
+    inf["layer1.0.bn1.running_var"] = inf["layer1.0.bn1.running_var"].clone()
+    inf["layer1.0.bn1.running_var"][2] = float("inf")
+    torch.save(inf, d / "inf.pth")
+    torch.save({"epoch": 3, "acc": 0.91}, d / "nodict.pth")
+    (d / "bad.safetensors").write_bytes(b"\x00" * 64)
+    (d / "junk.onnx").write_bytes(b"not an onnx graph")
+    (d / "afile.txt").write_text("a file, not a folder\n")
+    (d / "somedir").mkdir()
+    (d / "probe_empty").mkdir()
+    for folder, gen in (("probe_tiny", checkpoints.tiny_4x4), ("probe_cut", checkpoints.truncated_jpeg)):
+        (d / folder).mkdir()
+        gen(d / folder)
+        Image.new("RGB", (48, 48), (90, 30, 200)).save(d / folder / "fine.png")
+    write_report({"results": [make_result("r18", "C3").to_dict()]}, d / "base_ok.json")
+    (d / "base_junk.json").write_text("{not json")
+    (d / "base_noresults.json").write_text('{"claims": []}')
+    (d / f"{F}.py").write_text(FACTORIES)
+    return d
+
+
+_VERDICT = re.compile(r"\b(holds|fails|inconclusive|not_applicable)\b|resstream claims|residual blocks")
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+def test_bad_input_is_refused_with_a_clear_message(case: Case, bad_dir: Path, pytester: pytest.Pytester, capsys,
+                                                   monkeypatch):
+    args = [a.replace("{d}", str(bad_dir)) for a in case.args]
+    monkeypatch.syspath_prepend(str(bad_dir))  # bad_factories
+    sys.modules.pop(F, None)
+    calls = bad_dir / f"{F}.py.calls"
+    calls.unlink(missing_ok=True)
+    report = pytester.path / "out" / "report.json"
+    if case.entry == "pytest":
+        if case.ini:
+            pytester.makeini(f"[pytest]\n{case.ini}\n")
+        small = [] if any(a.startswith("--resstream-model") for a in args) else \
+            ["--resstream-model", f"{W}:resnet20"]
+        result = pytester.runpytest("--pyargs", "resstream_assert.suite", "-p", "no:cacheprovider",
+                                    "--resstream-no-cache", "--resstream-images", "16", "--resstream-input-size", "32",
+                                    *small, *args, *([] if "--resstream-report-json" in args else
+                                                     ["--resstream-report-json", str(report)]))
+        code, out, err = int(result.ret), result.stdout.str(), result.stderr.str()
+    else:
+        try:
+            code = cli_main(args)
+        except SystemExit as exc:  # argparse refuses bad arguments by exiting
+            code = exc.code
+        captured = capsys.readouterr()
+        out, err = captured.out, captured.err
+    message = err + out
+    assert code == case.code, message
+    assert re.search(case.problem, message, re.S), f"the message does not name the problem:\n{message}"
+    assert re.search(case.fix, message, re.S), f"the message does not say what to do:\n{message}"
+    assert "Traceback" not in message, message
+    assert not _VERDICT.search(out), f"a verdict or a result was printed:\n{out}"
+    assert not report.exists() and not (bad_dir / "out").exists() and not (bad_dir / "somedir" / "model.onnx").exists()
+    if case.id.endswith("factory-raises"):
+        assert calls.read_text().split() == ["10"], "the factory must be called once"
+
+
+def test_the_corpus_is_large_and_each_case_is_distinct():
+    assert len(CASES) >= 50
+    assert len({c.id for c in CASES}) == len(CASES)
+    assert len({(c.entry, c.args, c.ini) for c in CASES}) == len(CASES)
+
+
+def test_a_failing_factory_is_called_once(bad_dir, monkeypatch):
+    """A factory that raises TypeError used to be called a second time without arguments."""
+    from resstream_assert.errors import ModelSpecError
+    from resstream_assert.pipeline import load_model
+
+    monkeypatch.syspath_prepend(str(bad_dir))
+    sys.modules.pop(F, None)
+    calls = bad_dir / f"{F}.py.calls"
+    calls.unlink(missing_ok=True)
+    with pytest.raises(ModelSpecError, match="raised TypeError: boom"):
+        load_model(f"{F}:boom", input_size=32)
+    assert calls.read_text().split() == ["10"]  # no checkpoint: called once, with its own default
+    torch.save(checkpoints.state_of(checkpoints.trained_like(num_classes=7)), bad_dir / "seven.pth")
+    with pytest.raises(ModelSpecError, match=r"bad_factories:boom\(num_classes=7\) raised TypeError"):
+        load_model(f"{F}:boom@{bad_dir / 'seven.pth'}", input_size=32)
+    assert calls.read_text().split() == ["10", "7"]  # with a checkpoint: once, with its classifier size
+
+
+def test_the_fixture_files_are_what_the_cases_say(bad_dir):
+    assert architectures.INPUT_SIZE == 32
+    assert (bad_dir / "empty_file" / "resnet20.pth").stat().st_size == 0
+    assert (bad_dir / "probe_tiny" / "tiny.png").exists() and (bad_dir / "probe_cut" / "cut.jpg").exists()
+
+
+@pytest.mark.filterwarnings("ignore:Setting .keep_initializers_as_inputs=False:UserWarning")
+def test_a_failed_export_says_why_in_a_few_lines(tmp_path, capfd):
+    """TorchScript's exporter printed its whole IR graph (hundreds of lines, at the C++ level) before the
+    error; option-A shortcuts (strided slices) cannot be exported at opset 7."""
+    code = cli_main(["export", f"{W}:resnet20", str(tmp_path / "m.onnx"), "--opset", "7", "--input-size", "32"])
+    err = capfd.readouterr().err
+    assert code == 2
+    assert re.search(r"could not export .*step!=1 is currently not supported", err)
+    assert "Try the other exporter (--exporter)" in err
+    assert "graph(" not in err and len(err.splitlines()) < 10, err[:2000]
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_cli_prints_its_warnings_once_in_its_own_words(monkeypatch, capsys):
+    """A guessed input size is printed as a warning naming the subcommand's flag; other warnings pass
+    through (re-emitting them inside the recording context used to loop forever)."""
+    import warnings
+
+    import resstream_assert.cli as cli
+
+    real = cli._sites
+
+    def sites(args):
+        warnings.warn("an unrelated library warning", UserWarning)
+        return real(args)
+
+    monkeypatch.setattr(cli, "_sites", sites)
+    with pytest.warns(UserWarning, match="an unrelated library warning"):
+        assert cli_main(["sites", f"{W}:resnet20"]) == 0
+    out, err = capsys.readouterr()
+    assert "9 residual blocks, input 32px" in out
+    assert err.count("resstream: warning:") == 1 and "--input-size N" in err and "--resstream-" not in err
