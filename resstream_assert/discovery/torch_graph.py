@@ -50,6 +50,7 @@ class BlockNodes:
     resid_post: str
     gain_module: str | None
     gain_param: str | None
+    gain_node: str | None = None  # the FX node of the branch's last affine op (BN call, layer-scale mul)
 
 
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, Traced]" = weakref.WeakKeyDictionary()
@@ -164,9 +165,9 @@ def block_nodes(module: nn.Module) -> tuple[BlockNodes, ...]:
         skip, branch = (a, b) if len_a < len_b else (b, a)
         if branch is pre:
             continue
-        gain_module, gain_param = _gain_source(traced.gm, branch)
+        gain_module, gain_param, gain_node = _gain_source(traced.gm, branch)
         found.append(BlockNodes(pre.name, skip.name, branch.name, node.name, _post(node).name,
-                                gain_module, gain_param))
+                                gain_module, gain_param, gain_node))
     _NODES[module] = tuple(found)
     return _NODES[module]
 
@@ -276,23 +277,24 @@ def _param_behind(node) -> str | None:
     return None
 
 
-def _gain_source(gm: fx.GraphModule, branch: fx.Node) -> tuple[str | None, str | None]:
+def _gain_source(gm: fx.GraphModule, branch: fx.Node) -> tuple[str | None, str | None, str | None]:
+    """(BN module target, layer-scale parameter, the gain op's node name) of the branch ending at ``branch``."""
     node = branch
     for _ in range(8):
         if _is_transparent(gm, node) and node.args and isinstance(node.args[0], fx.Node):
             node = node.args[0]
             continue
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.modules.batchnorm._BatchNorm):
-            return node.target, None
+            return node.target, None, node.name
         if node.op in ("call_function", "call_method") and _target_name(gm, node) in ("mul", "mul_"):
             for arg in node.args:
                 param = _param_behind(arg)
                 if param is not None:
-                    return None, param
+                    return None, param, node.name
         if node.op == "call_module" and hasattr(gm.get_submodule(node.target), "gamma"):  # timm LayerScale
-            return None, f"{node.target}.gamma"
+            return None, f"{node.target}.gamma", node.name
         break
-    return None, None
+    return None, None, None
 
 
 def _conv_before(gm: fx.GraphModule, node: fx.Node) -> str | None:
