@@ -41,6 +41,7 @@ class MeasureOptions:
     band: tuple[float, float] = MIX_BAND
     floor: float = 0.01  # denominators below floor x (99th percentile |response|) are undefined
     seed: int = 0  # for the channel-mismatch null's derangement
+    tuning: bool = True  # the I-B tuning correlations (C4); off when only mix ratios are wanted (interventions)
 
 
 @dataclass(frozen=True)
@@ -266,18 +267,58 @@ def flatness(curves: np.ndarray, eps: float = 1e-6) -> np.ndarray:
         return np.where(top > eps, pos.min(axis=1) / top, np.nan)
 
 
-def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOptions()) -> BlockMeasures:
+#: The sites whose exemplars the measures use (X_I, X_B, X_O in P1's and P2's convention).
+EXEMPLAR_SITES = ("skip_out", "branch_out", "resid_post", "resid_sum")
+
+
+def block_exemplars(block: Block, resp: Mapping, k: int = 9) -> dict[str, np.ndarray]:
+    """The top-``k`` exemplar indices ``(C, k)`` of each site in :data:`EXEMPLAR_SITES`, from ``resp["id"]``.
+
+    Pass them (or any other stimulus indices, e.g. of feature visualizations appended to the
+    probe set) to :func:`block_measures` as ``exemplars=`` to hold the stimuli fixed while
+    the responses change (an intervention on the model must not move M by re-picking them).
+
+    Example:
+        >>> fixed = block_exemplars(rmap[3], responses)  # doctest: +SKIP
+        >>> sorted(fixed), fixed["skip_out"].shape  # doctest: +SKIP
+        (['branch_out', 'resid_post', 'resid_sum', 'skip_out'], (128, 9))
+    """
+    r = resp["id"]
+    return {site: exemplars(r.get(block, site), k) for site in EXEMPLAR_SITES}
+
+
+def _given_exemplars(given: Mapping[str, np.ndarray] | None, site: str, values: np.ndarray, k: int) -> np.ndarray:
+    """The stimulus indices of ``site``: the given ones (checked), else the top-k of ``values``."""
+    if not given or site not in given:
+        return exemplars(values, k)
+    idx = np.asarray(given[site])
+    n, c = values.shape
+    if idx.ndim != 2 or idx.shape[0] != c or idx.shape[1] < 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"exemplars[{site!r}] must be integer image indices of shape (channels={c}, k), "
+                         f"got {idx.dtype} {idx.shape}")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"exemplars[{site!r}] indexes images outside 0..{n - 1} (the responses hold {n} images)")
+    return idx
+
+
+def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOptions(),
+                   exemplars: Mapping[str, np.ndarray] | None = None) -> BlockMeasures:
     """All per-channel quantities of ``block`` from ``resp`` (variant -> Responses; ``id`` required).
+
+    ``exemplars`` optionally fixes the stimuli: site -> ``(C, k)`` image indices (any of
+    :data:`EXEMPLAR_SITES`); sites left out get the top-``opts.k`` of their own responses.
 
     Example:
         >>> bm = block_measures(rmap[3], responses)  # doctest: +SKIP
         >>> bm.category("p1")  # doctest: +SKIP
+        >>> same_stimuli = block_measures(rmap[3], edited, exemplars=block_exemplars(rmap[3], responses))  # doctest: +SKIP
     """
     r = resp["id"]
     i_id, b_id = r.get(block, "skip_out"), r.get(block, "branch_out")
     post, total = r.get(block, "resid_post"), r.get(block, "resid_sum")
-    xi, xb = exemplars(i_id, opts.k), exemplars(b_id, opts.k)
-    xo_p1, xo_p2 = exemplars(post, opts.k), exemplars(total, opts.k)
+    xi, xb = _given_exemplars(exemplars, "skip_out", i_id, opts.k), _given_exemplars(exemplars, "branch_out", b_id, opts.k)
+    xo_p1 = _given_exemplars(exemplars, "resid_post", post, opts.k)
+    xo_p2 = _given_exemplars(exemplars, "resid_sum", total, opts.k)
     m1c, m1, o1_xi, o1_xb = _mix_ratios(i_id, b_id, post, xi, xb, opts.floor)
     m2c, m2, _, _ = _mix_ratios(i_id, b_id, total, xi, xb, opts.floor)
     on_exemplars = {"O(X_I)": o1_xi, "O(X_B)": o1_xb, "O(X_O)": mean_over(post, xo_p1),
@@ -292,18 +333,23 @@ def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOp
         block=block.name, index=block.index, channels=block.channels, responses_to_exemplars=on_exemplars,
         m_p1=m1, m_p2=m2, m_p1_coded=m1c, m_p2_coded=m2c,
         branch_gain=block.branch_gain, conv_magnitude=block.conv_magnitude, gain_kind=block.gain_kind,
-        b_at_xi=on_exemplars["B(X_I)"], rho_tuning=_spearman_columns(i_id, b_id, True),
-        rho_tuning_all=_spearman_columns(i_id, b_id, False), contribution_share=share,
+        b_at_xi=on_exemplars["B(X_I)"],
+        rho_tuning=_spearman_columns(i_id, b_id, True) if opts.tuning else np.full(i_id.shape[1], np.nan),
+        rho_tuning_all=_spearman_columns(i_id, b_id, False) if opts.tuning else np.full(i_id.shape[1], np.nan),
+        contribution_share=share,
         scale=scale, zoom=_zoom_curves(block, resp, xi, xo_p2))
 
 
-def measure_all(rmap: ResidualMap, resp: Mapping, opts: MeasureOptions = MeasureOptions()) -> list[BlockMeasures]:
+def measure_all(rmap: ResidualMap, resp: Mapping, opts: MeasureOptions = MeasureOptions(),
+                exemplars: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> list[BlockMeasures]:
     """:func:`block_measures` for every block of ``rmap``, in order.
+
+    ``exemplars`` optionally maps a block index to its fixed stimuli (see :func:`block_measures`).
 
     Example:
         >>> ms = measure_all(rmap, responses)  # doctest: +SKIP
     """
-    return [block_measures(b, resp, opts) for b in rmap]
+    return [block_measures(b, resp, opts, (exemplars or {}).get(b.index)) for b in rmap]
 
 
 def p2_selected(bm: BlockMeasures) -> np.ndarray:
