@@ -32,3 +32,7 @@ class ProbeError(ResstreamError):
 
 class BackendUnavailable(ResstreamError):
     """The requested backend (e.g. ONNX) is not available for this model or machine."""
+
+
+class InterventionError(ResstreamError):
+    """An intervention (gain or shortcut scaling, attribution) cannot run on this model, or changed it."""
