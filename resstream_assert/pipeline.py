@@ -150,6 +150,23 @@ class Pipeline:
         return self.memo(("measures", spec, backend, seed, variants), lambda: tuple(measure_all(
             self.map(spec, backend), self.responses(spec, variants, backend), MeasureOptions(seed=seed))))
 
+    def context(self, spec: str, backend: str = "torch", claims: Iterable[str] | None = None, options=None):
+        """The :class:`~resstream_assert.claims.ClaimContext` the claims of ``spec`` are evaluated in.
+
+        Example:
+            >>> ctx = Pipeline(RunConfig()).context("zoo:resnet18-synth96", claims=["X1"])  # doctest: +SKIP
+            >>> data = pipe.intervention("zoo:resnet18-synth96", "torch", REGISTRY["X1"].prepare(ctx))  # doctest: +SKIP
+        """
+        from resstream_assert.claims import ClaimContext, ClaimOptions, needed_variants, resolve_claims
+
+        cfg = self.config
+        ids = resolve_claims(claims if claims is not None else cfg.claims)
+        options = options or ClaimOptions.from_run(cfg.claim_options)
+        variants = needed_variants(ids)
+        return ClaimContext(model=str(spec), backend=backend, rmap=self.map(spec, backend),
+                            measures=self.measures(spec, backend, variants),
+                            responses=self.responses(spec, variants, backend), options=options, seed=cfg.seed)
+
     def evaluate(self, spec: str, backend: str = "torch", claims: Iterable[str] | None = None,
                  options=None) -> dict:
         """Claim id -> :class:`~resstream_assert.results.ClaimResult` on one model (``claims`` default: the run's).
@@ -159,17 +176,13 @@ class Pipeline:
         Example:
             >>> Pipeline(RunConfig()).evaluate("zoo:resnet18-synth96", claims=["C1"])["C1"].verdict  # doctest: +SKIP
         """
-        from resstream_assert.claims import REGISTRY, ClaimContext, ClaimOptions, needed_variants, resolve_claims
+        from resstream_assert.claims import REGISTRY, resolve_claims
         from resstream_assert.claims.base import inconclusive
 
-        cfg = self.config
-        ids = resolve_claims(claims if claims is not None else cfg.claims)
-        options = options or ClaimOptions.from_run(cfg.claim_options)
-        variants = needed_variants(ids)
+        ids = resolve_claims(claims if claims is not None else self.config.claims)
+        ctx = self.context(spec, backend, ids, options)
+        options = ctx.options
         loaded = self.model(spec, backend)
-        ctx = ClaimContext(model=str(spec), backend=backend, rmap=self.map(spec, backend),
-                           measures=self.measures(spec, backend, variants),
-                           responses=self.responses(spec, variants, backend), options=options, seed=cfg.seed)
         probe = self.probe(loaded.input_size)
         if len(probe) < options.min_images:
             why = (f"{len(probe)} probe images < {options.min_images} (min_images): top-k exemplars would not be "
@@ -178,11 +191,17 @@ class Pipeline:
         results = {}
         for cid in ids:
             claim = REGISTRY[cid]
-            data = self._intervention(spec, backend, claim.prepare(ctx)) if claim.prepare is not None else None
+            data = self.intervention(spec, backend, claim.prepare(ctx.for_claim(claim))) \
+                if claim.prepare is not None else None
             results[cid] = claim.evaluate(ctx.for_claim(claim, data))
         return results
 
-    def _intervention(self, spec: str, backend: str, request) -> Any:
+    def intervention(self, spec: str, backend: str, request) -> Any:
+        """Run an intervention request (see :mod:`resstream_assert.interventions`) on ``spec``, once per key.
+
+        Example:
+            >>> data = pipe.intervention("zoo:resnet18-synth96", "torch", request)  # doctest: +SKIP
+        """
         from resstream_assert.interventions import InterventionEnv
 
         def run():

@@ -1,7 +1,8 @@
 """One test per model x claim. What a verdict does to the test is :func:`resstream_assert.gate.decide`:
 a gated claim that fails fails its test with the per-block table (with ``--resstream-survey`` it is
 xfailed instead); ``inconclusive`` and ``not_applicable`` skip with the reason; report-only claims
-never fail. Every result is recorded for the reports."""
+never fail. Every result is recorded for the reports. Opt-in claims (X3, X4) skip unless selected
+with ``--resstream-claims``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from resstream_assert.results import ClaimAssertionError, Verdict
 
 @pytest.mark.parametrize("claim", claim_order(REGISTRY))
 def test_claim(claim, resstream_ref, resstream_pipeline, resstream_record, resstream_config):
+    if resstream_config.claims is None and REGISTRY[claim].opt_in:
+        pytest.skip(f"{claim} is opt-in (it runs the model many times: minutes on a CPU); select it with "
+                    f"--resstream-claims {claim} (with the claims you want beside it)")
     result = resstream_pipeline.claim_results(resstream_ref.spec, resstream_ref.backend)[claim]
     resstream_record(result)
     decision = decide(result, survey=resstream_config.survey)
