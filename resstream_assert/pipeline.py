@@ -154,7 +154,8 @@ class Pipeline:
         """The :class:`~resstream_assert.claims.ClaimContext` the claims of ``spec`` are evaluated in.
 
         Example:
-            >>> ctx = Pipeline(RunConfig()).context("zoo:resnet18-synth96", claims=["X1"])  # doctest: +SKIP
+            >>> pipe = Pipeline(RunConfig())
+            >>> ctx = pipe.context("zoo:resnet18-synth96", claims=["X1"])  # doctest: +SKIP
             >>> data = pipe.intervention("zoo:resnet18-synth96", "torch", REGISTRY["X1"].prepare(ctx))  # doctest: +SKIP
         """
         from resstream_assert.claims import ClaimContext, ClaimOptions, needed_variants, resolve_claims
