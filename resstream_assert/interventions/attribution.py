@@ -126,6 +126,8 @@ def run_attribution(env: InterventionEnv, request: AttributionRequest) -> Attrib
                 out.append(_block(module, nodes[index], block, x, black, target, opts))
             except InterventionError as exc:
                 out.append(BlockAttribution(block.name, index, note=str(exc)))
+            env.say(f"[resstream] X4 {block.name}: {len(out)}/{len(request.blocks)} blocks "
+                    f"({time.perf_counter() - start:.0f} s)")
     seconds = time.perf_counter() - start
     env.say(f"[resstream] X4 attribution done in {seconds:.0f} s")
     return AttributionData(opts.attribution, n, tuple(out), loaded.backend, seconds)

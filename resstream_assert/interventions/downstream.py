@@ -86,12 +86,16 @@ def run_downstream(env: InterventionEnv, request: DownstreamRequest) -> Downstre
         runner = _Torch(env, opts) if loaded.backend == "torch" else _Onnx(env, opts)
         images = env.probe.images[:n]
         base = runner.base(images)
-        blocks = tuple(runner.block(index, np.asarray(chans), images) for index, chans in request.plans)
+        blocks = []
+        for i, (index, chans) in enumerate(request.plans):
+            blocks.append(runner.block(index, np.asarray(chans), images))
+            env.say(f"[resstream] X3 {blocks[-1].block}: {len(chans)} channels ({i + 1}/{len(request.plans)} blocks, "
+                    f"{time.perf_counter() - start:.0f} s)")
     seconds = time.perf_counter() - start
     env.say(f"[resstream] X3 downstream effect done in {seconds:.0f} s")
     labels = env.probe.labels[:n].copy()
     return DownstreamData(tuple(map(float, opts.x3_factors)), base, labels, label_problem(loaded, env.probe,
-                          env.probe_source), blocks, loaded.backend, seconds)
+                          env.probe_source), tuple(blocks), loaded.backend, seconds)
 
 
 def edit_rows(chans: np.ndarray, factors, channels: int) -> np.ndarray:
