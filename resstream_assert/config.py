@@ -382,6 +382,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("featviz-amp", "bool", False, "featviz: bf16 autocast while optimising (final images are measured in "
            "fp32)"),
     Option("featviz-batch-size", "int", 64, "featviz: images per optimisation chunk", _positive),
+    Option("intervention", "list", None, "X1-X4 intervention option KEY=VALUE (repeatable): factors=0.25,0.5,1,2,4, "
+           "variants=held,scaled, channels=64, images=512, x3_channels=8, x3_factors=0.5, x3_images=128, "
+           "attribution=ig|conductance, n_steps=16, x4_images=64, batch_size=256"),
     Option("survey", "bool", False, "survey a model instead of gating it: a claim that fails is reported as xfailed, "
            "not as a failure (baseline drifts still fail)"),
     # Reports and the baseline gate (logic in resstream_assert/report/).
@@ -402,6 +405,48 @@ OPTIONS: tuple[Option, ...] = (
 OPTION = {o.name: o for o in OPTIONS}
 
 _MULTI_LESION_KEYS = ("blocks", "zooms")
+_MULTI_INTERVENTION_KEYS = ("factors", "variants", "x3_factors")
+
+
+def _key_values(flag: str, items: list[str], multi: tuple[str, ...]) -> dict:
+    """``["a=1", "b=x,y"]`` -> ``{"a": 1, "b": ("x", "y")}`` for the keys in ``multi`` (numbers parsed)."""
+    out: dict = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        values = [int(p) if p.lstrip("-").isdigit() else (float(p) if _is_float(p) else p) for p in parts]
+        out[key] = tuple(values) if key in multi else (values[0] if values else None)
+    return out
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_intervention_options(items: list[str]) -> dict:
+    """``["channels=32", "factors=0.5,1,2"]`` -> ``{"channels": 32, "factors": (0.5, 1, 2)}``, validated.
+
+    Example:
+        >>> parse_intervention_options(["channels=32", "variants=held"])
+        {'channels': 32, 'variants': ('held',)}
+    """
+    if not items:
+        return {}
+    from resstream_assert.interventions.options import InterventionOptions
+
+    out = _key_values("--resstream-intervention", items, _MULTI_INTERVENTION_KEYS)
+    try:
+        InterventionOptions.from_mapping(out).check()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--resstream-intervention: {exc}") from None
+    return out
 
 
 def parse_lesion_options(items: list[str]) -> dict:
@@ -415,16 +460,7 @@ def parse_lesion_options(items: list[str]) -> dict:
         return {}
     from resstream_assert.interventions.lesion import LesionOptions
 
-    out: dict = {}
-    for item in items:
-        key, sep, text = str(item).partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"--resstream-lesion expects KEY=VALUE, got {item!r}")
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        values = [int(p) if p.lstrip("-").isdigit() else (float(p) if p.replace(".", "", 1).isdigit() else p)
-                  for p in parts]
-        out[key] = tuple(values) if key in _MULTI_LESION_KEYS else (values[0] if values else None)
+    out = _key_values("--resstream-lesion", items, _MULTI_LESION_KEYS)
     try:
         LesionOptions.from_mapping(out).check()
     except (TypeError, ValueError) as exc:
@@ -478,6 +514,9 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
     lesion = parse_lesion_options(list(get("lesion") or []))
     if lesion:
         claim_options["lesion"] = lesion
+    intervention = parse_intervention_options(list(get("intervention") or []))
+    if intervention:
+        claim_options["intervention"] = intervention
     providers = tuple(p.strip() for p in str(get("providers") or "").split(",") if p.strip())
     return RunConfig(
         models=tuple(get("model") or [DEFAULT_MODEL]), probe=get("probe"), images=int(get("images")),

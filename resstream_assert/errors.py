@@ -40,3 +40,7 @@ class OutputError(ResstreamError):
 
 class ResstreamWarning(UserWarning):
     """Something was guessed or repaired (an input size, a damaged cache entry); the run goes on."""
+
+
+class InterventionError(ResstreamError):
+    """An intervention (gain or shortcut scaling, attribution) cannot run on this model, or changed it."""

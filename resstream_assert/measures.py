@@ -45,6 +45,7 @@ class MeasureOptions:
     band: tuple[float, float] = MIX_BAND
     floor: float = 0.01  # denominators below floor x (99th percentile |response|) are undefined
     seed: int = 0  # for the channel-mismatch null's derangement
+    tuning: bool = True  # the I-B tuning correlations (C4); off when only mix ratios are wanted (interventions)
 
 
 @dataclass(frozen=True)
@@ -347,24 +348,67 @@ def flatness(curves: np.ndarray, eps: float = 1e-6) -> np.ndarray:
         return np.where(top > eps, pos.min(axis=1) / top, np.nan)
 
 
+#: The sites whose exemplars the measures use (X_I, X_B, X_O in P1's and P2's convention).
+EXEMPLAR_SITES = ("skip_out", "branch_out", "resid_post", "resid_sum")
+
+
+def block_exemplars(block: Block, resp: Mapping, k: int = 9) -> dict[str, np.ndarray]:
+    """The top-``k`` exemplar indices ``(C, k)`` of each site in :data:`EXEMPLAR_SITES`, from ``resp["id"]``.
+
+    Pass them (or any other stimulus indices, e.g. of feature visualizations appended to the
+    probe set) to :func:`block_measures` as ``exemplars=`` to hold the stimuli fixed while
+    the responses change (an intervention on the model must not move M by re-picking them).
+
+    Example:
+        >>> fixed = block_exemplars(rmap[3], responses)  # doctest: +SKIP
+        >>> sorted(fixed), fixed["skip_out"].shape  # doctest: +SKIP
+        (['branch_out', 'resid_post', 'resid_sum', 'skip_out'], (128, 9))
+    """
+    r = resp["id"]
+    return {site: exemplars(r.get(block, site), k) for site in EXEMPLAR_SITES}
+
+
+def _given_exemplars(given: Mapping[str, np.ndarray] | None, site: str, values: np.ndarray, k: int) -> np.ndarray:
+    """The stimulus indices of ``site``: the given ones (checked), else the top-k of ``values``."""
+    if not given or site not in given:
+        return exemplars(values, k)
+    idx = np.asarray(given[site])
+    n, c = values.shape
+    if idx.ndim != 2 or idx.shape[0] != c or idx.shape[1] < 1 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(f"exemplars[{site!r}] must be integer image indices of shape (channels={c}, k), "
+                         f"got {idx.dtype} {idx.shape}")
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"exemplars[{site!r}] indexes images outside 0..{n - 1} (the responses hold {n} images)")
+    return idx
+
+
 def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOptions(),
-                   stimuli: BlockStimuli | None = None) -> BlockMeasures:
+                   stimuli: BlockStimuli | None = None,
+                   exemplars: Mapping[str, np.ndarray] | None = None) -> BlockMeasures:
     """All per-channel quantities of ``block`` from ``resp`` (the probe set: variant -> Responses; ``id`` required).
 
     ``stimuli=None`` uses the top-``k`` probe exemplars of each site and channel; a
-    :class:`BlockStimuli` gives the stimuli instead (its own responses, the same variants).
+    :class:`BlockStimuli` gives the stimuli instead (its own responses, the same variants);
+    ``exemplars`` (site -> ``(C, k)`` indices into ``resp``, see :func:`block_exemplars`) holds the
+    probe stimuli fixed, e.g. while an intervention changes the responses (sites left out get
+    their top-``opts.k``).
 
     Example:
         >>> bm = block_measures(rmap[3], responses)  # doctest: +SKIP
         >>> bm.category("p1")  # doctest: +SKIP
+        >>> same_stimuli = block_measures(rmap[3], edited, exemplars=block_exemplars(rmap[3], responses))  # doctest: +SKIP
     """
     r = resp["id"]
     i_id, b_id = r.get(block, "skip_out"), r.get(block, "branch_out")
     post, total = r.get(block, "resid_post"), r.get(block, "resid_sum")
-    if stimuli is None:
+    if stimuli is None and exemplars:
+        stimuli = BlockStimuli(resp, *(_given_exemplars(exemplars, site, r.get(block, site), opts.k)
+                                       for site in EXEMPLAR_SITES), source="given")
+    if stimuli is None:  # the parameter `exemplars` is empty here; the top-k come from _given_exemplars
         stim, measured = resp, None
-        xi, xb = exemplars(i_id, opts.k), exemplars(b_id, opts.k)
-        xo_p1, xo_p2 = exemplars(post, opts.k), exemplars(total, opts.k)
+        xi, xb = _given_exemplars(None, "skip_out", i_id, opts.k), _given_exemplars(None, "branch_out", b_id, opts.k)
+        xo_p1, xo_p2 = _given_exemplars(None, "resid_post", post, opts.k), _given_exemplars(None, "resid_sum", total,
+                                                                                          opts.k)
     else:
         xi, xb, xo_p1, xo_p2 = (np.asarray(a, np.int64) for a in (stimuli.xi, stimuli.xb, stimuli.xo_p1, stimuli.xo_p2))
         bad = [a.shape for a in (xi, xb, xo_p1, xo_p2) if a.ndim != 2 or a.shape[0] != block.channels]
@@ -388,21 +432,26 @@ def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOp
         block=block.name, index=block.index, channels=block.channels, responses_to_exemplars=on_exemplars,
         m_p1=m1, m_p2=m2, m_p1_coded=m1c, m_p2_coded=m2c,
         branch_gain=block.branch_gain, conv_magnitude=block.conv_magnitude, gain_kind=block.gain_kind,
-        b_at_xi=on_exemplars["B(X_I)"], rho_tuning=_spearman_columns(i_id, b_id, True),
-        rho_tuning_all=_spearman_columns(i_id, b_id, False), contribution_share=share,
+        b_at_xi=on_exemplars["B(X_I)"],
+        rho_tuning=_spearman_columns(i_id, b_id, True) if opts.tuning else np.full(i_id.shape[1], np.nan),
+        rho_tuning_all=_spearman_columns(i_id, b_id, False) if opts.tuning else np.full(i_id.shape[1], np.nan),
+        contribution_share=share,
         scale=scale, zoom=_zoom_curves(block, stim, xi, xo_p2))
 
 
 def measure_all(rmap: ResidualMap, resp: Mapping, opts: MeasureOptions = MeasureOptions(),
-                stimuli: Mapping[int, BlockStimuli] | None = None) -> list[BlockMeasures]:
+                stimuli: Mapping[int, BlockStimuli] | None = None,
+                exemplars: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> list[BlockMeasures]:
     """:func:`block_measures` for every block of ``rmap``, in order; ``stimuli`` (block index ->
     :class:`BlockStimuli`) replaces the exemplars where given (a block missing from it has none).
+
+    ``exemplars`` optionally maps a block index to its fixed stimuli (see :func:`block_measures`).
 
     Example:
         >>> ms = measure_all(rmap, responses)  # doctest: +SKIP
     """
     if stimuli is None:
-        return [block_measures(b, resp, opts) for b in rmap]
+        return [block_measures(b, resp, opts, exemplars=(exemplars or {}).get(b.index)) for b in rmap]
     return [block_measures(b, resp, opts, stimuli.get(b.index) or _no_stimuli(b, stimuli)) for b in rmap]
 
 

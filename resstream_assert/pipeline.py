@@ -268,6 +268,24 @@ class Pipeline:
         return {b: BlockStimuli(fz.responses, idx["skip_out"], idx["branch_out"], idx["resid_sum"], idx["resid_sum"])
                 for b, idx in fz.indices.items()}
 
+    def context(self, spec: str, backend: str = "torch", claims: Iterable[str] | None = None, options=None,
+                stimuli: str = "exemplars"):
+        """The :class:`~resstream_assert.claims.ClaimContext` the claims of ``spec`` are evaluated in.
+
+        Example:
+            >>> pipe = Pipeline(RunConfig())
+            >>> ctx = pipe.context("zoo:resnet18-synth96", claims=["X1"])  # doctest: +SKIP
+            >>> data = pipe.intervention("zoo:resnet18-synth96", "torch", REGISTRY["X1"].prepare(ctx))  # doctest: +SKIP
+        """
+        from resstream_assert.claims import ClaimContext, ClaimOptions, needed_variants, resolve_claims
+
+        cfg = self.config
+        variants = needed_variants(resolve_claims(claims if claims is not None else cfg.claims))
+        return ClaimContext(model=cfg.label_of(str(spec)), backend=backend, rmap=self.map(spec, backend),
+                            measures=self.measures(spec, backend, variants, stimuli),
+                            responses=self.responses(spec, variants, backend),
+                            options=options or ClaimOptions.from_run(cfg.claim_options), seed=cfg.seed)
+
     def evaluate(self, spec: str, backend: str = "torch", claims: Iterable[str] | None = None,
                  options=None, stimuli: str = "exemplars") -> dict:
         """Claim id -> :class:`~resstream_assert.results.ClaimResult` on one model (``claims`` default: the run's),
@@ -305,7 +323,8 @@ class Pipeline:
         results = {}
         for cid in ids:
             claim = REGISTRY[cid]
-            data = self._intervention(spec, backend, claim.prepare(ctx)) if claim.prepare is not None else None
+            data = self.intervention(spec, backend, claim.prepare(ctx.for_claim(claim))) \
+                if claim.prepare is not None else None
             results[cid] = claim.evaluate(ctx.for_claim(claim, data))
         if stimuli == "featviz":
             from resstream_assert.featviz_report import label_featviz_results
@@ -356,7 +375,12 @@ class Pipeline:
 
         return self.memo(("agreement", spec, backend, variants), run)
 
-    def _intervention(self, spec: str, backend: str, request) -> Any:
+    def intervention(self, spec: str, backend: str, request) -> Any:
+        """Run an intervention request (see :mod:`resstream_assert.interventions`) on ``spec``, once per key.
+
+        Example:
+            >>> data = pipe.intervention("zoo:resnet18-synth96", "torch", request)  # doctest: +SKIP
+        """
         from resstream_assert.interventions import InterventionEnv
 
         def run():

@@ -8,6 +8,8 @@ import torch
 
 from resstream_assert.loading.onnx_export import export_onnx
 from resstream_assert.measures import measure_all
+from resstream_assert.claims import REGISTRY
+from resstream_assert.claims.gain_scaling import plan_scaling
 from resstream_assert.results import Verdict
 from resstream_assert.config import RunConfig
 from resstream_assert.pipeline import Pipeline
@@ -69,3 +71,39 @@ def test_folded_export_flags_c3_gain_as_proxy(spec, tmp_path):
     res = _bench(str(path)).evaluate(str(path), "onnx", ["C3"], None)["C3"]
     tested = [r for r in res.rows if r.verdict in (Verdict.HOLDS, Verdict.FAILS)]
     assert tested and all("proxy" in r.note for r in tested)
+
+
+def test_x1_x2_verdicts_agree_between_torch_and_onnxruntime_on_a_zoo_model():
+    """X1/X2 through torch (edited activations) and onnxruntime (edited BN initializers) on a trained model."""
+    model = "zoo:cifar-resnet20-synth32"
+    wb = Pipeline(RunConfig(models=(model,), images=128, progress=False,
+                            claim_options={"intervention": {"channels": 16}}))
+    torch_res = wb.evaluate(model, "torch", ["X1", "X2"])
+    onnx_res = wb.evaluate(model, "onnx", ["X1", "X2"])
+    for cid in ("X1", "X2"):
+        a, b = torch_res[cid], onnx_res[cid]
+        assert a.verdict == b.verdict == Verdict.HOLDS, cid
+        assert [r.verdict for r in a.rows] == [r.verdict for r in b.rows], cid
+        np.testing.assert_allclose([r.effect for r in a.rows], [r.effect for r in b.rows], atol=1e-9, err_msg=cid)
+        for ra, rb in zip(a.rows, b.rows):
+            assert ra.values["frac_flip"] == rb.values["frac_flip"], (cid, ra.block)
+
+
+def test_folded_export_scales_the_fused_conv(spec, tmp_path):
+    """BN folded into the Conv: scaling the fused weight and bias is gamma and beta scaled together (the same M as
+    with BN kept); gamma alone (beta held) is not an edit of that graph, and says so."""
+    wb = _bench(spec)
+    loaded = wb.model(spec)
+    kept, folded = tmp_path / "kept.onnx", tmp_path / "folded.onnx"
+    export_onnx(loaded, kept, fold_bn=False)
+    export_onnx(loaded, folded, fold_bn=True)
+    data = {}
+    for path in (kept, folded):
+        bench = Pipeline(RunConfig(models=(str(path),), images=128, input_size=32, progress=False,
+                                   claim_options={"intervention": {"channels": 8}}))
+        ctx = bench.context(str(path), "onnx", ["X1"]).for_claim(REGISTRY["X1"])
+        data[path.stem] = bench.intervention(str(path), "onnx", plan_scaling(ctx))
+    for a, b in zip(data["kept"].blocks, data["folded"].blocks):
+        assert b.gain_kind == "fused_conv_proxy" and "folded" in b.notes["held"] and "held" not in b.gain
+        for site in a.gain["scaled"]:
+            np.testing.assert_allclose(a.gain["scaled"][site], b.gain["scaled"][site], rtol=1e-3, atol=1e-4)

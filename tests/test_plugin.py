@@ -125,7 +125,7 @@ def test_suite_gate_and_survey_modes(pytester):
             "--resstream-no-cache", "-p", "no:cacheprovider"]
     strict = pytester.runpytest_subprocess(*args)
     strict.assert_outcomes(passed=2, failed=1, skipped=1)  # structure x2; C1 fails; C3 not_applicable
-    strict.stdout.fnmatch_lines(["*ClaimAssertionError: C1*expected holds, got fails*", "*9 deselected*"])
+    strict.stdout.fnmatch_lines(["*ClaimAssertionError: C1*expected holds, got fails*", "*13 deselected*"])
     survey = pytester.runpytest_subprocess(*args, "--resstream-survey")
     survey.assert_outcomes(passed=2, xfailed=1, skipped=1)
     assert survey.ret == 0
@@ -208,3 +208,32 @@ def test_labels_in_reports_and_test_ids(pytester, tmp_path):
                                           "--resstream-report-json", "b.json")
     named.stdout.fnmatch_lines(["*test_claim?r20-v1-C2?*", "r20-v1?torch?*C2*"])
     assert {r["model"] for r in json.loads((pytester.path / "b.json").read_text())["results"]} == {"r20-v1"}
+
+
+def test_intervention_options_are_parsed_and_checked(pytester):
+    from resstream_assert.config import parse_intervention_options
+
+    assert parse_intervention_options(["factors=0.5,1,2", "channels=8", "attribution=conductance"]) == {
+        "factors": (0.5, 1, 2), "channels": 8, "attribution": "conductance"}
+    pytester.makepyfile("def test_x(resstream_config):\n    pass\n")
+    for bad, msg in (("factors=0.5,2", "*including 1*"), ("chanels=8", "*Unknown intervention option 'chanels'*")):
+        result = pytester.runpytest_subprocess("--resstream-intervention", bad, "--resstream-no-cache")
+        result.stderr.fnmatch_lines([f"*--resstream-intervention: {msg}"])
+        assert result.ret == 4
+
+
+def test_opt_in_claims_skip_unless_selected_and_x1_reaches_the_report(pytester, tmp_path):
+    base = ["--pyargs", "resstream_assert.suite", "--resstream-model", "tests.cifar_user_model:resnet20",
+            "--resstream-images", "64", "--resstream-input-size", "32", "--resstream-no-cache", "-p", "no:cacheprovider"]
+    opt_in = pytester.runpytest_subprocess(*base, "-k", "X3 or X4", "-rs")
+    opt_in.assert_outcomes(skipped=2)
+    opt_in.stdout.fnmatch_lines(["*X3 is opt-in*--resstream-claims X3*"])
+    report = tmp_path / "r.json"
+    run = pytester.runpytest_subprocess(*base, "--resstream-claims", "X1,X2", "--resstream-intervention", "channels=8",
+                                        "--resstream-report-json", str(report), "--resstream-survey")
+    assert run.ret == 0
+    run.stdout.fnmatch_lines(["*X1 *", "*X2 *"])
+    results = {r["claim"]: r for r in json.loads(report.read_text())["results"]}
+    assert set(results) == {"X1", "X2"} and results["X1"]["source"] == "ours"
+    assert results["X1"]["rows"] and "frac_flip" in results["X1"]["rows"][0]["values"]
+    assert results["X1"]["figures"]["gain_dose_response"]["type"] == "lines"

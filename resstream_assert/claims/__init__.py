@@ -1,7 +1,9 @@
-"""Claims: the registry of statistical claims (C1-C11); importing this package registers them all.
+"""Claims: the registry of statistical claims (the papers' C1-C11, ours X1-X4); importing this package registers them.
 
 One module per claim family: ``spectrum`` (C1, C2), ``weights`` (C3), ``inhibition`` (C4),
-``scale`` (C5, C7, C8), ``scale_mechanism`` (C6, C9), ``ablation`` (C10, C11). ``base``
+``scale`` (C5, C7, C8), ``scale_mechanism`` (C6, C9), ``ablation`` (C10, C11),
+``gain_scaling`` (X1, X2: gain and shortcut interventions), ``importance`` (X3, X4: output
+effect and attribution per category). ``base``
 holds the registry, the context and the one verdict rule (:func:`~.base.summarize`).
 Adding a claim on existing measures is one function with ``@register(...)`` in one of
 these modules (or a new module imported below).
@@ -11,7 +13,8 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from resstream_assert.claims import ablation, inhibition, scale, scale_mechanism, spectrum, weights  # noqa: F401
+from resstream_assert.claims import (ablation, gain_scaling, importance, inhibition, scale,  # noqa: F401
+                                     scale_mechanism, spectrum, weights)
 from resstream_assert.claims.base import REGISTRY, ClaimContext, ClaimOptions, ClaimSpec, claim_order, register
 
 __all__ = ["REGISTRY", "ClaimContext", "ClaimOptions", "ClaimSpec", "claim_order", "register", "resolve_claims",
@@ -19,16 +22,19 @@ __all__ = ["REGISTRY", "ClaimContext", "ClaimOptions", "ClaimSpec", "claim_order
 
 
 def resolve_claims(ids: Iterable[str] | None) -> list[str]:
-    """Validate claim ids (case-insensitive, in natural order); ``None`` means every registered claim.
+    """Validate claim ids (case-insensitive, in natural order); ``None`` means every claim that is not opt-in.
 
-    Raises ValueError naming the unknown ids and the registered ones.
+    Raises ValueError naming the unknown ids and the registered ones. Opt-in claims (X3, X4:
+    minutes on a CPU) run only when named.
 
     Example:
         >>> resolve_claims(["c3", "C1"])
         ['C1', 'C3']
+        >>> "X3" in resolve_claims(None), "X3" in resolve_claims(["X3"])
+        (False, True)
     """
     if ids is None:
-        return claim_order(REGISTRY)
+        return claim_order(c for c, spec in REGISTRY.items() if not spec.opt_in)
     wanted = [str(c).strip().upper() for c in ids]
     unknown = [c for c in wanted if c not in REGISTRY]
     if unknown or not wanted:

@@ -51,6 +51,7 @@ class ClaimOptions:
     min_images: int = 50  # top-9 exemplars out of fewer images are not channel-specific
     skip_first_block: bool = True  # the papers never analyse block 1.0 (its input is the stem's max-pool)
     lesion: tuple[tuple[str, Any], ...] = ()  # C10's lesion options as (name, value) pairs (see LesionOptions)
+    intervention: tuple[tuple[str, Any], ...] = ()  # X1-X4 options as (name, value) pairs (InterventionOptions)
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
@@ -79,20 +80,22 @@ class ClaimOptions:
             >>> ClaimOptions.keys()[:3]
             ('alpha', 'mostly', 'min_effect')
         """
-        return tuple(f.name for f in fields(cls) if f.name != "lesion")
+        return tuple(f.name for f in fields(cls) if f.name not in ("lesion", "intervention"))
 
     @classmethod
     def from_run(cls, claim_options: Mapping, **overrides) -> "ClaimOptions":
-        """Options from a run's ``claim_options`` (unset values left out; ``lesion`` is a mapping there).
+        """Options from a run's ``claim_options`` (unset values left out; ``lesion`` and ``intervention``
+        are mappings there).
 
         Example:
             >>> ClaimOptions.from_run({"alpha": 0.01, "mostly": None, "lesion": {"n_random": 20}}).lesion
             (('n_random', 20),)
         """
         kw = {k: v for k, v in claim_options.items() if v is not None}
-        if "lesion" in kw:
-            kw["lesion"] = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v)
-                                        for k, v in dict(kw["lesion"]).items()))
+        for name in ("lesion", "intervention"):
+            if name in kw:
+                kw[name] = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v)
+                                        for k, v in dict(kw[name]).items()))
         return cls(**{**kw, **overrides})
 
 
@@ -103,7 +106,8 @@ class ClaimSpec:
     ``needs`` are the stimulus variants whose responses the claim reads. ``prepare``, when
     set, builds from the context the intervention request the claim needs (a claim that
     runs the model again, e.g. C10's lesions); the pipeline runs it and hands the result to
-    ``evaluate`` as ``ctx.intervention``.
+    ``evaluate`` as ``ctx.intervention``. An ``opt_in`` claim (one that costs minutes on a
+    CPU) runs only when it is selected by id (``--resstream-claims X3``, ``claims=["X3"]``).
     """
 
     id: str
@@ -115,6 +119,7 @@ class ClaimSpec:
     mostly: float = 0.5
     gate: bool = True
     prepare: Callable[["ClaimContext"], "Request"] | None = None
+    opt_in: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,8 @@ REGISTRY: dict[str, ClaimSpec] = {}
 
 
 def register(id: str, title: str, source: str, test: str, *, needs: Sequence[str] = ("id",),
-             mostly: float = 0.5, gate: bool = True, prepare: Callable[[ClaimContext], "Request"] | None = None):
+             mostly: float = 0.5, gate: bool = True, prepare: Callable[[ClaimContext], "Request"] | None = None,
+             opt_in: bool = False):
     """Decorator registering ``evaluate(ctx) -> ClaimResult`` as claim ``id``.
 
     Example:
@@ -212,20 +218,24 @@ def register(id: str, title: str, source: str, test: str, *, needs: Sequence[str
     def wrap(fn: Callable[[ClaimContext], ClaimResult]):
         if id in REGISTRY:
             raise ValueError(f"claim {id!r} is registered twice ({REGISTRY[id].evaluate.__module__} and {fn.__module__})")
-        REGISTRY[id] = ClaimSpec(id, title, source, test, fn, tuple(needs), mostly, gate, prepare)
+        REGISTRY[id] = ClaimSpec(id, title, source, test, fn, tuple(needs), mostly, gate, prepare, opt_in)
         return fn
 
     return wrap
 
 
 def claim_order(ids) -> list[str]:
-    """Claim ids sorted numerically (C2 before C10).
+    """Claim ids sorted by prefix, then numerically (the papers' C2 before C10, then ours, X1...).
 
     Example:
-        >>> claim_order(["C10", "C2"])
-        ['C2', 'C10']
+        >>> claim_order(["X1", "C10", "C2"])
+        ['C2', 'C10', 'X1']
     """
-    return sorted(ids, key=lambda c: (int("".join(ch for ch in c if ch.isdigit()) or 0), c))
+    def key(c: str) -> tuple:
+        prefix = "".join(ch for ch in c if not ch.isdigit())
+        return (prefix, int("".join(ch for ch in c if ch.isdigit()) or 0), c)
+
+    return sorted(ids, key=key)
 
 
 def summarize(ctx: ClaimContext, rows: list[BlockRow], *, direction: int = 1,

@@ -295,9 +295,18 @@ def _per_channel(values: np.ndarray | None) -> bool:
     return sum(1 for s in values.shape if s != 1) == 1
 
 
-def _gain_and_conv(g: OnnxGraph, branch: str):
-    """(gain_kind, gain_source, gain, conv_source, conv_magnitude) of the branch ending at ``branch``."""
-    kind, source, gain, start = "none", None, None, branch
+def gain_op(g: OnnxGraph, branch: str) -> tuple[str, object | None]:
+    """The branch's last affine op ending at tensor ``branch``: ``(kind, node)``.
+
+    ``kind`` is ``bn`` (a BatchNormalization with a constant scale), ``layer_scale`` (a
+    ``Mul`` by a per-channel constant), ``fused_conv_proxy`` (a Conv in a graph whose BN was
+    folded) or ``none`` (``node`` is then ``None``). Interventions edit this node's constants.
+
+    Example:
+        >>> kind, node = gain_op(OnnxGraph(model), rmap[3].sites["branch_out"])  # doctest: +SKIP
+        >>> kind, node.op_type  # doctest: +SKIP
+        ('bn', 'BatchNormalization')
+    """
     node = g.producer.get(branch)
     for _ in range(8):
         if node is None:
@@ -305,23 +314,33 @@ def _gain_and_conv(g: OnnxGraph, branch: str):
         if node.op_type in _TRANSPARENT and g.data_inputs(node):
             node = g.producer.get(g.data_inputs(node)[0])
             continue
-        if node.op_type == "BatchNormalization":
-            scale = g.const(node.input[1])
-            if scale is not None:
-                kind, source, gain = "bn", g.module_path(node) or node.name, np.abs(scale).astype(np.float64).ravel()
-            start = node.input[0]
-        elif node.op_type == "Mul" and len(g.data_inputs(node)) == 1:
+        if node.op_type == "BatchNormalization" and g.const(node.input[1]) is not None:
+            return "bn", node
+        if node.op_type == "Mul" and len(g.data_inputs(node)) == 1:
             other = next(i for i in node.input if i not in g.anc)
-            values = g.const(other)
-            if _per_channel(values):
-                kind, gain, start = "layer_scale", np.abs(values).astype(np.float64).ravel(), g.data_inputs(node)[0]
-                source = _param_name(g, node, other, "layer_scale")
-        elif node.op_type == "Conv" and g.folded:
-            w = g.const(node.input[1])
-            if w is not None:
-                kind, source = "fused_conv_proxy", _conv_name(g, node)
-                gain = np.sqrt((w.astype(np.float64) ** 2).reshape(w.shape[0], -1).sum(1))
+            if _per_channel(g.const(other)):
+                return "layer_scale", node
+        if node.op_type == "Conv" and g.folded and g.const(node.input[1]) is not None:
+            return "fused_conv_proxy", node
         break
+    return "none", None
+
+
+def _gain_and_conv(g: OnnxGraph, branch: str):
+    """(gain_kind, gain_source, gain, conv_source, conv_magnitude) of the branch ending at ``branch``."""
+    kind, node = gain_op(g, branch)
+    source, gain, start = None, None, branch
+    if kind == "bn":
+        source, gain, start = g.module_path(node) or node.name, np.abs(g.const(node.input[1])).astype(
+            np.float64).ravel(), node.input[0]
+    elif kind == "layer_scale":
+        other = next(i for i in node.input if i not in g.anc)
+        gain, start = np.abs(g.const(other)).astype(np.float64).ravel(), g.data_inputs(node)[0]
+        source = _param_name(g, node, other, "layer_scale")
+    elif kind == "fused_conv_proxy":
+        w = g.const(node.input[1])
+        source = _conv_name(g, node)
+        gain = np.sqrt((w.astype(np.float64) ** 2).reshape(w.shape[0], -1).sum(1))
     conv_source, conv = _conv_magnitude(g, start)
     return kind, source, gain, conv_source, conv
 

@@ -52,6 +52,7 @@ class BlockNodes:
     gain_module: str | None
     gain_param: str | None
     identity_skip: bool = False  # the shortcut is the block input itself (bare, or through nn.Identity & co.)
+    gain_node: str | None = None  # the FX node of the branch's last affine op (BN call, layer-scale mul)
 
 
 _TRACES: "weakref.WeakKeyDictionary[nn.Module, Traced]" = weakref.WeakKeyDictionary()
@@ -199,9 +200,9 @@ def block_nodes(module: nn.Module) -> tuple[BlockNodes, ...]:
         skip, branch = (a, b) if len_a < len_b else (b, a)
         if branch is pre:
             continue
-        gain_module, gain_param = _gain_source(traced.gm, branch, ancestors)
+        gain_module, gain_param, gain_node = _gain_source(traced.gm, branch, ancestors)
         found.append(BlockNodes(pre.name, skip.name, branch.name, node.name, _post(node).name,
-                                gain_module, gain_param, _identity_root(traced.gm, skip) is pre))
+                                gain_module, gain_param, _identity_root(traced.gm, skip) is pre, gain_node))
     _NODES[module] = tuple(found)
     return _NODES[module]
 
@@ -326,19 +327,21 @@ def _identity_root(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
     return node
 
 
-def _gain_source(gm: fx.GraphModule, branch: fx.Node, ancestors: dict) -> tuple[str | None, str | None]:
+def _gain_source(gm: fx.GraphModule, branch: fx.Node,
+                 ancestors: dict) -> tuple[str | None, str | None, str | None]:
+    """(BN module target, layer-scale parameter, the gain op's node name) of the branch ending at ``branch``."""
     node = branch
     for _ in range(8):
         if _is_transparent(gm, node) and node.args and isinstance(node.args[0], fx.Node):
             node = node.args[0]
             continue
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.modules.batchnorm._BatchNorm):
-            return node.target, None
+            return node.target, None, node.name
         if node.op in ("call_function", "call_method") and _target_name(gm, node) in ("mul", "mul_"):
             for arg in node.args:
                 param = _param_behind(arg)
                 if param is not None:
-                    return None, param
+                    return None, param, node.name
             # A gate computed from the branch itself (squeeze-excitation: x * sigmoid(fc(mean(x)))): the
             # per-channel gain is the norm before the gate, so walk on into x.
             tensors = [a for a in node.args[:2] if isinstance(a, fx.Node)]
@@ -348,9 +351,9 @@ def _gain_source(gm: fx.GraphModule, branch: fx.Node, ancestors: dict) -> tuple[
                     node = x if x in ancestors[gate] else gate
                     continue
         if node.op == "call_module" and hasattr(gm.get_submodule(node.target), "gamma"):  # timm LayerScale
-            return None, f"{node.target}.gamma"
+            return None, f"{node.target}.gamma", node.name
         break
-    return None, None
+    return None, None, None
 
 
 def _conv_before(gm: fx.GraphModule, node: fx.Node) -> str | None:

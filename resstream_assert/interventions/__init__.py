@@ -8,7 +8,10 @@ the measures it builds a *request* (a frozen dataclass with a hashable ``key`` a
 
 Modules: ``controls`` (the negative controls NC-id, NC-plain, NC-perm, NC-rand: model edits
 on load), ``lesion`` (C10's mean-ablations under zoom), ``reference`` (C11's ImageNet
-reference lesions).
+reference lesions), ``segment_torch`` / ``segment_onnx`` (re-run only the part of a graph an
+edit changes, many edits at once), ``scaling`` (X1/X2: gain and shortcut scaling),
+``downstream`` (X3: single-channel gain edits read at the output), ``attribution`` (X4:
+captum), ``options`` (X1-X4 options and the guard that the user's model never changes).
 """
 
 from __future__ import annotations
