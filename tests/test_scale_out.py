@@ -84,6 +84,8 @@ def test_report_merge_command_writes_reports_and_gates_on_a_baseline(tmp_path, c
 
 
 def test_xdist_runs_all_tests_of_one_model_on_one_worker(pytester):
+    # Real zoo names: every --resstream-model is loaded and discovered at start-up, so a made-up one is refused.
+    A, B = "zoo:cifar-resnet20-synth32", "zoo:bottleneck-synth64"
     pytester.makepyfile(test_models="""
 import os, pytest
 
@@ -92,14 +94,14 @@ def test_model(resstream_ref, k):
     with open("workers.txt", "a") as fh:
         fh.write(f"{resstream_ref.spec} {os.environ['PYTEST_XDIST_WORKER']}\\n")
 """)
-    result = pytester.runpytest_subprocess("-p", "xdist", "-n", "2", "--resstream-model", "zoo:a",
-                                           "--resstream-model", "zoo:b", "--resstream-no-cache")
+    result = pytester.runpytest_subprocess("-p", "xdist", "-n", "2", "--resstream-model", A,
+                                           "--resstream-model", B, "--resstream-no-cache")
     result.assert_outcomes(passed=12)
     seen: dict = {}
     for line in (pytester.path / "workers.txt").read_text().splitlines():
         spec, worker = line.split()
         seen.setdefault(spec, set()).add(worker)
-    assert set(seen) == {"zoo:a", "zoo:b"} and all(len(w) == 1 for w in seen.values()), seen
+    assert set(seen) == {A, B} and all(len(w) == 1 for w in seen.values()), seen
 
 
 def test_the_onnxruntime_engine_gives_the_torch_engine_s_responses():
