@@ -17,8 +17,11 @@ from numpy.typing import ArrayLike, NDArray
 
 from resstream_assert.errors import ResstreamError
 
+#: A random source: a generator, or an int seed for one.
+Rng = np.random.Generator | int
+
 __all__ = [
-    "DegenerateDataError",
+    "DegenerateDataError", "Rng",
     "bootstrap_ci",
     "clopper_pearson",
     "wilson_interval",

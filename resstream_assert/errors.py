@@ -44,3 +44,7 @@ class ResstreamWarning(UserWarning):
 
 class InterventionError(ResstreamError):
     """An intervention (gain or shortcut scaling, attribution) cannot run on this model, or changed it."""
+
+
+class ConfigError(ResstreamError, ValueError):
+    """An option value that cannot be used (the plugin reports it as a usage error, exit status 4)."""

@@ -298,7 +298,7 @@ def test_vectorized_spearman_columns_equal_scipy(n, c, positive, seed, rounded):
     too few rows and the x > 0 subset included)."""
     from scipy.stats import spearmanr
 
-    from resstream_assert.measures import _spearman_columns
+    from resstream_assert.measures.block import _spearman_columns
 
     g = np.random.default_rng(seed)
     x, y = g.normal(size=(n, c)).astype(np.float32), g.normal(size=(n, c)).astype(np.float32)

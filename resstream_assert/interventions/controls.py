@@ -29,7 +29,7 @@ def apply_control(module: nn.Module, kind: str, *, seed: int = 0, input_size: in
     Example:
         >>> import torchvision
         >>> m = apply_control(torchvision.models.resnet18(), "nc-id")
-        >>> float(m.layer1[0].bn2.weight.abs().sum())
+        >>> float(m.layer1[0].bn2.weight.detach().abs().sum())
         0.0
     """
     from resstream_assert.discovery.torch_graph import discover_torch

@@ -79,8 +79,8 @@ def affine(scale: np.ndarray, angle: np.ndarray, u1: np.ndarray, u2: np.ndarray,
     """(steps, 2, 3) float32 ``grid_sample`` thetas for ``x = A (y - u2) - u1``, ``A = R(-angle) / scale``.
 
     Example:
-        >>> affine(np.ones(1), np.zeros(1), np.zeros((1, 2)), np.zeros((1, 2)), 8)[0].tolist()
-        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
+        >>> affine(np.ones(1), np.zeros(1), np.zeros((1, 2)), np.zeros((1, 2)), 8)[0].tolist() == [[1, 0, 0], [0, 1, 0]]
+        True
     """
     cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
     a = np.stack([np.stack([cos, sin], -1), np.stack([-sin, cos], -1)], -2)

@@ -68,8 +68,10 @@ def sniff(path: str | Path) -> str:
     ``safetensors``, ``empty``, ``lfs``, ``html``, ``text`` or ``unknown``.
 
     Example:
-        >>> import tempfile, os
-        >>> p = tempfile.mktemp(); open(p, "w").write("hello"); sniff(p)
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile("w", suffix=".pt", delete=False) as fh:
+        ...     _ = fh.write("hello")
+        >>> sniff(fh.name)
         'text'
     """
     p = Path(path)

@@ -147,6 +147,7 @@ def apply_variant(images: torch.Tensor, variant: str) -> torch.Tensor:
     crop of side round(H/z), resize back); ``zoomout{z}`` (resize to round(H/z), reflect-pad).
 
     Example:
+        >>> import torch
         >>> apply_variant(torch.rand(2, 3, 32, 32), "Sinv").shape
         torch.Size([2, 3, 32, 32])
     """

@@ -1,20 +1,5 @@
-"""Per-channel quantities of the residual stream, computed from captured responses (numpy only).
-
-Stimuli are data: for channel ``c`` of a site, ``X_site(c)`` is a set of rows of a response
-table. By default they are dataset exemplars, the ``k`` probe images with the highest
-center-unit response (the papers' top-9 variant). A :class:`BlockStimuli` gives them
-instead (e.g. feature visualizations, one image per seed): rows of its own responses, ``-1``
-where a channel has no stimulus (undefined, never coded). A site's response to a stimulus
-set is the mean center-unit response over its images. All quantities come from the
-responses to a few stimulus variants (``id``, ``S``, ``Sinv``, ``flip``, ``zoom{z}``), so the
-model never runs here. Natural scales (floors, silence) and the stimulus-free quantities
-(tuning rho, contribution share) always come from the probe set's ``id`` responses.
-
-Sites follow spec §1.3: ``I = skip_out`` (the true summand), ``B = branch_out`` and
-``O = resid_post`` (P1) or ``resid_sum`` (P2, "Post"). Each mix ratio comes twice: the
-papers' coded form (10 = skip, 0 = overwrite) and a principled one whose denominator is
-floored at a fraction of the unit's natural activation scale (undefined below it, W2).
-"""
+"""Every per-channel quantity of one block (:class:`BlockMeasures`), from the probe set's responses
+and either its top-k exemplars or given stimuli (:class:`BlockStimuli`)."""
 
 from __future__ import annotations
 
@@ -24,28 +9,9 @@ from typing import Mapping
 import numpy as np
 
 from resstream_assert.discovery.residual_map import Block, ResidualMap
-from resstream_assert.stimuli.variants import parse_variant
-
-#: The papers' mix band (P1 commit e6f1fbf): 2/3 < M < 3/2.
-MIX_BAND = (2 / 3, 3 / 2)
-OVERWRITE, MIX, SKIP, UNDEFINED = 0, 1, 2, -1
-CATEGORY_NAMES = {OVERWRITE: "overwrite", MIX: "mix", SKIP: "skip"}
-
-
-@dataclass(frozen=True)
-class MeasureOptions:
-    """Knobs of the measures (defaults follow the papers where they say).
-
-    Example:
-        >>> MeasureOptions(k=5).band
-        (0.6666666666666666, 1.5)
-    """
-
-    k: int = 9
-    band: tuple[float, float] = MIX_BAND
-    floor: float = 0.01  # denominators below floor x (99th percentile |response|) are undefined
-    seed: int = 0  # for the channel-mismatch null's derangement
-    tuning: bool = True  # the I-B tuning correlations (C4); off when only mix ratios are wanted (interventions)
+from resstream_assert.measures.ratios import (MIX, MIX_BAND, MeasureOptions, categorize, exemplars, mean_over,
+                                              mix_ratios)
+from resstream_assert.measures.scale import scale_quantities, zoom_curves
 
 
 @dataclass(frozen=True)
@@ -118,105 +84,8 @@ class BlockStimuli:
         return ((self.xi >= 0) | (self.xb >= 0) | (self.xo_p1 >= 0) | (self.xo_p2 >= 0)).any(axis=1)
 
 
-def exemplars(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices ``(C, k)`` of the ``k`` images with the highest response per channel (ties: lower index first).
-
-    Example:
-        >>> exemplars(np.array([[1., 0.], [3., 2.], [2., 5.]]), 2).tolist()
-        [[1, 2], [2, 1]]
-    """
-    k = min(k, values.shape[0])
-    order = np.argsort(-values, axis=0, kind="stable")[:k]
-    return order.T.copy()
-
-
-def mean_over(values: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Per channel ``c``, the mean of ``values[idx[c], c]``: a site's response to channel-specific stimuli.
-
-    ``idx`` entries of ``-1`` are missing stimuli: the mean is over the others, NaN if none.
-
-    Example:
-        >>> mean_over(np.array([[1., 0.], [3., 2.]]), np.array([[0, 1], [1, 1]])).tolist()
-        [2.0, 2.0]
-        >>> mean_over(np.array([[1., 0.], [3., 2.]]), np.array([[0, -1], [-1, -1]])).tolist()
-        [1.0, nan]
-    """
-    if idx.size == 0 or idx.min() >= 0:
-        return values[idx, np.arange(values.shape[1])[:, None]].mean(axis=1)
-    ok = idx >= 0
-    picked = np.where(ok, values[np.maximum(idx, 0), np.arange(values.shape[1])[:, None]], 0.0)
-    n = ok.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, picked.sum(axis=1) / n, np.nan)
-
-
-def natural_scale(values: np.ndarray) -> np.ndarray:
-    """99th percentile of ``|response|`` per channel over the probe set."""
-    return np.percentile(np.abs(values), 99, axis=0)
-
-
-def categorize(m: np.ndarray, band: tuple[float, float] = MIX_BAND) -> np.ndarray:
-    """Overwrite (``M <= lo``), mix (``lo < M < hi``), skip (``M >= hi``), undefined (NaN).
-
-    Example:
-        >>> categorize(np.array([0.1, 1.0, 4.0, np.nan, np.inf])).tolist()
-        [0, 1, 2, -1, 2]
-    """
-    lo, hi = band
-    out = np.full(m.shape, UNDEFINED, dtype=np.int64)
-    out[m <= lo] = OVERWRITE
-    out[(m > lo) & (m < hi)] = MIX
-    out[m >= hi] = SKIP
-    return out
-
-
-def coded_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """The papers' ``M`` with edge codes (spec §2.3): den <= 0 -> 10, else num <= 0 -> 0; both < 0 undefined.
-
-    Example:
-        >>> coded_ratio(np.array([2., 1., -1., -1.]), np.array([1., 0., 2., -1.])).tolist()
-        [2.0, 10.0, 0.0, nan]
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        m = np.where(den <= 0, 10.0, np.where(num <= 0, 0.0, num / den))
-    return np.where((num < 0) & (den < 0), np.nan, m)
-
-
-def principled_ratio(num: np.ndarray, den: np.ndarray, eps: np.ndarray) -> np.ndarray:
-    """``max(num, eps) / den`` where ``den >= eps``, NaN (undefined) where the denominator is below the floor.
-
-    Example:
-        >>> principled_ratio(np.array([2., -1., 1.]), np.array([1., 2., 0.001]), np.array([.01, .01, .01])).tolist()
-        [2.0, 0.005, nan]
-    """
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den >= eps, np.maximum(num, eps) / den, np.nan)
-
-
-def _silent(values: np.ndarray, ref_scale: np.ndarray) -> np.ndarray:
-    """Channels whose response does not vary over the probe set (e.g. a zeroed branch)."""
-    return np.ptp(values, axis=0) <= 1e-6 * np.maximum(ref_scale, 1e-12)
-
-
-def _mix_ratios(i_site, b_site, o_site, xi, xb, floor, o_stim=None):
-    """M from the output's responses to the stimuli (``o_stim``, default the probe's ``o_site``)."""
-    given = o_stim is not None
-    o_stim = o_site if o_stim is None else o_stim
-    num, den = mean_over(o_stim, xi), mean_over(o_stim, xb)
-    scale = natural_scale(o_site)
-    coded, principled = coded_ratio(num, den), principled_ratio(num, den, floor * scale)
-    # A site with no variation has no preferred stimulus: a silent branch means the output
-    # follows the input alone (pure skip), a silent shortcut means pure overwrite. Given
-    # stimuli that are missing (failed) stay undefined: never coded.
-    silent_b, silent_i = _silent(b_site, scale), _silent(i_site, scale)
-    if given:
-        has = ~np.isnan(num) & ~np.isnan(den)
-        silent_b, silent_i = silent_b & has, silent_i & has
-    for arr, code in ((coded, 10.0), (principled, np.inf)):
-        arr[silent_b & ~silent_i] = code
-        arr[silent_i & ~silent_b] = 0.0
-        arr[silent_i & silent_b] = np.nan
-    return coded, principled, num, den
+#: The sites whose exemplars the measures use (X_I, X_B, X_O in P1's and P2's convention).
+EXEMPLAR_SITES = ("skip_out", "branch_out", "resid_post", "resid_sum")
 
 
 def _spearman_columns(x: np.ndarray, y: np.ndarray, positive_x: bool) -> np.ndarray:
@@ -250,106 +119,6 @@ def _spearman_columns(x: np.ndarray, y: np.ndarray, positive_x: bool) -> np.ndar
     dy = np.where(k, ry - mean(ry), 0.0)
     out[ok] = (dx * dy).sum(axis=0) / np.sqrt((dx * dx).sum(axis=0) * (dy * dy).sum(axis=0))
     return out
-
-
-def _scale_quantities(block: Block, resp, xi, xb, i_id, b_id, opts: MeasureOptions,
-                      measured: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """SM_B, SM_I (spec §2.7) and their nulls (C5): reversed direction, flip, channel mismatch.
-
-    ``resp`` holds the stimuli's responses per variant; ``i_id``/``b_id`` are the probe's (floors).
-    ``measured`` (given stimuli) limits the mismatch null's derangement to channels that have stimuli.
-    """
-    if not all(v in resp for v in ("S", "Sinv")):
-        return {}
-    relu = lambda a: np.maximum(a, 0.0)  # noqa: E731
-    s_i, s_b = resp["id"].get(block, "skip_out"), resp["id"].get(block, "branch_out")
-    i_xb = relu(mean_over(s_i, xb))
-    # SM divides by each site's response to its own exemplars; below the floor it is undefined (W2).
-    norm_b = _inverse_floored(mean_over(s_b, xb), opts.floor * natural_scale(b_id))
-    norm_i = _inverse_floored(mean_over(s_i, xi), opts.floor * natural_scale(i_id))
-
-    def deltas(v_b: str, v_i: str, xi_=xi):
-        d_b = relu(mean_over(resp[v_b].get(block, "branch_out"), xi_)) - relu(mean_over(s_b, xi_))
-        d_i = relu(mean_over(resp[v_i].get(block, "skip_out"), xb)) - i_xb
-        return d_b, d_i
-
-    out: dict[str, np.ndarray] = {}
-    d_b, d_i = deltas("S", "Sinv")
-    out.update(delta_b=d_b, delta_i=d_i, sm_b=d_b * norm_b, sm_i=d_i * norm_i)
-    d_b, d_i = deltas("Sinv", "S")
-    out.update(delta_b_rev=d_b, sm_b_rev=d_b * norm_b, sm_i_rev=d_i * norm_i)
-    if "flip" in resp:
-        d_b, d_i = deltas("flip", "flip")
-        out.update(delta_b_flip=d_b, sm_b_flip=d_b * norm_b, sm_i_flip=d_i * norm_i)
-    rng = np.random.default_rng([opts.seed, block.index])
-    if measured is None:
-        derange = _derangement(block.channels, rng)
-    else:  # given stimuli: channel c gets another *measured* channel's stimuli
-        have = np.flatnonzero(measured)
-        derange = np.arange(block.channels)
-        derange[have] = have[_derangement(len(have), rng)]
-    d_b, _ = deltas("S", "Sinv", xi_=xi[derange])
-    out.update(sm_b_mismatch=d_b * norm_b)
-    return out
-
-
-def _inverse_floored(den: np.ndarray, eps: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((den >= eps) & (den > 0), 1.0 / den, np.nan)
-
-
-def _derangement(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A permutation with no fixed point (channel c gets another channel's stimuli)."""
-    if n < 2:
-        return np.arange(n)
-    while True:
-        p = rng.permutation(n)
-        if not np.any(p == np.arange(n)):
-            return p
-
-
-def zoom_levels(resp: Mapping) -> list[tuple[float, str]]:
-    """The ``(zoom, variant)`` pairs present in ``resp``, sorted by zoom (``id`` counts as zoom 1)."""
-    levels = {1.0: "id"} if "id" in resp else {}
-    for name in resp:
-        kind, z = parse_variant(name)
-        if kind == "zoom":
-            levels.setdefault(float(z), name)
-    return sorted(levels.items())
-
-
-def _zoom_curves(block: Block, resp, xi, xo) -> dict[str, np.ndarray]:
-    """Responses (C, Z) of I, B and the sum to zoomed copies of each channel's own exemplars."""
-    levels = zoom_levels(resp)
-    if len(levels) < 3:
-        return {}
-    curves: dict[str, list] = {"in": [], "pre": [], "post": [], "pre_on_xi": []}
-    for _, v in levels:
-        r = resp[v]
-        curves["in"].append(mean_over(r.get(block, "skip_out"), xo))
-        curves["pre"].append(mean_over(r.get(block, "branch_out"), xo))
-        curves["post"].append(mean_over(r.get(block, "resid_sum"), xo))
-        curves["pre_on_xi"].append(mean_over(r.get(block, "branch_out"), xi))
-    out = {k: np.stack(v, axis=1) for k, v in curves.items()}
-    out["zooms"] = np.array([z for z, _ in levels])
-    return out
-
-
-def flatness(curves: np.ndarray, eps: float = 1e-6) -> np.ndarray:
-    """``min / max`` of each ReLU'd curve (1 = perfectly flat), NaN where the curve never rises above ``eps``.
-
-    Example:
-        >>> flatness(np.array([[1., 1., 1.], [2., 1., 0.], [0., 0., 0.]])).tolist()
-        [1.0, 0.0, nan]
-    """
-    pos = np.maximum(curves, 0.0)
-    top = pos.max(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(top > eps, pos.min(axis=1) / top, np.nan)
-
-
-#: The sites whose exemplars the measures use (X_I, X_B, X_O in P1's and P2's convention).
-EXEMPLAR_SITES = ("skip_out", "branch_out", "resid_post", "resid_sum")
 
 
 def block_exemplars(block: Block, resp: Mapping, k: int = 9) -> dict[str, np.ndarray]:
@@ -418,8 +187,8 @@ def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOp
     s = stim["id"]
     s_i, s_b, s_post = s.get(block, "skip_out"), s.get(block, "branch_out"), s.get(block, "resid_post")
     given = stimuli is not None
-    m1c, m1, o1_xi, o1_xb = _mix_ratios(i_id, b_id, post, xi, xb, opts.floor, s_post if given else None)
-    m2c, m2, _, _ = _mix_ratios(i_id, b_id, total, xi, xb, opts.floor, s.get(block, "resid_sum") if given else None)
+    m1c, m1, o1_xi, o1_xb = mix_ratios(i_id, b_id, post, xi, xb, opts.floor, s_post if given else None)
+    m2c, m2, _, _ = mix_ratios(i_id, b_id, total, xi, xb, opts.floor, s.get(block, "resid_sum") if given else None)
     on_exemplars = {"O(X_I)": o1_xi, "O(X_B)": o1_xb, "O(X_O)": mean_over(s_post, xo_p1),
             "I(X_I)": mean_over(s_i, xi), "I(X_B)": mean_over(s_i, xb), "I(X_O)": mean_over(s_i, xo_p1),
             "B(X_I)": mean_over(s_b, xi), "B(X_B)": mean_over(s_b, xb), "B(X_O)": mean_over(s_b, xo_p1)}
@@ -427,7 +196,7 @@ def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOp
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(ri + rb > 0, ri / (ri + rb), np.nan)
     with np.errstate(invalid="ignore"):
-        scale = _scale_quantities(block, stim, xi, xb, i_id, b_id, opts, measured)
+        scale = scale_quantities(block, stim, xi, xb, i_id, b_id, opts, measured)
     return BlockMeasures(
         block=block.name, index=block.index, channels=block.channels, responses_to_exemplars=on_exemplars,
         m_p1=m1, m_p2=m2, m_p1_coded=m1c, m_p2_coded=m2c,
@@ -436,7 +205,7 @@ def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOp
         rho_tuning=_spearman_columns(i_id, b_id, True) if opts.tuning else np.full(i_id.shape[1], np.nan),
         rho_tuning_all=_spearman_columns(i_id, b_id, False) if opts.tuning else np.full(i_id.shape[1], np.nan),
         contribution_share=share,
-        scale=scale, zoom=_zoom_curves(block, stim, xi, xo_p2))
+        scale=scale, zoom=zoom_curves(block, stim, xi, xo_p2))
 
 
 def measure_all(rmap: ResidualMap, resp: Mapping, opts: MeasureOptions = MeasureOptions(),

@@ -1,0 +1,173 @@
+"""Value checks of the options: each takes a value (``None`` = unset) and returns ``""`` or what is wrong.
+
+The :data:`~resstream_assert.config.OPTIONS` table names one per option; a check that needs
+torch or onnxruntime imports it only when a value asks (a CUDA device, a provider list).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+STIMULI = ("exemplars", "featviz", "both")
+
+
+def positive(v: Any) -> str:
+    return "" if v is None or v >= 1 else "must be a positive whole number"
+
+
+def non_negative(v: Any) -> str:
+    return "" if v is None or v >= 0 else "must be 0 or a positive whole number"
+
+
+def open_unit(v: Any) -> str:
+    return "" if v is None or 0 < v < 1 else "must be strictly between 0 and 1 (e.g. 0.05)"
+
+
+def fraction(v: Any) -> str:
+    return "" if v is None or 0 < v <= 1 else "must be a fraction in (0, 1] (e.g. 0.5, or 1.0 for every block)"
+
+
+def finite_non_negative(v: Any) -> str:
+    return "" if v is None or (math.isfinite(v) and v >= 0) else "must be a finite number >= 0"
+
+
+def resamples(v: Any) -> str:
+    return "" if v is None or v >= 99 else "must be at least 99 (the smallest permutation p-value is 1/(N+1))"
+
+
+def device(v: Any) -> str:
+    return "" if v is None or re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(v)) else "must be cpu, cuda, cuda:N or mps"
+
+
+def shard(v: Any) -> str:
+    if v is None:
+        return ""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(v))
+    if not m or not 1 <= int(m[1]) <= int(m[2]):
+        return "must be I/N with 1 <= I <= N, e.g. 2/4 (this job runs the 2nd of 4 shards of the model list)"
+    return ""
+
+
+def engine(v: Any) -> str:
+    return "" if v in (None, "auto", "torch", "onnxruntime") else "must be auto, torch or onnxruntime"
+
+
+def stimuli(v: Any) -> str:
+    return "" if v is None or v in STIMULI else f"must be one of {', '.join(STIMULI)}"
+
+
+def regime(v: Any) -> str:
+    return "" if v is None or v in ("block", "per-layer") else "must be block (one jitter per block) or per-layer " \
+        "(the papers' table, W5)"
+
+
+def positive_float(v: Any) -> str:
+    return "" if v is None or (math.isfinite(v) and v > 0) else "must be a finite number > 0"
+
+
+def backends(v: Any) -> str:
+    bad = [b for b in (v or ()) if b not in ("torch", "onnx")]
+    return (f"unknown backend {', '.join(map(str, bad))}: use torch or onnx (an ONNX file runs on onnx; a torch "
+            "model can run on both)") if bad else ""
+
+
+def device_available(v: Any) -> str:
+    """A CUDA/MPS device must exist on this machine (torch is imported only to ask)."""
+    if v is None or str(v) == "cpu" or device(v):
+        return ""
+    import torch
+
+    if str(v).startswith("cuda"):
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(str(v).partition(":")[2] or 0)
+        if index >= n:
+            have = "no usable CUDA device" if n == 0 else f"CUDA devices cuda:0 to cuda:{n - 1} only"
+            return f"this machine has {have}: use --resstream-device cpu, or run where that GPU is"
+    elif str(v) == "mps" and not torch.backends.mps.is_available():
+        return "MPS is not available on this machine: use --resstream-device cpu"
+    return ""
+
+
+def providers(v: Any) -> str:
+    """onnxruntime execution providers this machine's onnxruntime build has (imported only when some are named)."""
+    names = [x for x in str(v or "").split(",") if x.strip()]
+    if not names:
+        return ""
+    from resstream_assert.errors import BackendUnavailable
+    from resstream_assert.loading.ort_session import resolve_providers
+
+    try:
+        resolve_providers(names)
+    except BackendUnavailable as exc:
+        return str(exc)
+    return ""
+
+
+def _nearest_existing(p: Path) -> Path:
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _can_create_in(folder: Path) -> bool:
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".resstream-check-")
+    except OSError:
+        return False
+    os.close(fd)
+    os.unlink(name)
+    return True
+
+
+def writable_file(v: Any) -> str:
+    """A report file: not a directory, and writable (or creatable, with its folders)."""
+    if v is None:
+        return ""
+    p = Path(str(v)).expanduser()
+    if p.is_dir():
+        return "is a directory: give the path of the file to write (e.g. a name inside that folder)"
+    if p.exists():
+        try:
+            with open(p, "a"):
+                pass
+        except OSError as exc:
+            return f"cannot be written ({exc.strerror}): give a writable path"
+        return ""
+    base = _nearest_existing(p.parent)
+    if not base.is_dir():
+        return f"cannot be created: {base} is a file, not a folder; give a path in a folder"
+    if not _can_create_in(base):
+        return f"cannot be created: the folder {base} is not writable; give a writable path"
+    return ""
+
+
+def writable_dir(v: Any) -> str:
+    """A folder to write into: an existing, writable folder, or one that can be created."""
+    if v is None:
+        return ""
+    p = Path(str(v)).expanduser()
+    if p.exists() and not p.is_dir():
+        return "is a file, not a folder: give a folder path (it is created if missing)"
+    base = p if p.exists() else _nearest_existing(p.parent)
+    if not base.is_dir():
+        return f"cannot be created: {base} is a file, not a folder; give another folder"
+    if not _can_create_in(base):
+        return f"is not writable ({base}): give a writable folder"
+    return ""
+
+
+def probe_dir(v: Any) -> str:
+    if v is None or str(v) == "embedded":
+        return ""
+    p = Path(str(v)).expanduser()
+    if not p.exists():
+        return "does not exist: give a folder of images (class subfolders or a flat folder), or leave it unset"
+    if not p.is_dir():
+        return "is a file, not a folder: give the folder that holds the images"
+    return ""

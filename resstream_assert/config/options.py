@@ -1,0 +1,208 @@
+"""The one table of options (name, type, default, help, check) and the parsers of the KEY=VALUE ones.
+
+The pytest plugin turns :data:`OPTIONS` into command-line flags and ini keys; a value is
+checked by its option's check (:mod:`.checks`) before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from resstream_assert.config import checks
+from resstream_assert.errors import ConfigError
+
+DEFAULT_MODEL = "zoo:resnet18-synth96"
+#: featviz option name -> FeatvizSettings field (see resstream_assert/interventions/featviz.py).
+FEATVIZ_OPTIONS = {"featviz-steps": "steps", "featviz-lr": "lr", "featviz-seeds": "seeds",
+                   "featviz-regime": "regime", "featviz-jitter": "jitter", "featviz-size": "size",
+                   "featviz-device": "device", "featviz-amp": "amp", "featviz-batch-size": "batch_size"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: ``--resstream-NAME`` on the command line, ``resstream_NAME`` (``-`` -> ``_``) in ini files.
+
+    ``kind`` is ``int``, ``float``, ``str``, ``bool`` or ``list`` (repeatable; a linelist in ini).
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    check: Callable[[Any], str] | None = None
+
+    @property
+    def dest(self) -> str:
+        return "resstream_" + self.name.replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", "list", None, "model spec to test (repeatable): zoo:NAME, torchvision:ARCH[@WEIGHTS], "
+           "timm:ARCH[@WEIGHTS], package.module:factory[@WEIGHTS], path.onnx; suffix +nc-id|+nc-plain|+nc-perm|"
+           f"+nc-rand for a negative control. Default: {DEFAULT_MODEL}"),
+    Option("backend", "list", None, "capture backend(s): torch, onnx (repeatable; onnx runs a torch model through its "
+           "own ONNX export). Default: torch, or onnx for .onnx files", checks.backends),
+    Option("engine", "str", "auto", "what runs a torch model's forward passes (captures, lesions): onnxruntime runs "
+           "the model's own ONNX export, about 2.7x faster on CPU; auto = onnxruntime on CPU when the export "
+           "reproduces the torch graph's blocks, else torch", checks.engine),
+    Option("providers", "str", "", "onnxruntime execution providers, comma-separated (default: CUDA first when "
+           "available)", checks.providers),
+    Option("probe", "str", None, "folder of probe images (ImageFolder-like or flat). Default: the embedded probe set",
+           checks.probe_dir),
+    Option("images", "int", 512, "number of probe images", checks.positive),
+    Option("batch-size", "int", 64, "images per forward pass", checks.positive),
+    Option("device", "str", "cpu", "torch device: cpu or cuda[:N]",
+           lambda v: checks.device(v) or checks.device_available(v)),
+    Option("seed", "int", 0, "seed for permutations, bootstraps and random sets (printed in the header)",
+           checks.non_negative),
+    Option("input-size", "int", None, "input size in px (default: the model's own: its card, timm's config, 224 for "
+           "torchvision, or read from a factory model's stem, 32 px for a CIFAR-style stem)", checks.positive),
+    Option("label", "list", None, "short name of each --resstream-model in reports, the matrix and test ids "
+           "(repeatable, in the order of the models). Default: the spec with paths cut to file names"),
+    Option("cache-dir", "str", None, "directory of the on-disk response cache (default: pytest's cache dir)",
+           checks.writable_dir),
+    Option("no-cache", "bool", False, "do not read or write the response cache"),
+    Option("trust-pickle", "bool", False, "allow loading checkpoints that pickle whole models (runs code from the "
+           "file)"),
+    Option("shard", "str", None, "run only shard I/N of the model list (models dealt round-robin in the order "
+           "given, so every shard is fixed by the list); merge the JSON reports with 'resstream report merge'",
+           checks.shard),
+    Option("list-sites", "bool", False, "print the residual blocks and canonical sites of each model, then exit"),
+    # Claim thresholds (see resstream_assert/claims/base.py for how verdicts are decided).
+    Option("claims", "str", None, "comma-separated claim ids the suite runs, e.g. C1,C3 (default: all)"),
+    Option("alpha", "float", 0.05, "family-wise significance level (Holm across blocks within a claim)",
+           checks.open_unit),
+    Option("mostly", "float", None, "fraction of analysed blocks in which a claim must hold (default: per claim)",
+           checks.fraction),
+    Option("min-effect", "float", 0.0, "smallest effect size (|rho|, rank-biserial, ...) that counts as holding",
+           checks.finite_non_negative),
+    Option("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))",
+           checks.resamples),
+    Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=200, "
+           "blocks=layer3.1,layer2.1, zooms=1,1.5,2, max_images=1024, min_selected=3"),
+    Option("stability", "int", 0, "re-evaluate each claim that reads responses only (C1-C9) on N random halves of "
+           "the probe images with other seeds, and report how often its verdict flips (unstable above 10 percent; "
+           "0 = off)", checks.non_negative),
+    # Stimulus source (DESIGN.md decision 4): dataset exemplars or feature visualizations.
+    Option("stimuli", "str", "exemplars", "stimuli of the measures: exemplars (top-9 probe images per channel), "
+           "featviz (feature visualizations, the papers' method) or both (claims on each, plus the agreement report)",
+           checks.stimuli),
+    Option("channels", "int", None, "featviz: visualise N channels per block, sampled with --resstream-seed "
+           "(default: all; claims report how many)", checks.positive),
+    Option("featviz-steps", "int", 256, "featviz: Adam steps per image (the papers: 2560)", checks.non_negative),
+    Option("featviz-lr", "float", 0.05, "featviz: Adam learning rate (the papers: 0.05)", checks.positive_float),
+    Option("featviz-seeds", "int", 1, "featviz: images per channel and site, K (W3; failed seeds are dropped)",
+           checks.positive),
+    Option("featviz-regime", "str", "block", "featviz transforms: block (one jitter for I, B and O of a block) or "
+           "per-layer (the papers' per-module jitter table, W5)", checks.regime),
+    Option("featviz-jitter", "int", None, "featviz: jitter in px for the block regime (default: the papers' value "
+           "for the block's depth: 0, 4 or 16)", checks.non_negative),
+    Option("featviz-size", "int", None, "featviz: image side in px (default: the model's input size)",
+           checks.positive),
+    Option("featviz-device", "str", None, "featviz: device to optimise on (default: --resstream-device)",
+           checks.device),
+    Option("featviz-amp", "bool", False, "featviz: bf16 autocast while optimising (final images are measured in "
+           "fp32)"),
+    Option("featviz-batch-size", "int", 64, "featviz: images per optimisation chunk", checks.positive),
+    Option("intervention", "list", None, "X1-X4 intervention option KEY=VALUE (repeatable): factors=0.25,0.5,1,2,4, "
+           "variants=held,scaled, channels=64, images=512, x3_channels=8, x3_factors=0.5, x3_images=128, "
+           "attribution=ig|conductance, n_steps=16, x4_images=64, batch_size=256"),
+    Option("survey", "bool", False, "survey a model instead of gating it: a claim that fails is reported as xfailed, "
+           "not as a failure (baseline drifts still fail)"),
+    # Reports and the baseline gate (logic in resstream_assert/report/).
+    Option("report-json", "str", None, "write the JSON report (versions, machine, seed, config, every claim result) "
+           "to PATH", checks.writable_file),
+    Option("report-md", "str", None, "write a Markdown report (per-model tables, matrix, baseline diff) to PATH",
+           checks.writable_file),
+    Option("report-html", "str", None, "write one self-contained HTML report with the figures to PATH",
+           checks.writable_file),
+    Option("report-figures", "str", None, "also write every figure as a PNG file into this folder",
+           checks.writable_dir),
+    Option("baseline", "str", None, "baseline report (JSON) to compare this run with; a drift beyond "
+           "--resstream-compare-fail fails the test that recorded it"),
+    Option("compare-fail", "list", None, "tolerance EXPR for the baseline gate (repeatable): verdict | missing | "
+           "NAME:abs>LIMIT | NAME:pct>LIMIT, e.g. rho:abs>0.1. Default with a baseline: verdict"),
+    Option("update-baseline", "bool", False, "write this run's results to --resstream-baseline PATH instead of "
+           "comparing"),
+)
+OPTION = {o.name: o for o in OPTIONS}
+
+_MULTI_LESION_KEYS = ("blocks", "zooms")
+_MULTI_INTERVENTION_KEYS = ("factors", "variants", "x3_factors")
+
+
+def _key_values(flag: str, items: list[str], multi: tuple[str, ...]) -> dict:
+    """``["a=1", "b=x,y"]`` -> ``{"a": 1, "b": ("x", "y")}`` for the keys in ``multi`` (numbers parsed)."""
+    out: dict = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        values = [int(p) if p.lstrip("-").isdigit() else (float(p) if _is_float(p) else p) for p in parts]
+        out[key] = tuple(values) if key in multi else (values[0] if values else None)
+    return out
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def parse_intervention_options(items: list[str]) -> dict:
+    """``["channels=32", "factors=0.5,1,2"]`` -> ``{"channels": 32, "factors": (0.5, 1, 2)}``, validated.
+
+    Example:
+        >>> parse_intervention_options(["channels=32", "variants=held"])
+        {'channels': 32, 'variants': ('held',)}
+    """
+    if not items:
+        return {}
+    from resstream_assert.interventions.options import InterventionOptions
+
+    out = _key_values("--resstream-intervention", items, _MULTI_INTERVENTION_KEYS)
+    try:
+        InterventionOptions.from_mapping(out).check()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--resstream-intervention: {exc}") from None
+    return out
+
+
+def parse_lesion_options(items: list[str]) -> dict:
+    """``["n_random=200", "blocks=layer3.1"]`` -> ``{"n_random": 200, "blocks": ("layer3.1",)}``, validated.
+
+    Example:
+        >>> parse_lesion_options(["n_random=20", "zooms=1,2"])
+        {'n_random': 20, 'zooms': (1, 2)}
+    """
+    if not items:
+        return {}
+    from resstream_assert.interventions.lesion import LesionOptions
+
+    out = _key_values("--resstream-lesion", items, _MULTI_LESION_KEYS)
+    try:
+        LesionOptions.from_mapping(out).check()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--resstream-lesion: {exc}") from None
+    return out
+
+
+def check_value(name: str, value: Any) -> None:
+    """Raise :class:`ConfigError` when ``value`` is not acceptable for option ``name``.
+
+    Example:
+        >>> check_value("alpha", 2.0)
+        Traceback (most recent call last):
+        ...
+        resstream_assert.errors.ConfigError: --resstream-alpha 2.0: must be strictly between 0 and 1 (e.g. 0.05)
+    """
+    opt = OPTION[name]
+    why = opt.check(value) if opt.check is not None else ""
+    if why:
+        shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        raise ConfigError(f"--resstream-{name} {shown}: {why}")

@@ -1,0 +1,168 @@
+"""A run's settings (:class:`RunConfig`), built from option values by :func:`build_run_config`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+from resstream_assert.config.options import (DEFAULT_MODEL, FEATVIZ_OPTIONS, OPTIONS, check_value,
+                                             parse_intervention_options, parse_lesion_options)
+from resstream_assert.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run depends on. Same config and seed -> same numbers.
+
+    Example:
+        >>> RunConfig(models=("torchvision:resnet18",)).images
+        512
+    """
+
+    models: tuple[str, ...] = (DEFAULT_MODEL,)
+    probe: str | None = None
+    images: int = 512
+    batch_size: int = 64
+    device: str = "cpu"
+    seed: int = 0
+    input_size: int | None = None
+    cache_dir: str | None = None
+    trust_pickle: bool = False
+    backends: tuple[str, ...] = ()
+    engine: str = "auto"  # what runs a torch model's forwards: auto (onnxruntime on CPU), torch, onnxruntime
+    providers: tuple[str, ...] = ()
+    progress: bool = True
+    survey: bool = False  # report verdicts without failing tests (the suite xfails failing claims)
+    claim_options: dict = field(default_factory=dict)
+    claims: tuple[str, ...] | None = None  # the claims this run evaluates; None = every registered claim
+    shard: tuple[int, int] | None = None  # (i, n): this run tests models i, i+n, i+2n, ... (1-based) of `models`
+    stimuli: str = "exemplars"  # exemplars | featviz | both
+    channels: int | None = None  # featviz: channels sampled per block (None = all)
+    featviz: dict = field(default_factory=dict)  # featviz settings: steps, lr, seeds, regime, jitter, size, ...
+    stability: int = 0  # re-evaluations on probe half-samples and other seeds (0 = off; claims/stability.py)
+    labels: tuple[str, ...] = ()  # --resstream-label: one short name per model, in order (default: ModelSpec.label)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The stimulus sources this run evaluates claims on, in report order.
+
+        Example:
+            >>> RunConfig(stimuli="both").sources
+            ('exemplars', 'featviz')
+        """
+        return ("exemplars", "featviz") if self.stimuli == "both" else (self.stimuli,)
+
+    def __post_init__(self) -> None:
+        for name, value in (("images", self.images), ("batch-size", self.batch_size), ("device", self.device),
+                            ("seed", self.seed), ("input-size", self.input_size), ("backend", self.backends)):
+            check_value(name, value)
+        self.model_labels()  # refuses a label count that does not fit, or two models with one label
+
+    def with_(self, **changes) -> "RunConfig":
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+    def model_labels(self) -> tuple[str, ...]:
+        """One label per model: ``--resstream-label`` where given, else the spec with paths cut to file names.
+
+        Example:
+            >>> RunConfig(models=("torchvision:resnet18@/runs/v2/r18.pth",)).model_labels()
+            ('torchvision:resnet18@r18.pth',)
+        """
+        from resstream_assert.errors import ModelSpecError
+        from resstream_assert.loading.spec import ModelSpec
+
+        if self.labels and len(self.labels) != len(self.models):
+            raise ConfigError(f"--resstream-label was given {len(self.labels)} time(s) for {len(self.models)} "
+                              "model(s): give one label per --resstream-model, in the same order, or none.")
+        labels = []
+        for i, spec in enumerate(self.models):
+            if self.labels:
+                labels.append(str(self.labels[i]).strip())
+                continue
+            try:
+                labels.append(ModelSpec.parse(spec).label)
+            except ModelSpecError as exc:
+                raise ConfigError(f"--resstream-model {spec}: {exc}") from None
+        bad = [x for x in labels if not x or any(c.isspace() or c in "[]" for c in x)]
+        if bad:
+            raise ConfigError(f"--resstream-label {bad[0]!r}: a label must be non-empty, without spaces or brackets "
+                              "(e.g. r18-v2).")
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ConfigError(f"two models get the label {twice[0]!r} in reports ({', '.join(self.models)}): name "
+                              "them apart with --resstream-label, once per --resstream-model.")
+        return tuple(labels)
+
+    def label_of(self, spec: str) -> str:
+        """The label of ``spec`` in this run (its own label when it is not one of the run's models).
+
+        Example:
+            >>> RunConfig(models=("zoo:resnet18-synth96",), labels=("r18",)).label_of("zoo:resnet18-synth96")
+            'r18'
+        """
+        from resstream_assert.loading.spec import ModelSpec
+
+        if spec in self.models:
+            return self.model_labels()[self.models.index(spec)]
+        return ModelSpec.parse(spec).label
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (stored in reports). The cache directory is left out: it is a local
+        path, says nothing about the results, and would make committed baselines machine-specific.
+        ``claims``, ``shard`` and ``stability`` appear only when set, the feature-visualization settings only
+        when used. For the same reason ``models`` holds the models' labels (file names, not paths)."""
+        skip = {"cache_dir", "labels"} | {k for k in ("claims", "shard") if getattr(self, k) is None}
+        if not self.stability:
+            skip.add("stability")
+        if self.stimuli == "exemplars":
+            skip |= {"stimuli", "channels", "featviz"}
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k not in skip}
+        out["models"] = list(self.model_labels())
+        return out
+
+
+def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None) -> RunConfig:
+    """A validated :class:`RunConfig` from option values (``{name: value}``, ``None`` = unset -> default).
+
+    Example:
+        >>> build_run_config({"images": 64, "alpha": 0.01}).claim_options["alpha"]
+        0.01
+    """
+    checked: dict[str, Any] = {}
+    for opt in OPTIONS:  # every option is checked at start-up, used here or not
+        v = values.get(opt.name)
+        checked[opt.name] = opt.default if v is None else v
+        check_value(opt.name, checked[opt.name])
+
+    def get(name: str) -> Any:
+        return checked[name]
+
+    claims_text = get("claims")
+    claims = None
+    if claims_text:
+        from resstream_assert.claims import resolve_claims
+
+        try:
+            claims = tuple(resolve_claims([c for c in str(claims_text).split(",") if c.strip()]))
+        except ValueError as exc:
+            raise ConfigError(f"--resstream-claims {claims_text}: {exc}") from None
+    claim_options = {"alpha": get("alpha"), "mostly": get("mostly"), "min_effect": get("min-effect"),
+                     "n_resamples": get("resamples")}
+    lesion = parse_lesion_options(list(get("lesion") or []))
+    if lesion:
+        claim_options["lesion"] = lesion
+    intervention = parse_intervention_options(list(get("intervention") or []))
+    if intervention:
+        claim_options["intervention"] = intervention
+    providers = tuple(p.strip() for p in str(get("providers") or "").split(",") if p.strip())
+    return RunConfig(
+        models=tuple(get("model") or [DEFAULT_MODEL]), probe=get("probe"), images=int(get("images")),
+        batch_size=int(get("batch-size")), device=str(get("device")), seed=int(get("seed")),
+        input_size=get("input-size"), cache_dir=cache_dir, trust_pickle=bool(get("trust-pickle")),
+        backends=tuple(get("backend") or ()), engine=str(get("engine")), providers=providers,
+        survey=bool(get("survey")), claim_options=claim_options, claims=claims,
+        shard=tuple(int(x) for x in str(get("shard")).split("/")) if get("shard") else None,
+        stimuli=str(get("stimuli")), channels=get("channels"),
+        featviz={field_: get(name) for name, field_ in FEATVIZ_OPTIONS.items()}, stability=int(get("stability")),
+        labels=tuple(get("label") or ()))
