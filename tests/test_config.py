@@ -68,3 +68,25 @@ def test_labels_are_file_names_and_user_labels_win():
 def test_labels_must_name_models_apart(models, labels, match):
     with pytest.raises(ConfigError, match=match):
         RunConfig(models=models, labels=labels)
+
+
+@pytest.mark.parametrize("option, keys", [
+    ("lesion", ("n_random", "zooms", "max_images", "min_selected", "sequential")),
+    ("intervention", ("variants", "channels", "images", "x3_channels", "x3_factors", "x3_images",
+                      "attribution", "n_steps", "x4_images", "batch_size")),
+])
+def test_key_value_options_state_their_real_defaults_in_help(option, keys):
+    """The --help text once promised n_random=200 and max_images=1024 while the code ran 100 and 512."""
+    from resstream_assert.config import OPTION
+    from resstream_assert.interventions.lesion import LesionOptions
+    from resstream_assert.interventions.options import InterventionOptions
+
+    text = OPTION[option].help
+    defaults = {"lesion": LesionOptions(), "intervention": InterventionOptions()}[option]
+    fmt = lambda v: ",".join(f"{z:g}" if isinstance(z, float) else str(z) for z in v) if isinstance(v, tuple) \
+        else str(v)  # noqa: E731
+    for name in keys:
+        assert f"{name}={fmt(getattr(defaults, name))}" in text, (name, text)
+    if option == "intervention":  # seven factors do not fit a help line: it says how they are made
+        assert len(defaults.factors) == 7 and defaults.factors[0] == 0.25 and defaults.factors[-1] == 4.0
+        assert "7 log-spaced from 0.25 to 4" in text

@@ -258,3 +258,27 @@ def test_a_rule_naming_no_quantity_fails_instead_of_comparing_nothing():
     assert diff.failed and [e.quantity for e in diff.failures()] == ["nosuchquantity"]
     assert "no claim or block has this quantity" in diff.table()
     assert not bl.compare(base, base, ["rho:abs>0.1"]).failed
+
+
+def test_sharded_example_workflow_uses_existing_options_and_merge_flags():
+    """The README's many-checkpoints example: shard flags, the merge command and its gate rules all exist."""
+    from pathlib import Path
+
+    import shlex
+
+    from resstream_assert.cli import build_parser
+    from resstream_assert.config import OPTIONS
+
+    yaml = pytest.importorskip("yaml")
+    text = (Path(__file__).resolve().parents[1] / "examples" / "github-actions-sharded.yml").read_text()
+    jobs = yaml.safe_load(text)["jobs"]
+    shards = jobs["shard"]["strategy"]["matrix"]["shard"]
+    assert f"/{len(shards)}" in text and jobs["merge"]["needs"] == "shard"
+    assert set(re.findall(r"--resstream-([a-z-]+)", text)) <= {o.name for o in OPTIONS}
+    merge = next(s["run"] for s in jobs["merge"]["steps"] if "report merge" in s.get("run", ""))
+    for expr in re.findall(r"--compare-fail '?([^\s']+)'?", merge):
+        bl.parse_rule(expr)
+    argv = shlex.split(merge.replace("$BASELINE", "baseline.json"))
+    assert argv[:3] == ["resstream", "report", "merge"]
+    args = build_parser().parse_args(argv[1:])  # an unknown flag would exit with status 2 here
+    assert args.baseline == "baseline.json" and args.html == "report.html"

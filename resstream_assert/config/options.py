@@ -79,8 +79,9 @@ OPTIONS: tuple[Option, ...] = (
            checks.finite_non_negative),
     Option("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))",
            checks.resamples),
-    Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=200, "
-           "blocks=layer3.1,layer2.1, zooms=1,1.5,2, max_images=1024, min_selected=3"),
+    Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=100, "
+           "blocks=layer2.1,layer3.1, zooms=1,1.25,1.5,2, max_images=512, min_selected=3, "
+           "sequential=10, precision=fp32|bf16"),
     Option("stability", "int", 0, "re-evaluate each claim that reads responses only (C1-C9) on N random halves of "
            "the probe images with other seeds, and report how often its verdict flips (unstable above 10 percent; "
            "0 = off)", checks.non_negative),
@@ -105,9 +106,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("featviz-amp", "bool", False, "featviz: bf16 autocast while optimising (final images are measured in "
            "fp32)"),
     Option("featviz-batch-size", "int", 64, "featviz: images per optimisation chunk", checks.positive),
-    Option("intervention", "list", None, "X1-X4 intervention option KEY=VALUE (repeatable): factors=0.25,0.5,1,2,4, "
-           "variants=held,scaled, channels=64, images=512, x3_channels=8, x3_factors=0.5, x3_images=128, "
-           "attribution=ig|conductance, n_steps=16, x4_images=64, batch_size=256"),
+    Option("intervention", "list", None, "X1-X4 intervention option KEY=VALUE (repeatable): factors=F1,F2,... "
+           "(default: 7 log-spaced from 0.25 to 4), variants=held,scaled, channels=64, images=512, x3_channels=8, "
+           "x3_factors=0.5, x3_images=128, attribution=ig|conductance, n_steps=16, x4_images=64, batch_size=256"),
     Option("survey", "bool", False, "survey a model instead of gating it: a claim that fails is reported as xfailed, "
            "not as a failure (baseline drifts still fail)"),
     # Reports and the baseline gate (logic in resstream_assert/report/).
