@@ -11,7 +11,8 @@ on load), ``lesion`` (C10's mean-ablations under zoom), ``reference`` (C11's Ima
 reference lesions), ``segment_torch`` / ``segment_onnx`` (re-run only the part of a graph an
 edit changes, many edits at once), ``scaling`` (X1/X2: gain and shortcut scaling),
 ``downstream`` (X3: single-channel gain edits read at the output), ``attribution`` (X4:
-captum), ``options`` (X1-X4 options and the guard that the user's model never changes).
+captum), ``options`` (X1-X4 options and the guard that the user's model never changes),
+``runners`` (what the X1-X3 runners of each backend share).
 """
 
 from __future__ import annotations

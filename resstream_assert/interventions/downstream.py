@@ -21,6 +21,7 @@ from resstream_assert.errors import InterventionError
 from resstream_assert.interventions import InterventionEnv
 from resstream_assert.interventions.lesion import label_problem
 from resstream_assert.interventions.options import InterventionOptions, model_unchanged
+from resstream_assert.interventions.runners import OnnxRunner, TorchRunner
 
 
 @dataclass(frozen=True)
@@ -111,26 +112,12 @@ def edit_rows(chans: np.ndarray, factors, channels: int) -> np.ndarray:
     return rows
 
 
-class _Torch:
-    def __init__(self, env: InterventionEnv, opts: InterventionOptions):
-        import torch
-
-        from resstream_assert.capture.torch_fx import normalizer
-        from resstream_assert.discovery.torch_graph import block_nodes
-
-        self.torch, self.env, self.opts = torch, env, opts
-        self.module = env.loaded.module.eval()
-        self.dev = torch.device(env.device)
-        self.module.to(self.dev)
-        self.nodes = block_nodes(self.module)
-        self.norm = normalizer(env.loaded.mean, env.loaded.std, self.dev)
-
-    def _x(self, images):
-        return self.norm(self.torch.as_tensor(images).float() / 255)
+class _Torch(TorchRunner):
+    """Torch: the plain logits once, then each block's gain edits stacked through its segment."""
 
     def base(self, images) -> np.ndarray:
         with self.torch.inference_mode():
-            return np.concatenate([self.module(self._x(images[i:i + 64])).float().cpu().numpy()
+            return np.concatenate([self.module(self.inputs(images[i:i + 64])).float().cpu().numpy()
                                    for i in range(0, len(images), 64)])
 
     def block(self, index: int, chans: np.ndarray, images) -> BlockDownstream:
@@ -150,7 +137,7 @@ class _Torch:
         out = []
         with torch.inference_mode():
             for i in range(0, len(images), 64):
-                vals = list(head(self._x(images[i:i + 64])))
+                vals = list(head(self.inputs(images[i:i + 64])))
                 per_call = max(1, self.opts.batch_size // len(vals[0]))
                 chunk = []
                 for j in range(0, len(rows), per_call):
@@ -163,30 +150,14 @@ class _Torch:
                                logits.reshape(len(self.opts.x3_factors), len(chans), *logits.shape[1:]))
 
 
-class _Onnx:
-    def __init__(self, env: InterventionEnv, opts: InterventionOptions):
-        from resstream_assert.discovery.onnx_graph import OnnxGraph
-        from resstream_assert.interventions.segment_onnx import elem_types
-        from resstream_assert.loading.onnx_file import image_input, read_model
-
-        self.env, self.opts = env, opts
-        self.model, _ = read_model(env.loaded.onnx_path)
-        self.graph = OnnxGraph(self.model)
-        self.types = elem_types(self.model)
-        self.input_name = env.loaded.meta.get("input_name") or image_input(self.model)[0].name
-        self.dtype = np.dtype(env.loaded.meta.get("input_dtype", "float32"))
-        self.providers = tuple(env.loaded.meta.get("providers") or ())
-        self.mean = np.asarray(env.loaded.mean, np.float32).reshape(1, 3, 1, 1)
-        self.std = np.asarray(env.loaded.std, np.float32).reshape(1, 3, 1, 1)
-
-    def _x(self, images):
-        return ((images.astype(np.float32) / 255 - self.mean) / self.std).astype(self.dtype, copy=False)
+class _Onnx(OnnxRunner):
+    """onnxruntime: the plain logits once, then each block's segment with the edited initializers fed in."""
 
     def base(self, images) -> np.ndarray:
         from resstream_assert.loading.ort_session import plain_session
 
         sess = plain_session(self.env.loaded.onnx_path, self.env.loaded.digest, self.providers)
-        return np.concatenate([np.asarray(sess.run(None, {self.input_name: self._x(images[i:i + 64])})[0], np.float32)
+        return np.concatenate([np.asarray(sess.run(None, {self.input_name: self.inputs(images[i:i + 64])})[0], np.float32)
                                for i in range(0, len(images), 64)])
 
     def block(self, index: int, chans: np.ndarray, images) -> BlockDownstream:
@@ -202,7 +173,7 @@ class _Onnx:
         rows = edit_rows(chans, self.opts.x3_factors, block.channels)
         out = []
         for i in range(0, len(images), 64):
-            values = dict(zip(seg.frontier, head.run(list(seg.frontier), {self.input_name: self._x(images[i:i + 64])})))
+            values = dict(zip(seg.frontier, head.run(list(seg.frontier), {self.input_name: self.inputs(images[i:i + 64])})))
             out.append(np.stack([np.asarray(seg.session.run(list(seg.outputs), {**values, **seg.feeds(r, "held")})[0],
                                             np.float32) for r in rows]))
         logits = np.concatenate(out, axis=1)

@@ -32,6 +32,7 @@ import numpy as np
 from resstream_assert.errors import InterventionError
 from resstream_assert.interventions import InterventionEnv
 from resstream_assert.interventions.options import InterventionOptions, model_unchanged
+from resstream_assert.interventions.runners import OnnxRunner, TorchRunner
 
 #: Sites recaptured per edit (the others do not change): gain edits / shortcut edits.
 GAIN_SITES = ("branch_out", "resid_sum", "resid_post")
@@ -148,21 +149,8 @@ def _assemble(block, chans, opts, got: dict, notes: dict) -> BlockScaling:
     return BlockScaling(block.name, block.index, np.asarray(chans), block.gain_kind, gain, short, notes)
 
 
-class _TorchRunner:
+class _TorchRunner(TorchRunner):
     """Torch: one head pass per image chunk for the block, then every edit group stacked through the segment."""
-
-    def __init__(self, env: InterventionEnv, opts: InterventionOptions):
-        import torch
-
-        from resstream_assert.capture.torch_fx import normalizer
-        from resstream_assert.discovery.torch_graph import block_nodes
-
-        self.torch, self.env, self.opts = torch, env, opts
-        self.module = env.loaded.module.eval()
-        self.dev = torch.device(env.device)
-        self.module.to(self.dev)
-        self.nodes = block_nodes(self.module)
-        self.norm = normalizer(env.loaded.mean, env.loaded.std, self.dev)
 
     def _prepare(self, index: int, chans: np.ndarray) -> dict:
         from resstream_assert.interventions.segment_torch import build_segment
@@ -195,7 +183,7 @@ class _TorchRunner:
         images = self.env.probe.images[:n]
         with torch.inference_mode():
             for i in range(0, n if head is not None else 0, 64):  # one pass to every block's frontier
-                x = self.norm(torch.as_tensor(images[i:i + 64]).float() / 255)
+                x = self.inputs(images[i:i + 64])
                 values = dict(zip(frontier, head(x)))
                 for p in prepared:
                     self._edits(p, values, factors)
@@ -232,21 +220,8 @@ def _concat(parts: dict, groups) -> dict:
     return out
 
 
-class _OnnxRunner:
+class _OnnxRunner(OnnxRunner):
     """onnxruntime: a head session exposing the frontier, then one segment session per block and edit mode."""
-
-    def __init__(self, env: InterventionEnv, opts: InterventionOptions):
-        from resstream_assert.discovery.onnx_graph import OnnxGraph
-        from resstream_assert.interventions.segment_onnx import elem_types
-        from resstream_assert.loading.onnx_file import image_input, read_model
-
-        self.env, self.opts = env, opts
-        self.model, _ = read_model(env.loaded.onnx_path)
-        self.graph = OnnxGraph(self.model)
-        self.types = elem_types(self.model)
-        self.input_name = env.loaded.meta.get("input_name") or image_input(self.model)[0].name
-        self.dtype = np.dtype(env.loaded.meta.get("input_dtype", "float32"))
-        self.providers = tuple(env.loaded.meta.get("providers") or ())
 
     def _prepare(self, index: int, chans: np.ndarray) -> dict:
         from resstream_assert.interventions.segment_onnx import build_onnx_segment
@@ -279,11 +254,9 @@ class _OnnxRunner:
         prepared = [self._prepare(index, chans) for index, chans in plans]
         frontier = list(dict.fromkeys(name for p in prepared for s in p["segs"].values() for name in s.frontier))
         head = head_session(self.model, frontier, self.providers, key=(self.env.loaded.digest,)) if frontier else None
-        mean = np.asarray(self.env.loaded.mean, np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(self.env.loaded.std, np.float32).reshape(1, 3, 1, 1)
         images = self.env.probe.images[:n]
         for i in range(0, n if head is not None else 0, 64):  # one pass to every block's frontier
-            x = ((images[i:i + 64].astype(np.float32) / 255 - mean) / std).astype(self.dtype, copy=False)
+            x = self.inputs(images[i:i + 64])
             values = dict(zip(frontier, head.run(frontier, {self.input_name: x})))
             for p in prepared:
                 self._edits(p, values)
