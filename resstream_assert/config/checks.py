@@ -2,6 +2,12 @@
 
 The :data:`~resstream_assert.config.OPTIONS` table names one per option; a check that needs
 torch or onnxruntime imports it only when a value asks (a CUDA device, a provider list).
+
+Example:
+    >>> positive(0), positive(3), open_unit(2.0)
+    ('must be a positive whole number', '', 'must be strictly between 0 and 1 (e.g. 0.05)')
+    >>> shard("3/2")
+    'must be I/N with 1 <= I <= N, e.g. 2/4 (this job runs the 2nd of 4 shards of the model list)'
 """
 
 from __future__ import annotations
