@@ -133,8 +133,9 @@ _MULTI_LESION_KEYS = ("blocks", "zooms")
 _MULTI_INTERVENTION_KEYS = ("factors", "variants", "x3_factors")
 
 
-def _key_values(flag: str, items: list[str], multi: tuple[str, ...]) -> dict:
-    """``["a=1", "b=x,y"]`` -> ``{"a": 1, "b": ("x", "y")}`` for the keys in ``multi`` (numbers parsed)."""
+def _key_values(flag: str, items: list[str], multi: tuple[str, ...], options: type) -> dict:
+    """``["a=1", "b=x,y"]`` -> ``{"a": 1, "b": ("x", "y")}`` for the keys in ``multi`` (numbers parsed),
+    checked by ``options.from_mapping(...).check()`` (a ValueError or TypeError there is a ConfigError)."""
     out: dict = {}
     for item in items:
         key, sep, text = str(item).partition("=")
@@ -144,6 +145,10 @@ def _key_values(flag: str, items: list[str], multi: tuple[str, ...]) -> dict:
         parts = [p.strip() for p in text.split(",") if p.strip()]
         values = [int(p) if p.lstrip("-").isdigit() else (float(p) if _is_float(p) else p) for p in parts]
         out[key] = tuple(values) if key in multi else (values[0] if values else None)
+    try:
+        options.from_mapping(out).check()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
     return out
 
 
@@ -166,12 +171,7 @@ def parse_intervention_options(items: list[str]) -> dict:
         return {}
     from resstream_assert.interventions.options import InterventionOptions
 
-    out = _key_values("--resstream-intervention", items, _MULTI_INTERVENTION_KEYS)
-    try:
-        InterventionOptions.from_mapping(out).check()
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"--resstream-intervention: {exc}") from None
-    return out
+    return _key_values("--resstream-intervention", items, _MULTI_INTERVENTION_KEYS, InterventionOptions)
 
 
 def parse_lesion_options(items: list[str]) -> dict:
@@ -185,12 +185,7 @@ def parse_lesion_options(items: list[str]) -> dict:
         return {}
     from resstream_assert.interventions.lesion import LesionOptions
 
-    out = _key_values("--resstream-lesion", items, _MULTI_LESION_KEYS)
-    try:
-        LesionOptions.from_mapping(out).check()
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"--resstream-lesion: {exc}") from None
-    return out
+    return _key_values("--resstream-lesion", items, _MULTI_LESION_KEYS, LesionOptions)
 
 
 def check_value(name: str, value: Any) -> None:

@@ -11,7 +11,6 @@ unmodified output and, where the probe's labels fit the model, an accuracy chang
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ import numpy as np
 from resstream_assert.errors import InterventionError
 from resstream_assert.interventions import InterventionEnv
 from resstream_assert.interventions.lesion import label_problem
-from resstream_assert.interventions.options import InterventionOptions, model_unchanged
+from resstream_assert.interventions.options import InterventionOptions, model_unchanged, plans_digest
 from resstream_assert.interventions.runners import OnnxRunner, TorchRunner
 
 
@@ -62,11 +61,8 @@ class DownstreamRequest:
 
     @property
     def key(self) -> tuple:
-        h = hashlib.sha256()
-        for index, chans in self.plans:
-            h.update(f"{index}:".encode() + np.ascontiguousarray(chans, np.int64).tobytes())
         o = self.options
-        return ("downstream", tuple(map(float, o.x3_factors)), o.x3_images, o.batch_size, h.hexdigest())
+        return ("downstream", tuple(map(float, o.x3_factors)), o.x3_images, o.batch_size, plans_digest(self.plans))
 
     def run(self, env: InterventionEnv) -> DownstreamData:
         return run_downstream(env, self)

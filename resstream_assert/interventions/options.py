@@ -7,6 +7,7 @@ never the user's model).
 
 from __future__ import annotations
 
+import hashlib
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -121,6 +122,20 @@ def sample_channels(n_channels: int, k: int, seed: int, index: int, stream: str 
     return np.sort(rng.choice(n_channels, k, replace=False))
 
 
+def plans_digest(plans: tuple[tuple[int, np.ndarray], ...]) -> str:
+    """Hex digest of ``(block index, channel indices)`` plans: the part of a request's key that
+    names its channels (arrays are not hashable).
+
+    Example:
+        >>> plans_digest(((3, np.array([0, 5])),)) == plans_digest(((3, [0, 5]),))
+        True
+    """
+    h = hashlib.sha256()
+    for index, chans in plans:
+        h.update(f"{index}:".encode() + np.ascontiguousarray(chans, np.int64).tobytes())
+    return h.hexdigest()
+
+
 def fingerprint(loaded) -> str:
     """A hash of everything an intervention must leave alone: weights and buffers, or the ONNX file's bytes.
 
@@ -129,7 +144,6 @@ def fingerprint(loaded) -> str:
         True
     """
     if getattr(loaded, "backend", "torch") == "onnx":
-        import hashlib
         from pathlib import Path
 
         return hashlib.sha256(Path(loaded.onnx_path).read_bytes()).hexdigest()

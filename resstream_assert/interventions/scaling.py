@@ -22,7 +22,6 @@ exemplars (``measures.block_measures(..., exemplars=...)``).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Mapping
@@ -31,7 +30,7 @@ import numpy as np
 
 from resstream_assert.errors import InterventionError
 from resstream_assert.interventions import InterventionEnv
-from resstream_assert.interventions.options import InterventionOptions, model_unchanged
+from resstream_assert.interventions.options import InterventionOptions, model_unchanged, plans_digest
 from resstream_assert.interventions.runners import OnnxRunner, TorchRunner
 
 #: Sites recaptured per edit (the others do not change): gain edits / shortcut edits.
@@ -88,11 +87,8 @@ class ScalingRequest:
 
     @property
     def key(self) -> tuple:
-        h = hashlib.sha256()
-        for index, chans in self.plans:
-            h.update(f"{index}:".encode() + np.ascontiguousarray(chans, np.int64).tobytes())
         o = self.options
-        return ("scaling", tuple(map(float, o.factors)), tuple(o.variants), o.images, o.batch_size, h.hexdigest())
+        return ("scaling", tuple(map(float, o.factors)), tuple(o.variants), o.images, o.batch_size, plans_digest(self.plans))
 
     def run(self, env: InterventionEnv) -> ScalingData:
         return run_scaling(env, self)

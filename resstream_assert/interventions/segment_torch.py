@@ -127,24 +127,23 @@ class Segment:
                 self.edit.factor = self.edit.offset = None
 
 
-def _descendants(node: fx.Node) -> set[fx.Node]:
-    out, todo = set(), list(node.users)
+def _reachable(start, step) -> set[fx.Node]:
+    """``start`` and every node reached from it by repeating ``step`` (a node -> its neighbours)."""
+    out, todo = set(), list(start)
     while todo:
         n = todo.pop()
         if n not in out:
             out.add(n)
-            todo.extend(n.users)
+            todo.extend(step(n))
     return out
+
+
+def _descendants(node: fx.Node) -> set[fx.Node]:
+    return _reachable(node.users, lambda n: n.users)
 
 
 def _ancestors_or_self(nodes) -> set[fx.Node]:
-    out, todo = set(), list(nodes)
-    while todo:
-        n = todo.pop()
-        if n not in out:
-            out.add(n)
-            todo.extend(n.all_input_nodes)
-    return out
+    return _reachable(nodes, lambda n: n.all_input_nodes)
 
 
 def build_segment(module: nn.Module, bn: BlockNodes, mode: str, outputs: str = "sites",

@@ -100,20 +100,22 @@ def sniff(path: str | Path) -> str:
     return "text" if all(c.isprintable() or c in "\n\r\t" for c in text) else "unknown"
 
 
+#: What a file that is not weights is, and what to do about it (by :func:`sniff` format).
+_NOT_WEIGHTS = {
+    "empty": "is empty (0 bytes): the download or copy was probably interrupted. Download or save it again.",
+    "lfs": "is a Git LFS pointer, not the weights (the repository was cloned without Git LFS). Run 'git lfs pull' in "
+           "that repository, or download the file itself.",
+    "html": "is an HTML page, not the weights (a download link that returned a web page, e.g. a login or virus-scan "
+            "warning). Download the file itself.",
+    "text": "is a text file, not a PyTorch checkpoint or safetensors file. Point the spec's '@WEIGHTS' at the weights "
+            "file itself.",
+}
+
+
 def _refuse_non_weights(p: Path, fmt: str) -> None:
     name = repr(str(p))
-    if fmt == "empty":
-        raise CheckpointError(f"Weights file {name} is empty (0 bytes): the download or copy was probably "
-                              "interrupted. Download or save it again.")
-    if fmt == "lfs":
-        raise CheckpointError(f"Weights file {name} is a Git LFS pointer, not the weights (the repository was cloned "
-                              "without Git LFS). Run 'git lfs pull' in that repository, or download the file itself.")
-    if fmt == "html":
-        raise CheckpointError(f"Weights file {name} is an HTML page, not the weights (a download link that returned "
-                              "a web page, e.g. a login or virus-scan warning). Download the file itself.")
-    if fmt == "text":
-        raise CheckpointError(f"Weights file {name} is a text file, not a PyTorch checkpoint or safetensors file. "
-                              "Point the spec's '@WEIGHTS' at the weights file itself.")
+    if fmt in _NOT_WEIGHTS:
+        raise CheckpointError(f"Weights file {name} {_NOT_WEIGHTS[fmt]}")
     suffix = " (a .safetensors name, but not a readable safetensors file)" if p.suffix == ".safetensors" else ""
     raise CheckpointError(f"Weights file {name} is not a PyTorch checkpoint or safetensors file{suffix}: its content "
                           "is in no format known here (unrecognized first bytes), so it is corrupt or something else. "
