@@ -220,14 +220,11 @@ class Pipeline:
         on the probe set's top-k exemplars or (``stimuli="featviz"``) on feature visualizations."""
         from resstream_assert.measures import MeasureOptions, measure_all
 
-        seed = self.config.seed
-        if stimuli == "exemplars":
-            return self.memo(("measures", spec, backend, seed, variants), lambda: tuple(measure_all(
-                self.map(spec, backend), self.responses(spec, variants, backend), MeasureOptions(seed=seed))))
         _check_source(stimuli)
+        seed = self.config.seed
         return self.memo(("measures", spec, backend, seed, variants, stimuli), lambda: tuple(measure_all(
             self.map(spec, backend), self.responses(spec, variants, backend), MeasureOptions(seed=seed),
-            stimuli=self.block_stimuli(spec, backend, variants))))
+            stimuli=self.block_stimuli(spec, backend, variants) if stimuli == "featviz" else None)))
 
     def featviz(self, spec: str, backend: str = "torch", variants: tuple[str, ...] = ("id",)):
         """The model's feature visualizations with their responses to ``variants`` and their success check
@@ -314,12 +311,10 @@ class Pipeline:
                    "channel-specific, nor the featviz success thresholds stable; use more images (--resstream-images)")
             return self._label({cid: inconclusive(ctx.for_claim(REGISTRY[cid]), why) for cid in ids}, stimuli)
         try:
-            measures = self.measures(spec, backend, variants, stimuli)
+            ctx = self.context(spec, backend, ids, options, stimuli)
         except FeatvizUnavailable as exc:
             return self._label({cid: not_run(ctx.for_claim(REGISTRY[cid]), Verdict.NOT_APPLICABLE, str(exc))
                                 for cid in ids}, stimuli)
-        ctx = ClaimContext(model=cfg.label_of(str(spec)), backend=backend, rmap=self.map(spec, backend), measures=measures,
-                           responses=self.responses(spec, variants, backend), options=options, seed=cfg.seed)
         results = {}
         for cid in ids:
             claim = REGISTRY[cid]
@@ -397,10 +392,8 @@ class Pipeline:
         from resstream_assert.claims import resolve_claims
 
         ids = tuple(resolve_claims(claims if claims is not None else self.config.claims))
-        if stimuli == "exemplars":
-            return self.memo(("claims", spec, backend, ids), lambda: self.evaluate(spec, backend, ids))
-        return self.memo(("claims", spec, backend, ids, stimuli),
-                         lambda: self.evaluate(spec, backend, ids, stimuli=stimuli))
+        return self.memo(("claims", spec, backend, ids, stimuli), lambda: self.evaluate(spec, backend, ids,
+                                                                                       stimuli=stimuli))
 
 
 class FeatvizUnavailable(ResstreamError):

@@ -54,15 +54,19 @@ def _get(config: pytest.Config, name: str):
                                 f"(or override it with --resstream-{opt.name})") from None
 
 
-def run_config(config: pytest.Config) -> RunConfig:
-    """The validated :class:`~resstream_assert.config.RunConfig` of this pytest run."""
+def _checked(config: pytest.Config) -> RunConfig:
+    """Every option's value checked once (a bad one is a usage error), before the cache folder is known."""
     if not hasattr(config, "_resstream_run_config"):
         try:
-            cfg = build_run_config({o.name: _get(config, o.name) for o in OPTIONS})
+            config._resstream_run_config = build_run_config({o.name: _get(config, o.name) for o in OPTIONS})
         except ConfigError as exc:
             raise pytest.UsageError(str(exc)) from None
-        config._resstream_run_config = cfg
-    cfg = config._resstream_run_config
+    return config._resstream_run_config
+
+
+def run_config(config: pytest.Config) -> RunConfig:
+    """The validated :class:`~resstream_assert.config.RunConfig` of this pytest run."""
+    cfg = _checked(config)
     if cfg.cache_dir is None and not _get(config, "no-cache"):  # resolved on first use: it creates a folder
         cache = _get(config, "cache-dir") or (str(config.cache.mkdir("resstream")) if getattr(config, "cache", None)
                                              else None)
@@ -73,11 +77,7 @@ def run_config(config: pytest.Config) -> RunConfig:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "resstream(**options): claim thresholds for resstream_check in this test "
                             "(alpha, mostly, min_effect, n_resamples, n_boot, min_channels, ...; see ClaimOptions)")
-    if not hasattr(config, "_resstream_run_config"):  # a bad value stops the run here, before any test
-        try:
-            config._resstream_run_config = build_run_config({o.name: _get(config, o.name) for o in OPTIONS})
-        except ConfigError as exc:
-            raise pytest.UsageError(str(exc)) from None
+    _checked(config)  # a bad value stops the run here, before any test
     _register_reports(config)
 
 
@@ -226,7 +226,7 @@ def pytest_ignore_collect(collection_path, config: pytest.Config):
     """The suite's agreement test exists only in runs with ``--resstream-stimuli both``."""
     if collection_path.name == "test_agreement.py" and collection_path.parent.name == "suite" \
             and collection_path.parent.parent.name == "resstream_assert":
-        return None if config._resstream_run_config.stimuli == "both" else True
+        return None if _checked(config).stimuli == "both" else True
     return None
 
 
