@@ -150,7 +150,8 @@ def _export(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from resstream_assert.report.baseline import compare, parse_rules
+    from resstream_assert.report.baseline import compare
+    from resstream_assert.report.rules import gate_rules
     from resstream_assert.report.collect import read_report, write_report
     from resstream_assert.report.merge import merge_reports
     from resstream_assert.report.terminal import claims_table, matrix_table, plain
@@ -158,7 +159,7 @@ def _merge(args: argparse.Namespace) -> int:
     try:
         reports = [read_report(p) for p in args.reports]
         merged = merge_reports(reports, [Path(p).name for p in args.reports])
-        rules = parse_rules(args.compare_fail or ["verdict"])
+        rules = gate_rules(args.compare_fail or ())
         baseline = read_report(args.baseline) if args.baseline else None
     except (OSError, ValueError) as exc:
         print(f"resstream: error: {exc}", file=sys.stderr)
@@ -292,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--html", help="write the merged HTML report (with figures) here")
     m.add_argument("--baseline", help="compare the merged results with this baseline; exit status 1 on a drift")
     m.add_argument("--compare-fail", action="append", metavar="EXPR",
-                   help="tolerance for --baseline (repeatable), as --resstream-compare-fail; default: verdict")
+                   help="tolerance for --baseline (repeatable), as --resstream-compare-fail; verdicts are always "
+                        "compared")
     m.set_defaults(func=_merge)
     return p
 

@@ -39,12 +39,12 @@ def test_a_bad_shard_is_refused(text):
         build_run_config({"shard": text})
 
 
-def _report(models, seed=0, shard=None, rho=-0.3, claims=("C1", "C3")):
+def _report(models, seed=0, shard=None, rho=-0.3, claims=("C1", "C3"), verdict="holds"):
     config = {"models": ["r18", "r50", "r101"], "seed": seed, **({"shard": list(shard)} if shard else {})}
     col = ReportCollector(config=config, seed=seed)
     for m in models:
         for c in claims:
-            col.add(make_result(m, c, rho=rho), f"t.py::test[{m}-{c}]")
+            col.add(make_result(m, c, rho=rho, verdict=verdict), f"t.py::test[{m}-{c}]")
     return col.to_json()
 
 
@@ -81,6 +81,17 @@ def test_report_merge_command_writes_reports_and_gates_on_a_baseline(tmp_path, c
                      "--compare-fail", "rho:abs>0.1"])
     assert code == 1 and "FAIL" in capsys.readouterr().out
     assert cli_main(["report", "merge", str(a), str(tmp_path / "nope.json")]) == 2
+
+
+def test_report_merge_always_compares_verdicts(tmp_path, capsys):
+    """A tolerance on a quantity does not switch the verdict comparison off (as in the pytest plugin's gate)."""
+    a, b, base = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "base.json"
+    write_report(_report(["r18"], shard=(1, 2)), a)
+    write_report(_report(["r50"], shard=(2, 2)), b)
+    assert cli_main(["report", "merge", str(a), str(b), "--json", str(base)]) == 0
+    write_report(_report(["r50"], shard=(2, 2), verdict="fails"), b)  # same numbers, the verdicts changed
+    code = cli_main(["report", "merge", str(a), str(b), "--baseline", str(base), "--compare-fail", "rho:abs>0.1"])
+    assert code == 1 and "verdict" in capsys.readouterr().out
 
 
 def test_xdist_runs_all_tests_of_one_model_on_one_worker(pytester):

@@ -28,8 +28,9 @@ from typing import Any, Callable, Mapping
 import pytest
 
 from resstream_assert.report.baseline import (BaselineDiff, baseline_from_report, compare, compare_result,
-                                              find_baseline_result, parse_rules, quantities, unknown_quantities)
+                                              find_baseline_result, quantities, unknown_quantities)
 from resstream_assert.report.collect import RESULT_PROPERTY, ReportCollector, read_report, write_report
+from resstream_assert.report.rules import gate_rules
 
 __all__ = ["ReportOptions", "ReportPlugin", "BASELINE_DECIDED"]
 
@@ -62,8 +63,7 @@ class ReportPlugin:
         self.options = options
         self._run_config = run_config
         self.is_worker = hasattr(config, "workerinput")
-        # With a baseline the verdict is always compared: a claim that changed verdict never passes the gate.
-        self.rules = parse_rules((("verdict",) if options.baseline else ()) + tuple(options.compare_fail))
+        self.rules = gate_rules(options.compare_fail) if options.baseline else ()
         self.root = Path(config.invocation_params.dir)
         self.baseline: dict[str, Any] | None = None
         if options.update_baseline and not options.baseline:

@@ -15,7 +15,7 @@ from typing import Iterable
 
 import pytest
 
-__all__ = ["GRAMMAR", "FIELDS", "CompareFailError", "Rule", "parse_rule", "parse_rules"]
+__all__ = ["GRAMMAR", "FIELDS", "CompareFailError", "Rule", "parse_rule", "parse_rules", "gate_rules"]
 
 GRAMMAR = ("verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT  (NAME: a claim field such as effect, "
            "p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number)")
@@ -73,3 +73,16 @@ def parse_rules(exprs: Iterable[str | Rule]) -> tuple[Rule, ...]:
     """
     out = [r if isinstance(r, Rule) else parse_rule(r) for r in exprs]
     return tuple(dict.fromkeys(out))
+
+
+def gate_rules(tolerances: Iterable[str | Rule] = ()) -> tuple[Rule, ...]:
+    """The rules of a baseline gate: the verdicts, always, then the given tolerances.
+
+    A claim whose verdict changed never passes a baseline gate, whatever tolerances were given
+    (the pytest plugin and ``resstream report merge`` both gate with these).
+
+    Example:
+        >>> [str(r) for r in gate_rules(["rho:abs>0.1"])]
+        ['verdict', 'rho:abs>0.1']
+    """
+    return parse_rules(("verdict", *tolerances))
