@@ -30,7 +30,7 @@ import pytest
 from resstream_assert.report.baseline import (BaselineDiff, baseline_from_report, compare, compare_result,
                                               find_baseline_result, quantities, unknown_quantities)
 from resstream_assert.report.collect import RESULT_PROPERTY, ReportCollector, read_report, write_report
-from resstream_assert.report.rules import gate_rules
+from resstream_assert.report.rules import gate_rules, parse_rules
 
 __all__ = ["ReportOptions", "ReportPlugin", "BASELINE_DECIDED"]
 
@@ -63,7 +63,8 @@ class ReportPlugin:
         self.options = options
         self._run_config = run_config
         self.is_worker = hasattr(config, "workerinput")
-        self.rules = gate_rules(options.compare_fail) if options.baseline else ()
+        # Parsed first: a malformed tolerance is named as such even when the baseline is missing too.
+        self.rules = gate_rules(options.compare_fail) if options.baseline else parse_rules(options.compare_fail)
         self.root = Path(config.invocation_params.dir)
         self.baseline: dict[str, Any] | None = None
         if options.update_baseline and not options.baseline:
