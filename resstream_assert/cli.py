@@ -122,13 +122,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from resstream_assert.discovery import discover
-    from resstream_assert.errors import ModelSpecError
+    from resstream_assert.errors import ModelSpecError, OutputError
     from resstream_assert.loading import ModelSpec
-    from resstream_assert.loading.onnx_export import export_onnx
+    from resstream_assert.loading.onnx_export import check_opset, export_onnx
     from resstream_assert.pipeline import load_model
-
-    from resstream_assert.errors import OutputError
-    from resstream_assert.loading.onnx_export import check_opset
 
     check_opset(args.opset, args.exporter)
     if os.path.isdir(args.out):
@@ -151,9 +148,9 @@ def _merge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from resstream_assert.report.baseline import compare
-    from resstream_assert.report.rules import gate_rules
     from resstream_assert.report.collect import read_report, write_report
     from resstream_assert.report.merge import merge_reports
+    from resstream_assert.report.rules import gate_rules
     from resstream_assert.report.terminal import claims_table, matrix_table, plain
 
     try:
@@ -301,11 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``resstream`` console script."""
-    from resstream_assert.errors import ResstreamError
-
     import warnings
 
-    from resstream_assert.errors import ResstreamWarning
+    from resstream_assert.errors import ResstreamError, ResstreamWarning
 
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
