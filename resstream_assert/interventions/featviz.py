@@ -7,10 +7,12 @@ normalisation. Here every target (block x site x channel x seed) is one image in
 of one optimisation:
 
 - the loss is a sum of per-image terms and Adam is elementwise, so each image follows its
-  own trajectory, with its own random draws. Batched and alone agree to float
-  reassociation (~1e-6 per step on CPU); at ReLU / max-pool ties that can grow over long
-  runs, so "the same image as alone" holds to a tolerance over a bounded number of steps
-  (``tests/test_featviz.py`` states it);
+  own trajectory, with its own random draws. With kernels that compute each image alone
+  (torch's native CPU convolutions: ``torch.backends.mkldnn.flags(enabled=False)``) batched
+  and alone are the same numbers, bit for bit. oneDNN, the default, picks its algorithm by
+  batch size, so one forward differs by float reassociation (~1e-7), and near a ReLU or
+  max-pool tie Adam can grow that to a visible pixel difference within a few steps
+  (``tests/test_featviz.py`` tests both statements);
 - the forward is a copy of the traced graph cut after the deepest site a chunk needs, whose
   outputs are **clones** taken right after each site's node (W1: torchvision's in-place
   ``ReLU`` would otherwise overwrite the summed tensor). ``clone=False`` reads un-cloned
