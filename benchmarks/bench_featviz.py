@@ -27,8 +27,8 @@ import time
 import numpy as np
 import torch
 
-from resstream_assert.interventions.featviz import FeatvizSettings, make_targets, optimize
-from resstream_assert.interventions.featviz_stimuli import FEATVIZ_SITES
+from resstream_assert.stimuli.featviz import FeatvizSettings, make_targets, optimize
+from resstream_assert.capture.featviz_responses import FEATVIZ_SITES
 from resstream_assert.pipeline import load_model
 
 

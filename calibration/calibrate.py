@@ -35,8 +35,8 @@ import numpy as np
 from calibration.synthetic import ALL_VARIANTS, Effects, spectrum_context, synthetic_responses
 from resstream_assert.capture.responses import Responses, site_key
 from resstream_assert.claims import REGISTRY, ClaimOptions
-from resstream_assert.claims.stability import evaluate_responses
-from resstream_assert.effects import clopper_pearson
+from resstream_assert.claims.verdict_stability import evaluate_responses
+from resstream_assert.stats.effects import clopper_pearson
 from resstream_assert.measures import MeasureOptions, measure_all
 
 ALPHA = 0.05

@@ -28,7 +28,7 @@ import numpy as np
 
 from calibration.synthetic import Effects, spectrum_context, synthetic_responses
 from resstream_assert.claims import REGISTRY, ClaimOptions
-from resstream_assert.claims.stability import evaluate_responses
+from resstream_assert.claims.verdict_stability import evaluate_responses
 
 RESULTS = Path(__file__).parent / "results"
 SPREAD = 0.4  # log_scale_sd of the response-level grid (rarest category about 14%)

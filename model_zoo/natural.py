@@ -56,7 +56,7 @@ class NaturalRecipe:
 
 NATURAL_RECIPES = {
     "resnet18-cifar64": NaturalRecipe(arch="torchvision.resnet18", input_size=64),
-    "cifar-resnet20-cifar32": NaturalRecipe(arch="model_zoo.cifar_resnet.resnet20", input_size=32,
+    "cifar-resnet20-cifar32": NaturalRecipe(arch="resstream_assert.zoo.cifar_resnet.resnet20", input_size=32,
                                             epochs=30, max_lr=0.2),
 }
 
@@ -71,7 +71,7 @@ def build(recipe: NaturalRecipe) -> torch.nn.Module:
     if recipe.arch == "torchvision.resnet18":
         import torchvision
         return torchvision.models.resnet18(num_classes=len(CIFAR10_CLASSES))
-    from model_zoo.cifar_resnet import resnet20
+    from resstream_assert.zoo.cifar_resnet import resnet20
     return resnet20(len(CIFAR10_CLASSES))
 
 

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import model_zoo
+from resstream_assert import zoo
 from resstream_assert.stimuli.synthetic import CLASS_NAMES, SCALE_RANGE, make_split
 from resstream_assert.stimuli.variants import apply_variant, zoom_variant
 
@@ -64,8 +64,8 @@ RECIPES = {
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(model_zoo.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(model_zoo.IMAGENET_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(zoo.IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(zoo.IMAGENET_STD).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -89,7 +89,7 @@ def predict(model: torch.nn.Module, images_u8: torch.Tensor, variant: str = "id"
     """Logits of a model on uint8 images ``(N, 3, H, W)`` under a stimulus variant.
 
     Example:
-        >>> predict(model_zoo.get("cifar-resnet20-synth32").build().eval(),
+        >>> predict(zoo.get("cifar-resnet20-synth32").build().eval(),
         ...         torch.zeros(4, 3, 32, 32, dtype=torch.uint8)).shape
         torch.Size([4, 10])
     """
@@ -182,7 +182,7 @@ def _save_weights(entry, model: torch.nn.Module, te_x: torch.Tensor, out_dir: Pa
 
 
 def _weights_fields(wpath: Path, check: dict) -> dict:
-    return {"weights_file": wpath.name, "sha256": model_zoo._sha256(wpath), "weights_bytes": wpath.stat().st_size,
+    return {"weights_file": wpath.name, "sha256": zoo._sha256(wpath), "weights_bytes": wpath.stat().st_size,
             "weights_dtype": "float16 (BN running stats float32)" if check["passed"] else "float32",
             "fp16_check": check}
 
@@ -204,13 +204,13 @@ def repack(name: str, out_dir: Path | None = None, threads: int = 2, command: st
     """
     from safetensors.torch import load_file
 
-    out_dir = Path(out_dir) if out_dir is not None else model_zoo.ZOO_DIR
+    out_dir = Path(out_dir) if out_dir is not None else zoo.ZOO_DIR
     torch.set_num_threads(threads)
     card = json.loads((out_dir / "cards" / f"{name}.json").read_text())
-    entry = model_zoo.get(name)
+    entry = zoo.get(name)
     wpath = out_dir / "weights" / card["weights_file"]
-    if model_zoo._sha256(wpath) != card["sha256"]:
-        raise model_zoo.CheckpointError(f"{wpath.name} does not match its card; retrain with "
+    if zoo._sha256(wpath) != card["sha256"]:
+        raise zoo.CheckpointError(f"{wpath.name} does not match its card; retrain with "
                                         f"python -m model_zoo.train {name}")
     model = entry.build()
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(wpath)).items()})
@@ -245,11 +245,11 @@ def train(name: str, *, epochs: int | None = None, train_size: int | None = None
     import torchvision
 
     t0 = time.time()
-    entry = model_zoo.get(name)
+    entry = zoo.get(name)
     recipe = RECIPES[name]
     epochs = epochs or recipe.epochs
     train_size = train_size or recipe.train_size
-    out_dir = Path(out_dir) if out_dir is not None else model_zoo.ZOO_DIR
+    out_dir = Path(out_dir) if out_dir is not None else zoo.ZOO_DIR
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -94,10 +94,10 @@ def cli_message(text: str, command: str) -> str:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    import model_zoo
+    from resstream_assert import zoo
 
     rows = [{"name": e.name, "spec": f"zoo:{e.name}", "arch": e.arch, "input_size": e.input_size,
-             "classes": e.num_classes, "accuracy": e.accuracy} for e in model_zoo.entries()]
+             "classes": e.num_classes, "accuracy": e.accuracy} for e in zoo.entries()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -109,7 +109,7 @@ def _zoo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import pytest
+    from resstream_assert.pytest_plugin import run_suite
 
     argv = ["--pyargs", "resstream_assert.suite", "-p", "no:cacheprovider"] if args.no_cache else \
         ["--pyargs", "resstream_assert.suite"]
@@ -117,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
         argv += ["--resstream-model", spec]
     if args.trust_pickle:
         argv.append("--resstream-trust-pickle")
-    return int(pytest.main(argv + list(args.pytest_args)))
+    return run_suite(argv + list(args.pytest_args))
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -147,10 +147,10 @@ def _export(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from resstream_assert.report.baseline import compare
+    from resstream_assert.gate.baseline import compare
     from resstream_assert.report.collect import read_report, write_report
     from resstream_assert.report.merge import merge_reports
-    from resstream_assert.report.rules import gate_rules
+    from resstream_assert.gate.rules import gate_rules
     from resstream_assert.report.terminal import claims_table, matrix_table, plain
 
     try:
@@ -188,8 +188,8 @@ def _merge(args: argparse.Namespace) -> int:
 def _featviz(args: argparse.Namespace) -> int:
     from resstream_assert.cache_dir import default_cache_dir
     from resstream_assert.config import RunConfig
-    from resstream_assert.featviz_report import block_grid
-    from resstream_assert.interventions.featviz_stimuli import featviz_stimuli, sample_channels
+    from resstream_assert.report.featviz_grid import block_grid
+    from resstream_assert.capture.featviz_responses import featviz_stimuli, sample_channels
     from resstream_assert.pipeline import Pipeline
 
     fv = {"steps": args.steps, "lr": args.lr, "seeds": args.seeds, "regime": args.regime, "jitter": args.jitter,

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Callable, Iterable, NamedTuple
 
 from resstream_assert.config import RunConfig
-from resstream_assert.errors import ResstreamError, ResstreamWarning
+from resstream_assert.errors import FeatvizUnavailable, ResstreamWarning
 
 __all__ = ["Pipeline", "ModelRef", "model_refs", "load_model"]
 
@@ -228,9 +228,9 @@ class Pipeline:
 
     def featviz(self, spec: str, backend: str = "torch", variants: tuple[str, ...] = ("id",)):
         """The model's feature visualizations with their responses to ``variants`` and their success check
-        (:class:`~resstream_assert.interventions.featviz_stimuli.FeatvizStimuli`); optimised on the torch
+        (:class:`~resstream_assert.capture.featviz_responses.FeatvizStimuli`); optimised on the torch
         model, captured on ``backend``, cached on disk."""
-        from resstream_assert.interventions.featviz_stimuli import featviz_stimuli, sample_channels
+        from resstream_assert.capture.featviz_responses import featviz_stimuli, sample_channels
 
         def run():
             cfg = self.config
@@ -248,8 +248,8 @@ class Pipeline:
         return self.memo(("featviz", spec, backend, tuple(variants)), run)
 
     def featviz_settings(self):
-        """The run's :class:`~resstream_assert.interventions.featviz.FeatvizSettings` (``--resstream-featviz-*``)."""
-        from resstream_assert.interventions.featviz import FeatvizSettings
+        """The run's :class:`~resstream_assert.stimuli.featviz.FeatvizSettings` (``--resstream-featviz-*``)."""
+        from resstream_assert.stimuli.featviz import FeatvizSettings
 
         fv, cfg = self.config.featviz, self.config
         device = fv.get("device") or cfg.device
@@ -322,7 +322,7 @@ class Pipeline:
                 if claim.prepare is not None else None
             results[cid] = claim.evaluate(ctx.for_claim(claim, data))
         if stimuli == "featviz":
-            from resstream_assert.featviz_report import label_featviz_results
+            from resstream_assert.report.featviz_grid import label_featviz_results
 
             return label_featviz_results(results, self.featviz(spec, backend, variants), self.map(spec, backend))
         if cfg.stability:  # the exemplar source: re-evaluated on probe half-samples (featviz would re-optimise)
@@ -331,7 +331,7 @@ class Pipeline:
 
     def _with_stability(self, ctx, results: dict, options, n_images: int) -> dict:
         """``results`` with each response-only claim's verdict stability (``--resstream-stability N``)."""
-        from resstream_assert.claims.stability import SUBSAMPLE_FRACTION, response_claims, verdict_stability
+        from resstream_assert.claims.verdict_stability import SUBSAMPLE_FRACTION, response_claims, verdict_stability
 
         runs = self.config.stability
         ids = response_claims(results)
@@ -394,10 +394,6 @@ class Pipeline:
         ids = tuple(resolve_claims(claims if claims is not None else self.config.claims))
         return self.memo(("claims", spec, backend, ids, stimuli), lambda: self.evaluate(spec, backend, ids,
                                                                                        stimuli=stimuli))
-
-
-class FeatvizUnavailable(ResstreamError):
-    """Feature visualization cannot run on this model (e.g. an ONNX file: no gradients)."""
 
 
 def _check_source(stimuli: str) -> None:

@@ -25,13 +25,13 @@ import onnxruntime  # noqa: F401
 import PIL.Image  # noqa: F401
 import scipy.stats  # noqa: F401
 import torchvision  # noqa: F401
-import model_zoo  # noqa: F401
+from resstream_assert import zoo  # noqa: F401
 import resstream_assert.capture  # noqa: F401
 import resstream_assert.claims  # noqa: F401
 import resstream_assert.discovery.stem  # noqa: F401
 import resstream_assert.loading.onnx_file  # noqa: F401
 import resstream_assert.pipeline  # noqa: F401
-import resstream_assert.report.pytest_plugin  # noqa: F401
+import resstream_assert.pytest_plugin.reporting  # noqa: F401
 import resstream_assert.stimuli.probe  # noqa: F401
 from resstream_assert.cli import main as cli_main
 from tests.wild import architectures, checkpoints

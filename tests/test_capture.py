@@ -8,12 +8,12 @@ import torch
 import torchvision
 
 from resstream_assert.capture.cache import ResponseCache
-from resstream_assert.capture.module_hooks import module_outputs
+from resstream_assert.torch_utils import module_outputs
 from resstream_assert.capture.responses import Responses
 from resstream_assert.capture.torch_fx import capture_torch, instrument
 from resstream_assert.discovery.torch_graph import discover_torch
 from resstream_assert.errors import CaptureError, ResstreamWarning
-from tests.conftest import randomize_bn
+from resstream_assert.loading.random_weights import randomize_bn
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from resstream_assert.results import Verdict
 from resstream_assert.config import RunConfig
 from resstream_assert.pipeline import Pipeline
 from tests.cifar_user_model import resnet20
-from tests.conftest import randomize_bn
+from resstream_assert.loading.random_weights import randomize_bn
 
 SPEC = "tests.cifar_user_model:resnet20"
 

@@ -13,12 +13,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import given, settings as hsettings, strategies as st
 
-import resstream_assert.interventions.featviz as fv
-from resstream_assert.capture.module_hooks import module_outputs
+import resstream_assert.stimuli.featviz as fv
+from resstream_assert.torch_utils import module_outputs
 from resstream_assert.capture.torch_fx import capture_torch
 from resstream_assert.discovery.torch_graph import discover_torch
-from resstream_assert.interventions.featviz_param import affine
-from resstream_assert.interventions.featviz_stimuli import BlockImages, success
+from resstream_assert.stimuli.featviz_param import affine
+from resstream_assert.capture.featviz_responses import BlockImages, success
 from resstream_assert.stimuli.probe import embedded_probe
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -78,7 +78,7 @@ def test_featviz_pipeline_success_check_and_sampling(pipe):
             assert (fz.indices[b.block][t.site][t.channel, t.seed] == row) == bool(fz.ok[row])
     assert 0 < fz.ok.mean() < 1  # some images fail: post-ReLU skip_out of X.1 blocks often never leaves grey
     # seeded sample: the same channels again, other ones with another seed
-    from resstream_assert.interventions.featviz_stimuli import sample_channels
+    from resstream_assert.capture.featviz_responses import sample_channels
 
     a, b = sample_channels(rmap, 3, 0), sample_channels(rmap, 3, 1)
     assert all(np.array_equal(a[k], sample_channels(rmap, 3, 0)[k]) for k in a)

@@ -9,7 +9,8 @@ from resstream_assert.cli import main as cli_main
 from resstream_assert.config import ConfigError, RunConfig, build_run_config
 from resstream_assert.pipeline import Pipeline, model_refs
 from resstream_assert.report.collect import ReportCollector, read_report, write_report
-from resstream_assert.report.merge import MergeError, merge_reports
+from resstream_assert.report.merge import merge_reports
+from resstream_assert.errors import MergeError
 from tests.report_synth import make_result
 
 SPEC = "tests.cifar_user_model:resnet20"

@@ -14,7 +14,7 @@ import pytest
 
 from calibration.synthetic import Effects, synthetic_responses
 from resstream_assert.claims import ClaimOptions
-from resstream_assert.claims.stability import (STABILITY_THRESHOLD, evaluate_responses, response_claims,
+from resstream_assert.claims.verdict_stability import (STABILITY_THRESHOLD, evaluate_responses, response_claims,
                                                verdict_stability)
 from resstream_assert.config import ConfigError, build_run_config
 from resstream_assert.report._common import stability_text

@@ -31,8 +31,8 @@ from scipy.stats import rankdata
 
 from resstream_assert.capture.responses import Responses, site_key
 from resstream_assert.claims.base import ClaimContext, not_run, register, row, summarize
-from resstream_assert.effects import DegenerateDataError
-from resstream_assert.interventions.options import InterventionOptions, sample_channels
+from resstream_assert.errors import DegenerateDataError
+from resstream_assert.interventions.settings import InterventionOptions, sample_channels
 from resstream_assert.interventions.scaling import ScalingRequest
 from resstream_assert.measures import MIX, OVERWRITE, SKIP, MeasureOptions, block_exemplars, block_measures, categorize
 from resstream_assert.results import BlockRow, Verdict

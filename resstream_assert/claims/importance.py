@@ -25,10 +25,10 @@ import numpy as np
 
 from resstream_assert.claims.base import ClaimContext, not_run, register, row, summarize
 from resstream_assert.claims.gain_scaling import intervention_options
-from resstream_assert.effects import DegenerateDataError
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.interventions.attribution import AttributionRequest
 from resstream_assert.interventions.downstream import DownstreamRequest
-from resstream_assert.interventions.options import sample_channels
+from resstream_assert.interventions.settings import sample_channels
 from resstream_assert.measures import MIX, OVERWRITE, SKIP
 from resstream_assert.results import BlockRow, Verdict
 from resstream_assert.stats import kruskal_wallis, mann_whitney

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from resstream_assert.claims.base import ClaimContext, register, row, summarize
-from resstream_assert.effects import DegenerateDataError
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.results import Verdict
 from resstream_assert.stats import mann_whitney
 

@@ -32,7 +32,7 @@ from dataclasses import replace
 import numpy as np
 
 from resstream_assert.claims.base import ZOOM_VARIANTS, ClaimContext, register, row, summarize
-from resstream_assert.effects import DegenerateDataError
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.measures import MIX, UNDEFINED, flatness, p2_selected
 from resstream_assert.results import TestResult
 from resstream_assert.stats import binomial_proportion, mann_whitney, mcnemar_exact, sign_test, wilcoxon_signed_rank

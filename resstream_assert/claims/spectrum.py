@@ -9,7 +9,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from resstream_assert.claims.base import ClaimContext, register, row, summarize
-from resstream_assert.effects import DegenerateDataError
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.measures import MIX, OVERWRITE, SKIP, UNDEFINED
 from resstream_assert.results import Verdict
 from resstream_assert.stats import binomial_proportion, chi2_independence_mc, spearman_permutation

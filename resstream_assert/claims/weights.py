@@ -8,7 +8,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from resstream_assert.claims.base import ClaimContext, register, row, summarize
-from resstream_assert.effects import DegenerateDataError
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.results import Verdict
 from resstream_assert.stats import partial_spearman, spearman_permutation
 

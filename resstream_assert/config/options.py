@@ -169,7 +169,7 @@ def parse_intervention_options(items: list[str]) -> dict:
     """
     if not items:
         return {}
-    from resstream_assert.interventions.options import InterventionOptions
+    from resstream_assert.interventions.settings import InterventionOptions
 
     return _key_values("--resstream-intervention", items, _MULTI_INTERVENTION_KEYS, InterventionOptions)
 

@@ -31,11 +31,11 @@ def load_zoo(spec: ModelSpec) -> LoadedModel:
         96
     """
     try:
-        import model_zoo
+        from resstream_assert import zoo
     except ImportError as exc:
         raise ModelSpecError(f"Model spec {spec.text!r}: the model_zoo package is not installed "
                              f"({exc}). Reinstall resstream_assert with 'pip install -e .'.") from exc
-    entry = model_zoo.get(spec.target)  # raises ModelSpecError listing the known names
+    entry = zoo.get(spec.target)  # raises ModelSpecError listing the known names
     module = entry.load()  # verifies the sha256 of the shipped weights
     return LoadedModel(spec=spec.text, name=f"zoo:{entry.name}", backend="torch", module=module,
                        input_size=entry.input_size, num_classes=entry.num_classes, digest="",

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from resstream_assert.report._common import claim_sort_key, model_pairs, result_key
+from resstream_assert.keys import claim_sort_key, model_pairs, result_key
 
 __all__ = ["ReportCollector", "VOLATILE_KEYS", "REPORT_FORMAT", "RESULT_PROPERTY", "record_result",
            "package_versions", "machine_info", "write_report", "read_report", "strip_volatile"]

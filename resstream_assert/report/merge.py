@@ -10,13 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from resstream_assert.errors import MergeError
 from resstream_assert.report.collect import REPORT_FORMAT, VOLATILE_KEYS, ReportCollector
 
-__all__ = ["merge_reports", "MergeError"]
-
-
-class MergeError(ValueError):
-    """Reports that cannot be merged (different settings, or the same result twice)."""
+__all__ = ["merge_reports"]
 
 
 def _settings(report: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,7 +11,8 @@ import pytest
 
 from resstream_assert.claims import REGISTRY, claim_order
 from resstream_assert.gate import Outcome
-from resstream_assert.results import ClaimAssertionError, Verdict
+from resstream_assert.results import Verdict
+from resstream_assert.errors import ClaimAssertionError
 
 
 @pytest.mark.parametrize("claim", claim_order(REGISTRY))

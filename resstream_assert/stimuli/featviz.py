@@ -36,11 +36,10 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from resstream_assert.capture.module_hooks import module_outputs
-from resstream_assert.capture.torch_fx import _no_tf32
 from resstream_assert.discovery.residual_map import SITES
 from resstream_assert.discovery.torch_graph import block_nodes, copy_graph, trace
-from resstream_assert.interventions.featviz_param import (COLOR_CORRELATION, STAGE_JITTER, draws, freq_scale,
+from resstream_assert.torch_utils import module_outputs, no_tf32, tf32
+from resstream_assert.stimuli.featviz_param import (COLOR_CORRELATION, STAGE_JITTER, draws, freq_scale,
                                                           paper_jitter, to_rgb)
 
 REGIMES = ("block", "per-layer")
@@ -220,20 +219,6 @@ def _forward(module: nn.Module, root: nn.Module, sites: Sequence[tuple[int, str]
         yield run
 
 
-@contextmanager
-def _tf32(dev: torch.device, allow: bool):
-    """TF32 on CUDA as asked while optimising (off by default); the user's settings are restored."""
-    if dev.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = bool(allow)
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 def check_targets(module: nn.Module, targets: Sequence[Target]) -> None:
     """Raise ValueError for a target whose site, block, channel or seed does not exist."""
     n_blocks = len(block_nodes(module))
@@ -343,7 +328,7 @@ def _optimize_chunk(module, root, targets, jitters, size, settings, mean, std, d
     amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=settings.amp)
     with nullcontext(shared[1]) if shared else _forward(module, root, sites, settings.clone,
                                                         settings.truncate) as forward, \
-            _tf32(dev, settings.tf32):
+            tf32(dev, settings.tf32):
         for step in range(settings.steps):
             opt.zero_grad(set_to_none=True)
             img = to_rgb(param, size, **rgb)
@@ -375,6 +360,6 @@ def _measure(module, root, images, targets, mean, std, clone, batch_size, dev, c
         x = (images[i:i + batch_size].to(dev) - m) / s
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad(), _no_tf32(dev), _forward(module, root, sites, clone) as forward:  # as capture does
+        with torch.no_grad(), no_tf32(dev), _forward(module, root, sites, clone) as forward:  # as capture does
             out[i:i + len(part)] = _gather(forward(x), groups).cpu().numpy()
     return out

@@ -28,7 +28,7 @@ import numpy as np
 from resstream_assert.capture.cache import ArrayCache, ResponseCache, cache_key
 from resstream_assert.capture.responses import Responses
 from resstream_assert.discovery.residual_map import Block, ResidualMap
-from resstream_assert.interventions.featviz import FeatvizSettings, Target, make_targets, optimize
+from resstream_assert.stimuli.featviz import FeatvizSettings, Target, make_targets, optimize
 from resstream_assert.stimuli.probe import ProbeSet
 
 #: The sites visualised, as the papers' I, B and O (O = the pre-activation sum, P2's "Post").

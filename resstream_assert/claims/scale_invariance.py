@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from resstream_assert.claims.base import ClaimContext, lacks, register, row, summarize
-from resstream_assert.effects import DegenerateDataError, bootstrap_ci, clopper_pearson
+from resstream_assert.stats.effects import bootstrap_ci, clopper_pearson
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.measures import MIX, UNDEFINED
 from resstream_assert.paper import BLOCK_CHANNELS, SCALE_INVARIANT_CHANNELS
 from resstream_assert.results import BlockRow, TestResult, Verdict

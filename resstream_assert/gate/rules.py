@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable
 
-import pytest
+from resstream_assert.errors import CompareFailError
 
 __all__ = ["GRAMMAR", "FIELDS", "CompareFailError", "Rule", "parse_rule", "parse_rules", "gate_rules"]
 
@@ -23,10 +23,6 @@ GRAMMAR = ("verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT  (NAME: a claim 
 _RULE_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*):(?P<mode>abs|pct)>(?P<limit>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
 #: The numeric claim fields a rule can compare (besides the ``values`` keys).
 FIELDS = ("statistic", "p_value", "p_adjusted", "effect", "ci_low", "ci_high", "n")
-
-
-class CompareFailError(pytest.UsageError, ValueError):
-    """A malformed ``--resstream-compare-fail`` expression (a usage error on the command line)."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +46,7 @@ def parse_rule(expr: str) -> Rule:
         >>> parse_rule("rho>0.1")
         Traceback (most recent call last):
         ...
-        resstream_assert.report.rules.CompareFailError: invalid --resstream-compare-fail expression 'rho>0.1': expected verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT  (NAME: a claim field such as effect, p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number)
+        resstream_assert.errors.CompareFailError: invalid --resstream-compare-fail expression 'rho>0.1': expected verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT  (NAME: a claim field such as effect, p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number)
     """
     text = str(expr).strip()
     if text in ("verdict", "missing"):

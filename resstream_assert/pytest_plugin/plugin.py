@@ -15,6 +15,10 @@ import pytest
 
 from resstream_assert.config import OPTION, OPTIONS, ConfigError, RunConfig, build_run_config
 
+# Failures inside our assertion helpers get pytest's rich assertion rewriting (registered here,
+# before any test module imports them, so that `import resstream_assert` never imports pytest).
+pytest.register_assert_rewrite("resstream_assert.assertions")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("resstream", "residual-stream claims (resstream_assert)")
@@ -84,17 +88,17 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """pytest-xdist: under ``-n N`` (``--dist load``) keep each model's tests on one worker, so a model is
-    loaded, captured and lesioned once, not once per worker (:mod:`resstream_assert.scheduling`)."""
+    loaded, captured and lesioned once, not once per worker (:mod:`resstream_assert.pytest_plugin.scheduling`)."""
     if config.getvalue("dist") != "load" or not _uses_models(config):
         return None
-    from resstream_assert.scheduling import ModelScheduling
+    from resstream_assert.pytest_plugin.scheduling import ModelScheduling
 
     return ModelScheduling(config, log, [str(r) for r in _refs(config)])
 
 
 def _register_reports(config: pytest.Config) -> None:
     """Wire the report hooks (collect, baseline gate, terminal summary, files): resstream_assert.report."""
-    from resstream_assert.report.pytest_plugin import ReportOptions, ReportPlugin  # stdlib + pytest only
+    from resstream_assert.pytest_plugin.reporting import ReportOptions, ReportPlugin  # stdlib + pytest only
 
     options = ReportOptions(
         json=_get(config, "report-json"), md=_get(config, "report-md"), html=_get(config, "report-html"),
@@ -312,7 +316,7 @@ def resstream_decide(request, resstream_config):
     """``decide(result) -> Decision``: the gate (:func:`resstream_assert.gate.decide`) for a claim result, with
     this run's survey mode and, when ``--resstream-baseline`` is given, the baseline as the gate."""
     from resstream_assert.gate import decide
-    from resstream_assert.report.pytest_plugin import BASELINE_DECIDED
+    from resstream_assert.pytest_plugin.reporting import BASELINE_DECIDED
 
     plugin = request.config.pluginmanager.get_plugin("resstream-report")
 

@@ -24,13 +24,13 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 
+from resstream_assert.errors import BaselineDriftError
 from resstream_assert.formatting import fnum, to_float
-from resstream_assert.report._common import claim_sort_key, model_label, result_key
-from resstream_assert.report.rules import (  # noqa: F401 - re-exported (the rules used to live here)
-    FIELDS, GRAMMAR, CompareFailError, Rule, parse_rule, parse_rules)
+from resstream_assert.keys import claim_sort_key, model_label, result_key
+from resstream_assert.gate.rules import FIELDS, GRAMMAR, Rule, parse_rule, parse_rules
 
-__all__ = ["Rule", "parse_rule", "parse_rules", "DiffEntry", "BaselineDiff", "BaselineDriftError",
-           "CompareFailError", "compare", "compare_result", "check", "baseline_from_report", "GRAMMAR",
+__all__ = ["Rule", "parse_rule", "parse_rules", "DiffEntry", "BaselineDiff",
+           "compare", "compare_result", "check", "baseline_from_report", "GRAMMAR",
            "quantities", "unknown_quantities", "find_baseline_result"]
 
 _MISSING = object()
@@ -144,15 +144,6 @@ class BaselineDiff:
 
     def __bool__(self) -> bool:
         raise TypeError("BaselineDiff has no truth value: use `diff.failed`")
-
-
-class BaselineDriftError(AssertionError):
-    """A claim result drifted from the baseline beyond tolerance; the message is the diff."""
-
-    def __init__(self, diff: BaselineDiff) -> None:
-        self.diff = diff
-        where = f" {diff.baseline_path}" if diff.baseline_path else ""
-        super().__init__(f"residual-stream statistics drifted from the baseline{where}\n{diff.table()}")
 
 
 # --- comparison ------------------------------------------------------------------------------

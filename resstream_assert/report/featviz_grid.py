@@ -17,7 +17,7 @@ from typing import Mapping
 
 import numpy as np
 
-from resstream_assert.interventions.featviz_stimuli import FEATVIZ_SITES, SITE_LABELS, FeatvizStimuli
+from resstream_assert.capture.featviz_responses import FEATVIZ_SITES, SITE_LABELS, FeatvizStimuli
 
 #: Channels shown per block in a report's grid (the CLI draws all it is asked for).
 GRID_CHANNELS = 16

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping
 import numpy as np
 
 from resstream_assert.claims.base import REGISTRY, ClaimContext, ClaimOptions, inconclusive
-from resstream_assert.effects import clopper_pearson
+from resstream_assert.stats.effects import clopper_pearson
 from resstream_assert.measures import MeasureOptions, measure_all
 from resstream_assert.results import ClaimResult, Verdict
 

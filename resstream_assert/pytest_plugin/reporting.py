@@ -27,10 +27,11 @@ from typing import Any, Callable, Mapping
 
 import pytest
 
-from resstream_assert.report.baseline import (BaselineDiff, baseline_from_report, compare, compare_result,
+from resstream_assert.gate.baseline import (BaselineDiff, baseline_from_report, compare, compare_result,
                                               find_baseline_result, quantities, unknown_quantities)
 from resstream_assert.report.collect import RESULT_PROPERTY, ReportCollector, read_report, write_report
-from resstream_assert.report.rules import gate_rules, parse_rules
+from resstream_assert.errors import CompareFailError
+from resstream_assert.gate.rules import gate_rules, parse_rules
 
 __all__ = ["ReportOptions", "ReportPlugin", "BASELINE_DECIDED"]
 
@@ -64,7 +65,10 @@ class ReportPlugin:
         self._run_config = run_config
         self.is_worker = hasattr(config, "workerinput")
         # Parsed first: a malformed tolerance is named as such even when the baseline is missing too.
-        self.rules = gate_rules(options.compare_fail) if options.baseline else parse_rules(options.compare_fail)
+        try:
+            self.rules = gate_rules(options.compare_fail) if options.baseline else parse_rules(options.compare_fail)
+        except CompareFailError as exc:
+            raise pytest.UsageError(str(exc)) from None
         self.root = Path(config.invocation_params.dir)
         self.baseline: dict[str, Any] | None = None
         if options.update_baseline and not options.baseline:
