@@ -63,10 +63,8 @@ RECIPES = {
 }
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(zoo.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(zoo.IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+def _normalize(x: torch.Tensor, mean=zoo.IMAGENET_MEAN, std=zoo.IMAGENET_STD) -> torch.Tensor:
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
 def _augment(batch_u8: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -85,7 +83,7 @@ def _augment(batch_u8: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, images_u8: torch.Tensor, variant: str = "id",
-            batch_size: int = 250) -> torch.Tensor:
+            batch_size: int = 250, mean=zoo.IMAGENET_MEAN, std=zoo.IMAGENET_STD) -> torch.Tensor:
     """Logits of a model on uint8 images ``(N, 3, H, W)`` under a stimulus variant.
 
     Example:
@@ -97,7 +95,7 @@ def predict(model: torch.nn.Module, images_u8: torch.Tensor, variant: str = "id"
     out = []
     for i in range(0, len(images_u8), batch_size):
         x = apply_variant(images_u8[i:i + batch_size].float() / 255, variant)
-        out.append(model(_normalize(x).contiguous(memory_format=torch.channels_last)))
+        out.append(model(_normalize(x, mean, std).contiguous(memory_format=torch.channels_last)))
     return torch.cat(out)
 
 
@@ -108,11 +106,12 @@ def _fp16_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _fp16_check(entry, model: torch.nn.Module, test_x: torch.Tensor) -> dict:
-    ref = F.softmax(predict(model, test_x), 1)
+    norm = dict(mean=entry.mean, std=entry.std)
+    ref = F.softmax(predict(model, test_x, **norm), 1)
     m16 = entry.build()
     m16.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in _fp16_state(model).items()})
     m16 = m16.to(memory_format=torch.channels_last)
-    got = F.softmax(predict(m16, test_x), 1)
+    got = F.softmax(predict(m16, test_x, **norm), 1)
     diff = float((ref - got).abs().max())
     agree = float((ref.argmax(1) == got.argmax(1)).float().mean())
     return {"max_softmax_abs_diff": diff, "argmax_agreement": agree,
@@ -187,10 +186,10 @@ def _weights_fields(wpath: Path, check: dict) -> dict:
             "fp16_check": check}
 
 
-def _write_card(card: dict, out_dir: Path) -> None:
+def _write_card(card: dict, out_dir: Path, markdown=None) -> None:
     (out_dir / "cards").mkdir(parents=True, exist_ok=True)
     (out_dir / "cards" / f"{card['name']}.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out_dir / "cards" / f"{card['name']}.md").write_text(_markdown(card))
+    (out_dir / "cards" / f"{card['name']}.md").write_text((markdown or _markdown)(card))
 
 
 def repack(name: str, out_dir: Path | None = None, threads: int = 2, command: str | None = None) -> dict:
@@ -339,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``python -m model_zoo.train NAME ...``)."""
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m model_zoo.train", description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=list(RECIPES))
+    from model_zoo.natural import NATURAL_RECIPES
+
+    if argv[:1] and argv[0] in NATURAL_RECIPES:  # trained on photographs: its own data and recipe
+        from model_zoo.natural import main as natural_main
+
+        return natural_main(argv)
+    p.add_argument("name", choices=list(RECIPES) + list(NATURAL_RECIPES))
     p.add_argument("--epochs", type=int, default=None, help="default: the model's recipe")
     p.add_argument("--train-size", type=int, default=None, help="default: the model's recipe")
     p.add_argument("--threads", type=int, default=2)

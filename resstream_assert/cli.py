@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Iterable
 
 
@@ -208,7 +209,7 @@ def _featviz(args: argparse.Namespace) -> int:
         fh.write(block_grid(fz, block.index, max_channels=None))
     s = fz.summary(block.index)
     print(f"wrote {args.out}: {block.name}, {len(chans)} channels x I/B/O, {args.steps} steps; success (response > "
-          f"99th percentile of {len(pipe.probe(loaded.input_size))} probe images): "
+          f"99th percentile of {len(pipe.model_probe(args.spec))} probe images): "
           + ", ".join(f"{k} {int(s['ok_' + k])}/{int(s['n_' + k])}" for k in ("I", "B", "O")))
     return 0
 
@@ -293,7 +294,51 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tolerance for --baseline (repeatable), as --resstream-compare-fail; verdicts are always "
                         "compared")
     m.set_defaults(func=_merge)
+
+    t = sub.add_parser("trend", help="claims over training: run the suite on checkpoints in order, draw each claim",
+                       description="Run the claims on each checkpoint (in training order) with one configuration "
+                                   "and write, per claim, the verdict and the effect with its CI at each checkpoint, "
+                                   "and the skip / mix / overwrite proportions per block. Example: resstream trend "
+                                   "torchvision:resnet18@runs/r18/epoch-000.safetensors ... --input-size 64 "
+                                   "--out trend.html")
+    t.add_argument("specs", nargs="+", help="checkpoint specs, in training order (first = earliest)")
+    t.add_argument("--out", help="write the HTML page (figures + tables) here")
+    t.add_argument("--md", help="write the Markdown tables here")
+    t.add_argument("--json", help="write the JSON rows here")
+    t.add_argument("--labels", help="comma-separated checkpoint labels (default: the weights files' names)")
+    t.add_argument("--claims", help="comma-separated claim ids (default: the suite's; C1 is always added)")
+    t.add_argument("--images", type=_positive_int, default=512, help="probe images per checkpoint (default 512)")
+    t.add_argument("--input-size", type=_positive_int, default=None, help="input size in px (default: the model's)")
+    t.add_argument("--probe", default=None, help="probe set: embedded, cifar10 or a folder (default: the model's)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the permutations and bootstraps")
+    t.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    t.set_defaults(func=_trend)
     return p
+
+
+def _trend(args: argparse.Namespace) -> int:
+    from resstream_assert.api import trend
+    from resstream_assert.config import OPTION, build_run_config
+    from resstream_assert.errors import OutputError
+    from resstream_assert.report.trend import render_trend_html, render_trend_markdown
+
+    outputs = {k: getattr(args, k) for k in ("out", "md", "json") if getattr(args, k)}
+    if not outputs:
+        raise OutputError("resstream trend writes nothing without --out PATH.html, --md PATH or --json PATH")
+    cfg = build_run_config({"images": args.images, "input-size": args.input_size, "probe": args.probe,
+                            "seed": args.seed, "claims": args.claims, "no-cache": args.no_cache})
+    for flag, path in outputs.items():  # checked before hours of work, not after
+        why = OPTION["report-json"].check(path)
+        if why:
+            raise OutputError(f"--{flag} {path}: {why}")
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    t = trend(args.specs, labels=labels, config=cfg, progress=lambda line: print(line, file=sys.stderr))
+    texts = {"out": render_trend_html(t), "md": render_trend_markdown(t), "json": json.dumps(t, indent=1) + "\n"}
+    for flag, path in outputs.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(texts[flag], encoding="utf-8")
+        print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

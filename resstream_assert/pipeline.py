@@ -141,13 +141,32 @@ class Pipeline:
 
         return self.memo(("map", spec, backend), lambda: discover(self.model(spec, backend)))
 
-    def probe(self, size: int):
-        """The probe set at ``size`` px (the embedded set unless ``--resstream-probe`` names a folder)."""
+    def probe(self, size: int, source: str | None = None):
+        """The probe set at ``size`` px from ``source`` (``None``: ``--resstream-probe``, else the embedded set)."""
         from resstream_assert.stimuli.probe import load_probe
 
+        source = source or self.config.probe
         # The probe sample is fixed (seed 0) so that --resstream-seed changes only the resampling
         # (permutations, bootstraps, random sets): different seeds then differ by Monte-Carlo error alone.
-        return self.memo(("probe", size), lambda: load_probe(self.config.probe, self.config.images, size, seed=0))
+        return self.memo(("probe", size, source), lambda: load_probe(source, self.config.images, size, seed=0))
+
+    def probe_source(self, spec: str) -> str | None:
+        """Where a model's probe images come from: ``--resstream-probe`` when given, else the probe set
+        its zoo entry names (``cifar10`` for the models trained on photographs), else the embedded set (None)."""
+        if self.config.probe:
+            return self.config.probe
+        from resstream_assert.loading import ModelSpec
+
+        parsed = ModelSpec.parse(spec)
+        if parsed.kind != "zoo":
+            return None
+        from resstream_assert import zoo
+
+        return zoo.get(parsed.target).probe
+
+    def model_probe(self, spec: str, backend: str = "torch"):
+        """The probe set a model is measured on: from :meth:`probe_source`, at the model's input size."""
+        return self.probe(self.model(spec, backend).input_size, self.probe_source(spec))
 
     @property
     def cache(self):
@@ -208,7 +227,7 @@ class Pipeline:
         if missing:
             run_on = "onnx" if self.engine(spec, backend) == "onnxruntime" else "torch"
             loaded = self.model(spec, run_on)
-            got = capture(loaded, self.map(spec, run_on), self.probe(loaded.input_size), variants=missing,
+            got = capture(loaded, self.map(spec, run_on), self.model_probe(spec, backend), variants=missing,
                           batch_size=self.config.batch_size, device=self.config.device, cache=self.cache,
                           progress=self.config.progress, log=self.log)
             for v, r in got.items():
@@ -302,8 +321,7 @@ class Pipeline:
         ids = resolve_claims(claims if claims is not None else cfg.claims)
         options = options or ClaimOptions.from_run(cfg.claim_options)
         variants = needed_variants(ids)
-        loaded = self.model(spec, backend)
-        probe = self.probe(loaded.input_size)
+        probe = self.model_probe(spec, backend)
         ctx = ClaimContext(model=cfg.label_of(str(spec)), backend=backend, rmap=self.map(spec, backend), measures=(),
                            responses={}, options=options, seed=cfg.seed)
         if len(probe) < options.min_images:
@@ -380,8 +398,8 @@ class Pipeline:
 
         def run():
             loaded = self.model(spec, backend)
-            env = InterventionEnv(loaded, self.map(spec, backend), self.probe(loaded.input_size),
-                                  probe_source=self.config.probe, device=self.config.device, log=self.log)
+            env = InterventionEnv(loaded, self.map(spec, backend), self.model_probe(spec, backend),
+                                  probe_source=self.probe_source(spec), device=self.config.device, log=self.log)
             return request.run(env)
 
         return self.memo(("intervention", spec, backend, request.key), run)

@@ -171,9 +171,14 @@ def writable_dir(v: Any) -> str:
 def probe_dir(v: Any) -> str:
     if v is None or str(v) == "embedded":
         return ""
+    from resstream_assert.stimuli.probe import SHIPPED  # only when a probe is named: numpy stays unimported
+
+    if str(v) in SHIPPED:
+        return ""
     p = Path(str(v)).expanduser()
     if not p.exists():
-        return "does not exist: give a folder of images (class subfolders or a flat folder), or leave it unset"
+        return (f"does not exist: give a folder of images (class subfolders or a flat folder), a shipped probe set "
+                f"({', '.join(SHIPPED)}), or leave it unset")
     if not p.is_dir():
         return "is a file, not a folder: give the folder that holds the images"
     return ""

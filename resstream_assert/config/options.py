@@ -48,8 +48,9 @@ OPTIONS: tuple[Option, ...] = (
            "reproduces the torch graph's blocks, else torch", checks.engine),
     Option("providers", "str", "", "onnxruntime execution providers, comma-separated (default: CUDA first when "
            "available)", checks.providers),
-    Option("probe", "str", None, "folder of probe images (ImageFolder-like or flat). Default: the embedded probe set",
-           checks.probe_dir),
+    Option("probe", "str", None, "probe images: a folder (ImageFolder-like or flat), embedded (synthetic shapes) or "
+           "cifar10 (1,000 CIFAR-10 test photographs shipped with the package). Default: the model's own (a zoo model "
+           "names its probe set), else embedded", checks.probe_dir),
     Option("images", "int", 512, "number of probe images", checks.positive),
     Option("batch-size", "int", 64, "images per forward pass", checks.positive),
     Option("device", "str", "cpu", "torch device: cpu or cuda[:N]",

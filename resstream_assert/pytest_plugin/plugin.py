@@ -166,15 +166,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         warnings.simplefilter("always", ResstreamWarning)
         for ref in refs:
             try:
-                loaded = pipe.model(ref.spec, ref.backend)
+                pipe.model(ref.spec, ref.backend)
                 pipe.map(ref.spec, ref.backend)  # a network without residual blocks is refused now too
             except ResstreamError as exc:
                 raise pytest.UsageError(f"--resstream-model {ref.spec}: {exc}") from None
-            if run_config(config).probe:
+            if pipe.probe_source(ref.spec):
                 try:
-                    pipe.probe(loaded.input_size)
+                    pipe.model_probe(ref.spec, ref.backend)
                 except ResstreamError as exc:
-                    raise pytest.UsageError(f"--resstream-probe {run_config(config).probe}: {exc}") from None
+                    raise pytest.UsageError(f"--resstream-probe {pipe.probe_source(ref.spec)}: {exc}") from None
     config.stash[_NOTES] = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category,
                                                                                            ResstreamWarning)))
     for w in caught:
@@ -207,8 +207,9 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         if loaded is not None:
             source = loaded.meta.get("input_size_source", "")
             weights = f"; weights {loaded.meta['weights']}" if loaded.meta.get("weights") else ""
+            probe = pipe.probe_source(ref.spec) or "embedded"
             lines.append(f"resstream model {ref}: input {loaded.input_size}px{f' ({source})' if source else ''}"
-                         f"{weights}")
+                         f"{weights}; probe {probe}")
     lines += [f"resstream WARNING: {note}" for note in config.stash.get(_NOTES, [])]
     if any(r.backend == "onnx" for r in refs):  # the providers a session really gets (pitfall 6)
         from resstream_assert.loading.ort_session import provider_report
@@ -294,9 +295,9 @@ def resstream_map(resstream_pipeline, resstream_ref):
 
 
 @pytest.fixture(scope="session")
-def resstream_probe(resstream_pipeline, resstream_model):
-    """The probe set at the model's input size."""
-    return resstream_pipeline.probe(resstream_model.input_size)
+def resstream_probe(resstream_pipeline, resstream_ref):
+    """The probe set the model is measured on, at its input size."""
+    return resstream_pipeline.model_probe(resstream_ref.spec, resstream_ref.backend)
 
 
 @pytest.fixture(scope="session")

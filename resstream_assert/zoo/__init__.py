@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from resstream_assert.errors import CheckpointError, ModelSpecError
 
@@ -28,6 +28,9 @@ WEIGHTS_DIR = ZOO_DIR / "weights"
 CARDS_DIR = ZOO_DIR / "cards"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Channel statistics of the CIFAR-10 training images (the values public CIFAR code uses).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 NUM_CLASSES = 10  # every zoo model has ten classes; the names come from its card
 
 
@@ -46,14 +49,33 @@ def _cifar20(num_classes: int):
     return resnet20(num_classes)
 
 
-# name -> (architecture description, builder, input size)
-_SPECS: dict[str, tuple[str, Callable, int]] = {
-    "resnet18-synth96": ("torchvision resnet18 (BasicBlock [2,2,2,2]); layer4 is 3x3 at 96 px",
-                         _resnet18, 96),
-    "bottleneck-synth64": ("torchvision ResNet(Bottleneck, [1,1,1,1]); every stage has a projection "
-                           "shortcut (layer1 included); layer4 is 2x2 at 64 px", _bottleneck, 64),
-    "cifar-resnet20-synth32": ("CIFAR ResNet-20 (He et al.; 3x3 BasicBlocks, 16/32/64 channels, "
-                               "option-A zero-pad identity shortcut)", _cifar20, 32),
+@dataclass(frozen=True)
+class Recipe:
+    """What is fixed about a zoo model before it is trained: architecture, input, preprocessing, probe.
+
+    ``probe`` names the probe set the model is tested on by default: ``embedded`` (the synthetic
+    shapes the synthetic models were trained on) or ``cifar10`` (natural photographs shipped with
+    the package, labelled with the CIFAR-10 classes).
+    """
+
+    arch: str
+    build: Callable[[int], Any]
+    input_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    probe: str = "embedded"
+
+
+_RECIPES: dict[str, Recipe] = {
+    "resnet18-synth96": Recipe("torchvision resnet18 (BasicBlock [2,2,2,2]); layer4 is 3x3 at 96 px",
+                               _resnet18, 96),
+    "bottleneck-synth64": Recipe("torchvision ResNet(Bottleneck, [1,1,1,1]); every stage has a projection "
+                                 "shortcut (layer1 included); layer4 is 2x2 at 64 px", _bottleneck, 64),
+    "cifar-resnet20-synth32": Recipe("CIFAR ResNet-20 (He et al.; 3x3 BasicBlocks, 16/32/64 channels, "
+                                     "option-A zero-pad identity shortcut)", _cifar20, 32),
+    "resnet18-cifar64": Recipe("torchvision resnet18 (BasicBlock [2,2,2,2], ImageNet stem) trained on CIFAR-10 "
+                               "photographs upsampled to 64 px; layer4 is 2x2", _resnet18, 64,
+                               CIFAR10_MEAN, CIFAR10_STD, probe="cifar10"),
 }
 
 
@@ -74,6 +96,7 @@ class ZooEntry:
     class_names: tuple[str, ...]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    probe: str
     weights_file: str
     sha256: str | None
     accuracy: float | None
@@ -92,7 +115,7 @@ class ZooEntry:
             >>> type(get("resnet18-synth96").build()).__name__
             'ResNet'
         """
-        return _SPECS[self.name][1](self.num_classes)
+        return _RECIPES[self.name].build(self.num_classes)
 
     def load(self):
         """Build, verify the weights' sha256, load them (fp16 stored, fp32 returned), eval().
@@ -155,15 +178,16 @@ def get(name: str) -> ZooEntry:
         >>> get("resnet18-synth96").input_size
         96
     """
-    if name not in _SPECS:
-        raise ModelSpecError(f"Unknown zoo model {name!r}. Known: {', '.join(_SPECS)}. "
+    if name not in _RECIPES:
+        raise ModelSpecError(f"Unknown zoo model {name!r}. Known: {', '.join(_RECIPES)}. "
                              "Run 'resstream zoo' to list them with their accuracies.")
-    arch, _, size = _SPECS[name]
+    recipe = _RECIPES[name]
     card = read_card(name) or {}
     zoom = card.get("zoom_accuracy")
     classes = tuple(card.get("class_names", ()))  # the card is the one source of a model's classes
-    return ZooEntry(name=name, arch=arch, input_size=size, num_classes=len(classes) or NUM_CLASSES,
-                    class_names=classes, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+    return ZooEntry(name=name, arch=recipe.arch, input_size=recipe.input_size,
+                    num_classes=len(classes) or NUM_CLASSES, class_names=classes, mean=recipe.mean,
+                    std=recipe.std, probe=recipe.probe,
                     weights_file=card.get("weights_file", f"{name}.safetensors"),
                     sha256=card.get("sha256"), accuracy=card.get("accuracy"),
                     zoom_accuracy=dict(zoom) if zoom else None, card=f"{name}.md")
@@ -176,7 +200,7 @@ def entries() -> list[ZooEntry]:
         >>> len(entries())
         3
     """
-    return [get(name) for name in _SPECS]
+    return [get(name) for name in _RECIPES]
 
 
 def names() -> tuple[str, ...]:
@@ -186,4 +210,4 @@ def names() -> tuple[str, ...]:
         >>> names()[0]
         'resnet18-synth96'
     """
-    return tuple(_SPECS)
+    return tuple(_RECIPES)
