@@ -19,7 +19,7 @@ PACKAGE = "resstream_assert"
 
 #: Floors of the flow, lowest first: a module may import its own floor or a lower one, never a higher one.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "formatting", "results", "effects", "stats", "paper", "cache_dir"),
+    ("errors", "formatting", "results", "effects", "stats", "paper", "cache_dir", "paths"),
     ("loading",),
     ("discovery",),
     ("stimuli",),

@@ -105,6 +105,22 @@ class ModelSpec:
         return base + (f"+{self.control}" if self.control else "")
 
     @property
+    def architecture(self) -> str:
+        """What the spec builds, without its weights file: a new checkpoint of the same architecture is what a
+        baseline gates, another architecture is not comparable with it.
+
+        Example:
+            >>> ModelSpec.parse("torchvision:resnet18@/runs/v2.pth+nc-id").architecture
+            'torchvision:resnet18+nc-id'
+            >>> ModelSpec.parse("exports/r18_v2.onnx").architecture
+            'an ONNX file'
+        """
+        if self.kind == "onnx":
+            return "an ONNX file"
+        base = self.target if self.kind == "factory" else f"{self.kind}:{self.target}"
+        return base + (f"+{self.control}" if self.control else "")
+
+    @property
     def default_backend(self) -> str:
         """``onnx`` for an ONNX file, ``torch`` for everything else.
 
