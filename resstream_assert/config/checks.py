@@ -122,6 +122,11 @@ def claims(v: Any) -> str:
     return ""
 
 
+def class_names(v: Any) -> str:
+    bad = [x for x in (v or ()) if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", str(x))]
+    return f"{bad[0]!r} is not a class name: give module.Class, e.g. argparse.Namespace" if bad else ""
+
+
 def positive_float(v: Any) -> str:
     return "" if v is None or (math.isfinite(v) and v > 0) else "must be a finite number > 0"
 

@@ -65,6 +65,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-cache", "bool", False, "do not read or write the response cache"),
     Option("trust-pickle", "bool", False, "allow loading checkpoints that pickle whole models (runs code from the "
            "file)"),
+    Option("safe-globals", "list", None, "a class a checkpoint may hold besides tensors, as module.Class "
+           "(repeatable), e.g. argparse.Namespace in a Lightning checkpoint's hyper-parameters: the safe loader "
+           "builds it too (torch.serialization.add_safe_globals); no other code runs", checks.class_names),
     Option("shard", "str", None, "run only shard I/N of the model list (models dealt round-robin in the order "
            "given, so every shard is fixed by the list); merge the JSON reports with 'resstream report merge'",
            checks.shard),
@@ -139,6 +142,7 @@ RUN_FIELDS = {
     "model": "models", "backend": "backends", "engine": "engine", "providers": "providers", "probe": "probe",
     "images": "images", "batch-size": "batch_size", "device": "device", "seed": "seed", "input-size": "input_size",
     "label": "labels", "cache-dir": "cache_dir", "trust-pickle": "trust_pickle", "shard": "shard",
+    "safe-globals": "safe_globals",
     "claims": "claims", "alpha": "claim_options.alpha", "mostly": "claim_options.mostly",
     "min-effect": "claim_options.min_effect", "resamples": "claim_options.n_resamples",
     "lesion": "claim_options.lesion", "intervention": "claim_options.intervention", "stability": "stability",

@@ -28,6 +28,7 @@ class RunConfig:
     input_size: int | None = None
     cache_dir: str | None = None
     trust_pickle: bool = False
+    safe_globals: tuple[str, ...] = ()  # classes a checkpoint may hold besides tensors (torch.serialization)
     backends: tuple[str, ...] = ()
     engine: str = "auto"  # what runs a torch model's forwards: auto (onnxruntime on CPU), torch, onnxruntime
     providers: tuple[str, ...] = ()
@@ -121,6 +122,8 @@ class RunConfig:
         skip = {"cache_dir", "labels"} | {k for k in ("claims", "shard") if getattr(self, k) is None}
         if not self.stability:
             skip.add("stability")
+        if not self.safe_globals:
+            skip.add("safe_globals")
         if self.stimuli == "exemplars":
             skip |= {"stimuli", "channels", "featviz"}
         out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k not in skip}
@@ -138,7 +141,8 @@ def _option_value(cfg: RunConfig, path: str) -> Any:
         return "/".join(map(str, value))
     if head in ("providers", "claims") and isinstance(value, (tuple, list)):
         return ",".join(map(str, value))
-    return list(value) if isinstance(value, tuple) and head in ("models", "backends", "labels") else value
+    return list(value) if isinstance(value, tuple) and head in ("models", "backends", "labels", "safe_globals") \
+        else value
 
 
 def _check_key_values(name: str, value: Any) -> None:
@@ -212,6 +216,7 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         models=tuple(get("model") or [DEFAULT_MODEL]), probe=get("probe"), images=int(get("images")),
         batch_size=int(get("batch-size")), device=str(get("device")), seed=int(get("seed")),
         input_size=get("input-size"), cache_dir=cache_dir, trust_pickle=bool(get("trust-pickle")),
+        safe_globals=tuple(get("safe-globals") or ()),
         backends=tuple(get("backend") or ()), engine=str(get("engine")), providers=providers,
         survey=bool(get("survey")), claim_options=claim_options, claims=claims,
         shard=tuple(int(x) for x in str(get("shard")).split("/")) if get("shard") else None,

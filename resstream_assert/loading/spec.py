@@ -90,11 +90,15 @@ class ModelSpec:
             'torchvision:resnet18@r18.pth+nc-id'
             >>> ModelSpec.parse("/exports/r18.onnx").label
             'r18.onnx'
+            >>> ModelSpec.parse("torchvision:resnet18@runs/my weights[v2].pth").label
+            'torchvision:resnet18@my_weights(v2).pth'
         """
         import ntpath
+        import re
 
-        def name(path: str) -> str:
-            return ntpath.basename(path.rstrip("/\\")) or path
+        def name(path: str) -> str:  # spaces and brackets would break test ids and the matrix: made plain
+            base = ntpath.basename(path.rstrip("/\\")) or path
+            return re.sub(r"\s+", "_", base).replace("[", "(").replace("]", ")")
 
         if self.kind == "onnx":
             base = name(self.target)
