@@ -168,7 +168,15 @@ def checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
 
 def save_checked(path: str | Path, arrays: dict[str, np.ndarray], key: str) -> None:
     """Write ``arrays`` to one ``.npz`` file with the ``key`` they are for and their :func:`checksum`
-    (atomically: a temporary file, then a rename)."""
+    (atomically: a temporary file, then a rename).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "k.npz"
+        >>> save_checked(path, {"x": np.arange(3.0)}, "k")
+        >>> load_checked(path, "k")["x"].tolist()
+        [0.0, 1.0, 2.0]
+    """
     tmp = Path(str(path) + ".tmp.npz")
     np.savez(tmp, **arrays, **{_KEY: np.array(key), _SUM: np.array(checksum(key, arrays))})
     tmp.replace(path)
@@ -181,7 +189,17 @@ def _load_all(path: str | Path) -> dict[str, np.ndarray]:
 
 def load_checked(path: str | Path, key: str) -> dict[str, np.ndarray]:
     """The arrays of a file written by :func:`save_checked` for ``key``; :class:`CacheEntryError` when it was
-    written for another key, carries no checksum, or its content no longer matches it."""
+    written for another key, carries no checksum, or its content no longer matches it.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "k.npz"
+        >>> save_checked(path, {"x": np.arange(3.0)}, "k")
+        >>> load_checked(path, "another key")
+        Traceback (most recent call last):
+        ...
+        resstream_assert.capture.responses.CacheEntryError: it was written for another key (k...)
+    """
     z = _load_all(path)
     stored_key, stored_sum = (str(z.pop(_KEY)) if _KEY in z else None), (str(z.pop(_SUM)) if _SUM in z else None)
     if stored_key is None or stored_sum is None:

@@ -225,6 +225,8 @@ def writable_dir(v: Any) -> str:
     p = Path(str(v)).expanduser()
     if p.exists() and not p.is_dir():
         return "is a file, not a folder: give a folder path (it is created if missing)"
+    if p.exists() and _not_system(p):  # wherever a symlink points: never written into (as root it could be)
+        return _not_system(p)
     base = p if p.exists() else _nearest_existing(p.parent)
     if not base.is_dir():
         return f"cannot be created: {base} is a file, not a folder; give another folder"

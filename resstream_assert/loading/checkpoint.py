@@ -224,19 +224,16 @@ def _refused_global(p: Path, exc: Exception) -> CheckpointError:
     import re
 
     m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-    if m is None:
-        return CheckpointError(
-            f"Weights file {str(p)!r} holds pickled Python objects (probably a whole model saved with "
-            "torch.save(model)), which are refused because unpickling can run arbitrary code. Save a state dict "
-            f"instead (torch.save(model.state_dict(), path)), or, only if you trust the file, pass {TRUST_HINT}.")
-    name = m.group(1)
+    what = f" (class {m.group(1)})" if m else ""
+    settings = (f"If it is a training checkpoint whose saved settings hold that class (e.g. Lightning's "
+                f"hyper_parameters), allow that class alone with --resstream-safe-globals {m.group(1)} "
+                "(torch.serialization.add_safe_globals), or save only the weights: "
+                "torch.save(checkpoint['state_dict'], path). If it is a whole model saved with torch.save(model), "
+                "save") if m else "Save"
     return CheckpointError(
-        f"Weights file {str(p)!r} holds an object of class {name}, which torch's safe loader (weights_only=True) "
-        "refuses: unpickling a class can run its code. In a training checkpoint this is usually saved settings "
-        "(e.g. Lightning's hyper_parameters), not the model. Allow that class alone with --resstream-safe-globals "
-        f"{name} (torch.serialization.add_safe_globals), or save only the weights: "
-        "torch.save(checkpoint['state_dict'], path). Only for a whole pickled model, and only if you trust the file, "
-        f"pass {TRUST_HINT}.")
+        f"Weights file {str(p)!r} holds pickled Python objects{what}, which torch's safe loader (weights_only=True) "
+        f"refuses because unpickling can run arbitrary code. {settings} a state dict instead "
+        f"(torch.save(model.state_dict(), path)), or, only if you trust the file, pass {TRUST_HINT}.")
 
 
 def _torch_load(p: Path, fmt: str, trust_pickle: bool, safe_globals: tuple[str, ...] = ()) -> Any:
