@@ -75,8 +75,9 @@ _CLI_FLAGS = {"sites": {"trust-pickle": "--trust-pickle", "input-size": "--input
               "export": {"trust-pickle": "--trust-pickle", "input-size": "--input-size",
                          "safe-globals": "--safe-globals"},
               "featviz": {o: "--" + o.removeprefix("featviz-") for o in (
-                  "trust-pickle", "input-size", "safe-globals", "channels", "featviz-steps", "featviz-lr", "featviz-seeds",
-                  "featviz-regime", "featviz-jitter", "featviz-size", "featviz-device", "device", "images", "seed")},
+                  "trust-pickle", "input-size", "safe-globals", "channels", "featviz-steps", "featviz-lr",
+                  "featviz-seeds", "featviz-regime", "featviz-jitter", "featviz-size", "featviz-device", "device",
+                  "images", "seed")},
               "run": {"trust-pickle": "--trust-pickle"}}
 
 

@@ -48,8 +48,10 @@ def system_location(path: str | os.PathLike[str]) -> str:
     system's root, a top-level folder, or inside an operating-system tree (:data:`SYSTEM_TREES`).
 
     Example:
-        >>> system_location("/etc/cron.d/x"), system_location("/"), system_location("/tmp/run/r.json")
-        ('its real location /etc/cron.d/x is inside the system folder /etc', 'its real location / is the root folder', '')
+        >>> system_location("/etc/cron.d/x")
+        'its real location /etc/cron.d/x is inside the system folder /etc'
+        >>> system_location("/"), system_location("/tmp/run/r.json")
+        ('its real location / is the root folder', '')
     """
     if os.name != "posix":
         return ""

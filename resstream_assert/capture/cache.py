@@ -15,7 +15,6 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from filelock import FileLock
 
 from resstream_assert.capture.responses import CacheEntryError, Responses, load_checked, save_checked
@@ -77,6 +76,7 @@ class ArrayCache:
     visualizations, whose optimisation is the expensive part of a featviz run.
 
     Example:
+        >>> import numpy as np
         >>> ArrayCache(None).get_or_compute("k", lambda: {"a": np.zeros(2)})["a"].shape
         (2,)
     """

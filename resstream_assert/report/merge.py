@@ -130,7 +130,8 @@ def check_outputs(outputs: Sequence[tuple[str, str]], protected: Sequence[tuple[
         >>> check_outputs([("json", "b.json")], [("b.json", "the baseline (--baseline)")], lambda p: "")
         Traceback (most recent call last):
         ...
-        ValueError: --json b.json: is the baseline (--baseline) (symlinks followed); writing there would overwrite it. Give another path.
+        ValueError: --json b.json: is the baseline (--baseline) (symlinks followed); writing there would overwrite
+        it. Give another path.
     """
     for i, (kind, path) in enumerate(outputs):
         why = writable(path)

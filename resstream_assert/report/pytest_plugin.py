@@ -257,11 +257,12 @@ class ReportPlugin:
             self._update_baseline(session, report, models, undecided)
         self._write_files(report)
 
-    def _fail(self, session: pytest.Session, message: str) -> None:
+    def _fail(self, session: pytest.Session, message: str = "") -> None:
         """Fail a run whose tests all passed, saying why (a run that failed already keeps its status)."""
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
-            self.messages.append(message)
+            if message:
+                self.messages.append(message)
 
     def _check_decided(self, session: pytest.Session, report: Mapping[str, Any]) -> list[str]:
         """:func:`resstream_assert.gate.undecided`: a run that decided nothing fails (survey mode: a loud line)."""
@@ -279,8 +280,8 @@ class ReportPlugin:
             "  More probe images (--resstream-images), other claims (--resstream-claims) or a trained model can "
             "decide them; inconclusive claims say what they lack."])
         self.messages.append(text)
-        if not survey and session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        if not survey:
+            self._fail(session)
         return lines
 
     def _update_baseline(self, session: pytest.Session, report: Mapping[str, Any], models: Sequence[ModelInfo],
@@ -299,8 +300,7 @@ class ReportPlugin:
         if why:
             self.messages.append(f"resstream: baseline {o.baseline} NOT written: {'; '.join(dict.fromkeys(why))}. A "
                                  "baseline must hold every model's results: fix the run and write it again.")
-            if session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            self._fail(session)
             return
         write_report(baseline_from_report(report), self._path(o.baseline))
         self.messages.append(f"resstream: baseline written to {o.baseline} ({len(report['results'])} claim results)")
