@@ -262,7 +262,7 @@ def finalize(name: str, *, work_dir: Path | None = None, data_dir: Path = DEFAUL
     import torchvision
     from safetensors.torch import load_file
 
-    from model_zoo.train import _fp16_check, _save_weights, _weights_fields, _write_card
+    from model_zoo.train import _save_weights, _weights_fields, _write_card
     from resstream_assert.stimuli.probe import SHIPPED, load_probe
 
     recipe, entry = NATURAL_RECIPES[name], zoo.get(name)

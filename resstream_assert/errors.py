@@ -56,6 +56,10 @@ class CompareFailError(ConfigError):
     """A malformed ``--resstream-compare-fail`` expression (a usage error on the command line)."""
 
 
+class CacheEntryError(ResstreamError, ValueError):
+    """A cache file that was not written for its key, or whose content changed since (it is recomputed)."""
+
+
 class MergeError(ResstreamError, ValueError):
     """Reports that cannot be merged (different settings, or the same result twice)."""
 

@@ -59,7 +59,7 @@ def model_refs(config: RunConfig) -> list[ModelRef]:
 
 
 def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool = False, seed: int = 0,
-               backend: str = "torch", providers: tuple[str, ...] = ()):
+               backend: str = "torch", providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = ()):
     """Load a model spec the way a run sees it: stored model, then its negative control, then its backend.
 
     ``backend="onnx"`` runs a torch model through its own ONNX export (cached on disk). A factory
@@ -79,7 +79,8 @@ def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool =
         from resstream_assert.loading.onnx_file import load_onnx
 
         return load_onnx(parsed, input_size, providers)  # refuses a control: it would need the torch model
-    loaded = load_stored(replace(parsed, control=None), input_size=input_size, trust_pickle=trust_pickle)
+    loaded = load_stored(replace(parsed, control=None), input_size=input_size, trust_pickle=trust_pickle,
+                         safe_globals=safe_globals)
     if input_size is None and loaded.meta.get("input_size_source") == "default":
         from resstream_assert.discovery.stem import guess_input_size
 
@@ -133,7 +134,7 @@ class Pipeline:
         cfg = self.config
         return self.memo(("model", spec, backend), lambda: load_model(
             spec, input_size=cfg.input_size, seed=cfg.seed, trust_pickle=cfg.trust_pickle, backend=backend,
-            providers=cfg.providers))
+            providers=cfg.providers, safe_globals=cfg.safe_globals))
 
     def map(self, spec: str, backend: str = "torch"):
         """The model's :class:`~resstream_assert.discovery.ResidualMap`."""

@@ -130,7 +130,7 @@ def test_cache_reuses_and_survives_damage(tmp_path):
     cache.get_or_compute("k", compute)
     assert (len(calls), cache.hits, cache.misses) == (1, 1, 1)
     (tmp_path / "k.npz").write_bytes(b"garbage")
-    with pytest.warns(ResstreamWarning, match="damaged cache entry k.npz.*discarded; recomputing"):
+    with pytest.warns(ResstreamWarning, match="cache entry k.npz.*not trusted.*discarded and is recomputed"):
         cache.get_or_compute("k", compute)
     assert len(calls) == 2
     good = (tmp_path / "k.npz").read_bytes()  # an entry cut short by an interrupted write: BadZipFile

@@ -7,6 +7,6 @@ tolerances a user sets (``--resstream-compare-fail rho:abs>0.1``). Numpy and the
 
 from __future__ import annotations
 
-from resstream_assert.gate.outcome import BaselineCheck, Decision, Outcome, decide
+from resstream_assert.gate.outcome import BaselineCheck, Decision, Outcome, decide, undecided
 
-__all__ = ["BaselineCheck", "Decision", "Outcome", "decide"]
+__all__ = ["BaselineCheck", "Decision", "Outcome", "decide", "undecided"]

@@ -31,7 +31,7 @@ from resstream_assert.gate.rules import FIELDS, GRAMMAR, Rule, parse_rule, parse
 
 __all__ = ["Rule", "parse_rule", "parse_rules", "DiffEntry", "BaselineDiff",
            "compare", "compare_result", "check", "baseline_from_report", "GRAMMAR",
-           "quantities", "unknown_quantities", "find_baseline_result"]
+           "quantities", "unknown_quantities", "find_baseline_result", "pair_models"]
 
 _MISSING = object()
 
@@ -114,8 +114,9 @@ class BaselineDiff:
         """A fixed-width table of the non-ok entries (every entry with ``all=True``).
 
         Example:
-            >>> print(compare({"results": []}, {"results": []}, ["verdict"]).table())
-            no differences beyond tolerance (0 quantities compared; rules: verdict)
+            >>> r = {"results": [{"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds"}]}
+            >>> print(compare(r, r, ["verdict"]).table())
+            no differences beyond tolerance (1 quantities compared; rules: verdict)
         """
         rows = [e.row() for e in (self.entries if all else self.notable())]
         rules = ", ".join(str(r) for r in self.rules)
@@ -238,8 +239,11 @@ def _index(results: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], M
 
 
 def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], rules: Iterable[str | Rule] = ("verdict",),
-            *, baseline_path: str = "") -> BaselineDiff:
+            *, baseline_path: str = "", notes: Sequence[str] = ()) -> BaselineDiff:
     """Compare two reports (their JSON dicts) under ``rules``; claims on one side only are reported.
+
+    A comparison that matched no (model, backend, claim) of the run with the baseline compared nothing:
+    it fails (a gate that checked nothing must not pass). ``notes`` are stated above the table.
 
     Example:
         >>> base = {"results": [{"model": "m", "backend": "torch", "claim": "C3", "verdict": "holds",
@@ -251,7 +255,7 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], rules: Iter
     """
     rules_t = parse_rules(rules)
     base_idx, now_idx = _index(baseline.get("results", [])), _index(current.get("results", []))
-    mapping, notes = _pairing(base_idx, [(m, b) for m, b, _ in now_idx])
+    mapping, pair_notes = _pairing(base_idx, [(m, b) for m, b, _ in now_idx])
     strict_missing = any(r.mode == "missing" for r in rules_t)
     entries: list[DiffEntry] = []
     matched: set[tuple[str, str, str]] = set()
@@ -272,7 +276,22 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], rules: Iter
             rule = next(r for r in rules_t if r.quantity == name)
             entries.append(DiffEntry("*", "*", "*", "", name, _ABSENT, _ABSENT, "", f"{rule.mode}>{rule.limit:g}",
                                      "FAIL", "no claim or block has this quantity: check the name"))
-    return BaselineDiff(tuple(entries), rules_t, tuple(notes), baseline_path)
+    if not matched:
+        what = "this run recorded no claim result" if not now_idx else "no claim result of this run is in the baseline"
+        entries.append(DiffEntry("*", "*", "*", "", "claims", len(base_idx), len(now_idx), "", "something compared",
+                                 "FAIL", f"nothing was compared: {what}"))
+    return BaselineDiff(tuple(entries), rules_t, tuple(notes) + tuple(pair_notes), baseline_path)
+
+
+def pair_models(baseline: Mapping[str, Any], now_pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Each current (model, backend label) -> the baseline model it is compared with (as :func:`compare` pairs).
+
+    Example:
+        >>> base = {"results": [{"model": "r18@v1.pth", "backend": "torch", "claim": "C1"}]}
+        >>> pair_models(base, [("r18@v2.pth", "torch")])
+        {('r18@v2.pth', 'torch'): 'r18@v1.pth'}
+    """
+    return _pairing(_index(baseline.get("results", [])), now_pairs)[0]
 
 
 def quantities(report: Mapping[str, Any]) -> set[str]:

@@ -38,10 +38,15 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
 
 from resstream_assert.results import ClaimResult, Verdict
 
-__all__ = ["Outcome", "Decision", "BaselineCheck", "decide"]
+__all__ = ["Outcome", "Decision", "BaselineCheck", "decide", "DECIDED", "undecided"]
+
+#: The verdicts that decide a gated claim. A run whose every model has none of these among its gated
+#: claims checked nothing (:func:`undecided`).
+DECIDED = (Verdict.HOLDS.value, Verdict.FAILS.value)
 
 
 class Outcome(str, enum.Enum):
@@ -122,3 +127,38 @@ def decide(result: ClaimResult, *, survey: bool = False, baseline: BaselineCheck
             return Decision(Outcome.XFAIL, f"{claim} fails on this model (survey mode){suffix}: {result.reason}")
         return Decision(Outcome.FAIL, f"{claim} fails{suffix}: {result.reason}")
     return Decision(Outcome.PASS, f"{claim} {verdict.value}{suffix}: {result.reason}")
+
+
+def undecided(results: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Why a run decided nothing: one line per (model, backend) whose gated claims none hold or fail, or one
+    line when no claim result was recorded at all; ``[]`` when every model had a decided gated claim.
+
+    The one place that says whether a run checked anything (the report plugin fails such a run, or
+    in survey mode ends it with a loud line). ``results`` are report dicts (``ClaimResult.to_dict()``).
+
+    Example:
+        >>> undecided([{"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds"}])
+        []
+        >>> undecided([{"model": "m", "backend": "torch", "claim": "C1", "verdict": "inconclusive",
+        ...             "reason": "5 probe images < 32 (min_images)"}])
+        ['m[torch]: 0 of 1 gated claims decided (C1 inconclusive: 5 probe images < 32 (min_images))']
+    """
+    results = list(results)
+    if not results:
+        return ["no claim result was recorded (every claim test was deselected, skipped before it ran, or errored)"]
+    by_model: dict[str, list[Mapping[str, Any]]] = {}
+    for r in results:
+        backend = str(r.get("backend", "")) + ("" if r.get("stimuli", "exemplars") == "exemplars"
+                                               else f"+{r.get('stimuli')}")
+        by_model.setdefault(f"{r.get('model', '?')}[{backend}]", []).append(r)
+    out = []
+    for model, rs in by_model.items():
+        gated = [r for r in rs if r.get("gate", True)]
+        if any(str(r.get("verdict")) in DECIDED for r in gated):
+            continue
+        why = "; ".join(dict.fromkeys(f"{r.get('claim')} {r.get('verdict')}: {str(r.get('reason', '')).strip()}"
+                                      for r in gated[:4]))
+        more = f"; and {len(gated) - 4} more" if len(gated) > 4 else ""
+        out.append(f"{model}: 0 of {len(gated)} gated claims decided" + (f" ({why}{more})" if gated else
+                                                                         " (only report-only claims ran)"))
+    return out

@@ -103,12 +103,22 @@ def _register_reports(config: pytest.Config) -> None:
     options = ReportOptions(
         json=_get(config, "report-json"), md=_get(config, "report-md"), html=_get(config, "report-html"),
         figures=_get(config, "report-figures"), baseline=_get(config, "baseline"),
-        compare_fail=tuple(_get(config, "compare-fail") or ()), update_baseline=bool(_get(config, "update-baseline")))
+        compare_fail=tuple(_get(config, "compare-fail") or ()), update_baseline=bool(_get(config, "update-baseline")),
+        allow_probe_size=bool(_get(config, "allow-probe-size")))
     if options.update_baseline and options.baseline:  # the file this run will write: checked now, not at the end
         why = OPTION["report-json"].check(str(Path(config.invocation_params.dir) / options.baseline))
         if why:
             raise pytest.UsageError(f"--resstream-baseline {options.baseline} (to be written): {why}")
-    config.pluginmanager.register(ReportPlugin(config, options, lambda: run_config(config)), "resstream-report")
+    config.pluginmanager.register(ReportPlugin(config, options, lambda: run_config(config),
+                                               models=lambda: config.stash.get(_MODEL_INFO, []),
+                                               runs_suite=_runs_suite(config)), "resstream-report")
+
+
+def _runs_suite(config: pytest.Config) -> bool:
+    """A run of the built-in claims suite (``--pyargs resstream_assert.suite``, ``resstream run`` or its path)."""
+    suite = str(Path(__file__).parent / "suite")
+    return any("resstream_assert.suite" in str(a) or str(Path(str(a).split("::")[0]).resolve()).startswith(suite)
+               for a in config.args)
 
 
 def _refs(config: pytest.Config):
@@ -147,6 +157,7 @@ def _pipeline(config: pytest.Config):
 
 _PIPELINE = pytest.StashKey[object]()
 _NOTES = pytest.StashKey[list]()
+_MODEL_INFO = pytest.StashKey[list]()  # (label, backend label, model_info entry) of every model, from start-up
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -161,20 +172,26 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     from resstream_assert.errors import ResstreamError, ResstreamWarning
 
+    from resstream_assert.loading import ModelSpec
+    from resstream_assert.keys import backend_label
+    from resstream_assert.gate.compat import describe_model
+
     refs, pipe = _refs(config), _pipeline(config)
+    info = config.stash[_MODEL_INFO] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResstreamWarning)
         for ref in refs:
             try:
-                pipe.model(ref.spec, ref.backend)
-                pipe.map(ref.spec, ref.backend)  # a network without residual blocks is refused now too
+                loaded = pipe.model(ref.spec, ref.backend)
+                rmap = pipe.map(ref.spec, ref.backend)  # a network without residual blocks is refused now too
             except ResstreamError as exc:
                 raise pytest.UsageError(f"--resstream-model {ref.spec}: {exc}") from None
-            if pipe.probe_source(ref.spec):
-                try:
-                    pipe.model_probe(ref.spec, ref.backend)
-                except ResstreamError as exc:
-                    raise pytest.UsageError(f"--resstream-probe {pipe.probe_source(ref.spec)}: {exc}") from None
+            try:  # read now: a bad image is refused before any test, and reports name the probe set
+                probe = pipe.model_probe(ref.spec, ref.backend)
+            except ResstreamError as exc:
+                raise pytest.UsageError(f"--resstream-probe {pipe.probe_source(ref.spec)}: {exc}") from None
+            info.append((ref.label, backend_label({"backend": ref.backend, "stimuli": ref.stimuli}),
+                         describe_model(ModelSpec.parse(ref.spec).architecture, loaded, rmap, probe)))
     config.stash[_NOTES] = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category,
                                                                                            ResstreamWarning)))
     for w in caught:

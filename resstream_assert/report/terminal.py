@@ -187,6 +187,8 @@ def write_summary(tr: Any, report: Mapping[str, Any], diff: Any = None, written:
         for text in diff.table().splitlines():
             tr.write_line(text, red=" FAIL" in text)
     for msg in messages:
-        tr.write_line(msg)
+        loud = msg.startswith("resstream: NOTHING WAS DECIDED") or " NOT written" in msg
+        for text in msg.splitlines():
+            tr.write_line(text, red=loud, bold=loud)
     for path in written:
         tr.write_line(f"resstream report: {path}")

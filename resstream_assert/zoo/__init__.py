@@ -9,7 +9,7 @@ lazily here, so the registry's numbers are data, never hand-copied constants.
 Example:
     >>> from resstream_assert import zoo
     >>> [e.name for e in zoo.entries()]
-    ['resnet18-synth96', 'bottleneck-synth64', 'cifar-resnet20-synth32']
+    ['resnet18-synth96', 'bottleneck-synth64', 'cifar-resnet20-synth32', 'resnet18-cifar64']
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def entries() -> list[ZooEntry]:
 
     Example:
         >>> len(entries())
-        3
+        4
     """
     return [get(name) for name in _RECIPES]
 
