@@ -291,7 +291,7 @@ def test_tf32_option_leaves_the_users_settings(known):
     a, b = run(known, targets, steps=4), run(known, targets, steps=4, tf32=True)
     assert np.array_equal(a.images, b.images)
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
-    with fv._tf32(torch.device("cuda"), True):  # flags only: no CUDA device is needed to set them
+    with fv.tf32(torch.device("cuda"), True):  # flags only: no CUDA device is needed to set them
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
 
