@@ -78,7 +78,7 @@ class FeatvizSettings:
     seed: int = 0
     pass_relu: bool = True  # a rectified site's gradient passes its ReLU where the unit is 0 (False: the papers')
     crop: bool = True  # forward only the block's receptive field (exact; with clone, truncate and no compile)
-    plateau: int = 0  # early stop (0: off): an image stops when its objective gained < 1% over its last N steps
+    plateau: int = 0  # early stop (0: off): an image stops when its objective gained <= 1% over its last N steps
 
     def check(self) -> "FeatvizSettings":
         """Raise ValueError naming the first unusable value.

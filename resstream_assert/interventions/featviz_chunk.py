@@ -26,7 +26,7 @@ from resstream_assert.interventions.featviz_crop import Window
 from resstream_assert.interventions.featviz_graph import site_graph
 from resstream_assert.interventions.featviz_param import COLOR_CORRELATION, draws, freq_scale, to_rgb
 
-#: Early stop: an image has plateaued when its mean objective over its last N steps gained less than this
+#: Early stop: an image has plateaued when its mean objective over its last N steps gained no more than this
 #: fraction of the mean over the N steps before.
 PLATEAU_GAIN = 0.01
 
@@ -121,7 +121,7 @@ def transform(img: torch.Tensor, theta: torch.Tensor, size: int, window: Window 
 
 class Plateau:
     """Per-image early stop: after every ``n`` steps (from ``2n`` on), an image whose mean objective over
-    its last ``n`` steps gained less than :data:`PLATEAU_GAIN` of the ``n`` before stops, keeping its parameters.
+    its last ``n`` steps gained no more than :data:`PLATEAU_GAIN` of the ``n`` before stops, keeping its parameters.
 
     Example:
         >>> p = Plateau(2, 1)
@@ -144,7 +144,7 @@ class Plateau:
             return False
         hist = torch.stack(self.values[-2 * self.n:])
         prev, last = hist[:self.n].mean(0), hist[self.n:].mean(0)
-        for i in torch.nonzero(last - prev < PLATEAU_GAIN * prev.abs()).flatten().tolist():
+        for i in torch.nonzero(last - prev <= PLATEAU_GAIN * prev.abs()).flatten().tolist():
             if i not in self.kept:
                 self.kept[i], self.steps_run[i] = param[i].detach().clone(), done
         return len(self.kept) == len(self.steps_run)
@@ -153,6 +153,18 @@ class Plateau:
         with torch.no_grad():
             for i, p in self.kept.items():
                 param[i] = p
+
+
+def step_values(param: torch.Tensor, theta: torch.Tensor, forward: Callable, groups: list, size: int, settings,
+                rgb: dict, norm: tuple[torch.Tensor, torch.Tensor], window: Window | None,
+                check: bool = False) -> torch.Tensor:
+    """One step's objective per image: parameters -> image -> random transform (at the window's pixels)
+    -> normalisation -> forward (bf16 autocast with ``settings.amp``) -> each image's own unit."""
+    x = (transform(to_rgb(param, size, **rgb), theta, size, window) - norm[0]) / norm[1]
+    if settings.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=settings.amp):
+        return gather(forward(x), groups, check=check)
 
 
 def optimize_chunk(module, root, targets, jitters, size, settings, mean, std, dev, progress, done,
@@ -168,16 +180,12 @@ def optimize_chunk(module, root, targets, jitters, size, settings, mean, std, de
     sites, groups = groups_of(targets, dev, shared[0] if shared else None, window)
     opt = torch.optim.Adam([param], lr=settings.lr)
     stop = Plateau(settings.plateau, len(targets), settings.steps) if settings.plateau else None
-    amp = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=settings.amp)
     with nullcontext(shared[1]) if shared else site_forward(module, root, sites, settings.clone, settings.truncate,
                                                             settings.pass_relu) as forward, tf32(dev, settings.tf32):
         for step in range(settings.steps):
             opt.zero_grad(set_to_none=True)
-            x = (transform(to_rgb(param, size, **rgb), thetas[step], size, window) - m) / s
-            if settings.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with amp:
-                values = gather(forward(x), groups, check=step == 0)
+            values = step_values(param, thetas[step], forward, groups, size, settings, rgb, (m, s), window,
+                                 check=step == 0)
             (-values.sum()).backward()
             opt.step()
             finished = stop is not None and stop.update(step, values, param)
