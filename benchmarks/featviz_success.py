@@ -9,8 +9,10 @@ Success is the project's check, unchanged: the unit's response to its (8-bit) im
     PYTHONPATH=. nice python benchmarks/featviz_success.py zoo:cifar-resnet20-synth32 --channels 16 \\
         --json cifar.json
 
-Prints a table per block and the per-site totals, for ``pass_relu`` off (the papers' recipe)
-and on, at the same steps, seeds, channels and probe set.
+Prints a table per block and the per-site totals for each side: ``before`` (the code before the
+fix: no pass-through ReLU, the papers' jitter in px at any image size), ``jitter-only`` (the
+jitter scaled to the image size alone) and ``after`` (both, the defaults), at the same steps,
+seeds, channels and probe set.
 """
 
 from __future__ import annotations
@@ -27,8 +29,14 @@ from resstream_assert.interventions.featviz_stimuli import FEATVIZ_SITES, SITE_L
 from resstream_assert.pipeline import Pipeline
 
 
-def rates(spec: str, args, pass_relu: bool) -> dict:
-    fv = {"steps": args.steps, "pass_relu": pass_relu, "crop": not args.no_crop}
+#: Runs: before = the code before the fix (no pass-through ReLU, the papers' jitter in px at any size);
+#: jitter-only = the scaled jitter alone (ablation); after = both (the defaults).
+SIDES = {"before": (False, False), "jitter-only": (False, True), "after": (True, True)}
+
+
+def rates(spec: str, args, side: str) -> dict:
+    pass_relu, scale_jitter = SIDES[side]
+    fv = {"steps": args.steps, "pass_relu": pass_relu, "scale_jitter": scale_jitter, "crop": not args.no_crop}
     cfg = RunConfig(models=(spec,), images=args.images, stimuli="featviz", channels=args.channels, seed=args.seed,
                     featviz=fv, cache_dir=None)
     pipe = Pipeline(cfg)
@@ -37,7 +45,8 @@ def rates(spec: str, args, pass_relu: bool) -> dict:
     seconds = time.process_time() - start
     probe = pipe.responses(spec, ("id",))["id"]
     rmap = pipe.map(spec)
-    out: dict = {"pass_relu": pass_relu, "cpu_seconds": seconds, "blocks": {}}
+    out: dict = {"side": side, "pass_relu": pass_relu, "scale_jitter": scale_jitter, "cpu_seconds": seconds,
+                 "blocks": {}}
     totals = {SITE_LABELS[s]: [0, 0, 0, 0] for s in FEATVIZ_SITES}  # ok, n, ok live, n live
     row = 0
     for bi in fz.blocks:
@@ -58,7 +67,7 @@ def rates(spec: str, args, pass_relu: bool) -> dict:
 
 
 def show(spec: str, result: dict) -> None:
-    tag = "pass_relu on (fix)" if result["pass_relu"] else "pass_relu off (papers' recipe, before)"
+    tag = f"{result['side']} (pass_relu {result['pass_relu']}, scale_jitter {result['scale_jitter']})"
     print(f"\n{spec}, {tag}: {result['cpu_seconds']:.0f} CPU-s")
     print(f"{'block':<12}" + "".join(f"{k:>16}" for k in ("I", "B", "O")))
     for name, per in list(result["blocks"].items()) + [("ALL", result["totals"])]:
@@ -76,17 +85,19 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=512, help="probe images for the success thresholds")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", choices=("before", "after"), default=None, help="run one side only")
+    ap.add_argument("--sides", default="before,after", help="comma-separated: before, jitter-only, after")
     ap.add_argument("--no-crop", action="store_true", help="whole-image forwards (the crop is exact; slower)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    sides = {"before": [False], "after": [True], None: [False, True]}[args.only]
+    sides = args.sides.split(",")
+    if not set(sides) <= set(SIDES):
+        ap.error(f"--sides {args.sides}: use some of {', '.join(SIDES)}")
     results = {}
     for spec in args.spec:
         results[spec] = []
-        for flag in sides:
-            r = rates(spec, args, flag)
+        for side in sides:
+            r = rates(spec, args, side)
             show(spec, r)
             results[spec].append(r)
             if args.json:

@@ -39,7 +39,7 @@ from resstream_assert.discovery.torch_graph import block_nodes, trace
 from resstream_assert.interventions.featviz_chunk import measure_units, optimize_chunk, site_list, tf32
 from resstream_assert.interventions.featviz_crop import block_window
 from resstream_assert.interventions.featviz_graph import site_graph
-from resstream_assert.interventions.featviz_param import STAGE_JITTER, paper_jitter
+from resstream_assert.interventions.featviz_param import PAPERS_SIZE, STAGE_JITTER, paper_jitter
 
 __all__ = ["FeatvizResult", "FeatvizSettings", "Target", "check_targets", "jitter_for", "make_targets", "measure",
            "optimize", "site_graph", "tf32"]
@@ -52,7 +52,9 @@ class FeatvizSettings:
     """How to optimise (defaults: the papers' recipe, with fewer steps than their 2560).
 
     ``regime="block"`` gives the three sites of a block one jitter (``jitter``, or the papers'
-    value for the block's depth; W5); ``"per-layer"`` reproduces the papers' table, where the
+    value for the block's depth, W5, which is in pixels of their 224 px images: with
+    ``scale_jitter`` it is scaled to the image size, so a 32 px CIFAR image is not shifted by
+    half its width, 16 px); ``"per-layer"`` reproduces the papers' table in pixels, where the
     site's own module name decides. ``seed`` is the run's seed (mixed into every image's draws).
 
     Example:
@@ -78,6 +80,7 @@ class FeatvizSettings:
     seed: int = 0
     pass_relu: bool = True  # a rectified site's gradient passes its ReLU where the unit is 0 (False: the papers')
     crop: bool = True  # forward only the block's receptive field (exact; with clone, truncate and no compile)
+    scale_jitter: bool = True  # block regime: the papers' jitter (px at 224 px) scaled to the image size
     plateau: int = 0  # early stop (0: off): an image stops when its objective gained <= 1% over its last N steps
 
     def check(self) -> "FeatvizSettings":
@@ -157,8 +160,9 @@ def make_targets(blocks: Sequence[int], sites: Sequence[str], channels: Sequence
     return [Target(b, s, int(c), k) for b in blocks for s in sites for c in channels for k in range(seeds)]
 
 
-def jitter_for(module: nn.Module, target: Target, settings: FeatvizSettings) -> int:
-    """The jitter ``target`` is optimised with under ``settings.regime`` (see :class:`FeatvizSettings`).
+def jitter_for(module: nn.Module, target: Target, settings: FeatvizSettings, size: int | None = None) -> int:
+    """The jitter ``target`` is optimised with under ``settings.regime`` (see :class:`FeatvizSettings`);
+    ``size``: the image side, for ``scale_jitter`` (None: the papers' pixels).
 
     Example:
         >>> m = torchvision.models.resnet18()  # doctest: +SKIP
@@ -171,7 +175,9 @@ def jitter_for(module: nn.Module, target: Target, settings: FeatvizSettings) -> 
     default = paper_jitter(qual[bn.resid_sum].rsplit(".", 1)[0])  # the block's name, e.g. 'layer2.1'
     default = STAGE_JITTER[min(7, target.block * 8 // len(nodes))] if default is None else default
     if settings.regime == "block":
-        return default if settings.jitter is None else int(settings.jitter)
+        if settings.jitter is not None:
+            return int(settings.jitter)
+        return default if size is None or not settings.scale_jitter else int(round(default * size / PAPERS_SIZE))
     if settings.regime != "per-layer":
         raise ValueError(f"regime must be one of {REGIMES}, got {settings.regime!r}")
     own = paper_jitter(qual[getattr(bn, target.site)])
@@ -222,7 +228,7 @@ def optimize(module: nn.Module, targets: Sequence[Target], settings: FeatvizSett
     if settings.channels_last:
         root = root.to(memory_format=torch.channels_last)
     size = int(settings.size or input_size)
-    jitters = np.array([jitter_for(module, t, settings) for t in targets], dtype=np.int64)
+    jitters = np.array([jitter_for(module, t, settings, size) for t in targets], dtype=np.int64)
     chunks = block_chunks(targets, settings.batch_size)
     images = np.empty((len(targets), 3, size, size), np.float32)
     steps_run = np.empty(len(targets), np.int64)
