@@ -19,7 +19,7 @@ Per-step cost is the steady state: the CPU time of each step after the first (lu
 its optimizer step, which runs the whole closure; ours: between progress callbacks). With
 ``--device cuda`` steps are timed by the wall clock after a synchronize.
 
-    PYTHONPATH=. nice python benchmarks/bench_featviz.py --threads 1 --steps 6 --per-site 4 --rounds 2
+    PYTHONPATH=. nice python benchmarks/bench_featviz.py --threads 1 --steps 6 --per-site 4 --rounds 2 [--amp]
 
 lucent 0.1.8 pins kornia<=0.4.1 and imports IPython: install it with
 ``pip install --no-deps torch-lucent==0.1.8 kornia==0.6.12 decorator`` (the ``benchmark`` extra).
@@ -128,10 +128,10 @@ def time_lucent(lucent, model, layer: str, channel: int, jitter: int, size: int,
     return clock.steady()
 
 
-def time_ours(loaded, targets, steps: int, dev: str, size: int):
+def time_ours(loaded, targets, steps: int, dev: str, size: int, amp: bool = False):
     clock = Clock(dev.startswith("cuda"))
     settings = FeatvizSettings(steps=steps, batch_size=len(targets), channels_last=True, regime="per-layer",
-                               device=dev, size=size)
+                               device=dev, size=size, amp=amp)
     optimize(loaded.module, targets, settings, mean=loaded.mean, std=loaded.std, input_size=size,
              progress=clock.mark)
     seconds, n = clock.steady()
@@ -161,6 +161,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-lucent", action="store_true", help="skip lucent (not installed)")
+    ap.add_argument("--amp", action="store_true", help="also time ours with bf16 autocast (not the same numbers)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from resstream_assert.discovery import discover
@@ -173,17 +174,17 @@ def main() -> None:
     lucent = None if args.no_lucent else import_lucent()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {args.device}, {args.model} at "
           f"{args.size} px; {args.steps} steps per sample ({args.steps - 1} timed), {args.rounds} interleaved rounds")
-    cost = {b.index: {"ours": [0.0, 0], "lucent": [0.0, 0]} for b in blocks}
+    who_all = ["ours", "lucent"] + (["ours-bf16"] if args.amp else [])
+    cost = {b.index: {k: [0.0, 0] for k in who_all} for b in blocks}
     for r in range(args.rounds):
         for b in blocks:
             chans = np.linspace(0, b.channels - 1, args.per_site).round().astype(int)
             targets = [Target(b.index, s, int(c), r) for s in SITES for c in chans]
             site, chan = SITES[(r + b.index) % 3], int(chans[r % len(chans)])
             jitter = paper_jitter(lucent_module(loaded.module, b.index, site, names).replace("_", ".")) or 0
-            runs = ["ours", "lucent"] if r % 2 == 0 else ["lucent", "ours"]
-            for who in runs:
-                if who == "ours":
-                    s, n = time_ours(loaded, targets, args.steps, args.device, args.size)
+            for who in who_all if r % 2 == 0 else who_all[::-1]:
+                if who.startswith("ours"):
+                    s, n = time_ours(loaded, targets, args.steps, args.device, args.size, who == "ours-bf16")
                 elif lucent is not None:
                     layer = lucent_module(loaded.module, b.index, site, names)
                     s, n = time_lucent(lucent, loaded.module, layer, chan, jitter, args.size, args.steps, dev, r)
@@ -196,8 +197,10 @@ def main() -> None:
 
 def report(blocks, cost, ref: float, args) -> None:
     unit = "wall-s" if args.device.startswith("cuda") else "CPU-s"
-    print(f"\n{'block':<10}{'module-ch':>10}{'ours ' + unit + '/img-step':>24}{'lucent':>12}{'ratio':>8}")
-    total = {"ours": 0.0, "lucent": 0.0}
+    bf16 = "ours-bf16" in cost[blocks[0].index]
+    print(f"\n{'block':<10}{'module-ch':>10}{'ours ' + unit + '/img-step':>24}{'lucent':>12}{'ratio':>8}"
+          + (f"{'ours bf16':>12}{'ratio':>8}" if bf16 else ""))
+    total = {k: 0.0 for k in cost[blocks[0].index]}
     n_all = 0
     for b in blocks:
         n = 3 * b.channels
@@ -205,11 +208,17 @@ def report(blocks, cost, ref: float, args) -> None:
         per = {k: (v[0] / v[1] if v[1] else float("nan")) for k, v in cost[b.index].items()}
         for k in total:
             total[k] += n * PAPERS_STEPS * per[k]
-        print(f"{b.name:<10}{n:>10}{per['ours']:>24.4f}{per['lucent']:>12.4f}{per['lucent'] / per['ours']:>7.1f}x")
+        print(f"{b.name:<10}{n:>10}{per['ours']:>24.4f}{per['lucent']:>12.4f}{per['lucent'] / per['ours']:>7.1f}x"
+              + (f"{per['ours-bf16']:>12.4f}{per['lucent'] / per['ours-bf16']:>7.1f}x" if bf16 else ""))
     print(f"\nthe papers' whole set: {n_all} module-channels x {PAPERS_STEPS} steps, extrapolated:")
     print(f"  ours   {total['ours']:>12.0f} {unit} ({total['ours'] / 3600:.1f} h)")
     print(f"  lucent {total['lucent']:>12.0f} {unit} ({total['lucent'] / 3600:.1f} h)")
+    if bf16:
+        print(f"  ours bf16 {total['ours-bf16']:>9.0f} {unit} ({total['ours-bf16'] / 3600:.1f} h)")
     print(f"RATIO lucent / ours, whole set: {total['lucent'] / total['ours']:.1f}x fewer {unit} (issue target >= 20x)")
+    if bf16:
+        print(f"RATIO lucent / ours with bf16 autocast (other numbers, within the amp test's tolerance): "
+              f"{total['lucent'] / total['ours-bf16']:.1f}x")
     mean_ours = total["ours"] / (n_all * PAPERS_STEPS)
     print(f"reference: a plain whole-model forward (no grad) costs {ref:.4f} {unit} per image; an image-step of ours "
           f"costs {mean_ours / ref:.2f} such forwards on average over the set, lucent's "
