@@ -18,6 +18,10 @@ of one optimisation:
   ``ReLU`` would otherwise overwrite the summed tensor). ``clone=False`` reads un-cloned
   module outputs through hooks, as lucent does, to show the bug: there the ``bn2``
   objective optimises ``resid_post``;
+- beyond the recipe (settings ``pass_relu``, ``crop``, ``plateau``): a rectified site that is
+  zero on the grey start is optimised through a pass-through ReLU (:mod:`.featviz_graph`),
+  each chunk (one block) runs on the block's receptive field only (:mod:`.featviz_crop`), and
+  an image may stop early once its objective plateaus (:mod:`.featviz_chunk`);
 - CUDA: ``device``, ``channels_last``, bf16 autocast (``amp``) and TF32 (``tf32``) are
   options; the final objective is always measured in fp32 with TF32 off. The same code
   runs on CPU (autocast to bf16 included), which is how the tests cover it.

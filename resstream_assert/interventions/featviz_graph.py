@@ -61,7 +61,7 @@ def _is_copy(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
         return isinstance(gm.get_submodule(node.target), _COPY_MODULES)
     if node.op == "call_function":
-        return node.target in _COPY_FUNCTIONS and (node.target is not F.pad or node.kwargs.get("value", 0) == 0)
+        return node.target in _COPY_FUNCTIONS  # a pad's fill is a constant: no gradient either way
     return node.op == "call_method" and node.target in _COPY_METHODS
 
 
