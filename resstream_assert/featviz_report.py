@@ -46,20 +46,24 @@ def block_grid(fz: FeatvizStimuli, block: int, *, max_channels: int | None = GRI
         ok.append([r is not None and bool(fz.ok[r]) for r in rows])
     cols = [f"{SITE_LABELS[s]} ({s})" for s in FEATVIZ_SITES]
     more = f" (first {len(shown)} of {len(channels)} sampled)" if len(shown) < len(channels) else ""
-    head = title or f"{bi.name}{more}, seed {seed}\nsuccess {success_text(fz, block)}; red frame: failed"
+    head = title or (f"{bi.name}{more}, seed {seed}\nsuccess {success_text(fz, block, percent=False)}\n"
+                     "red frame: failed success check")
     return image_grid_png(cells, [f"ch {c}" for c in shown], cols, ok=ok, title=head)
 
 
-def success_text(fz: FeatvizStimuli, block: int) -> str:
+def success_text(fz: FeatvizStimuli, block: int, percent: bool = True) -> str:
     """A block's per-site success, e.g. ``I 7/8 (88%), B 8/8 (100%), O 8/8 (100%)``.
 
     Example:
-        >>> success_text(fz, 3)  # doctest: +SKIP
-        'I 7/8 (88%), B 8/8 (100%), O 8/8 (100%)'
+        >>> success_text(fz, 3), success_text(fz, 3, percent=False)  # doctest: +SKIP
+        ('I 7/8 (88%), B 8/8 (100%), O 8/8 (100%)', 'I 7/8, B 8/8, O 8/8')
     """
     s = fz.summary(block)
-    return ", ".join(f"{k} {int(s['ok_' + k])}/{int(s['n_' + k])} ({s['ok_' + k] / max(1, s['n_' + k]):.0%})"
-                     for k in (SITE_LABELS[site] for site in FEATVIZ_SITES))
+    parts = []
+    for k in (SITE_LABELS[site] for site in FEATVIZ_SITES):
+        ok, n = int(s["ok_" + k]), int(s["n_" + k])
+        parts.append(f"{k} {ok}/{n}" + (f" ({ok / max(1, n):.0%})" if percent else ""))
+    return ", ".join(parts)
 
 
 def label_featviz_results(results: Mapping[str, object], fz: FeatvizStimuli, rmap) -> dict:

@@ -221,3 +221,22 @@ def test_plateau_stops_each_image_on_its_own(native_kernels_1):
         assert np.array_equal(alone.images[0], batched.images[i]) and alone.steps_run[0] == batched.steps_run[i]
     with pytest.raises(ValueError, match="plateau"):
         fv.FeatvizSettings(plateau=-1).check()
+
+
+def test_rectifier_follows_the_copy_ops_of_shortcuts():
+    """skip_out is rectified through the ops that only move values: the option-A shortcut's subsample
+    and zero pad (``F.pad`` traced with ``value=None``), not through a projection's BN."""
+    from resstream_assert.discovery.torch_graph import block_nodes, trace
+    from resstream_assert.interventions.featviz_graph import rectifier
+    from resstream_assert.loading import load_model
+
+    for spec, expect in (("zoo:cifar-resnet20-synth32", [True] * 9),
+                         ("zoo:resnet18-synth96", [True, True, False, True, False, True, False, True])):
+        m = load_model(spec).module
+        gm = trace(m).gm
+        nodes = {n.name: n for n in gm.graph.nodes}
+        assert [rectifier(gm, nodes[b.skip_out]) is not None for b in block_nodes(m)] == expect, spec
+    cifar = load_model("zoo:cifar-resnet20-synth32").module
+    gm = trace(cifar).gm
+    relu, chain = rectifier(gm, {n.name: n for n in gm.graph.nodes}[block_nodes(cifar)[3].skip_out])
+    assert [n.target.__name__ for n in chain] == ["getitem", "pad"]
