@@ -16,7 +16,8 @@ DEFAULT_MODEL = "zoo:resnet18-synth96"
 #: featviz option name -> FeatvizSettings field (see resstream_assert/interventions/featviz.py).
 FEATVIZ_OPTIONS = {"featviz-steps": "steps", "featviz-lr": "lr", "featviz-seeds": "seeds",
                    "featviz-regime": "regime", "featviz-jitter": "jitter", "featviz-size": "size",
-                   "featviz-device": "device", "featviz-amp": "amp", "featviz-batch-size": "batch_size"}
+                   "featviz-device": "device", "featviz-amp": "amp", "featviz-batch-size": "batch_size",
+                   "featviz-plateau": "plateau"}
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("featviz-amp", "bool", False, "featviz: bf16 autocast while optimising (final images are measured in "
            "fp32)"),
     Option("featviz-batch-size", "int", 64, "featviz: images per optimisation chunk", checks.positive),
+    Option("featviz-plateau", "int", 0, "featviz: early stop (0: off): an image stops once its objective's mean "
+           "over its last N steps gained <= 1% over the N before; reported as fz_plateau / fz_steps_run_mean",
+           checks.non_negative),
     Option("intervention", "list", None, "X1-X4 intervention option KEY=VALUE (repeatable): factors=F1,F2,... "
            "(default: 7 log-spaced from 0.25 to 4), variants=held,scaled, channels=64, images=512, x3_channels=8, "
            "x3_factors=0.5, x3_images=128, attribution=ig|conductance, n_steps=16, x4_images=64, batch_size=256"),
