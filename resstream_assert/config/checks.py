@@ -45,7 +45,7 @@ def min_effects(v: Any) -> str:
     """Per-claim minimum effects: well formed, and naming claims that exist and have a boundary."""
     if not v:
         return ""
-    from resstream_assert.claims import REGISTRY, parse_min_effects  # only when used: numpy stays unimported
+    from resstream_assert.claims import REGISTRY, claim_order, parse_min_effects  # only when used: numpy stays unimported
 
     try:
         pairs = parse_min_effects(v)
@@ -54,7 +54,7 @@ def min_effects(v: Any) -> str:
 
     for claim, _ in pairs:
         if claim not in REGISTRY:
-            return f"unknown claim {claim!r} (known: {', '.join(REGISTRY)})"
+            return f"unknown claim {claim!r} (known: {', '.join(claim_order(REGISTRY))})"
         if REGISTRY[claim].boundary is None:
             return f"{claim} has no minimum effect (it checks a reference value, not an effect size)"
     return ""
