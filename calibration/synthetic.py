@@ -23,6 +23,10 @@ other one, so no claim about scale has anything to find.
 
 Planted effects (:class:`Effects`, all off by default):
 
+- ``inhibition`` (C4): the input-branch correlation ``k_c`` falls by ``inhibition`` per SD of
+  ``log s_c`` (clipped to +-0.95), so overwrite channels are inhibited by their input's feature,
+  in every block or in ``inhibition_blocks`` only (heterogeneous block effects);
+
 - ``gain_rho`` (C3): the branch gain is a Gaussian copula of ``log s_c``; ``gain_rho`` is the
   population Spearman correlation between the gain and M (negative = the claim's direction).
 - ``scale_frac`` / ``scale_size`` (C5, C6, C8, C9): on a random fraction of the channels the
@@ -72,6 +76,8 @@ class Effects:
     log_scale_sd: float = 0.8  # spread of log s_c (the spectrum's width)
     regress: bool = True  # transformed latents shrink toward 0 (True) or only gain noise (False)
     sparsity: tuple[float, float] | None = (0.05, 0.5)  # range of each channel's share of images that drive it
+    inhibition: float = 0.0  # C4: k_c falls by this much per SD of log s_c (overwrite channels more inhibited)
+    inhibition_blocks: tuple[int, ...] | None = None  # blocks that get it (None: all)
 
 
 def _zoom(variant: str) -> float:
@@ -108,6 +114,8 @@ def synthetic_block(index: int, n_images: int, channels: int, rng: np.random.Gen
     log_s = effects.log_scale_sd * rng.standard_normal(channels)
     s = np.exp(log_s)
     k = rng.uniform(*effects.kappa, size=channels)
+    if effects.inhibition and (effects.inhibition_blocks is None or index in effects.inhibition_blocks):
+        k = np.clip(k - effects.inhibition * (log_s - log_s.mean()) / (log_s.std() + 1e-12), -0.95, 0.95)
     planted = rng.random(channels) < effects.scale_frac
     share = rng.uniform(*effects.sparsity, size=channels) if effects.sparsity else None
 
