@@ -8,7 +8,7 @@ from scipy.stats import binom
 
 from calibration.synthetic import Effects, synthetic_responses
 from resstream_assert.claims import ClaimOptions
-from resstream_assert.claims.inhibition import split_halves
+from resstream_assert.claims.base import split_halves
 from resstream_assert.claims.stability import evaluate_responses
 from resstream_assert.results import Verdict
 from resstream_assert.stats import cochran_q, welch_difference

@@ -32,7 +32,7 @@ import math
 
 import numpy as np
 
-from resstream_assert.claims.base import ClaimContext, register, row, summarize
+from resstream_assert.claims.base import ClaimContext, register, row, split_halves, summarize
 from resstream_assert.effects import DegenerateDataError
 from resstream_assert.measures import MeasureOptions, block_measures
 from resstream_assert.results import Verdict
@@ -40,18 +40,6 @@ from resstream_assert.stats import cochran_q, mann_whitney, welch_difference
 
 #: Fewest channels per group (overwrite, skip) for a block's Welch test (its SE weighs Cochran's Q).
 MIN_GROUP = 5
-
-
-def split_halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded split of ``n`` image indices into two disjoint sorted halves (A: ``n // 2`` images).
-
-    Example:
-        >>> a, b = split_halves(6, np.random.default_rng(0))
-        >>> sorted(np.concatenate([a, b]).tolist()), len(a), bool(np.intersect1d(a, b).size)
-        ([0, 1, 2, 3, 4, 5], 3, False)
-    """
-    perm = rng.permutation(n)
-    return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
 
 
 def _block_quantities(ctx: ClaimContext, bm, halves) -> dict[str, np.ndarray]:

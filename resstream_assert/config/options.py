@@ -79,9 +79,9 @@ OPTIONS: tuple[Option, ...] = (
            checks.finite_non_negative),
     Option("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))",
            checks.resamples),
-    Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=100, "
-           "blocks=layer2.1,layer3.1, zooms=1,1.25,1.5,2, max_images=512, min_selected=3, "
-           "sequential=10, precision=fp32|bf16"),
+    Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=40, "
+           "blocks=layer2.1,layer3.1, zooms=1,2 (or 1,1.25,1.5,2), max_images=512, min_selected=3, "
+           "sequential=2, precision=fp32|bf16"),
     Option("stability", "int", 0, "re-evaluate each claim that reads responses only (C1-C9) on N random halves of "
            "the probe images with other seeds, and report how often its verdict flips (unstable above 10 percent; "
            "0 = off)", checks.non_negative),
