@@ -210,7 +210,8 @@ class Pipeline:
             loaded = self.model(spec, run_on)
             got = capture(loaded, self.map(spec, run_on), self.probe(loaded.input_size), variants=missing,
                           batch_size=self.config.batch_size, device=self.config.device, cache=self.cache,
-                          progress=self.config.progress, log=self.log)
+                          progress=self.config.progress, log=self.log, storage=self.config.storage,
+                          reducers=("center",))  # the measures read the center unit only
             for v, r in got.items():
                 self._memo[key(v)] = r
         return {v: replace(self._memo[key(v)], variant=v) for v in variants}

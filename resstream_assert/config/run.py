@@ -30,6 +30,7 @@ class RunConfig:
     trust_pickle: bool = False
     backends: tuple[str, ...] = ()
     engine: str = "auto"  # what runs a torch model's forwards: auto (onnxruntime on CPU), torch, onnxruntime
+    storage: str = "float16"  # how captured responses are kept: float16 (half the memory) or float32
     providers: tuple[str, ...] = ()
     progress: bool = True
     survey: bool = False  # report verdicts without failing tests (the suite xfails failing claims)
@@ -54,7 +55,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         for name, value in (("images", self.images), ("batch-size", self.batch_size), ("device", self.device),
-                            ("seed", self.seed), ("input-size", self.input_size), ("backend", self.backends)):
+                            ("seed", self.seed), ("input-size", self.input_size), ("backend", self.backends),
+                            ("storage", self.storage)):
             check_value(name, value)
         self.model_labels()  # refuses a label count that does not fit, or two models with one label
 
@@ -161,6 +163,7 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         batch_size=int(get("batch-size")), device=str(get("device")), seed=int(get("seed")),
         input_size=get("input-size"), cache_dir=cache_dir, trust_pickle=bool(get("trust-pickle")),
         backends=tuple(get("backend") or ()), engine=str(get("engine")), providers=providers,
+        storage=str(get("storage")),
         survey=bool(get("survey")), claim_options=claim_options, claims=claims,
         shard=tuple(int(x) for x in str(get("shard")).split("/")) if get("shard") else None,
         stimuli=str(get("stimuli")), channels=get("channels"),

@@ -54,7 +54,7 @@ def cochran_q(effects: ArrayLike, standard_errors: ArrayLike) -> TestResult:
 
     >>> r = cochran_q([0.0, 0.0, 1.0], [0.1, 0.1, 0.1])
     >>> r.p_value < 1e-6, round(r.effect, 3)
-    (True, 0.985)
+    (True, 0.97)
     """
     y0, s0 = as_1d(effects, "effects"), as_1d(standard_errors, "standard_errors")
     if y0.size != s0.size:
