@@ -7,6 +7,8 @@ test run as the lesion runner runs it, and recorded lesion outcomes of a zoo mod
   the sets differ as real channel sets do.
 - :func:`sequential_run`: the random sets the runner would have run under Besag-Clifford with
   ``h``, and the test on them (what ``evaluate_c10`` reads).
+- :func:`recorded_power` (``python -m calibration.lesions power``): on the recording, the power of
+  the defaults against N = 100 / four zooms at the model's own effect (paired image bootstrap).
 - :func:`load_recorded` / ``record`` (``python -m calibration.lesions record``): per-image
   correctness of every random set at four zooms on ``zoo:resnet18-synth96``, S* picked on one
   half of the probe images and scored on the other, so that the N = 40 / 2-zoom defaults can be
@@ -107,15 +109,59 @@ def record(model: str, images: int, n_random: int, out: Path) -> None:
           f"{len(data.labels)} images -> {out}")
 
 
+def recorded_power(rec: dict, n_boot: int = 200, alpha: float = 0.05) -> list[dict]:
+    """On the recorded outcomes, per block and configuration: the p-value on all scored images, and over
+    ``n_boot`` paired image-bootstrap resamples the share with p < alpha (the power at the model's own effect),
+    with the random sets run (the cost). Also the correlation, over the random sets, of the four-zoom slope
+    with ΔD(2)."""
+    from resstream_assert.claims.ablation import delta_d_slopes
+
+    z = tuple(float(v) for v in rec["zooms"])
+    configs = {"defaults: N=40, h=2, zooms 1,2": (40, 2, (1.0, 2.0)),
+               "before: N=100, h=10, zooms 1,1.25,1.5,2": (100, 10, z)}
+    rows = []
+    for block in rec["blocks"]:
+        d = rec[block]
+        n_img = d["intact"].shape[-1]
+        four = delta_d_slopes(z, d["intact"], d["random"])
+        two = delta_d_slopes((1.0, 2.0), d["intact"][[0, -1]], d["random"][:, [0, -1]])
+        for label, (n, h, zooms) in configs.items():
+            keep = [z.index(v) for v in zooms]
+            pick = lambda idx: (d["intact"][keep][:, idx], d["selected"][keep][:, idx],  # noqa: E731
+                                d["random"][:n][:, keep][:, :, idx])
+            test, ran = sequential_run(zooms, *pick(np.arange(n_img)), h, n_boot=1000, rng=0)
+            gen = np.random.default_rng(0)
+            boots = [sequential_run(zooms, *pick(gen.integers(0, n_img, n_img)), h, n_boot=0)
+                     for _ in range(n_boot)]
+            rows.append({"block": block, "config": label, "images": n_img, "p": test.p_value,
+                         "excess": test.effect, "ci_low": test.ci_low, "ci_high": test.ci_high, "sets_run": ran,
+                         "power": float(np.mean([t.p_value < alpha for t, _ in boots])),
+                         "mean_sets_run": float(np.mean([r for _, r in boots])),
+                         "tail_forwards": float(np.mean([r for _, r in boots])) * len(zooms) * n_img,
+                         "corr_four_zoom_slope_vs_dD2": float(np.corrcoef(four, two)[0, 1])})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=("record",))
+    ap.add_argument("what", choices=("record", "power"))
     ap.add_argument("--model", default="zoo:resnet18-synth96")
     ap.add_argument("--images", type=int, default=512)
     ap.add_argument("--n-random", type=int, default=100)
     ap.add_argument("--out", default=str(RECORDED))
     args = ap.parse_args()
-    record(args.model, args.images, args.n_random, Path(args.out))
+    if args.what == "record":
+        record(args.model, args.images, args.n_random, Path(args.out))
+        return
+    rows = recorded_power(load_recorded(Path(args.out)))
+    out = Path(args.out).with_name("c10_recorded_power.json")
+    import json
+
+    out.write_text(json.dumps({"command": "python -m calibration.lesions power", "rows": rows}, indent=1) + "\n")
+    for r in rows:
+        print(f"{r['block']} {r['config']}: p {r['p']:.3g} (sets run {r['sets_run']}), excess {r['excess']:+.3f} "
+              f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], power {r['power']:.2f}, mean sets run "
+              f"{r['mean_sets_run']:.1f}, corr(4-zoom slope, ΔD(2)) {r['corr_four_zoom_slope_vs_dD2']:.3f}")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def power_figure(claim: str, cells: list[dict], path: Path, effect_name: str) ->
     for ch in sorted({c["channels"] for c in cells}):
         pts = sorted((c["effect"], c["power"]) for c in cells if c["channels"] == ch and c["images"] == default)
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=f"{ch} ch")
+            ax.plot(*zip(*pts), marker="o", label=f"N = {ch} random sets" if claim == "C10" else f"{ch} ch")
     ax.axhline(0.8, color="0.6", linestyle=":", linewidth=1)
     ax.set(xlabel=effect_name, ylabel="power (claim holds)", ylim=(-0.03, 1.03), title=f"{claim} at {default} images")
     ax.legend(fontsize=7)

@@ -196,7 +196,7 @@ class Pipeline:
         Each transform is captured once: names for the same transform (``S`` and ``zoom2.0``)
         share one capture (:func:`~resstream_assert.stimuli.variants.canonical_variant`).
         """
-        from resstream_assert.capture import capture
+        from resstream_assert.capture import capture, storage_groups
         from resstream_assert.stimuli.variants import canonical_variant
 
         variants = tuple(variants)
@@ -205,12 +205,12 @@ class Pipeline:
         for v in variants:
             if key(v) not in self._memo and all(key(m) != key(v) for m in missing):
                 missing.append(v)
-        if missing:
-            run_on = "onnx" if self.engine(spec, backend) == "onnxruntime" else "torch"
+        run_on = "onnx" if missing and self.engine(spec, backend) == "onnxruntime" else "torch"
+        for storage, group in storage_groups(missing, self.config.storage):
             loaded = self.model(spec, run_on)
-            got = capture(loaded, self.map(spec, run_on), self.probe(loaded.input_size), variants=missing,
+            got = capture(loaded, self.map(spec, run_on), self.probe(loaded.input_size), variants=group,
                           batch_size=self.config.batch_size, device=self.config.device, cache=self.cache,
-                          progress=self.config.progress, log=self.log, storage=self.config.storage,
+                          progress=self.config.progress, log=self.log, storage=storage,
                           reducers=("center",))  # the measures read the center unit only
             for v, r in got.items():
                 self._memo[key(v)] = r

@@ -16,7 +16,7 @@ from resstream_assert.capture.responses import REDUCERS, Responses, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.errors import CaptureError
 
-__all__ = ["capture", "check_finite", "Responses", "ResponseCache", "REDUCERS", "site_key", "COUNTERS"]
+__all__ = ["capture", "storage_groups", "check_finite", "Responses", "ResponseCache", "REDUCERS", "site_key", "COUNTERS"]
 
 #: Running totals for benchmarks: forward passes (batches) and images sent through a model.
 COUNTERS = {"batches": 0, "images": 0, "cache_hits": 0}
@@ -68,6 +68,23 @@ def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id"
             how = "from cache" if cache.hits > before else f"{len(probe)} images in {time.perf_counter() - start:.1f} s"
             log(f"[resstream] captured {loaded.name} [{variant}]: {how}")
     return out
+
+
+def storage_groups(variants: list[str], storage: str) -> list[tuple[str, list[str]]]:
+    """``(storage, variants)`` groups to capture: ``auto`` keeps the untransformed ``id`` responses in float32 (their
+    near-ties decide the exemplars, hence M) and the transformed variants in float16.
+
+    Example:
+        >>> storage_groups(["id", "S", "flip"], "auto")
+        [('float32', ['id']), ('float16', ['S', 'flip'])]
+    """
+    if storage != "auto":
+        return [(storage, list(variants))] if variants else []
+    from resstream_assert.stimuli.variants import canonical_variant
+
+    plain = [v for v in variants if canonical_variant(v)[0] == "id"]
+    rest = [v for v in variants if v not in plain]
+    return [(st, g) for st, g in (("float32", plain), ("float16", rest)) if g]
 
 
 def check_finite(responses: Responses, rmap: ResidualMap, name: str = "the model") -> Responses:

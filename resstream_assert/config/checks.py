@@ -63,7 +63,7 @@ def engine(v: Any) -> str:
 
 
 def storage(v: Any) -> str:
-    return "" if v in (None, "float16", "float32") else "must be float16 or float32"
+    return "" if v in (None, "auto", "float16", "float32") else "must be auto, float16 or float32"
 
 
 def stimuli(v: Any) -> str:

@@ -46,9 +46,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("engine", "str", "auto", "what runs a torch model's forward passes (captures, lesions): onnxruntime runs "
            "the model's own ONNX export, about 2.7x faster on CPU; auto = onnxruntime on CPU when the export "
            "reproduces the torch graph's blocks, else torch", checks.engine),
-    Option("storage", "str", "float16", "how captured responses are kept in memory and in the cache: float16 (half "
-           "the memory; measures compute in float32 from it; M and every verdict of the zoo models unchanged) or "
-           "float32", checks.storage),
+    Option("storage", "str", "auto", "how captured responses are kept in memory and in the cache: auto (the "
+           "untransformed responses, which pick the exemplars and M, in float32; every transformed variant in "
+           "float16: M exact, every verdict of the zoo models unchanged), float16 (all: for very large probes; "
+           "near-tied exemplars may reorder) or float32", checks.storage),
     Option("providers", "str", "", "onnxruntime execution providers, comma-separated (default: CUDA first when "
            "available)", checks.providers),
     Option("probe", "str", None, "folder of probe images (ImageFolder-like or flat). Default: the embedded probe set",

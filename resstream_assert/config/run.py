@@ -30,7 +30,7 @@ class RunConfig:
     trust_pickle: bool = False
     backends: tuple[str, ...] = ()
     engine: str = "auto"  # what runs a torch model's forwards: auto (onnxruntime on CPU), torch, onnxruntime
-    storage: str = "float16"  # how captured responses are kept: float16 (half the memory) or float32
+    storage: str = "auto"  # captured responses: auto (id float32, transformed variants float16), float16, float32
     providers: tuple[str, ...] = ()
     progress: bool = True
     survey: bool = False  # report verdicts without failing tests (the suite xfails failing claims)
