@@ -14,8 +14,8 @@ for those images' noise. N random equal-size sets from the other channels, *with
 papers' acceptance filter (W12c). With per-image correctness under each lesion,
 ``D(S, z) = acc_intact(z) - acc_S(z)`` and ``ΔD(S, z) = D(S, z) - D(S, 1)``. The primary
 statistic is the least-squares slope of ΔD against zoom (with the default zooms (1, 2) it is
-ΔD(2); ``zooms=1,1.25,1.5,2`` gives the four-zoom slope, which correlated 0.956 with it on the
-zoo model); its p-value is the rank of S*'s slope among the random sets' slopes,
+ΔD(2); ``zooms=1,1.25,1.5,2`` gives the four-zoom slope, which correlates 0.95-0.97 with it over the
+random sets of the zoo model); its p-value is the rank of S*'s slope among the random sets' slopes,
 ``(1 + #{slope_r >= slope*}) / (N + 1)``, computed sequentially (Besag & Clifford 1991): the
 random sets run two at a time and a block stops at the h-th set (default h = 2 of N = 40)
 whose slope reaches S*'s, with ``p = h / n``. Since h / N = 0.05 >= alpha, a stopped block has
