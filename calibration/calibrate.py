@@ -57,7 +57,8 @@ SYNTHETIC_NULLS = {
 }
 #: Real nulls: name -> (claims, what it is).
 REAL_NULLS = {
-    "nc-perm": (("C4", "C5", "C6", "C8", "C9"), "branch channels permuted (NC-perm on the responses)"),
+    "nc-perm": (("C5", "C6", "C8", "C9"), "branch channels permuted (NC-perm on the responses)"),
+    "nc-perm-c4": (("C4",), "branch channels permuted (NC-perm on the responses)"),
     "decoupled": (("C4",), "branch decoupled from the input across images"),
     "gains": (("C3",), "branch gains shuffled against M"),
 }
@@ -197,8 +198,9 @@ def _real_instance(kind: str, rmap, resp: dict, seed: int) -> dict:
                                        rng)
         ctx = ClaimContext("zoo", "torch", rmap, measures, {"id": resp["id"]}, opts, seed)
         return {"C3": outcome(REGISTRY["C3"].evaluate(ctx.for_claim(REGISTRY["C3"])))}
-    transform = {"nc-perm": nulls.permute_branch, "decoupled": nulls.decouple_images}[kind]
-    need = resp if kind == "nc-perm" else {"id": resp["id"]}
+    transform = {"nc-perm": nulls.permute_branch, "nc-perm-c4": nulls.permute_branch,
+                 "decoupled": nulls.decouple_images}[kind]
+    need = resp if kind == "nc-perm" else {"id": resp["id"]}  # C4 reads the untransformed responses only
     out = evaluate_responses(rmap, transform(rmap, need, rng), claims, options=opts, seed=seed)
     return {c: outcome(r) for c, r in out.items()}
 

@@ -26,7 +26,8 @@ def weights(tmp_path_factory):
 
 
 def _bench(spec: str, images: int = 96) -> Pipeline:
-    return Pipeline(RunConfig(models=(spec,), images=images, input_size=32, progress=False))
+    # float32 storage: these tests recompute the measures from their definitions on a float32 capture
+    return Pipeline(RunConfig(models=(spec,), images=images, input_size=32, progress=False, storage="float32"))
 
 
 @pytest.mark.parametrize("control, expected", [("nc-id", SKIP), ("nc-plain", OVERWRITE)])
