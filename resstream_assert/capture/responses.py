@@ -58,6 +58,10 @@ def concatenate_shared(chunks_by_key: dict, concat) -> dict:
             out[key] = done[ident]
         else:
             out[key] = done[ident] = np.asarray(concat(chunks))
+        # Emptied as soon as it is joined (the caller's lists are these): a chunk is freed once every key that
+        # holds it is done, so the capture never holds its responses twice.
+        if isinstance(chunks, list):
+            chunks.clear()
     return out
 
 
