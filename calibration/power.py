@@ -185,6 +185,10 @@ def power_markdown(result: dict, figures: Path | None = None) -> str:
             continue
         n = max(c["instances"] for c in mine)
         parts += [f"### {claim}: power against {EFFECT_NAMES[claim]} ({n} instances per cell)", ""]
+        if claim in ("C1", "C3"):
+            parts += [("From the previous release's power run (`python -m calibration.power --instances 60` there); "
+                       "the claim's test is unchanged. " + ("Synthetic measures: probe images do not enter."
+                                                            if claim == "C1" else "")).strip(), ""]
         groups = {c.get("config", "") for c in mine}
         for g in sorted(groups):
             sub = [c for c in mine if c.get("config", "") == g]

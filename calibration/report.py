@@ -47,7 +47,7 @@ def fpr_figure(rows: list[dict], path: Path) -> None:
     from matplotlib.figure import Figure
 
     rows = [r for r in rows if r.get("is_null") is not False]
-    fig = Figure(figsize=(9, 0.32 * len(rows) + 1.4))
+    fig = Figure(figsize=(12, 0.3 * len(rows) + 1.6))
     ax = fig.add_subplot(1, 1, 1)
     for i, r in enumerate(rows):
         color = "tab:green" if r["calibrated"] else "tab:red"
@@ -58,10 +58,11 @@ def fpr_figure(rows: list[dict], path: Path) -> None:
                                                          [r["block_ci_high"] - r["block_rate"]]],
                         fmt="s", color="0.55", capsize=2, markersize=3)
     ax.axvline(ALPHA, color="black", linestyle="--", linewidth=1)
-    ax.set_yticks(range(len(rows)), [f"{r['claim']}: {r['null'][:70]}" for r in rows], fontsize=7)
+    ax.set_yticks(range(len(rows)), [f"{r['claim']}: {r['null'][:95]}" for r in rows], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlabel("false-positive rate (circle: claim holds; grey square: block p < 0.05), 95% CP interval")
-    ax.set_title("False-positive rates on null instances (dashed: alpha = 0.05; green: upper bound <= alpha)")
+    ax.set_xlabel("false-positive rate with its 95% Clopper-Pearson interval (circle: the claim holds; grey square: "
+                  "a block's p < 0.05)")
+    ax.set_title("False positives on nulls; dashed: alpha = 0.05; green: upper bound <= alpha", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -88,6 +89,8 @@ def power_figure(claim: str, cells: list[dict], path: Path, effect_name: str) ->
             pts = sorted((c["images"], c["power"]) for c in cells if c["effect"] == eff and c["channels"] == ch)
             ax2.plot(*zip(*pts), marker="o", label=f"{effect_name} {eff:g}, {ch} ch")
         ax2.set(xscale="log", xlabel="probe images", ylim=(-0.03, 1.03), title=f"{claim} against probe images")
+        ax2.set_xticks(images, [str(n) for n in images])
+        ax2.minorticks_off()
         ax2.axhline(0.8, color="0.6", linestyle=":", linewidth=1)
         ax2.legend(fontsize=7)
     fig.tight_layout()
@@ -96,6 +99,28 @@ def power_figure(claim: str, cells: list[dict], path: Path, effect_name: str) ->
 
 def _load(pattern: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(RESULTS.glob(pattern))]
+
+
+def _extra_sections() -> list[str]:
+    """C4's earlier block test on real nulls and C10 on the recorded zoo outcomes, when their files exist."""
+    parts = []
+    welch = _load("c4_welch_real_nulls.json")
+    if welch:
+        parts += ["## C4 with Welch's own p (before the image permutations)", "", welch[0]["note"] + ".", "",
+                  fpr_markdown(welch[0]["rows"]), ""]
+    rec = _load("c10_recorded_power.json")
+    if rec:
+        parts += ["## C10 on recorded lesion outcomes of zoo:resnet18-synth96", "",
+                  "S* picked on one half of the probe images, every random set at four zooms scored on the other "
+                  "half; power = share of 200 paired image-bootstrap resamples with p < 0.05 "
+                  f"(`{rec[0]['command']}`).", "",
+                  "| block | configuration | p (all images) | sets run | excess [95% CI] | power | mean sets run | "
+                  "corr(4-zoom slope, ΔD(2)) |", "|---|---|---:|---:|---|---:|---:|---:|"]
+        parts += [f"| {r['block']} | {r['config']} | {r['p']:.3g} | {r['sets_run']} | {r['excess']:+.3f} "
+                  f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['power']:.2f} | {r['mean_sets_run']:.1f} | "
+                  f"{r['corr_four_zoom_slope_vs_dD2']:.3f} |" for r in rec[0]["rows"]]
+        parts.append("")
+    return parts
 
 
 def summary() -> str:
@@ -109,13 +134,15 @@ def summary() -> str:
     rows = []
     for name, title in (("real-*.json", "Nulls built from trained zoo models"),
                         ("fpr-*.json", "Synthetic nulls"), ("controls.json", "Model-level negative controls")):
-        got = [r for d in _load(name) for r in d["rows"]]
+        # rows of this release's runs only (they carry nulls_needed); earlier files stay for the record
+        got = [r for d in _load(name) for r in d["rows"] if "nulls_needed" in r]
         if got:
             rows += got
             parts += [f"## {title}", "", fpr_markdown(got), ""]
     if rows:
         fpr_figure(rows, RESULTS / "fpr.png")
         parts += ["![false-positive rates](fpr.png)", ""]
+    parts += _extra_sections()
     power = _load("power.json")
     if power:
         parts += ["## Power", "", power_markdown(power[0], RESULTS), ""]
