@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    import model_zoo
+    from resstream_assert import zoo as model_zoo
     from resstream_assert.interventions import lesion as L
 
     if args.threads:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         from resstream_assert.discovery import discover
         from resstream_assert.loading import LoadedModel
         from resstream_assert.stimuli.probe import embedded_probe
-        from tests.conftest import randomize_bn
+        from resstream_assert.loading.random_weights import randomize_bn
 
         torch.manual_seed(0)
         module = randomize_bn(torchvision.models.resnet18(num_classes=10)).eval()

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from resstream_assert.discovery.onnx_graph import discover_onnx
     from resstream_assert.discovery.torch_graph import discover_torch
     from resstream_assert.loading import LoadedModel, load_model
-    from tests.conftest import randomize_bn
+    from resstream_assert.loading.random_weights import randomize_bn
 
     torch.manual_seed(0)
     module = randomize_bn(getattr(torchvision.models, args.arch)().eval(), 0)

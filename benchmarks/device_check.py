@@ -22,7 +22,7 @@ from resstream_assert.capture.torch_fx import capture_torch
 from resstream_assert.discovery.torch_graph import discover_torch
 from resstream_assert.config import RunConfig
 from resstream_assert.pipeline import Pipeline
-from tests.conftest import randomize_bn  # run from the repo root (PYTHONPATH=.)
+from resstream_assert.loading.random_weights import randomize_bn
 
 
 def site_diffs(a, b) -> float:

@@ -13,7 +13,7 @@ row also counts the tested blocks with raw p < alpha, the block test's own size.
 - ``real``: nulls built from a trained zoo model's captured responses (:mod:`calibration.nulls`):
   NC-perm at the response level (C4, C5, C6, C8, C9), branch responses decoupled from the input
   across images (C4), branch gains shuffled (C3).
-- ``fpr``: synthetic responses (:mod:`calibration.synthetic`) and, for C1, synthetic measures.
+- ``fpr``: synthetic responses (:mod:`calibration.generator`) and, for C1, synthetic measures.
   Nulls: ``exchangeable``, ``noise``, ``inhibitory``, ``independent`` (input and branch
   independent: C4), ``zoom-bias`` (every branch channel prefers the papers' blurry zoom-in on any
   image: C6), and for C1 ``boundary`` and ``partial``.
@@ -36,11 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from calibration import nulls
-from calibration.synthetic import ALL_VARIANTS, Effects, spectrum_context, synthetic_responses
+from calibration.generator import ALL_VARIANTS, Effects, spectrum_context, synthetic_responses
 from resstream_assert.claims import REGISTRY, ClaimOptions
 from resstream_assert.claims.base import ClaimContext
-from resstream_assert.claims.stability import evaluate_responses
-from resstream_assert.effects import clopper_pearson
+from resstream_assert.claims.verdict_stability import evaluate_responses
+from resstream_assert.stats.effects import clopper_pearson
 from resstream_assert.measures import MeasureOptions, measure_all
 
 ALPHA = 0.05

@@ -3,7 +3,7 @@
 Each transform below takes a model's map and its responses to every stimulus variant and
 returns responses in which one claim's property is absent, while everything else a trained
 network has (its spectrum, its channels' scales and offsets, its real zoom responses, its
-BN gains) is kept. Unlike the synthetic generator (:mod:`calibration.synthetic`) nothing here
+BN gains) is kept. Unlike the synthetic generator (:mod:`calibration.generator`) nothing here
 is built to satisfy a test's assumptions: the statistics meet the dependence, skew and
 offsets that real responses have.
 
@@ -46,7 +46,7 @@ def permute_branch(rmap, resp: dict, rng: np.random.Generator) -> dict:
     """NC-perm at the response level: each block's branch channels permuted, the same way in every variant.
 
     Example:
-        >>> from calibration.synthetic import synthetic_responses
+        >>> from calibration.generator import synthetic_responses
         >>> rmap, resp = synthetic_responses(0, n_images=16, channels=4, variants=("id", "S"))
         >>> out = permute_branch(rmap, resp, np.random.default_rng(0))
         >>> sorted(out) == ["S", "id"], out["S"].get(3, "branch_out").shape
@@ -60,7 +60,7 @@ def decouple_images(rmap, resp: dict, rng: np.random.Generator) -> dict:
     """Each block's branch responses permuted over images (one permutation per block, every variant alike).
 
     Example:
-        >>> from calibration.synthetic import synthetic_responses
+        >>> from calibration.generator import synthetic_responses
         >>> rmap, resp = synthetic_responses(0, n_images=16, channels=4)
         >>> a = decouple_images(rmap, resp, np.random.default_rng(0))["id"].get(3, "branch_out")
         >>> bool(np.allclose(np.sort(a, 0), np.sort(resp["id"].get(3, "branch_out"), 0)))

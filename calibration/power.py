@@ -8,7 +8,7 @@ their default thresholds (alpha 0.05, Holm across blocks, each claim's ``mostly`
 responses have the ResNet18 layout (7 analysed blocks, 4 with an identity shortcut, every block
 with the same number of channels); runs use one thread and checkpoint every instance.
 
-Families and their effect sizes (population values of the generator, :mod:`calibration.synthetic`):
+Families and their effect sizes (population values of the generator, :mod:`calibration.generator`):
 
 - ``c1`` / ``c3`` (earlier runs, converted): C1's rarest-category share on synthetic measures;
   C3's Spearman rho between M and the branch gain.
@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from calibration.calibrate import Checkpoint
-from calibration.synthetic import ALL_VARIANTS, Effects, synthetic_responses
+from calibration.generator import ALL_VARIANTS, Effects, synthetic_responses
 from resstream_assert.claims import ClaimOptions
-from resstream_assert.claims.stability import evaluate_responses
+from resstream_assert.claims.verdict_stability import evaluate_responses
 
 RESULTS = Path(__file__).parent / "results"
 POWER = RESULTS / "power.json"
@@ -89,7 +89,7 @@ def _x1_instance(share: float, channels: int, seed: int) -> str:
     from resstream_assert.claims import REGISTRY
     from resstream_assert.claims.base import row, summarize
     from resstream_assert.claims.gain_scaling import net_share
-    from calibration.synthetic import spectrum_context
+    from calibration.generator import spectrum_context
 
     rng = np.random.default_rng([seed, 19])
     ctx = spectrum_context(seed, [(1 / 3,) * 3] * 7, channels=8, options=ClaimOptions(n_boot=0)).for_claim(

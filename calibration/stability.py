@@ -5,7 +5,7 @@
 
 For every model and probe size, the pipeline captures the probe set once and evaluates the
 claims that read responses only (C1-C9) with ``stability=runs`` (see
-``resstream_assert.claims.stability``): each claim is re-evaluated on ``runs`` random halves of
+``resstream_assert.claims.verdict_stability``): each claim is re-evaluated on ``runs`` random halves of
 the probe images with other seeds. Prints a Markdown table (verdict on the full set, flips,
 rate with its Clopper-Pearson CI, stable or unstable at > 10%) and writes
 ``calibration/results/stability.json``.
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from resstream_assert.claims import ClaimOptions, needed_variants
-from resstream_assert.claims.stability import STABILITY_THRESHOLD, response_claims, verdict_stability
+from resstream_assert.claims.verdict_stability import STABILITY_THRESHOLD, response_claims, verdict_stability
 from resstream_assert.config import RunConfig
 from resstream_assert.pipeline import Pipeline
 

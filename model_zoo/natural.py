@@ -2,10 +2,11 @@
 
 Usage::
 
-    python -m model_zoo.train resnet18-cifar64 [--data DIR] [--work-dir DIR] [--epochs E]
+    python -m model_zoo.train resnet18-cifar64 [--data DIR] [--work-dir DIR] [--epochs E] [--threads T]
+    python -m model_zoo.natural --make-probe      # the shipped probe set (1,000 test photographs)
 
 Nothing here runs for a user: the data is read once (both archives decoded into memory and
-cached as one ``.npz`` in the work folder), the weights it produces are what ships.
+cached as one ``.npz`` beside the work folder); what ships is the weights, the card and the probe.
 
 Training is resumable. The work folder (default ``runs/NAME``, outside the package and
 ignored by git) gets, after every epoch ``e``:
@@ -13,16 +14,21 @@ ignored by git) gets, after every epoch ``e``:
 - ``epoch-EEE.safetensors``: the fp32 weights at the end of epoch ``e`` (``epoch-000`` is the
   seeded initialisation), for ``resstream trend`` (claims over training);
 - ``resume.pt``: weights, optimizer and scheduler state and the history so far; a rerun of
-  the same command continues from it.
+  the same command continues from it, and once every epoch is done it only writes the card.
 
-The data order of epoch ``e`` is drawn from ``seed + e``, so a resumed run sees the same
-batches as an uninterrupted one.
+The data order of epoch ``e`` is drawn from ``seed * 1000 + e``, so a resumed run sees the same
+batches as an uninterrupted one. The architecture, input size and normalisation are the zoo's
+recipe (:mod:`resstream_assert.zoo`); this module holds how it is trained.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import io
 import json
+import platform
+import sys
 import tarfile
 import time
 from dataclasses import asdict, dataclass
@@ -32,20 +38,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from resstream_assert import zoo
+
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
-# Channel statistics of the CIFAR-10 training set (the usual values in public CIFAR code).
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cifar10-jpeg"
+TABLE_ZOOMS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 2.0)
+CONTROL_VARIANTS = ("Sinv", "flip", "shift")
 
 
 @dataclass(frozen=True)
 class NaturalRecipe:
-    """How one natural-image zoo model is trained (sized for ~1.5 h on 2 CPU cores)."""
+    """How one natural-image zoo model is trained (sized for ~1.5 h on 2 idle CPU cores)."""
 
-    arch: str
-    input_size: int
     epochs: int = 20
     batch_size: int = 128
     max_lr: float = 0.15
@@ -54,28 +59,10 @@ class NaturalRecipe:
     crop_pad: int = 4  # random-crop padding in pixels of the 32 px original
 
 
-NATURAL_RECIPES = {
-    "resnet18-cifar64": NaturalRecipe(arch="torchvision.resnet18", input_size=64),
-    "cifar-resnet20-cifar32": NaturalRecipe(arch="model_zoo.cifar_resnet.resnet20", input_size=32,
-                                            epochs=30, max_lr=0.2),
-}
+NATURAL_RECIPES = {"resnet18-cifar64": NaturalRecipe()}
 
 
-def build(recipe: NaturalRecipe) -> torch.nn.Module:
-    """The recipe's architecture with 10 outputs and seeded-by-caller random weights.
-
-    Example:
-        >>> type(build(NATURAL_RECIPES["resnet18-cifar64"])).__name__
-        'ResNet'
-    """
-    if recipe.arch == "torchvision.resnet18":
-        import torchvision
-        return torchvision.models.resnet18(num_classes=len(CIFAR10_CLASSES))
-    from model_zoo.cifar_resnet import resnet20
-    return resnet20(len(CIFAR10_CLASSES))
-
-
-def _decode_split(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _decode_split(archive: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     from PIL import Image
 
     images, labels, names = [], [], []
@@ -84,23 +71,21 @@ def _decode_split(archive: Path, split: str) -> tuple[np.ndarray, np.ndarray, li
             if not member.isfile() or not member.name.lower().endswith((".jpg", ".jpeg")):
                 continue
             parts = Path(member.name).parts
-            cls = parts[-2]
-            if cls not in CIFAR10_CLASSES:
+            if parts[-2] not in CIFAR10_CLASSES:
                 raise ValueError(f"{archive.name}: {member.name} is not under a CIFAR-10 class folder")
             with Image.open(io.BytesIO(tar.extractfile(member).read())) as im:
                 images.append(np.asarray(im.convert("RGB")))
-            labels.append(CIFAR10_CLASSES.index(cls))
+            labels.append(CIFAR10_CLASSES.index(parts[-2]))
             names.append("/".join(parts[-3:]))
     order = np.argsort(np.array(names))  # archive order is not guaranteed: sort by path
-    return (np.stack(images)[order], np.array(labels, dtype=np.int64)[order],
-            [names[i] for i in order])
+    return np.stack(images)[order], np.array(labels, dtype=np.int64)[order], [names[i] for i in order]
 
 
 def load_cifar10_jpeg(data_dir: Path, cache: Path) -> dict[str, np.ndarray]:
-    """Both splits as uint8 ``(N, 32, 32, 3)`` arrays with labels and file names (cached).
+    """Both splits as uint8 ``(N, 32, 32, 3)`` arrays with labels and file names (cached in ``cache``).
 
     Example:
-        >>> d = load_cifar10_jpeg(DEFAULT_DATA, Path("runs/cifar10.npz"))  # doctest: +SKIP
+        >>> d = load_cifar10_jpeg(DEFAULT_DATA, Path("runs/cifar10-jpeg.npz"))  # doctest: +SKIP
         >>> d["train_x"].shape
         (50000, 32, 32, 3)
     """
@@ -110,7 +95,7 @@ def load_cifar10_jpeg(data_dir: Path, cache: Path) -> dict[str, np.ndarray]:
     out = {}
     for split in ("train", "test"):
         t0 = time.time()
-        x, y, names = _decode_split(Path(data_dir) / f"{split}.tar.gz", split)
+        x, y, names = _decode_split(Path(data_dir) / f"{split}.tar.gz")
         out[f"{split}_x"], out[f"{split}_y"], out[f"{split}_names"] = x, y, np.array(names)
         print(f"decoded {len(x)} {split} JPEGs in {time.time() - t0:.0f} s", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -118,13 +103,12 @@ def load_cifar10_jpeg(data_dir: Path, cache: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+def _normalize(x: torch.Tensor, entry: zoo.ZooEntry) -> torch.Tensor:
+    return (x - torch.tensor(entry.mean).view(1, 3, 1, 1)) / torch.tensor(entry.std).view(1, 3, 1, 1)
 
 
-def _train_batch(x_u8: torch.Tensor, recipe: NaturalRecipe, rng: np.random.Generator) -> torch.Tensor:
+def _train_batch(x_u8: torch.Tensor, entry: zoo.ZooEntry, recipe: NaturalRecipe,
+                 rng: np.random.Generator) -> torch.Tensor:
     # Random crop (reflect-padded) and flip at the original 32 px, then bilinear upsampling to
     # the input size, as the probe loader upsamples the 32 px test files.
     x = x_u8.permute(0, 3, 1, 2).float().div_(255)
@@ -135,9 +119,9 @@ def _train_batch(x_u8: torch.Tensor, recipe: NaturalRecipe, rng: np.random.Gener
     padded = F.pad(x, (p, p, p, p), mode="reflect")
     offs = rng.integers(0, 2 * p + 1, size=(n, 2))
     x = torch.stack([padded[i, :, oy:oy + h, ox:ox + w] for i, (oy, ox) in enumerate(offs)])
-    if recipe.input_size != h:
-        x = F.interpolate(x, size=(recipe.input_size,) * 2, mode="bilinear", align_corners=False)
-    return _normalize(x).contiguous(memory_format=torch.channels_last)
+    if entry.input_size != h:
+        x = F.interpolate(x, size=(entry.input_size,) * 2, mode="bilinear", align_corners=False)
+    return _normalize(x, entry).contiguous(memory_format=torch.channels_last)
 
 
 def upsample_u8(images: np.ndarray, size: int) -> np.ndarray:
@@ -155,19 +139,19 @@ def upsample_u8(images: np.ndarray, size: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, images_u8: np.ndarray, labels: np.ndarray, size: int,
+def accuracy(model: torch.nn.Module, images_u8: np.ndarray, labels: np.ndarray, entry: zoo.ZooEntry,
              batch_size: int = 250) -> float:
-    """Top-1 accuracy on uint8 ``(N, h, w, 3)`` images upsampled to ``size`` as the probe loader does.
+    """Top-1 accuracy on uint8 ``(N, h, w, 3)`` images upsampled to the model's size as the probe loader does.
 
     Example:
-        >>> accuracy(model, d["test_x"][:100], d["test_y"][:100], 64)  # doctest: +SKIP
+        >>> accuracy(model, d["test_x"][:100], d["test_y"][:100], zoo.get("resnet18-cifar64"))  # doctest: +SKIP
         0.87
     """
     model.eval()
     correct = 0
     for i in range(0, len(images_u8), batch_size):
-        x = torch.from_numpy(upsample_u8(images_u8[i:i + batch_size], size)).permute(0, 3, 1, 2)
-        x = _normalize(x.float() / 255).contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(upsample_u8(images_u8[i:i + batch_size], entry.input_size)).permute(0, 3, 1, 2)
+        x = _normalize(x.float() / 255, entry).contiguous(memory_format=torch.channels_last)
         correct += int((model(x).argmax(1).numpy() == labels[i:i + batch_size]).sum())
     return correct / len(images_u8)
 
@@ -180,39 +164,54 @@ def _save_epoch(model: torch.nn.Module, work: Path, epoch: int) -> None:
                                 metadata={"epoch": str(epoch)})
 
 
-def train_natural(name: str, *, data_dir: Path = DEFAULT_DATA, work_dir: Path | None = None,
-                  epochs: int | None = None, threads: int = 2, seed: int = 0,
-                  test_every: int = 1) -> dict:
-    """Train (or resume) one natural-image zoo model; return its history.
+def _one_epoch(model, opt, sched, tr_x, tr_y, entry, recipe, rng, name, epoch) -> tuple[float, float]:
+    model.train()
+    n, bs = len(tr_x), recipe.batch_size
+    order = torch.from_numpy(rng.permutation(n))
+    losses, correct, t0 = [], 0, time.time()
+    for b in range(n // bs):
+        idx = order[b * bs:(b + 1) * bs]
+        logits = model(_train_batch(tr_x[idx], entry, recipe, rng))
+        loss = F.cross_entropy(logits, tr_y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        correct += int((logits.argmax(1) == tr_y[idx]).sum())
+        if (b + 1) % 50 == 0:
+            print(f"[{name}] epoch {epoch} step {b + 1}/{n // bs} loss {np.mean(losses[-50:]):.4f} "
+                  f"({time.time() - t0:.0f} s)", flush=True)
+    return float(np.mean(losses)), correct / ((n // bs) * bs)
 
-    The weights and card are written by ``model_zoo.train`` afterwards from the last epoch.
+
+def train_natural(name: str, *, data_dir: Path = DEFAULT_DATA, work_dir: Path | None = None,
+                  epochs: int | None = None, threads: int = 2, seed: int = 0) -> dict:
+    """Train (or resume) one natural-image zoo model in ``work_dir``; return its history.
 
     Example:
         >>> train_natural("resnet18-cifar64", epochs=1, work_dir=Path("runs/smoke"))  # doctest: +SKIP
     """
-    recipe = NATURAL_RECIPES[name]
+    recipe, entry = NATURAL_RECIPES[name], zoo.get(name)
     epochs = epochs or recipe.epochs
     work = Path(work_dir) if work_dir is not None else Path("runs") / name
     work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(threads)
     data = load_cifar10_jpeg(data_dir, work.parent / "cifar10-jpeg.npz")
     tr_x, tr_y = torch.from_numpy(data["train_x"]), torch.from_numpy(data["train_y"])
-    n = len(tr_x)
-    per_epoch = n // recipe.batch_size
-    total = epochs * per_epoch
+    total = epochs * (len(tr_x) // recipe.batch_size)
 
     torch.manual_seed(seed)
-    model = build(recipe).to(memory_format=torch.channels_last)
+    model = entry.build().to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=recipe.max_lr, momentum=0.9, nesterov=True,
                           weight_decay=recipe.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.max_lr, total_steps=total,
                                                 pct_start=recipe.pct_start)
-    history = {"recipe": asdict(recipe), "epochs": epochs, "seed": seed, "steps_per_epoch": per_epoch,
+    history = {"recipe": asdict(recipe), "epochs": epochs, "seed": seed, "steps_per_epoch": total // epochs,
                "loss": [], "train_acc": [], "test_acc": [], "epoch_wall_s": [], "threads": threads}
     resume = work / "resume.pt"
     if resume.is_file():
-        # Our own file, but still read as data only.
-        state = torch.load(resume, map_location="cpu", weights_only=True)
+        state = torch.load(resume, map_location="cpu", weights_only=True)  # our own file, still read as data
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -220,55 +219,198 @@ def train_natural(name: str, *, data_dir: Path = DEFAULT_DATA, work_dir: Path | 
         print(f"[{name}] resumed after epoch {len(history['loss'])}", flush=True)
     else:
         _save_epoch(model, work, 0)
-        history["test_acc"].append(round(accuracy(model, data["test_x"], data["test_y"], recipe.input_size), 4))
-    start = len(history["loss"])
+        history["test_acc"].append(round(accuracy(model, data["test_x"], data["test_y"], entry), 4))
 
-    for epoch in range(start + 1, epochs + 1):
+    for epoch in range(len(history["loss"]) + 1, epochs + 1):
         t0 = time.time()
-        model.train()
-        rng = np.random.default_rng(seed * 1000 + epoch)
-        order = torch.from_numpy(rng.permutation(n))
-        losses, correct = [], 0
-        for b in range(per_epoch):
-            idx = order[b * recipe.batch_size:(b + 1) * recipe.batch_size]
-            x = _train_batch(tr_x[idx], recipe, rng)
-            logits = model(x)
-            loss = F.cross_entropy(logits, tr_y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            correct += int((logits.argmax(1) == tr_y[idx]).sum())
-            if (b + 1) % 50 == 0:
-                print(f"[{name}] epoch {epoch} step {b + 1}/{per_epoch} loss {np.mean(losses[-50:]):.4f} "
-                      f"({time.time() - t0:.0f} s)", flush=True)
-        history["loss"].append(round(float(np.mean(losses)), 4))
-        history["train_acc"].append(round(correct / (per_epoch * recipe.batch_size), 4))
-        model_eval = model
-        test_acc = (accuracy(model_eval, data["test_x"], data["test_y"], recipe.input_size)
-                    if epoch % test_every == 0 or epoch == epochs else None)
-        history["test_acc"].append(round(test_acc, 4) if test_acc is not None else None)
+        loss, train_acc = _one_epoch(model, opt, sched, tr_x, tr_y, entry, recipe,
+                                     np.random.default_rng(seed * 1000 + epoch), name, epoch)
+        history["loss"].append(round(loss, 4))
+        history["train_acc"].append(round(train_acc, 4))
+        history["test_acc"].append(round(accuracy(model, data["test_x"], data["test_y"], entry), 4))
         history["epoch_wall_s"].append(round(time.time() - t0, 1))
         _save_epoch(model, work, epoch)
-        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "history": json.dumps(history)}, work / "resume.tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "history": json.dumps(history)}, work / "resume.tmp")
         (work / "resume.tmp").replace(resume)  # atomic: an interrupted save keeps the last good one
         (work / "history.json").write_text(json.dumps(history, indent=1) + "\n")
-        print(f"[{name}] epoch {epoch}/{epochs} loss {history['loss'][-1]} train-acc "
-              f"{history['train_acc'][-1]} test-acc {history['test_acc'][-1]} "
-              f"({history['epoch_wall_s'][-1]:.0f} s)", flush=True)
+        print(f"[{name}] epoch {epoch}/{epochs} loss {loss:.4f} train-acc {train_acc:.4f} "
+              f"test-acc {history['test_acc'][-1]} ({history['epoch_wall_s'][-1]:.0f} s)", flush=True)
     return history
 
 
-if __name__ == "__main__":
-    import argparse
+def _variant_accuracy(model, images_u8: np.ndarray, labels: np.ndarray, entry: zoo.ZooEntry) -> dict:
+    from model_zoo.train import predict
 
-    p = argparse.ArgumentParser(prog="python -m model_zoo.natural")
-    p.add_argument("name", choices=list(NATURAL_RECIPES))
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    p.add_argument("--work-dir", type=Path, default=None)
-    p.add_argument("--epochs", type=int, default=None)
+    x = torch.from_numpy(upsample_u8(images_u8, entry.input_size)).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(labels)
+    acc = lambda v: round(float((predict(model, x, v, mean=entry.mean, std=entry.std).argmax(1) == y)  # noqa: E731
+                                .float().mean()), 4)
+    from resstream_assert.stimuli.variants import zoom_variant
+
+    return {"zoom": {f"{z:.1f}": acc(zoom_variant(z)) for z in TABLE_ZOOMS},
+            "controls": {v: acc(v) for v in CONTROL_VARIANTS}, "test_x": x}
+
+
+def finalize(name: str, *, work_dir: Path | None = None, data_dir: Path = DEFAULT_DATA,
+             out_dir: Path | None = None, command: str = "") -> dict:
+    """Write the last epoch's weights (fp16 when the check passes) and the card into the zoo.
+
+    Example:
+        >>> finalize("resnet18-cifar64")  # doctest: +SKIP
+    """
+    import torchvision
+    from safetensors.torch import load_file
+
+    from model_zoo.train import _save_weights, _weights_fields, _write_card
+    from resstream_assert.stimuli.probe import SHIPPED, load_probe
+
+    recipe, entry = NATURAL_RECIPES[name], zoo.get(name)
+    work = Path(work_dir) if work_dir is not None else Path("runs") / name
+    out_dir = Path(out_dir) if out_dir is not None else zoo.ZOO_DIR
+    history = json.loads((work / "history.json").read_text())
+    data = load_cifar10_jpeg(data_dir, work.parent / "cifar10-jpeg.npz")
+    model = entry.build()
+    model.load_state_dict(load_file(str(work / f"epoch-{len(history['loss']):03d}.safetensors")))
+    model.eval()
+    variants = _variant_accuracy(model, data["test_x"], data["test_y"], entry)
+    check, wpath = _save_weights(entry, model, variants.pop("test_x"), out_dir, history["seed"])
+    card = {
+        "name": name, "arch": entry.arch, "input_size": entry.input_size, "num_classes": 10,
+        "class_names": list(CIFAR10_CLASSES), "mean": list(entry.mean), "std": list(entry.std),
+        **_weights_fields(wpath, check), "accuracy": variants["zoom"]["1.0"], "zoom_accuracy": variants["zoom"],
+        "variant_accuracy": variants["controls"], "seed": history["seed"], "epochs": len(history["loss"]),
+        "steps": len(history["loss"]) * history["steps_per_epoch"], "batch_size": recipe.batch_size,
+        "optimizer": f"SGD(momentum=0.9, nesterov=True, weight_decay={recipe.weight_decay})",
+        "schedule": f"OneCycleLR(max_lr={recipe.max_lr:g}, pct_start={recipe.pct_start}, cosine)",
+        "data": {"source": "CIFAR-10 as JPEG files (shared/data/cifar10-jpeg: 50,000 train, 10,000 test)",
+                 "train_size": len(data["train_x"]), "test_size": len(data["test_x"]),
+                 "augmentation": f"horizontal flip p=0.5; random crop of 32 px after {recipe.crop_pad} px reflect "
+                                 f"padding; bilinear upsampling to {entry.input_size} px",
+                 "evaluation": f"PIL bilinear upsampling of the 32 px JPEG files to {entry.input_size} px (as "
+                               "the probe loader reads them)"},
+        "loss_per_epoch": history["loss"], "train_acc_per_epoch": history["train_acc"],
+        "test_acc_per_epoch": history["test_acc"], "wall_time_s": round(sum(history["epoch_wall_s"]), 1),
+        "threads": history["threads"], "machine": platform.machine(), "torch_version": torch.__version__,
+        "torchvision_version": torchvision.__version__, "numpy_version": np.__version__,
+        "command": command or f"python -m model_zoo.train {name}",
+        "trained_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    _write_card(card, out_dir, markdown=_markdown)
+    # The accuracy a user can check: the stored (fp16) weights as the zoo loads them, on the shipped probe.
+    stored = entry.build().eval()
+    stored.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(wpath)).items()})
+    probe = load_probe(entry.probe, n=None, size=entry.input_size)
+    card["probe"] = {"name": entry.probe, "file": SHIPPED[entry.probe], "n_images": len(probe),
+                     "accuracy": _probe_accuracy(stored, probe, entry)}
+    _write_card(card, out_dir, markdown=_markdown)
+    print(f"[{name}] card written: accuracy {card['accuracy']}, probe accuracy {card['probe']['accuracy']}, "
+          f"{card['weights_dtype']}, {card['weights_bytes']} bytes", flush=True)
+    return card
+
+
+@torch.no_grad()
+def _probe_accuracy(model, probe, entry: zoo.ZooEntry) -> float:
+    x = torch.from_numpy(probe.images).float() / 255
+    pred = torch.cat([model(_normalize(x[i:i + 250], entry)).argmax(1) for i in range(0, len(x), 250)])
+    return round(float((pred.numpy() == probe.labels).mean()), 4)
+
+
+def _markdown(card: dict) -> str:
+    zoom = "\n".join(f"| {z} | {a:.4f} |" for z, a in card["zoom_accuracy"].items())
+    ctrl = "\n".join(f"| {v} | {a:.4f} |" for v, a in card["variant_accuracy"].items())
+    fp, d, pr = card["fp16_check"], card["data"], card.get("probe")
+    probe = (f"- Shipped probe `{pr['name']}` ({pr['n_images']} test photographs, `{pr['file']}`): accuracy "
+             f"**{pr['accuracy']:.4f}** with the stored weights as the zoo loads them.\n") if pr else ""
+    return f"""# {card['name']}
+
+{card['arch']}
+
+- Input: {card['input_size']} px RGB, normalised with the CIFAR-10 mean {card['mean']} and std {card['std']}; \
+{card['num_classes']} classes: {', '.join(card['class_names'])}.
+- Accuracy on the {d['test_size']} JPEG test images: **{card['accuracy']:.4f}** ({d['evaluation']}).
+{probe}- Weights: `weights/{card['weights_file']}` ({card['weights_bytes']} bytes, {card['weights_dtype']}), sha256 \
+`{card['sha256']}`.
+- fp16 check on the test images: max |softmax diff| {fp['max_softmax_abs_diff']:.2e} (tolerance \
+{fp['tolerance']['max_softmax_abs_diff']}), argmax agreement {fp['argmax_agreement']:.4f} (needs >= \
+{fp['tolerance']['min_argmax_agreement']}); passed: {fp['passed']}.
+
+## Accuracy vs zoom (centre crop of side H/z, bilinear resize back)
+
+| zoom | accuracy |
+|---|---|
+{zoom}
+
+## Accuracy under other variants
+
+| variant | accuracy |
+|---|---|
+{ctrl}
+
+## Training
+
+- Data: {d['source']}; {d['train_size']} training images; augmentation: {d['augmentation']}.
+- Optimizer: {card['optimizer']}; schedule: {card['schedule']}; batch {card['batch_size']}; epochs {card['epochs']}; \
+steps {card['steps']}; seed {card['seed']}.
+- Test accuracy by epoch (epoch 0 = initialisation): {card['test_acc_per_epoch']}.
+- Loss by epoch: {card['loss_per_epoch']}; train accuracy by epoch: {card['train_acc_per_epoch']}.
+- Wall time: {card['wall_time_s']:.0f} s of training on {card['threads']} CPU thread(s) of a shared 2-core machine \
+({card['machine']}); torch {card['torch_version']}, torchvision {card['torchvision_version']}.
+- Command: `{card['command']}`
+- Trained at: {card['trained_at']}
+"""
+
+
+def make_probe(data_dir: Path = DEFAULT_DATA, per_class: int = 100) -> Path:
+    """Write the shipped natural probe set: the first ``per_class`` test files (sorted names) of each
+    class, the JPEG bytes as stored, into ``resstream_assert/stimuli/probes/cifar10-test-1000.zip``.
+
+    Example:
+        >>> make_probe()  # doctest: +SKIP
+    """
+    import zipfile
+
+    from resstream_assert.stimuli.probe import SHIPPED, SHIPPED_DIR
+
+    chosen: dict[str, list[tuple[str, bytes]]] = {c: [] for c in CIFAR10_CLASSES}
+    with tarfile.open(Path(data_dir) / "test.tar.gz", "r:gz") as tar:
+        members = sorted((m for m in tar if m.isfile() and m.name.lower().endswith((".jpg", ".jpeg"))),
+                         key=lambda m: m.name)
+        for m in members:
+            cls = Path(m.name).parts[-2]
+            if len(chosen[cls]) < per_class:
+                chosen[cls].append((Path(m.name).name, tar.extractfile(m).read()))
+    out = SHIPPED_DIR / SHIPPED["cifar10"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
+        for cls in CIFAR10_CLASSES:
+            for fname, data in chosen[cls]:
+                info = zipfile.ZipInfo(f"cifar10/{cls}/{fname}", date_time=(2026, 1, 1, 0, 0, 0))
+                zf.writestr(info, data)  # fixed timestamps: the same bytes on every rebuild
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model_zoo.train NAME`` for a natural-image model: train or resume, then write the card."""
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(prog="python -m model_zoo.train", description=__doc__.splitlines()[0])
+    p.add_argument("name", nargs="?", choices=list(NATURAL_RECIPES))
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.tar.gz and test.tar.gz")
+    p.add_argument("--work-dir", type=Path, default=None, help="epoch checkpoints (default: runs/NAME)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's (20)")
     p.add_argument("--threads", type=int, default=2)
-    a = p.parse_args()
-    train_natural(a.name, data_dir=a.data, work_dir=a.work_dir, epochs=a.epochs, threads=a.threads)
+    p.add_argument("--make-probe", action="store_true", help="write the shipped probe set and exit")
+    args = p.parse_args(argv)
+    if args.make_probe:
+        print(make_probe(args.data))
+        return 0
+    if args.name is None:
+        p.error("name a model to train, or pass --make-probe")
+    train_natural(args.name, data_dir=args.data, work_dir=args.work_dir, epochs=args.epochs, threads=args.threads)
+    finalize(args.name, work_dir=args.work_dir, data_dir=args.data,
+             command="python -m model_zoo.train " + " ".join(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-import model_zoo
+from resstream_assert import zoo
 from resstream_assert.stimuli.synthetic import CLASS_NAMES, SCALE_RANGE, make_split
 from resstream_assert.stimuli.variants import apply_variant, zoom_variant
 
@@ -63,10 +63,8 @@ RECIPES = {
 }
 
 
-def _normalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(model_zoo.IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(model_zoo.IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+def _normalize(x: torch.Tensor, mean=zoo.IMAGENET_MEAN, std=zoo.IMAGENET_STD) -> torch.Tensor:
+    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 
 def _augment(batch_u8: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -85,11 +83,11 @@ def _augment(batch_u8: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, images_u8: torch.Tensor, variant: str = "id",
-            batch_size: int = 250) -> torch.Tensor:
+            batch_size: int = 250, mean=zoo.IMAGENET_MEAN, std=zoo.IMAGENET_STD) -> torch.Tensor:
     """Logits of a model on uint8 images ``(N, 3, H, W)`` under a stimulus variant.
 
     Example:
-        >>> predict(model_zoo.get("cifar-resnet20-synth32").build().eval(),
+        >>> predict(zoo.get("cifar-resnet20-synth32").build().eval(),
         ...         torch.zeros(4, 3, 32, 32, dtype=torch.uint8)).shape
         torch.Size([4, 10])
     """
@@ -97,7 +95,7 @@ def predict(model: torch.nn.Module, images_u8: torch.Tensor, variant: str = "id"
     out = []
     for i in range(0, len(images_u8), batch_size):
         x = apply_variant(images_u8[i:i + batch_size].float() / 255, variant)
-        out.append(model(_normalize(x).contiguous(memory_format=torch.channels_last)))
+        out.append(model(_normalize(x, mean, std).contiguous(memory_format=torch.channels_last)))
     return torch.cat(out)
 
 
@@ -108,11 +106,12 @@ def _fp16_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _fp16_check(entry, model: torch.nn.Module, test_x: torch.Tensor) -> dict:
-    ref = F.softmax(predict(model, test_x), 1)
+    norm = dict(mean=entry.mean, std=entry.std)
+    ref = F.softmax(predict(model, test_x, **norm), 1)
     m16 = entry.build()
     m16.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in _fp16_state(model).items()})
     m16 = m16.to(memory_format=torch.channels_last)
-    got = F.softmax(predict(m16, test_x), 1)
+    got = F.softmax(predict(m16, test_x, **norm), 1)
     diff = float((ref - got).abs().max())
     agree = float((ref.argmax(1) == got.argmax(1)).float().mean())
     return {"max_softmax_abs_diff": diff, "argmax_agreement": agree,
@@ -182,15 +181,15 @@ def _save_weights(entry, model: torch.nn.Module, te_x: torch.Tensor, out_dir: Pa
 
 
 def _weights_fields(wpath: Path, check: dict) -> dict:
-    return {"weights_file": wpath.name, "sha256": model_zoo._sha256(wpath), "weights_bytes": wpath.stat().st_size,
+    return {"weights_file": wpath.name, "sha256": zoo._sha256(wpath), "weights_bytes": wpath.stat().st_size,
             "weights_dtype": "float16 (BN running stats float32)" if check["passed"] else "float32",
             "fp16_check": check}
 
 
-def _write_card(card: dict, out_dir: Path) -> None:
+def _write_card(card: dict, out_dir: Path, markdown=None) -> None:
     (out_dir / "cards").mkdir(parents=True, exist_ok=True)
     (out_dir / "cards" / f"{card['name']}.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out_dir / "cards" / f"{card['name']}.md").write_text(_markdown(card))
+    (out_dir / "cards" / f"{card['name']}.md").write_text((markdown or _markdown)(card))
 
 
 def repack(name: str, out_dir: Path | None = None, threads: int = 2, command: str | None = None) -> dict:
@@ -204,13 +203,13 @@ def repack(name: str, out_dir: Path | None = None, threads: int = 2, command: st
     """
     from safetensors.torch import load_file
 
-    out_dir = Path(out_dir) if out_dir is not None else model_zoo.ZOO_DIR
+    out_dir = Path(out_dir) if out_dir is not None else zoo.ZOO_DIR
     torch.set_num_threads(threads)
     card = json.loads((out_dir / "cards" / f"{name}.json").read_text())
-    entry = model_zoo.get(name)
+    entry = zoo.get(name)
     wpath = out_dir / "weights" / card["weights_file"]
-    if model_zoo._sha256(wpath) != card["sha256"]:
-        raise model_zoo.CheckpointError(f"{wpath.name} does not match its card; retrain with "
+    if zoo._sha256(wpath) != card["sha256"]:
+        raise zoo.CheckpointError(f"{wpath.name} does not match its card; retrain with "
                                         f"python -m model_zoo.train {name}")
     model = entry.build()
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in load_file(str(wpath)).items()})
@@ -245,11 +244,11 @@ def train(name: str, *, epochs: int | None = None, train_size: int | None = None
     import torchvision
 
     t0 = time.time()
-    entry = model_zoo.get(name)
+    entry = zoo.get(name)
     recipe = RECIPES[name]
     epochs = epochs or recipe.epochs
     train_size = train_size or recipe.train_size
-    out_dir = Path(out_dir) if out_dir is not None else model_zoo.ZOO_DIR
+    out_dir = Path(out_dir) if out_dir is not None else zoo.ZOO_DIR
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -339,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``python -m model_zoo.train NAME ...``)."""
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(prog="python -m model_zoo.train", description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=list(RECIPES))
+    from model_zoo.natural import NATURAL_RECIPES
+
+    if argv[:1] and argv[0] in NATURAL_RECIPES:  # trained on photographs: its own data and recipe
+        from model_zoo.natural import main as natural_main
+
+        return natural_main(argv)
+    p.add_argument("name", choices=list(RECIPES) + list(NATURAL_RECIPES))
     p.add_argument("--epochs", type=int, default=None, help="default: the model's recipe")
     p.add_argument("--train-size", type=int, default=None, help="default: the model's recipe")
     p.add_argument("--threads", type=int, default=2)

@@ -12,12 +12,7 @@ Example:
 
 from __future__ import annotations
 
-import pytest
-
 __version__ = "0.1.0"
-
-# Failures inside our assertion helpers should get pytest's rich assertion rewriting.
-pytest.register_assert_rewrite("resstream_assert.assertions")
 
 
 def __getattr__(name: str):
@@ -32,8 +27,8 @@ def __getattr__(name: str):
         "RunConfig": ("resstream_assert.config", "RunConfig"),
         "Responses": ("resstream_assert.capture.responses", "Responses"),
         "analyze": ("resstream_assert.api", "analyze"),
-        "evaluate_responses": ("resstream_assert.claims.stability", "evaluate_responses"),
-        "verdict_stability": ("resstream_assert.claims.stability", "verdict_stability"),
+        "evaluate_responses": ("resstream_assert.claims.verdict_stability", "evaluate_responses"),
+        "verdict_stability": ("resstream_assert.claims.verdict_stability", "verdict_stability"),
         "embedded_probe": ("resstream_assert.stimuli.probe", "embedded_probe"),
         "load_probe": ("resstream_assert.stimuli.probe", "load_probe"),
     }

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from resstream_assert.results import ClaimAssertionError, ClaimResult, Verdict
+from resstream_assert.results import ClaimResult, Verdict
+from resstream_assert.errors import ClaimAssertionError
 
 __all__ = ["assert_claim", "check_claim", "ClaimAssertionError", "assert_skip_overwrite_mix_spectrum",
            "assert_skip_channels_have_lower_branch_gain", "assert_scale_invariant_channels_exceed_nulls",

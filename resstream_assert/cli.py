@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Iterable
 
 
@@ -36,7 +37,8 @@ def _sites(args: argparse.Namespace) -> int:
     from resstream_assert.config import RunConfig
     from resstream_assert.pipeline import ModelRef, Pipeline
 
-    cfg = RunConfig(models=(args.spec,), input_size=args.input_size, trust_pickle=args.trust_pickle)
+    cfg = RunConfig(models=(args.spec,), input_size=args.input_size, trust_pickle=args.trust_pickle,
+                    safe_globals=tuple(args.safe_globals or ()))
     return print_sites(Pipeline(cfg), [ModelRef(args.spec, args.backend)], as_json=args.json)
 
 
@@ -69,8 +71,14 @@ def _opset(text: str) -> int:
 
 
 #: pytest options named in library messages, and their flag in each ``resstream`` subcommand.
-_CLI_FLAGS = {"sites": {"trust-pickle": "--trust-pickle", "input-size": "--input-size", "backend": "--backend"},
-              "export": {"trust-pickle": "--trust-pickle", "input-size": "--input-size"},
+_CLI_FLAGS = {"sites": {"trust-pickle": "--trust-pickle", "input-size": "--input-size", "backend": "--backend",
+                        "safe-globals": "--safe-globals"},
+              "export": {"trust-pickle": "--trust-pickle", "input-size": "--input-size",
+                         "safe-globals": "--safe-globals"},
+              "featviz": {o: "--" + o.removeprefix("featviz-") for o in (
+                  "trust-pickle", "input-size", "safe-globals", "channels", "featviz-steps", "featviz-lr",
+                  "featviz-seeds", "featviz-regime", "featviz-jitter", "featviz-size", "featviz-device", "device",
+                  "images", "seed")},
               "run": {"trust-pickle": "--trust-pickle"}}
 
 
@@ -94,10 +102,10 @@ def cli_message(text: str, command: str) -> str:
 
 
 def _zoo(args: argparse.Namespace) -> int:
-    import model_zoo
+    from resstream_assert import zoo
 
     rows = [{"name": e.name, "spec": f"zoo:{e.name}", "arch": e.arch, "input_size": e.input_size,
-             "classes": e.num_classes, "accuracy": e.accuracy} for e in model_zoo.entries()]
+             "classes": e.num_classes, "accuracy": e.accuracy} for e in zoo.entries()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -109,7 +117,7 @@ def _zoo(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import pytest
+    from resstream_assert.pytest_plugin import run_suite
 
     argv = ["--pyargs", "resstream_assert.suite", "-p", "no:cacheprovider"] if args.no_cache else \
         ["--pyargs", "resstream_assert.suite"]
@@ -117,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         argv += ["--resstream-model", spec]
     if args.trust_pickle:
         argv.append("--resstream-trust-pickle")
-    return int(pytest.main(argv + list(args.pytest_args)))
+    return run_suite(argv + list(args.pytest_args))
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -131,12 +139,19 @@ def _export(args: argparse.Namespace) -> int:
     if os.path.isdir(args.out):
         raise OutputError(f"Output path {args.out!r} is a directory. Give the file to write, e.g. "
                           f"{os.path.join(args.out, 'model.onnx')!r}.")
+    _check_output(args.out, ".onnx", "model specs know an ONNX file by its .onnx name")
     if ModelSpec.parse(args.spec).kind == "onnx":
         raise ModelSpecError(f"{args.spec!r} is already an ONNX file; export takes a torch model spec.")
-    loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle)
+    loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle,
+                        safe_globals=tuple(args.safe_globals or ()))
+    discover(loaded)  # a network without residual blocks is refused before anything is written
     path = export_onnx(loaded, args.out, fold_bn=args.fold_bn, exporter=args.exporter, opset=args.opset)
-    onnx_model = load_model(str(path), providers=("cpu",))
-    rmap = discover(onnx_model)
+    try:
+        onnx_model = load_model(str(path), providers=("cpu",))
+        rmap = discover(onnx_model)
+    except Exception:  # an export that cannot be tested is not left behind
+        path.unlink(missing_ok=True)
+        raise
     m = onnx_model.meta
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): exporter {m['exporter']}, opset {m['opset']}, "
           f"BN {'folded into Conv (gains are proxies)' if m['bn_folded'] else 'kept'}, "
@@ -144,73 +159,127 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _merge(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _check_output(path: str, suffix: str, why: str) -> None:
+    """An output file of a ``resstream`` command: its suffix, and never a system location (symlinks followed)."""
+    from resstream_assert.errors import OutputError
+    from resstream_assert.paths import system_location
 
-    from resstream_assert.report.baseline import compare
-    from resstream_assert.report.collect import read_report, write_report
-    from resstream_assert.report.merge import merge_reports
-    from resstream_assert.report.rules import gate_rules
+    if not path.lower().endswith(suffix):
+        raise OutputError(f"Output path {path!r} does not end in {suffix}: {why}. Give a {suffix} file name.")
+    where = system_location(path)
+    if where:
+        raise OutputError(f"Output path {path!r} cannot be written: {where}. Give a path in a project or temporary "
+                          "folder.")
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from resstream_assert.config.checks import writable_file
+    from resstream_assert.gate.baseline import compare, pair_models
+    from resstream_assert.gate.compat import incompatibilities, refusal
+    from resstream_assert.gate.rules import gate_rules
+    from resstream_assert.keys import model_pairs
+    from resstream_assert.report.collect import read_report
+    from resstream_assert.report.merge import check_outputs, merge_reports, write_all
     from resstream_assert.report.terminal import claims_table, matrix_table, plain
 
     try:
+        if args.compare_fail and not args.baseline:
+            raise ValueError(f"--compare-fail {' '.join(args.compare_fail)}: a tolerance needs a baseline to compare "
+                             "with; add --baseline PATH")
+        outputs = [(k, p) for k, p in (("json", args.json), ("md", args.md), ("html", args.html)) if p]
+        check_outputs(outputs, [(args.baseline, "the baseline (--baseline)")] +
+                      [(r, "an input report") for r in args.reports], writable_file)
         reports = [read_report(p) for p in args.reports]
-        merged = merge_reports(reports, [Path(p).name for p in args.reports])
+        merged = merge_reports(reports, [os.path.basename(p) for p in args.reports],
+                               allow_incomplete=args.allow_incomplete)
         rules = gate_rules(args.compare_fail or ())
         baseline = read_report(args.baseline) if args.baseline else None
+        notes: list[str] = []
+        if baseline is not None:
+            pairs = pair_models(baseline, model_pairs(merged["results"]))
+            problems, notes = incompatibilities(baseline, merged, pairs, allow_probe_size=args.allow_probe_size)
+            if problems:
+                raise ValueError(refusal(problems, args.baseline, "--allow-probe-size"))
     except (OSError, ValueError) as exc:
         print(f"resstream: error: {exc}", file=sys.stderr)
         return 2
-    diff = compare(baseline, merged, rules, baseline_path=args.baseline) if baseline is not None else None
+    for line in merged.get("incomplete", []):
+        print(f"resstream: WARNING: incomplete run merged (--allow-incomplete): {line}", file=sys.stderr)
+    diff = compare(baseline, merged, rules, baseline_path=args.baseline, notes=notes) if baseline is not None else None
     if diff is not None:
         merged["baseline"] = diff.to_dict()
     for line in claims_table(merged) + ([[("", {})]] + matrix_table(merged) if len(merged["models"]) > 1 else []):
         print(plain(line))
-    if args.json:
-        write_report(merged, args.json)
-    if args.md:
-        from resstream_assert.report.markdown import render_markdown
-
-        Path(args.md).write_text(render_markdown(merged), encoding="utf-8")
-    if args.html:
-        from resstream_assert.report.html import render_html
-
-        Path(args.html).write_text(render_html(merged), encoding="utf-8")
+    try:
+        write_all(merged, outputs)
+    except OSError as exc:
+        print(f"resstream: error: {exc}; no merged report was written", file=sys.stderr)
+        return 2
     print(f"merged {len(args.reports)} reports: {len(merged['results'])} results of {len(merged['models'])} models")
+    return _merge_verdict(merged, diff, args.baseline)
+
+
+def _merge_verdict(merged: dict, diff, baseline_path: str | None) -> int:
+    """1 when the merged results drifted from the baseline or decided nothing (a loud line in survey mode)."""
+    from resstream_assert.gate import undecided
+
+    code = 0
     if diff is not None:
         print(diff.table())
         if diff.failed:
-            print(f"resstream: the merged results drifted from the baseline {args.baseline}", file=sys.stderr)
-            return 1
-    return 0
+            print(f"resstream: the merged results drifted from the baseline {baseline_path}", file=sys.stderr)
+            code = 1
+    lines = undecided(merged["results"])
+    if lines:
+        survey = bool((merged.get("config") or {}).get("survey"))
+        print("resstream: NOTHING WAS DECIDED" + (" (survey mode)" if survey else ": the merged run checked nothing"),
+              *[f"  {line}" for line in lines], sep="\n", file=sys.stderr)
+        code = code or (0 if survey else 1)
+    return code
 
 
 def _featviz(args: argparse.Namespace) -> int:
     from resstream_assert.cache_dir import default_cache_dir
     from resstream_assert.config import RunConfig
-    from resstream_assert.featviz_report import block_grid
-    from resstream_assert.interventions.featviz_stimuli import featviz_stimuli, sample_channels
+    from resstream_assert.capture.featviz_responses import featviz_stimuli, sample_channels
+    from resstream_assert.config.checks import writable_file
+    from resstream_assert.errors import DiscoveryError, OutputError
+    from resstream_assert.report.featviz_grid import block_grid
     from resstream_assert.pipeline import Pipeline
 
+    _check_output(args.out, ".png", "the grid is written as a PNG image")
+    why = writable_file(args.out)
+    if why:
+        raise OutputError(f"--out {args.out}: {why}")
     fv = {"steps": args.steps, "lr": args.lr, "seeds": args.seeds, "regime": args.regime, "jitter": args.jitter,
           "size": args.size, "device": args.device}
     cfg = RunConfig(models=(args.spec,), images=args.images, input_size=args.input_size, seed=args.seed,
                     device=args.device, trust_pickle=args.trust_pickle, stimuli="featviz", channels=args.channels,
-                    featviz=fv, cache_dir=None if args.no_cache else str(default_cache_dir()))
+                    featviz=fv, cache_dir=None if args.no_cache else str(default_cache_dir()),
+                    safe_globals=tuple(args.safe_globals or ()))  # every value checked before anything is computed
     pipe = Pipeline(cfg, log=lambda line: print(line, file=sys.stderr))
     loaded, rmap = pipe.model(args.spec), pipe.map(args.spec)
-    block = rmap[args.block]
+    try:
+        block = rmap[int(args.block) if args.block.isdigit() else args.block]
+    except (KeyError, IndexError):
+        raise DiscoveryError(f"--block {args.block}: no such block; this model's blocks are "
+                             f"{', '.join(b.name for b in rmap)} (or an index from 0 to {len(rmap) - 1})") from None
     chans = sample_channels(rmap, args.channels, args.seed, skip_first=False)[block.index]
     fz = featviz_stimuli(loaded, rmap, loaded, rmap, pipe.responses(args.spec, ("id",))["id"],
                          channels={block.index: chans}, seeds=args.seeds, settings=pipe.featviz_settings(),
                          batch_size=cfg.batch_size, device=cfg.device, cache_dir=cfg.cache_dir, log=pipe.log)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "wb") as fh:
         fh.write(block_grid(fz, block.index, max_channels=None))
     s = fz.summary(block.index)
     print(f"wrote {args.out}: {block.name}, {len(chans)} channels x I/B/O, {args.steps} steps; success (response > "
-          f"99th percentile of {len(pipe.probe(loaded.input_size))} probe images): "
+          f"99th percentile of {len(pipe.model_probe(args.spec))} probe images): "
           + ", ".join(f"{k} {int(s['ok_' + k])}/{int(s['n_' + k])}" for k in ("I", "B", "O")))
     return 0
+
+
+SAFE_GLOBALS_HELP = ("a class a checkpoint may hold besides tensors (repeatable), e.g. argparse.Namespace in a "
+                     "Lightning checkpoint; built by the safe loader, no other code runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input size in px (default: the model's own; a factory's is read from its stem)")
     s.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="discover on torch or ONNX graph")
     s.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
+    s.add_argument("--safe-globals", action="append", metavar="module.Class", help=SAFE_GLOBALS_HELP)
     s.set_defaults(func=_sites)
 
     z = sub.add_parser("zoo", help="list the trained models shipped in model_zoo")
@@ -253,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("featviz", help="feature visualizations of one block: a grid PNG, channels x I/B/O")
     f.add_argument("spec", help="model spec (a torch model), e.g. zoo:resnet18-synth96")
     f.add_argument("--block", required=True, help="block name or index, e.g. layer2.1 (see `resstream sites`)")
-    f.add_argument("--out", required=True, help="output PNG path")
+    f.add_argument("--out", required=True, help="output PNG path (checked before anything is computed)")
     f.add_argument("--channels", type=int, default=8, help="channels to visualise, sampled with --seed (default 8)")
     f.add_argument("--steps", type=int, default=256, help="Adam steps (default 256; the papers: 2560)")
     f.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
@@ -267,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0, help="seed for the channel sample and the images")
     f.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk caches")
     f.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
+    f.add_argument("--safe-globals", action="append", metavar="module.Class", help=SAFE_GLOBALS_HELP)
     f.set_defaults(func=_featviz)
 
     e = sub.add_parser("export", help="export a torch model spec to ONNX (with its normalization in the metadata)")
@@ -279,6 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input size in px (default: the model's own; a factory's is read from its stem)")
     e.add_argument("--opset", type=_opset, default=None, help="ONNX opset (default: the exporter's)")
     e.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
+    e.add_argument("--safe-globals", action="append", metavar="module.Class", help=SAFE_GLOBALS_HELP)
     e.set_defaults(func=_export)
 
     rep = sub.add_parser("report", help="work with JSON reports (merge the reports of sharded CI jobs)")
@@ -292,8 +364,57 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--compare-fail", action="append", metavar="EXPR",
                    help="tolerance for --baseline (repeatable), as --resstream-compare-fail; verdicts are always "
                         "compared")
+    m.add_argument("--allow-probe-size", action="store_true",
+                   help="compare with a baseline made at another number of probe images (stated in the comparison)")
+    m.add_argument("--allow-incomplete", action="store_true",
+                   help="merge a set of reports with shards or models missing (marked incomplete, with a warning); "
+                        "by default that is an error")
     m.set_defaults(func=_merge)
+
+    t = sub.add_parser("trend", help="claims over training: run the suite on checkpoints in order, draw each claim",
+                       description="Run the claims on each checkpoint (in training order) with one configuration "
+                                   "and write, per claim, the verdict and the effect with its CI at each checkpoint, "
+                                   "and the skip / mix / overwrite proportions per block. Example: resstream trend "
+                                   "torchvision:resnet18@runs/r18/epoch-000.safetensors ... --input-size 64 "
+                                   "--out trend.html")
+    t.add_argument("specs", nargs="+", help="checkpoint specs, in training order (first = earliest)")
+    t.add_argument("--out", help="write the HTML page (figures + tables) here")
+    t.add_argument("--md", help="write the Markdown tables here")
+    t.add_argument("--json", help="write the JSON rows here")
+    t.add_argument("--labels", help="comma-separated checkpoint labels (default: the weights files' names)")
+    t.add_argument("--claims", help="comma-separated claim ids (default: the suite's; C1 is always added)")
+    t.add_argument("--images", type=_positive_int, default=512, help="probe images per checkpoint (default 512)")
+    t.add_argument("--input-size", type=_positive_int, default=None, help="input size in px (default: the model's)")
+    t.add_argument("--probe", default=None, help="probe set: embedded, cifar10 or a folder (default: the model's)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the permutations and bootstraps")
+    t.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    t.set_defaults(func=_trend)
     return p
+
+
+def _trend(args: argparse.Namespace) -> int:
+    from resstream_assert.api import trend
+    from resstream_assert.config import OPTION, build_run_config
+    from resstream_assert.errors import OutputError
+    from resstream_assert.report.trend import render_trend_html, render_trend_markdown
+
+    outputs = {k: getattr(args, k) for k in ("out", "md", "json") if getattr(args, k)}
+    if not outputs:
+        raise OutputError("resstream trend writes nothing without --out PATH.html, --md PATH or --json PATH")
+    cfg = build_run_config({"images": args.images, "input-size": args.input_size, "probe": args.probe,
+                            "seed": args.seed, "claims": args.claims, "no-cache": args.no_cache})
+    for flag, path in outputs.items():  # checked before hours of work, not after
+        why = OPTION["report-json"].check(path)
+        if why:
+            raise OutputError(f"--{flag} {path}: {why}")
+    labels = [s.strip() for s in args.labels.split(",")] if args.labels else None
+    t = trend(args.specs, labels=labels, config=cfg, progress=lambda line: print(line, file=sys.stderr))
+    texts = {"out": render_trend_html(t), "md": render_trend_markdown(t), "json": json.dumps(t, indent=1) + "\n"}
+    for flag, path in outputs.items():
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(texts[flag], encoding="utf-8")
+        print(f"wrote {path}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

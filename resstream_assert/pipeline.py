@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any, Callable, Iterable, NamedTuple
 
 from resstream_assert.config import RunConfig
-from resstream_assert.errors import ResstreamError, ResstreamWarning
+from resstream_assert.errors import FeatvizUnavailable, ResstreamWarning
 
 __all__ = ["Pipeline", "ModelRef", "model_refs", "load_model"]
 
@@ -59,7 +59,7 @@ def model_refs(config: RunConfig) -> list[ModelRef]:
 
 
 def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool = False, seed: int = 0,
-               backend: str = "torch", providers: tuple[str, ...] = ()):
+               backend: str = "torch", providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = ()):
     """Load a model spec the way a run sees it: stored model, then its negative control, then its backend.
 
     ``backend="onnx"`` runs a torch model through its own ONNX export (cached on disk). A factory
@@ -79,7 +79,8 @@ def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool =
         from resstream_assert.loading.onnx_file import load_onnx
 
         return load_onnx(parsed, input_size, providers)  # refuses a control: it would need the torch model
-    loaded = load_stored(replace(parsed, control=None), input_size=input_size, trust_pickle=trust_pickle)
+    loaded = load_stored(replace(parsed, control=None), input_size=input_size, trust_pickle=trust_pickle,
+                         safe_globals=safe_globals)
     if input_size is None and loaded.meta.get("input_size_source") == "default":
         from resstream_assert.discovery.stem import guess_input_size
 
@@ -133,7 +134,7 @@ class Pipeline:
         cfg = self.config
         return self.memo(("model", spec, backend), lambda: load_model(
             spec, input_size=cfg.input_size, seed=cfg.seed, trust_pickle=cfg.trust_pickle, backend=backend,
-            providers=cfg.providers))
+            providers=cfg.providers, safe_globals=cfg.safe_globals))
 
     def map(self, spec: str, backend: str = "torch"):
         """The model's :class:`~resstream_assert.discovery.ResidualMap`."""
@@ -141,13 +142,32 @@ class Pipeline:
 
         return self.memo(("map", spec, backend), lambda: discover(self.model(spec, backend)))
 
-    def probe(self, size: int):
-        """The probe set at ``size`` px (the embedded set unless ``--resstream-probe`` names a folder)."""
+    def probe(self, size: int, source: str | None = None):
+        """The probe set at ``size`` px from ``source`` (``None``: ``--resstream-probe``, else the embedded set)."""
         from resstream_assert.stimuli.probe import load_probe
 
+        source = source or self.config.probe
         # The probe sample is fixed (seed 0) so that --resstream-seed changes only the resampling
         # (permutations, bootstraps, random sets): different seeds then differ by Monte-Carlo error alone.
-        return self.memo(("probe", size), lambda: load_probe(self.config.probe, self.config.images, size, seed=0))
+        return self.memo(("probe", size, source), lambda: load_probe(source, self.config.images, size, seed=0))
+
+    def probe_source(self, spec: str) -> str | None:
+        """Where a model's probe images come from: ``--resstream-probe`` when given, else the probe set
+        its zoo entry names (``cifar10`` for the models trained on photographs), else the embedded set (None)."""
+        if self.config.probe:
+            return self.config.probe
+        from resstream_assert.loading import ModelSpec
+
+        parsed = ModelSpec.parse(spec)
+        if parsed.kind != "zoo":
+            return None
+        from resstream_assert import zoo
+
+        return zoo.get(parsed.target).probe
+
+    def model_probe(self, spec: str, backend: str = "torch"):
+        """The probe set a model is measured on: from :meth:`probe_source`, at the model's input size."""
+        return self.probe(self.model(spec, backend).input_size, self.probe_source(spec))
 
     @property
     def cache(self):
@@ -208,7 +228,7 @@ class Pipeline:
         run_on = "onnx" if missing and self.engine(spec, backend) == "onnxruntime" else "torch"
         for storage, group in storage_groups(missing, self.config.storage):
             loaded = self.model(spec, run_on)
-            got = capture(loaded, self.map(spec, run_on), self.probe(loaded.input_size), variants=group,
+            got = capture(loaded, self.map(spec, run_on), self.model_probe(spec, backend), variants=group,
                           batch_size=self.config.batch_size, device=self.config.device, cache=self.cache,
                           progress=self.config.progress, log=self.log, storage=storage,
                           reducers=("center",))  # the measures read the center unit only
@@ -229,9 +249,9 @@ class Pipeline:
 
     def featviz(self, spec: str, backend: str = "torch", variants: tuple[str, ...] = ("id",)):
         """The model's feature visualizations with their responses to ``variants`` and their success check
-        (:class:`~resstream_assert.interventions.featviz_stimuli.FeatvizStimuli`); optimised on the torch
+        (:class:`~resstream_assert.capture.featviz_responses.FeatvizStimuli`); optimised on the torch
         model, captured on ``backend``, cached on disk."""
-        from resstream_assert.interventions.featviz_stimuli import featviz_stimuli, sample_channels
+        from resstream_assert.capture.featviz_responses import featviz_stimuli, sample_channels
 
         def run():
             cfg = self.config
@@ -249,8 +269,8 @@ class Pipeline:
         return self.memo(("featviz", spec, backend, tuple(variants)), run)
 
     def featviz_settings(self):
-        """The run's :class:`~resstream_assert.interventions.featviz.FeatvizSettings` (``--resstream-featviz-*``)."""
-        from resstream_assert.interventions.featviz import FeatvizSettings
+        """The run's :class:`~resstream_assert.stimuli.featviz.FeatvizSettings` (``--resstream-featviz-*``)."""
+        from resstream_assert.stimuli.featviz import FeatvizSettings
 
         fv, cfg = self.config.featviz, self.config
         device = fv.get("device") or cfg.device
@@ -303,8 +323,7 @@ class Pipeline:
         ids = resolve_claims(claims if claims is not None else cfg.claims)
         options = options or ClaimOptions.from_run(cfg.claim_options)
         variants = needed_variants(ids)
-        loaded = self.model(spec, backend)
-        probe = self.probe(loaded.input_size)
+        probe = self.model_probe(spec, backend)
         ctx = ClaimContext(model=cfg.label_of(str(spec)), backend=backend, rmap=self.map(spec, backend), measures=(),
                            responses={}, options=options, seed=cfg.seed)
         if len(probe) < options.min_images:
@@ -323,7 +342,7 @@ class Pipeline:
                 if claim.prepare is not None else None
             results[cid] = claim.evaluate(ctx.for_claim(claim, data))
         if stimuli == "featviz":
-            from resstream_assert.featviz_report import label_featviz_results
+            from resstream_assert.report.featviz_grid import label_featviz_results
 
             return label_featviz_results(results, self.featviz(spec, backend, variants), self.map(spec, backend))
         if cfg.stability:  # the exemplar source: re-evaluated on probe half-samples (featviz would re-optimise)
@@ -332,7 +351,7 @@ class Pipeline:
 
     def _with_stability(self, ctx, results: dict, options, n_images: int) -> dict:
         """``results`` with each response-only claim's verdict stability (``--resstream-stability N``)."""
-        from resstream_assert.claims.stability import SUBSAMPLE_FRACTION, response_claims, verdict_stability
+        from resstream_assert.claims.verdict_stability import SUBSAMPLE_FRACTION, response_claims, verdict_stability
 
         runs = self.config.stability
         ids = response_claims(results)
@@ -343,7 +362,8 @@ class Pipeline:
                      f"{round(SUBSAMPLE_FRACTION * n_images)} of {n_images} probe images, other seeds")
         table = verdict_stability(ctx.rmap, ctx.responses, {cid: results[cid] for cid in ids}, runs=runs,
                                   options=options, seed=self.config.seed)
-        return {cid: r.with_(stability=table[cid]) if cid in table else r for cid, r in results.items()}
+        not_covered = {"runs": 0.0, "reruns_model": 1.0}  # C10, C11: lesions cannot be re-run on responses
+        return {cid: r.with_(stability=table.get(cid, not_covered)) for cid, r in results.items()}
 
     @staticmethod
     def _label(results: dict, stimuli: str) -> dict:
@@ -381,8 +401,8 @@ class Pipeline:
 
         def run():
             loaded = self.model(spec, backend)
-            env = InterventionEnv(loaded, self.map(spec, backend), self.probe(loaded.input_size),
-                                  probe_source=self.config.probe, device=self.config.device, log=self.log)
+            env = InterventionEnv(loaded, self.map(spec, backend), self.model_probe(spec, backend),
+                                  probe_source=self.probe_source(spec), device=self.config.device, log=self.log)
             return request.run(env)
 
         return self.memo(("intervention", spec, backend, request.key), run)
@@ -395,10 +415,6 @@ class Pipeline:
         ids = tuple(resolve_claims(claims if claims is not None else self.config.claims))
         return self.memo(("claims", spec, backend, ids, stimuli), lambda: self.evaluate(spec, backend, ids,
                                                                                        stimuli=stimuli))
-
-
-class FeatvizUnavailable(ResstreamError):
-    """Feature visualization cannot run on this model (e.g. an ONNX file: no gradients)."""
 
 
 def _check_source(stimuli: str) -> None:

@@ -26,8 +26,7 @@ import numpy as np
 
 from resstream_assert.formatting import feffect, fnum, fp
 
-__all__ = ["Verdict", "ConfidenceInterval", "TestResult", "BlockRow", "ClaimResult",
-           "ClaimAssertionError"]
+__all__ = ["Verdict", "ConfidenceInterval", "TestResult", "BlockRow", "ClaimResult"]
 
 
 class Verdict(str, enum.Enum):
@@ -248,7 +247,7 @@ class ClaimResult:
     verdict flipped when the claim was re-evaluated on N probe subsamples with other seeds
     (``flips``, ``runs``, ``rate`` with its Clopper-Pearson ``ci_low``/``ci_high``, ``n_images``
     of ``of_images``, ``unstable`` = 1.0 when ``rate`` exceeds ``threshold``; see
-    :mod:`resstream_assert.claims.stability`).
+    :mod:`resstream_assert.claims.verdict_stability`).
     """
 
     claim: str
@@ -343,27 +342,3 @@ class ClaimResult:
 
     __bool__ = _no_bool
 
-
-class ClaimAssertionError(AssertionError):
-    """A claim did not reach the expected verdict. ``.result`` holds the full ClaimResult;
-    the message is a header line plus the per-block table with offending blocks marked."""
-
-    def __init__(self, result: ClaimResult, expected: Verdict | str = Verdict.HOLDS) -> None:
-        self.result = result
-        self.expected = Verdict(expected)
-        super().__init__(self._message())
-
-    def _message(self) -> str:
-        r, exp = self.result, self.expected
-        head = f"{r.claim} ({r.title}): expected {exp.value}, got {r.verdict.value}"
-        if r.reason:
-            head += f" -- {r.reason}"
-        summary = (f"  effect {feffect(r.effect, r.ci_low, r.ci_high)}, p={fp(r.p_value)}, "
-                   f"p_adj={fp(r.p_adjusted)}, n={r.n}, seed={r.seed}"
-                   + (f", model={r.model}" if r.model else "") + f", backend={r.backend}"
-                   + ("" if r.stimuli == "exemplars" else f", stimuli={r.stimuli}"))
-        table = r.table(mark=lambda row: row.verdict != exp)
-        return f"{head}\n{summary}\n{table}"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.result, self.expected))

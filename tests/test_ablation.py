@@ -28,7 +28,7 @@ from resstream_assert.stats import at_chance
 from resstream_assert.stimuli.probe import embedded_probe
 from resstream_assert.stimuli.synthetic import CLASS_NAMES
 from tests.cifar_user_model import resnet20
-from tests.conftest import randomize_bn
+from resstream_assert.loading.random_weights import randomize_bn
 
 SPEC = "tests.cifar_user_model:resnet20"
 ZOOMS = np.array([1.0, 1.25, 1.5, 2.0])

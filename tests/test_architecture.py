@@ -1,5 +1,7 @@
 """The package's import graph runs one way: load -> discover -> stimuli -> capture -> interventions ->
-measures -> claims -> gate -> report -> the orchestration (pipeline, api, plugin, cli, suite).
+measures -> claims -> gate -> report -> the orchestration (config, pipeline, api, cli, the pytest room).
+pytest is imported only in the pytest room; the package never imports the repository's
+benchmarks, calibration, training or test folders.
 
 Every import counts, including the lazy ones inside functions (a lazy import is still a
 dependency, and a circle through one is still a circle). The graph is read with ``ast``.
@@ -19,8 +21,8 @@ PACKAGE = "resstream_assert"
 
 #: Floors of the flow, lowest first: a module may import its own floor or a lower one, never a higher one.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "formatting", "results", "effects", "stats", "paper", "cache_dir"),
-    ("loading",),
+    ("errors", "formatting", "results", "keys", "stats", "paper", "cache_dir", "torch_utils", "paths"),
+    ("loading", "zoo"),
     ("discovery",),
     ("stimuli",),
     ("capture",),
@@ -29,9 +31,13 @@ FLOORS: list[tuple[str, ...]] = [
     ("claims",),
     ("gate",),
     ("report",),
-    ("config", "pipeline", "api", "assertions", "strategies", "scheduling", "cli", "plugin", "suite",
-     "featviz_report", "__init__"),
+    ("config", "pipeline", "api", "assertions", "strategies", "cli", "pytest_plugin", "suite", "__init__"),
 ]
+
+#: The pytest room: the only modules that may import pytest (the plugin, its hooks, the suite).
+PYTEST_ROOM = ("pytest_plugin", "suite")
+#: Folders of the repository that measure or train; the package never imports them.
+OUTSIDE = ("benchmarks", "calibration", "model_zoo", "tests")
 
 
 def _module_name(path: Path) -> str:
@@ -161,3 +167,38 @@ def test_numpy_rooms_never_import_torch(room):
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offenders += [f"{mod}: {n}" for n in names if n.split(".")[0] in ("torch", "torchvision", "onnxruntime")]
     assert not offenders, offenders
+
+
+def _external_imports(path: Path) -> set[str]:
+    """Top-level names of every module ``path`` imports, lazy imports included."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_pytest_is_imported_only_in_its_room():
+    offenders = [_module_name(p) for p in ROOT.rglob("*.py")
+                 if "pytest" in _external_imports(p) and _module_name(p).split(".")[0] not in PYTEST_ROOM]
+    assert not offenders, f"pytest imported outside {PYTEST_ROOM}: {offenders}"
+
+
+def test_the_package_never_imports_the_repositorys_other_folders():
+    offenders = [f"{_module_name(p)}: {sorted(_external_imports(p) & set(OUTSIDE))}" for p in ROOT.rglob("*.py")
+                 if _external_imports(p) & set(OUTSIDE)]
+    assert not offenders, offenders
+
+
+def test_module_names_do_not_repeat():
+    """One name, one module: a newcomer who reads ``scale.py`` knows which one is meant."""
+    repo = ROOT.parent
+    seen: dict[str, list[str]] = {}
+    for folder in (ROOT, *(repo / d for d in ("benchmarks", "calibration", "model_zoo"))):
+        for p in folder.rglob("*.py"):
+            if p.name != "__init__.py":
+                seen.setdefault(p.name, []).append(str(p.relative_to(repo)))
+    repeated = {k: v for k, v in seen.items() if len(v) > 1}
+    assert not repeated, repeated

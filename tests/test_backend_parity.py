@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from resstream_assert.loading.onnx_export import export_onnx
 from resstream_assert.measures import measure_all
@@ -13,18 +12,13 @@ from resstream_assert.claims.gain_scaling import plan_scaling
 from resstream_assert.results import Verdict
 from resstream_assert.config import RunConfig
 from resstream_assert.pipeline import Pipeline
-from tests.cifar_user_model import resnet20
-from tests.conftest import randomize_bn
 
 CLAIMS = ["C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9"]
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("parity") / "w.pth"
-    torch.save(randomize_bn(resnet20(), seed=2).state_dict(), path)
-    return f"tests.cifar_user_model:resnet20@{path}"
+def spec(random_weights_spec):
+    return random_weights_spec("tests.cifar_user_model:resnet20", 2)
 
 
 def _bench(spec: str) -> Pipeline:

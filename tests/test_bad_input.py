@@ -25,13 +25,13 @@ import onnxruntime  # noqa: F401
 import PIL.Image  # noqa: F401
 import scipy.stats  # noqa: F401
 import torchvision  # noqa: F401
-import model_zoo  # noqa: F401
+from resstream_assert import zoo  # noqa: F401
 import resstream_assert.capture  # noqa: F401
 import resstream_assert.claims  # noqa: F401
 import resstream_assert.discovery.stem  # noqa: F401
 import resstream_assert.loading.onnx_file  # noqa: F401
 import resstream_assert.pipeline  # noqa: F401
-import resstream_assert.report.pytest_plugin  # noqa: F401
+import resstream_assert.pytest_plugin.reporting  # noqa: F401
 import resstream_assert.stimuli.probe  # noqa: F401
 from resstream_assert.cli import main as cli_main
 from tests.wild import architectures, checkpoints
@@ -93,11 +93,20 @@ CASES = [
     Case("featviz-seeds-0", "pytest", ("--resstream-featviz-seeds", "0"), 4, r"--resstream-featviz-seeds 0: must be", r"positive whole number"),
     Case("featviz-regime-unknown", "pytest", ("--resstream-featviz-regime", "lucent"), 4, r"--resstream-featviz-regime lucent:", r"must be block .* or per-layer"),
     Case("featviz-jitter-negative", "pytest", ("--resstream-featviz-jitter", "-4"), 4, r"--resstream-featviz-jitter -4: must be", r"0 or a positive whole number"),
-    Case("featviz-size-0", "pytest", ("--resstream-featviz-size", "0"), 4, r"--resstream-featviz-size 0: must be", r"positive whole number"),
+    Case("featviz-size-1", "pytest", ("--resstream-featviz-size", "1"), 4, r"--resstream-featviz-size 1: must be from 8 to 1024 px", r"default: the model's input size"),
+    Case("featviz-size-30000", "pytest", ("--resstream-featviz-size", "30000"), 4, r"--resstream-featviz-size 30000: must be from 8 to 1024 px", r"default: the model's input size"),
     Case("featviz-device-tpu", "pytest", ("--resstream-featviz-device", "tpu"), 4, r"--resstream-featviz-device tpu:", r"must be cpu, cuda, cuda:N or mps"),
     Case("featviz-batch-size-0", "pytest", ("--resstream-featviz-batch-size", "0"), 4, r"--resstream-featviz-batch-size 0: must be", r"positive whole number"),
     Case("intervention-unknown-key", "pytest", ("--resstream-intervention", "chanels=8"), 4, r"Unknown intervention option 'chanels'", r"known: "),
     Case("lesion-precision", "pytest", ("--resstream-lesion", "precision=fp8"), 4, r"--resstream-lesion: precision=fp8", r"must be fp32 or bf16"),
+    # issue 17: values that used to fail inside a test, or to give silently wrong numbers
+    Case("intervention-factor-overflow", "pytest", ("--resstream-intervention", "factors=0.25,1,1e300"), 4, r"factors=\(0\.25, 1, 1e\+300\): 1e\+300 is outside 0\.001 to 1000", r"overflows float32"),
+    Case("intervention-variants-twice", "pytest", ("--resstream-intervention", "variants=held,held"), 4, r"variants=\('held', 'held'\): each variant once", r"variants=held,scaled"),
+    Case("stability-1", "pytest", ("--resstream-stability", "1"), 4, r"--resstream-stability 1: must be 0 \(off\) or from 36 to 1000", r"0 flips leaves the flip rate's 95% CI above"),
+    Case("stability-1e9", "pytest", ("--resstream-stability", "1000000000"), 4, r"--resstream-stability 1000000000: must be 0 \(off\) or from 36 to 1000", r"e\.g\. 36"),
+    Case("engine-torch-onnx-model", "pytest", ("--resstream-model", "{d}/nothere.onnx", "--resstream-engine", "torch"), 4, r"--resstream-engine torch: .*every model of this run runs on onnxruntime", r"Drop the option"),
+    Case("shard-empty", "pytest", ("--resstream-shard", "2/2"), 4, r"--resstream-shard 2/2: the run has 1 model\(s\), so shard 2 gets none", r"Use at most 1 shard"),
+    Case("safe-globals-not-a-class", "pytest", ("--resstream-safe-globals", "argparse"), 4, r"'argparse' is not a class name", r"give module\.Class, e\.g\. argparse\.Namespace"),
     # --- reports and the baseline gate ----------------------------------------------------------------------------
     Case("compare-fail-unknown-quantity", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "nosuchquantity:abs>0.1"), 4, r"has the quantity 'nosuchquantity', so the rule would compare nothing", r"Use one of: .*frac_skip"),
     Case("compare-fail-malformed", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "rho>0.1"), 4, r"invalid --resstream-compare-fail expression 'rho>0\.1'", r"expected verdict \| missing \| NAME:abs>LIMIT"),
@@ -115,6 +124,16 @@ CASES = [
     Case("report-html-unwritable", "pytest", ("--resstream-report-html", "/proc/resstream.html"), 4, r"--resstream-report-html /proc/resstream\.html: cannot be created: the folder /proc is not writable", r"give a writable path"),
     Case("report-figures-file", "pytest", ("--resstream-report-figures", "{d}/afile.txt"), 4, r"--resstream-report-figures .*afile\.txt: is a file, not a folder", r"give a folder path"),
     Case("cache-dir-file", "pytest", ("--resstream-cache-dir", "{d}/afile.txt"), 4, r"--resstream-cache-dir .*afile\.txt: is a file, not a folder", r"give a folder path"),
+    # issue 17: the gate passed when it must not
+    Case("report-json-is-the-baseline", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-report-json", "{d}/base_ok.json"), 4, r"--resstream-report-json .*base_ok\.json: is the baseline file", r"Give the report another path"),
+    Case("report-md-links-to-the-baseline", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-report-md", "{d}/link_to_base.json"), 4, r"--resstream-report-md .*link_to_base\.json: is the baseline file .*symlinks followed", r"Give the report another path"),
+    Case("baseline-rows-not-dicts", "pytest", ("--resstream-baseline", "{d}/base_rows.json"), 4, r"base_rows\.json is not a resstream_assert report: result 1 .* has a row that is not an object", r"give a baseline written by --resstream-update-baseline"),
+    Case("baseline-deeply-nested", "pytest", ("--resstream-baseline", "{d}/base_deep.json"), 4, r"base_deep\.json is not a resstream_assert report: its JSON is nested too deeply", r"written by --resstream-update-baseline"),
+    Case("baseline-other-architecture", "pytest", ("--resstream-baseline", "{d}/base_other_arch.json"), 4, r"cannot be compared with the baseline .*model tests\.wild\.architectures:resnet20, the baseline's is zoo:bottleneck-synth64.*block list differs", r"write a baseline for this model and these settings with --resstream-update-baseline"),
+    Case("baseline-other-probe-size", "pytest", ("--resstream-baseline", "{d}/base_64_images.json"), 4, r"cannot be compared with the baseline .*images: baseline 64, this run 16", r"only another probe size can be allowed, with --resstream-allow-probe-size"),
+    Case("baseline-other-alpha", "pytest", ("--resstream-baseline", "{d}/base_64_images.json", "--resstream-images", "64", "--resstream-alpha", "0.01"), 4, r"claim_options\.alpha: baseline 0\.05, this run 0\.01", r"Run with the baseline's settings"),
+    Case("cache-dir-links-to-root", "pytest", ("--resstream-cache-dir", "{d}/root_link"), 4, r"--resstream-cache-dir .*root_link: its real location / is the root folder", r"a run never writes there"),
+    Case("report-json-links-into-etc", "pytest", ("--resstream-report-json", "{d}/etc_link.json"), 4, r"--resstream-report-json .*etc_link\.json: its real location /etc/.* is inside the system folder /etc", r"give a path in a project or temporary folder"),
     # --- probe images ---------------------------------------------------------------------------------------------
     Case("probe-missing", "pytest", ("--resstream-probe", "{d}/noprobe"), 4, r"--resstream-probe .*noprobe: does not exist", r"give a folder of images"),
     Case("probe-is-a-file", "pytest", ("--resstream-probe", "{d}/afile.txt"), 4, r"--resstream-probe .*afile\.txt: is a file, not a folder", r"the folder that holds the images"),
@@ -136,6 +155,8 @@ CASES = [
     Case("onnx-missing", "pytest", ("--resstream-model", "{d}/nothere.onnx"), 4, r"ONNX file .*nothere\.onnx' does not exist", r"resstream export SPEC"),
     Case("onnx-with-control", "pytest", ("--resstream-model", "{d}/nothere.onnx+nc-id"), 4, r"negative controls edit a torch model", r"--resstream-backend onnx"),
     Case("onnx-not-onnx", "pytest", ("--resstream-model", "{d}/junk.onnx"), 4, r"junk\.onnx' is not a readable ONNX model", r"export it again"),
+    Case("onnx-fixed-batch", "pytest", ("--resstream-model", "{d}/fixed_batch.onnx"), 4, r"fixed_batch\.onnx' takes a fixed batch of 1 image", r"dynamic_axes=\{'input': \{0: 'batch'\}\}"),
+    Case("onnx-custom-domain", "pytest", ("--resstream-model", "{d}/custom_op.onnx"), 4, r"uses the custom operator my\.ops::Swish .*from the domain 'my\.ops'", r"standard ONNX operators only"),
     # --- weights files --------------------------------------------------------------------------------------------
     Case("weights-missing", "pytest", ("--resstream-model", W + ":resnet20@{d}/nowhere.pth"), 4, r"nowhere\.pth' does not exist", r"Check the path after '@'"),
     Case("weights-directory", "pytest", ("--resstream-model", W + ":resnet20@{d}/directory_path/resnet20-cifar10"), 4, r"is a directory, not a weights file", r"name one of them, e\.g\. '@.*model\.safetensors'"),
@@ -152,6 +173,10 @@ CASES = [
     Case("weights-inf", "pytest", ("--resstream-model", W + ":resnet20@{d}/inf.pth"), 4, r"layer1\.0\.bn1\.running_var \(1 inf of 4 values\)", r"use an earlier checkpoint"),
     Case("weights-wrong-architecture", "pytest", ("--resstream-model", W + ":resnet20@{d}/wrong_architecture/resnet18.pth"), 4, r"does not fit the architecture: \d+ missing keys", r"spec names the architecture the checkpoint was trained with"),
     Case("weights-whole-model-untrusted", "pytest", ("--resstream-model", W + ":ResNet18@{d}/whole_model_pickle/resnet18_full.pth"), 4, r"holds pickled Python objects", r"pass --resstream-trust-pickle"),
+    Case("weights-torchscript", "pytest", ("--resstream-model", W + ":resnet20@{d}/scripted.pth"), 4, r"scripted\.pth' is a TorchScript archive", r"torch\.save\(torch\.jit\.load\('scripted\.pth'\)\.state_dict\(\)"),
+    Case("weights-quantized", "pytest", ("--resstream-model", W + ":resnet20@{d}/quantized.pth"), 4, r"holds a quantized model's state dict", r"Test the float model before quantization"),
+    Case("weights-lightning-namespace", "pytest", ("--resstream-model", W + ":resnet20@{d}/namespace.ckpt"), 4, r"holds pickled Python objects \(class argparse\.Namespace\), which torch's safe loader", r"--resstream-safe-globals argparse\.Namespace"),
+    Case("weights-lightning-extra-key", "pytest", ("--resstream-model", W + ":resnet20@{d}/extra_key.ckpt"), 4, r"keys are there under the prefix 'model\.' .*criterion\.weight", r"save the model's own state dict"),
     Case("weights-whole-model-other-arch", "pytest", ("--resstream-model", "torchvision:vgg11@{d}/whole_model_pickle/resnet18_full.pth", "--resstream-trust-pickle"), 4, r"holds a pickled ResNet .* not the architecture the spec names \(vgg11, a VGG\)", r"Name the architecture the model was saved from"),
     # --- the resstream command (exit status 2) --------------------------------------------------------------------
     Case("cli-sites-input-size-negative", "cli", ("sites", W + ":resnet20", "--input-size=-3"), 2, r"argument --input-size: -3: must be a positive number of pixels", r"left out for the model's own size"),
@@ -171,6 +196,24 @@ CASES = [
     Case("cli-export-input-size-0", "cli", ("export", W + ":resnet20", "{d}/out/m.onnx", "--input-size", "0"), 2, r"argument --input-size: 0: must be a positive number", r"left out for the model's own size"),
     Case("cli-export-onnx-spec", "cli", ("export", "{d}/junk.onnx", "{d}/out/m.onnx"), 2, r"is already an ONNX file", r"export takes a torch model spec"),
     Case("cli-export-whole-model", "cli", ("export", W + ":ResNet18@{d}/whole_model_pickle/resnet18_full.pth", "{d}/out/m.onnx"), 2, r"holds pickled Python objects", r"pass --trust-pickle\."),
+    Case("cli-export-not-residual", "cli", ("export", "torchvision:vgg11", "{d}/out/v.onnx"), 2, r"No residual block found", r"pick a residual network"),
+    Case("cli-export-dev-null", "cli", ("export", W + ":resnet20", "/dev/null"), 2, r"Output path '/dev/null' does not end in \.onnx", r"Give a \.onnx file name"),
+    Case("cli-featviz-unknown-block", "cli", ("featviz", W + ":resnet20", "--block", "layer9.9", "--out", "{d}/out/g.png", "--input-size", "32", "--no-cache"), 2, r"--block layer9\.9: no such block", r"this model's blocks are layer1\.0"),
+    Case("cli-featviz-txt-output", "cli", ("featviz", W + ":resnet20", "--block", "layer1.0", "--out", "{d}/out/g.txt"), 2, r"'.*g\.txt' does not end in \.png", r"Give a \.png file name"),
+    Case("cli-featviz-out-under-a-file", "cli", ("featviz", W + ":resnet20", "--block", "layer1.0", "--out", "{d}/afile.txt/g.png"), 2, r"--out .*: cannot be created: .*afile\.txt is a file", r"give a path in a folder"),
+    Case("cli-featviz-channels-negative", "cli", ("featviz", W + ":resnet20", "--block", "layer1.0", "--out", "{d}/out/g.png", "--channels", "-1"), 2, r"--channels -1: must be a positive whole number", r"positive whole number"),
+    Case("cli-featviz-channels-0", "cli", ("featviz", W + ":resnet20", "--block", "layer1.0", "--out", "{d}/out/g.png", "--channels", "0"), 2, r"--channels 0: must be a positive whole number", r"positive whole number"),
+    Case("cli-featviz-steps-negative", "cli", ("featviz", W + ":resnet20", "--block", "layer1.0", "--out", "{d}/out/g.png", "--steps", "-1"), 2, r"--steps -1: must be 0 or a positive whole number", r"positive whole number"),
+    Case("cli-featviz-lr-nan", "cli", ("featviz", W + ":resnet20", "--block", "layer1.0", "--out", "{d}/out/g.png", "--lr", "nan"), 2, r"--lr nan: must be a finite number > 0", r"finite number > 0"),
+    Case("cli-merge-missing-shard", "cli", ("report", "merge", "{d}/shard1.json", "--baseline", "{d}/merged_base.json"), 2, r"not one whole run: shard 2/2 is missing; model r50 has no result", r"Merge every shard of the run \(or pass --allow-incomplete"),
+    Case("cli-merge-empty-shard", "cli", ("report", "merge", "{d}/empty_shard.json"), 2, r"not one whole run: shard 1/2 is missing; .*the reports hold no claim result", r"Merge every shard"),
+    Case("cli-merge-other-version", "cli", ("report", "merge", "{d}/shard1.json", "{d}/shard2_other_version.json"), 2, r"other settings .*resstream_assert version 0\.0\.1", r"only the shards of one run can be merged"),
+    Case("cli-merge-results-not-dicts", "cli", ("report", "merge", "{d}/base_results_ints.json"), 2, r"base_results_ints\.json is not a resstream_assert report: result 1 is a int", r"not an object"),
+    Case("cli-merge-deeply-nested", "cli", ("report", "merge", "{d}/base_deep.json"), 2, r"base_deep\.json is not a resstream_assert report: its JSON is nested", r"nested"),
+    Case("cli-merge-compare-fail-without-baseline", "cli", ("report", "merge", "{d}/shard1.json", "{d}/shard2.json", "--compare-fail", "rho:abs>0.1"), 2, r"--compare-fail rho:abs>0\.1: a tolerance needs a baseline", r"add --baseline PATH"),
+    Case("cli-merge-json-is-the-baseline", "cli", ("report", "merge", "{d}/shard1.json", "{d}/shard2.json", "--baseline", "{d}/merged_base.json", "--json", "{d}/merged_base.json"), 2, r"--json .*merged_base\.json: is the baseline \(--baseline\) \(symlinks followed\)", r"Give another path"),
+    Case("cli-merge-all-or-nothing", "cli", ("report", "merge", "{d}/shard1.json", "{d}/shard2.json", "--json", "{d}/out/m.json", "--md", "{d}/afile.txt/m.md"), 2, r"--md .*afile\.txt/m\.md: cannot be created", r"give a path in a folder"),
+    Case("cli-merge-other-architecture", "cli", ("report", "merge", "{d}/shard1.json", "{d}/shard2.json", "--baseline", "{d}/merged_base_other_arch.json"), 2, r"cannot be compared with the baseline .*r50\[torch\]: model torchvision:resnet50, the baseline's is torchvision:resnet18", r"only another probe size can be allowed, with --allow-probe-size"),
     Case("cli-run-bad-option", "cli", ("run", "--no-cache", "--", "--resstream-alpha", "2"), 4, r"--resstream-alpha 2\.0: must be strictly between 0 and 1", r"e\.g\. 0\.05"),
 ]
 # fmt: on
@@ -224,7 +267,89 @@ def bad_dir(tmp_path_factory) -> Path:
     (d / "base_junk.json").write_text("{not json")
     (d / "base_noresults.json").write_text('{"claims": []}')
     (d / f"{F}.py").write_text(FACTORIES)
+    _issue17_files(d, model)
     return d
+
+
+def _issue17_files(d: Path, model) -> None:
+    """The files of the issue 17 cases: baselines of other models or settings, links, checkpoints, ONNX, shards."""
+    import json
+
+    from resstream_assert.config import build_run_config
+    from resstream_assert.report.collect import ReportCollector, write_report
+    from tests.report_synth import make_result
+
+    (d / "link_to_base.json").symlink_to(d / "base_ok.json")
+    (d / "root_link").symlink_to("/")
+    (d / "etc_link.json").symlink_to("/etc/resstream-issue17-never-written.json")
+    write_report({"results": [dict(make_result("r18", "C3").to_dict(), rows=[1, 2])]}, d / "base_rows.json")
+    (d / "base_deep.json").write_text('{"results": [], "x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    (d / "base_results_ints.json").write_text('{"results": [3]}')
+    # Baselines with the harness's config (W:resnet20, 16 images, 32 px): of another architecture; at 64 images.
+    config = build_run_config({"model": [W + ":resnet20"], "images": 16, "input-size": 32}).to_dict()
+    blocks = [["layer1.0", 256], ["layer2.0", 512], ["layer3.0", 1024], ["layer4.0", 2048]]
+    other = {"architecture": "zoo:bottleneck-synth64", "input_size": 64, "blocks": blocks, "probe": "0" * 64,
+             "images": 16}
+    write_report({"config": config, "model_info": {"zoo:bottleneck-synth64[torch]": other},
+                  "results": [make_result("zoo:bottleneck-synth64", "C3").to_dict()]}, d / "base_other_arch.json")
+    same = {"architecture": W + ":resnet20", "input_size": 32, "blocks": [], "probe": "0" * 64, "images": 64}
+    write_report({"config": dict(config, images=64), "model_info": {W + ":resnet20[torch]": same},
+                  "results": [make_result(W + ":resnet20", "C3").to_dict()]}, d / "base_64_images.json")
+    _checkpoints(d, model)
+    _onnx_files(d)
+    # Shard reports of a run of r18 and r50 (report merge).
+    info = {f"{m}[torch]": {"architecture": f"torchvision:{a}", "input_size": 224, "blocks": [["layer1.0", 64]],
+                            "probe": "1" * 64, "images": 64} for m, a in (("r18", "resnet18"), ("r50", "resnet50"))}
+    shards = []
+    for i, m in ((1, "r18"), (2, "r50")):
+        col = ReportCollector(config={"models": ["r18", "r50"], "seed": 0, "shard": [i, 2]}, seed=0)
+        for c in ("C1", "C3"):
+            col.add(make_result(m, c), f"t.py::test[{m}-{c}]")
+        shards.append(dict(col.to_json(), model_info={f"{m}[torch]": info[f"{m}[torch]"]}))
+        write_report(shards[-1], d / f"shard{i}.json")
+    write_report(dict(shards[1], resstream_assert="0.0.1"), d / "shard2_other_version.json")
+    from resstream_assert.report.merge import merge_reports
+
+    merged = merge_reports(shards)
+    write_report(merged, d / "merged_base.json")
+    wrong = {**info, "r50[torch]": dict(info["r50[torch]"], architecture="torchvision:resnet18")}
+    write_report(dict(merged, model_info=wrong), d / "merged_base_other_arch.json")
+    empty = ReportCollector(config={"models": ["r18"], "seed": 0, "shard": [2, 2]}, seed=0).to_json()
+    (d / "empty_shard.json").write_text(json.dumps(empty))
+
+
+def _checkpoints(d: Path, model) -> None:
+    """TorchScript, a quantized state dict, Lightning files with an argparse.Namespace and with a loss's weight."""
+    import argparse
+    import warnings
+
+    state = checkpoints.state_of(model)
+    torch.jit.save(torch.jit.trace(model.eval(), torch.zeros(1, 3, 32, 32)), d / "scripted.pth")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notes
+        quantized = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(4, 4)),
+                                                           {torch.nn.Linear}, dtype=torch.qint8)
+        torch.save(quantized.state_dict(), d / "quantized.pth")
+    lightning = {f"model.{k}": v for k, v in state.items()}
+    torch.save({"state_dict": lightning, "hyper_parameters": {"args": argparse.Namespace(lr=0.1)}, "epoch": 3},
+               d / "namespace.ckpt")
+    torch.save({"state_dict": dict(lightning, **{"criterion.weight": torch.ones(10)}), "epoch": 3},
+               d / "extra_key.ckpt")
+
+
+def _onnx_files(d: Path) -> None:
+    """A graph with a fixed batch of 1 (torch's default export) and one with a custom-domain operator."""
+    from onnx import TensorProto, helper, save
+
+    def graph(batch, domain: str, op: str):
+        x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, 32, 32])
+        y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, 3, 32, 32])
+        node = helper.make_node(op, ["input"], ["logits"], domain=domain, name="act")
+        opsets = [helper.make_opsetid("", 17)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+        return helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=opsets)
+
+    save(graph(1, "", "Relu"), str(d / "fixed_batch.onnx"))
+    save(graph("N", "my.ops", "Swish"), str(d / "custom_op.onnx"))
 
 
 _VERDICT = re.compile(r"\b(holds|fails|inconclusive|not_applicable)\b|resstream claims|residual blocks")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from calibration import calibrate, nulls, power, report
-from calibration.synthetic import ALL_VARIANTS, Effects, spectrum_context, synthetic_responses
+from calibration.generator import ALL_VARIANTS, Effects, spectrum_context, synthetic_responses
 from resstream_assert.measures import measure_all
 
 

@@ -8,12 +8,12 @@ import torch
 import torchvision
 
 from resstream_assert.capture.cache import ResponseCache
-from resstream_assert.capture.module_hooks import module_outputs
+from resstream_assert.torch_utils import module_outputs
 from resstream_assert.capture.responses import Responses
 from resstream_assert.capture.torch_fx import capture_torch, instrument
 from resstream_assert.discovery.torch_graph import discover_torch
 from resstream_assert.errors import CaptureError, ResstreamWarning
-from tests.conftest import randomize_bn
+from resstream_assert.loading.random_weights import randomize_bn
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_cache_reuses_and_survives_damage(tmp_path):
     cache.get_or_compute("k", compute)
     assert (len(calls), cache.hits, cache.misses) == (1, 1, 1)
     (tmp_path / "k.npz").write_bytes(b"garbage")
-    with pytest.warns(ResstreamWarning, match="damaged cache entry k.npz.*discarded; recomputing"):
+    with pytest.warns(ResstreamWarning, match="cache entry k.npz.*not trusted.*discarded and is recomputed"):
         cache.get_or_compute("k", compute)
     assert len(calls) == 2
     good = (tmp_path / "k.npz").read_bytes()  # an entry cut short by an interrupted write: BadZipFile

@@ -301,7 +301,7 @@ def test_c6_needs_zoom_in_to_beat_zoom_out():
 
 def _c6_on(effects, seed: int, permuted: bool):
     from calibration.nulls import permute_branch
-    from calibration.synthetic import ALL_VARIANTS, synthetic_responses
+    from calibration.generator import ALL_VARIANTS, synthetic_responses
     from resstream_assert.claims.stability import evaluate_responses
 
     rmap, resp = synthetic_responses(seed, n_images=512, channels=128, effects=effects, variants=ALL_VARIANTS)
@@ -314,7 +314,7 @@ def test_c6_fails_on_nc_perm():
     """Every branch channel prefers the papers' blurry zoom-in on any image (``zoom_bias``): NC-perm keeps that
     preference, and the sign test with the S-vs-S^-1 Wilcoxon held in 7 of 7 blocks on it. Channel specificity
     (McNemar against another channel's exemplars) and the symmetric zoom pair make C6 fail."""
-    from calibration.synthetic import Effects
+    from calibration.generator import Effects
 
     for seed in range(2):
         res = _c6_on(Effects(zoom_bias=0.3), seed, permuted=True)
@@ -327,7 +327,7 @@ def test_c6_fails_on_nc_perm():
 
 
 def test_c6_holds_on_planted_equivariance_and_fails_once_permuted():
-    from calibration.synthetic import Effects
+    from calibration.generator import Effects
 
     planted = Effects(scale_frac=0.6, scale_size=2.0)
     assert _c6_on(planted, 0, permuted=False).verdict == Verdict.HOLDS

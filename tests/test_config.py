@@ -79,7 +79,7 @@ def test_key_value_options_state_their_real_defaults_in_help(option, keys):
     """The --help text once promised n_random=200 and max_images=1024 while the code ran 100 and 512."""
     from resstream_assert.config import OPTION
     from resstream_assert.interventions.lesion import LesionOptions
-    from resstream_assert.interventions.options import InterventionOptions
+    from resstream_assert.interventions.settings import InterventionOptions
 
     text = OPTION[option].help
     defaults = {"lesion": LesionOptions(), "intervention": InterventionOptions()}[option]

@@ -13,12 +13,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from hypothesis import given, settings as hsettings, strategies as st
 
-import resstream_assert.interventions.featviz as fv
-from resstream_assert.capture.module_hooks import module_outputs
+import resstream_assert.stimuli.featviz as fv
+from resstream_assert.torch_utils import module_outputs
 from resstream_assert.capture.torch_fx import capture_torch
 from resstream_assert.discovery.torch_graph import discover_torch
-from resstream_assert.interventions.featviz_param import affine
-from resstream_assert.interventions.featviz_stimuli import BlockImages, success
+from resstream_assert.stimuli.featviz_param import affine
+from resstream_assert.capture.featviz_responses import BlockImages, success
 from resstream_assert.stimuli.probe import embedded_probe
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -206,6 +206,13 @@ def test_regimes_jitter_table(zoo):
     assert [fv.jitter_for(m, fv.Target(5, s, 0), per_layer) for s in sites] == [4, 16, 16]  # layer3.1
     assert [fv.jitter_for(m, fv.Target(b, "branch_out", 0), block) for b in range(8)] == [0, 0, 0, 4, 4, 16, 16, 16]
     assert fv.jitter_for(m, fv.Target(0, "branch_out", 0), fv.FeatvizSettings(jitter=8)) == 8
+    # The papers' jitter is in px of 224 px images: the block regime scales it to the image size
+    # (16 px would shift a 32 px image by half its width); per-layer keeps the papers' pixels.
+    assert [fv.jitter_for(m, fv.Target(b, "branch_out", 0), block, 96) for b in (3, 5)] == [2, 7]
+    assert [fv.jitter_for(m, fv.Target(b, "branch_out", 0), block, 224) for b in (3, 5)] == [4, 16]
+    unscaled = fv.FeatvizSettings(scale_jitter=False)
+    assert [fv.jitter_for(m, fv.Target(b, "branch_out", 0), unscaled, 96) for b in (3, 5)] == [4, 16]
+    assert fv.jitter_for(m, fv.Target(5, "branch_out", 0), per_layer, 96) == 16
 
 
 @hsettings(max_examples=30, deadline=None)
@@ -291,7 +298,7 @@ def test_tf32_option_leaves_the_users_settings(known):
     a, b = run(known, targets, steps=4), run(known, targets, steps=4, tf32=True)
     assert np.array_equal(a.images, b.images)
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
-    with fv._tf32(torch.device("cuda"), True):  # flags only: no CUDA device is needed to set them
+    with fv.tf32(torch.device("cuda"), True):  # flags only: no CUDA device is needed to set them
         assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
 

@@ -14,11 +14,10 @@ from resstream_assert.claims.gain_scaling import _gain_m, dose_response, flips, 
 from resstream_assert.config import RunConfig
 from resstream_assert.errors import InterventionError
 from resstream_assert.interventions import segment_torch
-from resstream_assert.interventions.options import InterventionOptions, fingerprint, sample_channels
+from resstream_assert.interventions.settings import InterventionOptions, fingerprint, sample_channels
 from resstream_assert.measures import MIX, OVERWRITE, SKIP, exemplars, mean_over, natural_scale
 from resstream_assert.pipeline import Pipeline
 from resstream_assert.results import Verdict
-from tests.conftest import randomize_bn
 
 KUANGLIU = "tests.kuangliu_resnet:resnet18"
 LINEAR = "tests.analytic_models:linear_block"
@@ -35,13 +34,8 @@ def _scaling(wb: Pipeline, spec: str, backend: str = "torch"):
 
 
 @pytest.fixture(scope="module")
-def kuangliu(tmp_path_factory):
-    torch.manual_seed(0)
-    from tests.kuangliu_resnet import resnet18
-
-    path = tmp_path_factory.mktemp("kuangliu") / "w.pth"
-    torch.save(randomize_bn(resnet18(), seed=4).state_dict(), path)
-    return f"{KUANGLIU}@{path}"
+def kuangliu(random_weights_spec):
+    return random_weights_spec(KUANGLIU, 4)
 
 
 # --- the edits are exact ------------------------------------------------------------------------

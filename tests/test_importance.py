@@ -16,7 +16,6 @@ from resstream_assert.interventions.attribution import captum_missing
 from resstream_assert.measures import MIX, OVERWRITE, SKIP
 from resstream_assert.pipeline import Pipeline
 from resstream_assert.results import Verdict
-from tests.conftest import randomize_bn
 
 ALPHA = 0.05
 needs_captum = pytest.mark.skipif(bool(captum_missing()), reason="captum is not installed (the attribution extra)")
@@ -28,13 +27,8 @@ def _bench(spec: str, images: int = 64, **io) -> Pipeline:
 
 
 @pytest.fixture(scope="module")
-def kuangliu(tmp_path_factory):
-    from tests.kuangliu_resnet import resnet18
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("kuangliu_x") / "w.pth"
-    torch.save(randomize_bn(resnet18(), seed=5).state_dict(), path)
-    return f"tests.kuangliu_resnet:resnet18@{path}"
+def kuangliu(random_weights_spec):
+    return random_weights_spec("tests.kuangliu_resnet:resnet18", 5)
 
 
 def _ctx(claim: str, n_boot: int = 100, n_resamples: int = 499) -> ClaimContext:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from calibration.synthetic import Effects, synthetic_responses
+from calibration.generator import Effects, synthetic_responses
 from resstream_assert.claims import ClaimOptions
 from resstream_assert.claims.base import split_halves
 from resstream_assert.claims.stability import evaluate_responses

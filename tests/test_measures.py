@@ -6,23 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from resstream_assert.capture.module_hooks import module_outputs
+from resstream_assert.torch_utils import module_outputs
 from resstream_assert.measures import MIX, OVERWRITE, SKIP, UNDEFINED, categorize, coded_ratio, measure_all
 from resstream_assert.config import RunConfig
 from resstream_assert.pipeline import Pipeline
 from resstream_assert.stimuli.variants import apply_variant
-from tests.cifar_user_model import resnet20
-from tests.conftest import randomize_bn
 
 SPEC = "tests.cifar_user_model:resnet20"
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("w") / "resnet20.pth"
-    torch.save(randomize_bn(resnet20(), seed=3).state_dict(), path)
-    return path
+def weights(random_weights_spec):
+    return random_weights_spec(SPEC, 3).partition("@")[2]
 
 
 def _bench(spec: str, images: int = 96) -> Pipeline:

@@ -26,7 +26,7 @@ from resstream_assert.errors import BackendUnavailable, CaptureError, Checkpoint
 from resstream_assert.loading import LoadedModel, ModelSpec
 from resstream_assert.pipeline import load_model
 from tests.cifar_user_model import resnet20
-from tests.conftest import randomize_bn
+from resstream_assert.loading.random_weights import randomize_bn
 
 RTOL = 1e-4
 SIZE = 64

@@ -11,7 +11,7 @@ import pytest
 import torch  # imported before pytester's module snapshot: a C extension cannot be imported twice
 
 from tests.cifar_user_model import resnet20
-from tests.conftest import randomize_bn
+from resstream_assert.loading.random_weights import randomize_bn
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--resstream-images", "12", "--resstream-input-size", "32"]
@@ -24,7 +24,7 @@ def _importable_test_models(monkeypatch):
 
 
 def test_plugin_import_does_not_import_torch():
-    code = ("import sys, resstream_assert, resstream_assert.plugin; "
+    code = ("import sys, resstream_assert, resstream_assert.pytest_plugin.plugin; "
             "bad = [m for m in ('torch', 'onnxruntime', 'torchvision', 'numpy') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

@@ -121,3 +121,51 @@ def test_images_below_a_quarter_of_the_input_size_are_refused(tmp_path):
     assert folder_probe(tmp_path, size=64).images.shape == (1, 3, 64, 64)  # 16 px = a quarter of 64: accepted
     with pytest.raises(ProbeError, match=r"small\.png .* is 16x20 px: too small for a 96 px input .* at least 24 px"):
         folder_probe(tmp_path, size=96)
+
+
+# --- the shipped natural probe set ---------------------------------------------------------------
+
+def test_shipped_cifar10_probe_is_balanced_and_labelled_in_cifar_order():
+    from resstream_assert.stimuli.probe import shipped_probe
+
+    p = shipped_probe("cifar10", size=32)
+    assert p.images.shape == (1000, 3, 32, 32)
+    assert p.class_names == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    assert np.bincount(p.labels).tolist() == [100] * 10
+    assert all(n.split("/")[1] == p.class_names[lab] for n, lab in zip(p.names, p.labels))
+    # photographs, not shapes: many distinct colours and no flat background
+    assert len(np.unique(p.images[:50].reshape(50, 3, -1).transpose(0, 2, 1).reshape(-1, 3), axis=0)) > 10000
+
+
+def test_shipped_probe_reads_like_a_folder_of_the_same_files(tmp_path):
+    """The zip is only packaging: extracted to a folder, the same files give the same probe set."""
+    import zipfile
+
+    from resstream_assert.stimuli.probe import SHIPPED, SHIPPED_DIR, shipped_probe
+
+    with zipfile.ZipFile(SHIPPED_DIR / SHIPPED["cifar10"]) as zf:
+        zf.extractall(tmp_path)
+    for size in (32, 64):
+        a = shipped_probe("cifar10", n=40, size=size, seed=3)
+        b = folder_probe(tmp_path / "cifar10", n=40, size=size, seed=3)
+        assert a.digest == b.digest and a.class_names == b.class_names
+
+
+def test_probe_names_resolve_and_unknown_names_are_refused(tmp_path):
+    from resstream_assert.config.checks import probe_dir
+
+    assert load_probe("cifar10", n=16, size=32).class_names[0] == "airplane"
+    assert probe_dir("cifar10") == "" and probe_dir("embedded") == ""
+    assert "shipped probe set (cifar10)" in probe_dir(str(tmp_path / "cifar100"))
+
+
+def test_each_zoo_model_is_measured_on_its_own_probe_unless_one_is_given():
+    from resstream_assert.config import RunConfig
+    from resstream_assert.pipeline import Pipeline
+
+    pipe = Pipeline(RunConfig(images=16))
+    assert pipe.probe_source("zoo:resnet18-cifar64") == "cifar10"
+    assert pipe.probe_source("zoo:cifar-resnet20-synth32") == "embedded"  # the shapes it was trained on
+    assert pipe.probe_source("torchvision:resnet18") is None
+    given = Pipeline(RunConfig(images=16, probe="embedded"))
+    assert given.probe_source("zoo:resnet18-cifar64") == "embedded"

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from resstream_assert import stats
 from resstream_assert.capture import capture
 from resstream_assert.claims import ClaimOptions
-from resstream_assert.claims.stability import evaluate_responses
+from resstream_assert.claims.verdict_stability import evaluate_responses
 from resstream_assert.discovery import discover
 from resstream_assert.discovery.torch_graph import discover_torch
 from resstream_assert.errors import DiscoveryError

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from resstream_assert.report import baseline as bl
+from resstream_assert.gate import baseline as bl
 from resstream_assert.report.collect import ReportCollector, read_report, strip_volatile, write_report
 from resstream_assert.report.html import render_html
 from resstream_assert.report.markdown import md_table, render_markdown

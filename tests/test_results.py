@@ -11,8 +11,8 @@ import pickle
 import numpy as np
 import pytest
 
-from resstream_assert.results import (BlockRow, ClaimAssertionError, ClaimResult,
-                                      ConfidenceInterval, TestResult, Verdict)
+from resstream_assert.results import BlockRow, ClaimResult, ConfidenceInterval, TestResult, Verdict
+from resstream_assert.errors import ClaimAssertionError
 
 REQUIRED_KEYS = {"model", "backend", "claim", "verdict", "statistic", "p_value", "p_adjusted",
                  "effect", "ci_low", "ci_high", "n", "title", "source", "seed", "method",

@@ -9,7 +9,8 @@ from resstream_assert.cli import main as cli_main
 from resstream_assert.config import ConfigError, RunConfig, build_run_config
 from resstream_assert.pipeline import Pipeline, model_refs
 from resstream_assert.report.collect import ReportCollector, read_report, write_report
-from resstream_assert.report.merge import MergeError, merge_reports
+from resstream_assert.report.merge import merge_reports
+from resstream_assert.errors import MergeError
 from tests.report_synth import make_result
 
 SPEC = "tests.cifar_user_model:resnet20"
@@ -39,8 +40,8 @@ def test_a_bad_shard_is_refused(text):
         build_run_config({"shard": text})
 
 
-def _report(models, seed=0, shard=None, rho=-0.3, claims=("C1", "C3"), verdict="holds"):
-    config = {"models": ["r18", "r50", "r101"], "seed": seed, **({"shard": list(shard)} if shard else {})}
+def _report(models, seed=0, shard=None, rho=-0.3, claims=("C1", "C3"), verdict="holds", run=("r18", "r50", "r101")):
+    config = {"models": list(run), "seed": seed, **({"shard": list(shard)} if shard else {})}
     col = ReportCollector(config=config, seed=seed)
     for m in models:
         for c in claims:
@@ -60,13 +61,16 @@ def test_merge_refuses_other_settings_and_duplicates():
     with pytest.raises(MergeError, match="other settings.*seed"):
         merge_reports([_report(["r18"]), _report(["r50"], seed=1)])
     with pytest.raises(MergeError, match="r18.*in both"):
-        merge_reports([_report(["r18"]), _report(["r18"])])
+        merge_reports([_report(["r18"], run=["r18"]), _report(["r18"], run=["r18"])])
+
+
+RUN = ("r18", "r50")  # a run of two models in two shards (the shards' reports name the whole model list)
 
 
 def test_report_merge_command_writes_reports_and_gates_on_a_baseline(tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
-    write_report(_report(["r18"], shard=(1, 2)), a)
-    write_report(_report(["r50"], shard=(2, 2)), b)
+    write_report(_report(["r18"], shard=(1, 2), run=RUN), a)
+    write_report(_report(["r50"], shard=(2, 2), run=RUN), b)
     out = tmp_path / "merged.json"
     assert cli_main(["report", "merge", str(a), str(b), "--json", str(out), "--md", str(tmp_path / "m.md"),
                      "--html", str(tmp_path / "m.html")]) == 0
@@ -76,7 +80,7 @@ def test_report_merge_command_writes_reports_and_gates_on_a_baseline(tmp_path, c
     assert "merged 2 reports: 4 results of 2 models" in printed and "r50[torch]" in printed
     write_report(merged, tmp_path / "base.json")
     assert cli_main(["report", "merge", str(a), str(b), "--baseline", str(tmp_path / "base.json")]) == 0
-    write_report(_report(["r50"], shard=(2, 2), rho=0.4), b)  # r50's rho drifts
+    write_report(_report(["r50"], shard=(2, 2), rho=0.4, run=RUN), b)  # r50's rho drifts
     code = cli_main(["report", "merge", str(a), str(b), "--baseline", str(tmp_path / "base.json"),
                      "--compare-fail", "rho:abs>0.1"])
     assert code == 1 and "FAIL" in capsys.readouterr().out
@@ -86,10 +90,10 @@ def test_report_merge_command_writes_reports_and_gates_on_a_baseline(tmp_path, c
 def test_report_merge_always_compares_verdicts(tmp_path, capsys):
     """A tolerance on a quantity does not switch the verdict comparison off (as in the pytest plugin's gate)."""
     a, b, base = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "base.json"
-    write_report(_report(["r18"], shard=(1, 2)), a)
-    write_report(_report(["r50"], shard=(2, 2)), b)
+    write_report(_report(["r18"], shard=(1, 2), run=RUN), a)
+    write_report(_report(["r50"], shard=(2, 2), run=RUN), b)
     assert cli_main(["report", "merge", str(a), str(b), "--json", str(base)]) == 0
-    write_report(_report(["r50"], shard=(2, 2), verdict="fails"), b)  # same numbers, the verdicts changed
+    write_report(_report(["r50"], shard=(2, 2), verdict="fails", run=RUN), b)  # same numbers, the verdicts changed
     code = cli_main(["report", "merge", str(a), str(b), "--baseline", str(base), "--compare-fail", "rho:abs>0.1"])
     assert code == 1 and "verdict" in capsys.readouterr().out
 

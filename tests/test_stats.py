@@ -16,7 +16,7 @@ import scipy.stats as st
 
 from resstream_assert import stats as S
 from resstream_assert.errors import ResstreamError
-from resstream_assert.stats import DegenerateDataError
+from resstream_assert.errors import DegenerateDataError
 
 
 def _rejection_rate(pvalue_of, n_datasets: int = 200, seed: int = 20240601) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-import model_zoo
+from resstream_assert import zoo
 from resstream_assert.errors import CheckpointError, ModelSpecError
 from resstream_assert.stimuli.synthetic import CLASS_NAMES, make_split
 
@@ -17,28 +17,28 @@ NAMES = ["resnet18-synth96", "bottleneck-synth64", "cifar-resnet20-synth32"]
 
 
 def _trained(name):
-    entry = model_zoo.get(name)
+    entry = zoo.get(name)
     if not entry.weights_path.is_file() or entry.sha256 is None:
         pytest.skip(f"{name} is not trained yet: run python -m model_zoo.train {name}")
     return entry
 
 
 def test_registry_lists_three_models():
-    assert [e.name for e in model_zoo.entries()] == NAMES
-    for e in model_zoo.entries():
+    assert [e.name for e in zoo.entries()] == NAMES
+    for e in zoo.entries():
         assert e.num_classes == len(CLASS_NAMES) and e.class_names == CLASS_NAMES
         assert e.mean == (0.485, 0.456, 0.406) and e.std == (0.229, 0.224, 0.225)
 
 
 def test_unknown_name_lists_known_ones():
     with pytest.raises(ModelSpecError, match="resnet18-synth96.*resstream zoo"):
-        model_zoo.get("resnet999")
+        zoo.get("resnet999")
 
 
 @pytest.mark.parametrize("name, final_hw", [("resnet18-synth96", 3), ("bottleneck-synth64", 2),
                                             ("cifar-resnet20-synth32", 8)])
 def test_architectures(name, final_hw):
-    entry = model_zoo.get(name)
+    entry = zoo.get(name)
     model = entry.build().eval()
     last = model.layer4 if hasattr(model, "layer4") else model.layer3
     seen = {}
@@ -49,7 +49,7 @@ def test_architectures(name, final_hw):
 
 
 def test_cifar_resnet20_module_names():
-    model = model_zoo.get("cifar-resnet20-synth32").build()
+    model = zoo.get("cifar-resnet20-synth32").build()
     names = dict(model.named_modules())
     assert {"conv1", "bn1", "layer1", "layer2", "layer3", "linear"} <= set(names)
     assert {"layer2.0.conv1", "layer2.0.bn2", "layer2.0.shortcut"} <= set(names)
@@ -62,10 +62,10 @@ def test_cifar_resnet20_module_names():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_model_has_weights_and_card(name):
-    entry = model_zoo.get(name)
+    entry = zoo.get(name)
     assert entry.weights_path.is_file(), f"missing: python -m model_zoo.train {name}"
-    card = json.loads((model_zoo.CARDS_DIR / f"{name}.json").read_text())
-    assert (model_zoo.CARDS_DIR / entry.card).is_file()
+    card = json.loads((zoo.CARDS_DIR / f"{name}.json").read_text())
+    assert (zoo.CARDS_DIR / entry.card).is_file()
     assert card["sha256"] == entry.sha256 and entry.accuracy == card["accuracy"]
     assert set(entry.zoom_accuracy) >= {"1.0", "1.5", "2.0"}
     assert entry.weights_path.stat().st_size <= 25 * 2**20
@@ -91,7 +91,7 @@ def test_tampered_or_missing_weights_raise(tmp_path, monkeypatch):
     data = bytearray(copy.read_bytes())
     data[-1] ^= 0xFF  # flip one byte of the tensor data
     copy.write_bytes(bytes(data))
-    monkeypatch.setattr(model_zoo, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(CheckpointError, match="altered.*python -m model_zoo.train cifar-resnet20-synth32"):
         entry.load()
     copy.unlink()
@@ -111,12 +111,12 @@ def test_train_smoke_run_loss_falls_and_card_loads(tmp_path, monkeypatch):
     assert card["steps"] == 30 and card["fp16_check"]["passed"] in (True, False)
     assert (tmp_path / "cards" / f"{name}.md").is_file()
     # The zoo reads the new card and verifies the new weights.
-    monkeypatch.setattr(model_zoo, "WEIGHTS_DIR", tmp_path / "weights")
-    monkeypatch.setattr(model_zoo, "CARDS_DIR", tmp_path / "cards")
-    assert model_zoo.get(name).sha256 == card["sha256"]
-    assert not model_zoo.get(name).load().training
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(zoo, "CARDS_DIR", tmp_path / "cards")
+    assert zoo.get(name).sha256 == card["sha256"]
+    assert not zoo.get(name).load().training
     # --repack re-checks the stored weights and keeps the card's training facts.
     from model_zoo.train import repack
     again = repack(name, out_dir=tmp_path, threads=1)
     assert again["loss_curve"] == curve and again["repack"]["accuracy_of_stored_weights"] is not None
-    assert model_zoo.get(name).sha256 == again["sha256"] and not model_zoo.get(name).load().training
+    assert zoo.get(name).sha256 == again["sha256"] and not zoo.get(name).load().training

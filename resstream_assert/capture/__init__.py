@@ -60,9 +60,11 @@ def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id"
                         storage=storage, reducers=reducers)
         before = cache.hits
         start = time.perf_counter()
-        out[variant] = cache.get_or_compute(key, lambda v=variant: check_finite(
+        # Checked after the cache too: a non-finite entry read back is the same error as one just computed.
+        out[variant] = check_finite(cache.get_or_compute(key, lambda v=variant: check_finite(
             _run(loaded, rmap, probe, v, sites, batch_size, device, progress, keep_maps, (storage, reducers)), rmap,
-            loaded.name))
+            loaded.name)),
+            rmap, loaded.name)
         COUNTERS["cache_hits"] += cache.hits - before
         if log is not None:
             how = "from cache" if cache.hits > before else f"{len(probe)} images in {time.perf_counter() - start:.1f} s"

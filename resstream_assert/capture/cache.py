@@ -15,11 +15,12 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 from filelock import FileLock
 
-from resstream_assert.capture.responses import Responses
+from resstream_assert.capture.responses import Responses, load_checked, save_checked
+from resstream_assert.errors import CacheEntryError
 from resstream_assert.errors import OutputError, ResstreamWarning
+from resstream_assert.paths import system_location
 
 
 def cache_key(**parts) -> str:
@@ -52,26 +53,18 @@ class ResponseCache:
         if self.directory is None:
             self.misses += 1
             return compute()
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"The response cache folder {str(self.directory)!r} cannot be created ({exc}). Give "
-                              "another --resstream-cache-dir, or pass --resstream-no-cache.") from exc
+        _make(self.directory)
         path = self.directory / f"{key}.npz"
         with FileLock(str(path) + ".lock"):
             if path.exists():
                 try:
-                    result = Responses.load(path)
+                    result = Responses.load(path, key=key)
                     self.hits += 1
                     return result
-                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-                    # A damaged entry (an interrupted write, a full disk) is discarded and recomputed, not trusted.
-                    warnings.warn(ResstreamWarning(
-                        f"damaged cache entry {path.name} in {self.directory} ({type(exc).__name__}: {exc}) was "
-                        "discarded; recomputing it"), stacklevel=3)
-                    path.unlink(missing_ok=True)
+                except _UNTRUSTED as exc:
+                    _discard(path, self.directory, exc)
             result = compute()
-            result.save(path)
+            result.save(path, key=key)
             self.misses += 1
             return result
 
@@ -84,6 +77,7 @@ class ArrayCache:
     visualizations, whose optimisation is the expensive part of a featviz run.
 
     Example:
+        >>> import numpy as np
         >>> ArrayCache(None).get_or_compute("k", lambda: {"a": np.zeros(2)})["a"].shape
         (2,)
     """
@@ -97,20 +91,42 @@ class ArrayCache:
         if self.directory is None:
             self.misses += 1
             return compute()
-        self.directory.mkdir(parents=True, exist_ok=True)
+        _make(self.directory)
         path = self.directory / f"{key}.npz"
         with FileLock(str(path) + ".lock"):
             if path.exists():
                 try:
-                    with np.load(path, allow_pickle=False) as z:
-                        result = {name: z[name] for name in z.files}
+                    result = load_checked(path, key)
                     self.hits += 1
                     return result
-                except (OSError, ValueError, KeyError):
-                    path.unlink(missing_ok=True)  # a damaged entry is recomputed, not trusted
+                except _UNTRUSTED as exc:
+                    _discard(path, self.directory, exc)
             result = compute()
-            tmp = Path(str(path) + ".tmp.npz")
-            np.savez(tmp, **result)
-            tmp.replace(path)
+            save_checked(path, result, key)
             self.misses += 1
             return result
+
+
+#: What reading an entry can raise: a damaged file (an interrupted write, a full disk), or one that was not
+#: written for its key or was changed since (a copied or planted file). Each is discarded and recomputed.
+_UNTRUSTED = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
+def _discard(path: Path, directory: Path, exc: BaseException) -> None:
+    why = str(exc) if isinstance(exc, CacheEntryError) else f"{type(exc).__name__}: {exc}"
+    warnings.warn(ResstreamWarning(f"cache entry {path.name} in {directory} is not trusted ({why}); it was "
+                                   "discarded and is recomputed"), stacklevel=4)
+    path.unlink(missing_ok=True)
+
+
+def _make(directory: Path) -> None:
+    """Create the cache folder: never a system folder, wherever a symlink points (``--resstream-cache-dir``)."""
+    why = system_location(directory)
+    if why:
+        raise OutputError(f"The cache folder {str(directory)!r} cannot be used: {why}. Give another "
+                          "--resstream-cache-dir, or pass --resstream-no-cache.")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"The response cache folder {str(directory)!r} cannot be created ({exc}). Give another "
+                          "--resstream-cache-dir, or pass --resstream-no-cache.") from exc

@@ -5,10 +5,13 @@ Data only (numpy). Both capture backends (torch hooks, onnxruntime) return this 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from resstream_assert.errors import CacheEntryError
 
 #: Per-channel reductions of a feature map: the paper's center unit and the spatial mean.
 REDUCERS = ("center", "mean")
@@ -133,8 +136,11 @@ class Responses:
         arr = next(iter(self.center.values()), None)
         return 0 if arr is None else int(arr.shape[0])
 
-    def save(self, path: str | Path) -> None:
-        """Write to one ``.npz`` file (no pickle); a shared array is written once, the others as aliases."""
+    def save(self, path: str | Path, key: str = "") -> None:
+        """Write to one ``.npz`` file (no pickle); a shared array is written once, the others as aliases.
+
+        The file also holds ``key`` (the cache key it is written for) and a checksum of the key and every
+        array, which :meth:`load` verifies."""
         arrays: dict[str, np.ndarray] = {}
         first: dict[int, str] = {}
         for kind, table in (("center", self.center), ("mean", self.mean), ("maps", self.maps)):
@@ -148,22 +154,85 @@ class Responses:
         if self.logits is not None:
             arrays["logits"] = self.logits
         arrays["variant"] = np.array(self.variant)
-        tmp = Path(str(path) + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        save_checked(path, arrays, key)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Responses":
-        """Read a file written by :meth:`save`."""
-        with np.load(path, allow_pickle=False) as z:
-            parts: dict[str, dict[str, np.ndarray]] = {"center": {}, "mean": {}, "maps": {}}
-            loaded = {name: z[name] for name in z.files if "|" in name and not name.startswith("alias|")}
-            for name in z.files:
-                if name.startswith("alias|"):
-                    loaded[name[len("alias|"):]] = loaded[str(z[name])]
-                    loaded[str(z[name])].flags.writeable = False
-            for name, arr in loaded.items():
-                kind, key = name.split("|", 1)
-                parts[kind][key] = arr
-            logits = z["logits"] if "logits" in z.files else None
-            return cls(str(z["variant"]), parts["center"], parts["mean"], logits, parts["maps"])
+    def load(cls, path: str | Path, key: str | None = None) -> "Responses":
+        """Read a file written by :meth:`save`; with ``key``, a :class:`CacheEntryError` unless the file was
+        written for that key and its content is unchanged (:func:`load_checked`)."""
+        z = load_checked(path, key) if key is not None else _load_all(path)
+        parts: dict[str, dict[str, np.ndarray]] = {"center": {}, "mean": {}, "maps": {}}
+        loaded = {name: arr for name, arr in z.items() if "|" in name and not name.startswith("alias|")}
+        for name, arr in z.items():
+            if name.startswith("alias|"):
+                loaded[name[len("alias|"):]] = loaded[str(arr)]
+                loaded[str(arr)].flags.writeable = False
+        for name, arr in loaded.items():
+            kind, site = name.split("|", 1)
+            parts[kind][site] = arr
+        return cls(str(z["variant"]), parts["center"], parts["mean"], z.get("logits"), parts["maps"])
+
+
+_KEY, _SUM = "__cache_key__", "__checksum__"
+
+
+def checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
+    """sha256 of a cache key and every array's name, dtype, shape and bytes (in name order).
+
+    Example:
+        >>> a = {"x": np.arange(3.0)}
+        >>> checksum("k", a) == checksum("k", {"x": np.arange(3.0)}), checksum("k", a) == checksum("k2", a)
+        (True, False)
+    """
+    h = hashlib.sha256(key.encode())
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(f"|{name}|{arr.dtype.str}|{arr.shape}|".encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def save_checked(path: str | Path, arrays: dict[str, np.ndarray], key: str) -> None:
+    """Write ``arrays`` to one ``.npz`` file with the ``key`` they are for and their :func:`checksum`
+    (atomically: a temporary file, then a rename).
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "k.npz"
+        >>> save_checked(path, {"x": np.arange(3.0)}, "k")
+        >>> load_checked(path, "k")["x"].tolist()
+        [0.0, 1.0, 2.0]
+    """
+    tmp = Path(str(path) + ".tmp.npz")
+    np.savez(tmp, **arrays, **{_KEY: np.array(key), _SUM: np.array(checksum(key, arrays))})
+    tmp.replace(path)
+
+
+def _load_all(path: str | Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}
+
+
+def load_checked(path: str | Path, key: str) -> dict[str, np.ndarray]:
+    """The arrays of a file written by :func:`save_checked` for ``key``; :class:`CacheEntryError` when it was
+    written for another key, carries no checksum, or its content no longer matches it.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "k.npz"
+        >>> save_checked(path, {"x": np.arange(3.0)}, "k")
+        >>> load_checked(path, "another key")
+        Traceback (most recent call last):
+        ...
+        resstream_assert.errors.CacheEntryError: it was written for another key (k...)
+    """
+    z = _load_all(path)
+    stored_key, stored_sum = (str(z.pop(_KEY)) if _KEY in z else None), (str(z.pop(_SUM)) if _SUM in z else None)
+    if stored_key is None or stored_sum is None:
+        raise CacheEntryError("it carries no key or checksum (written by an older version, or not by "
+                              "resstream_assert)")
+    if stored_key != key:
+        raise CacheEntryError(f"it was written for another key ({stored_key[:12]}...)")
+    if checksum(key, z) != stored_sum:
+        raise CacheEntryError("its content does not match its checksum (edited or damaged)")
+    return z

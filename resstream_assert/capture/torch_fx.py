@@ -8,7 +8,6 @@ aliased and memory grows with images x channels, never with feature-map size.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from typing import Callable, Iterable
 
 import numpy as np
@@ -22,6 +21,7 @@ from resstream_assert.discovery.torch_graph import block_nodes, copy_graph
 from resstream_assert.errors import CaptureError
 from resstream_assert.loading.spec import IMAGENET_MEAN, IMAGENET_STD
 from resstream_assert.loading.torch_model import eval_mode
+from resstream_assert.torch_utils import no_tf32
 
 
 class _Tap(nn.Module):
@@ -146,7 +146,7 @@ def _capture(loaded, module, rmap, batches, variant, sites, keep_maps, device, t
     norm = normalizer(getattr(loaded, "mean", IMAGENET_MEAN), getattr(loaded, "std", IMAGENET_STD), dev)
     logits = []
     first = True
-    with torch.inference_mode(), _no_tf32(dev):
+    with torch.inference_mode(), no_tf32(dev):
         for batch in batches:
             x = torch.as_tensor(batch, dtype=torch.float32, device=dev)
             if transform is not None:
@@ -162,21 +162,6 @@ def _capture(loaded, module, rmap, batches, variant, sites, keep_maps, device, t
     if first:
         raise CaptureError("capture received no images (the probe set is empty)")
     return _collect(store, variant, torch.cat(logits).numpy())
-
-
-@contextmanager
-def _no_tf32(device: torch.device):
-    """TF32 off on CUDA while capturing: it moves responses by ~1e-3 relative (measured on an H200),
-    enough to reorder exemplars; the user's settings are restored afterwards."""
-    if device.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def _check_faithful(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:

@@ -1,7 +1,7 @@
 """Claims: the registry of statistical claims (the papers' C1-C11, ours X1-X4); importing this package registers them.
 
 One module per claim family: ``spectrum`` (C1, C2), ``weights`` (C3), ``inhibition`` (C4),
-``scale`` (C5, C7, C8), ``scale_mechanism`` (C6, C9), ``ablation`` (C10, C11),
+``scale_invariance`` (C5, C7, C8), ``scale_mechanism`` (C6, C9), ``ablation`` (C10, C11),
 ``gain_scaling`` (X1, X2: gain and shortcut interventions), ``importance`` (X3, X4: output
 effect and attribution per category). ``base``
 holds the registry, the context and the one verdict rule (:func:`~.base.summarize`).
@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from resstream_assert.claims import (ablation, gain_scaling, importance, inhibition, scale,  # noqa: F401
-                                     scale_mechanism, spectrum, weights)
-from resstream_assert.claims.base import REGISTRY, ClaimContext, ClaimOptions, ClaimSpec, claim_order, register
+from resstream_assert.claims import (ablation, gain_scaling, importance, inhibition,  # noqa: F401
+                                     scale_invariance, scale_mechanism, spectrum, weights)
+from resstream_assert.claims.base import (REGISTRY, ClaimContext, ClaimOptions, ClaimSpec, claim_order,
+                                         parse_min_effects, register)
 
-__all__ = ["REGISTRY", "ClaimContext", "ClaimOptions", "ClaimSpec", "claim_order", "register", "resolve_claims",
+__all__ = ["REGISTRY", "ClaimContext", "ClaimOptions", "ClaimSpec", "claim_order", "parse_min_effects", "register",
+           "resolve_claims",
            "needed_variants"]
 
 

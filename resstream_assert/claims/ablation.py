@@ -48,6 +48,7 @@ from typing import Mapping
 
 import numpy as np
 
+from resstream_assert.claims.decision import Boundary
 from resstream_assert.claims.base import ClaimContext, not_run, register, row, split_halves, summarize
 from resstream_assert.interventions.lesion import BlockPlan, LesionOptions, LesionRequest, default_ablation_blocks
 from resstream_assert.interventions.reference import ReferenceRequest
@@ -270,7 +271,8 @@ def _max_stopped(ctx: ClaimContext, opts: LesionOptions, plans: list) -> int | N
           "P2", "S* picked on half of the probe images, lesions scored on the other half: slope of ΔD(S*, zoom) "
           "ranked among N random equal-size mean-ablations (Besag-Clifford sequential, h = 2 of N = 40); effect = "
           "S*'s excess slope with a paired image-bootstrap CI; Holm across blocks",
-          needs=("id", "S", "Sinv"), mostly=1.0, gate=False, prepare=plan_lesions)
+          needs=("id", "S", "Sinv"), mostly=1.0, gate=False, prepare=plan_lesions,
+          boundary=Boundary(0.0, +1, "excess slope of S* over random sets", "images"))
 def evaluate_c10(ctx: ClaimContext) -> ClaimResult:
     """C10 on the lesion data in ``ctx.intervention`` (see module docstring); not applicable without it.
 

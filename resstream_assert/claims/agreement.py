@@ -18,7 +18,8 @@ import numpy as np
 from scipy.stats.contingency import crosstab
 
 from resstream_assert.claims.base import ClaimContext, ClaimOptions, ClaimSpec, not_run, row, summarize
-from resstream_assert.effects import DegenerateDataError, bootstrap_ci
+from resstream_assert.stats.effects import bootstrap_ci
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.measures import MIX, OVERWRITE, SKIP, UNDEFINED, BlockMeasures
 from resstream_assert.results import ClaimResult, TestResult, Verdict
 from resstream_assert.stats import empirical_pvalue

@@ -38,8 +38,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from resstream_assert.claims.decision import Boundary
 from resstream_assert.claims.base import ClaimContext, register, row, split_halves, summarize
-from resstream_assert.effects import DegenerateDataError
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.measures import MeasureOptions, block_measures, exemplars
 from resstream_assert.results import TestResult, Verdict
 from resstream_assert.stats import cochran_q, mann_whitney, welch_difference
@@ -146,7 +147,7 @@ def _secondary(q: dict, over: np.ndarray, skip: np.ndarray, rng) -> dict[str, fl
           "on half B; per block one-sided Welch t (overwrite M<1 lower than skip M>=1, effect = mean difference in "
           "branch SDs), p from image permutations, Holm; holds when Cochran's Q (image-bootstrap SEs) finds the "
           "block effects heterogeneous and >= 1 block inhibited",
-          gate=False)
+          gate=False, boundary=Boundary(0.2, -1, "overwrite minus skip, in branch SDs", "channels"))
 def inhibition(ctx: ClaimContext):
     """C4: is the branch's response to the input's feature lower in overwrite channels, unevenly over blocks?
 
@@ -175,22 +176,29 @@ def inhibition(ctx: ClaimContext):
             continue
         rows.append(row(bm.block, test, values={**counts, **_secondary(q, over, skip, rng)}))
     result = summarize(ctx, rows, direction=-1)
-    tested = [r for r in result.rows if r.verdict in (Verdict.HOLDS, Verdict.FAILS)]
+    tested = [r for r in result.rows if np.isfinite(r.effect) and "se_bootstrap" in r.values]
     if not tested:
         return result
     n_inh = sum(r.verdict == Verdict.HOLDS for r in tested)
+    n_none = sum(r.verdict == Verdict.FAILS for r in tested)
     try:
         q = cochran_q([r.effect for r in tested], [r.values["se_bootstrap"] for r in tested])
         p_q = q.p_value
     except DegenerateDataError as exc:
         return result.with_(verdict=Verdict.INCONCLUSIVE, reason=f"heterogeneity not testable: {exc}",
                             values={**result.values, "n_significant": n_inh, "n_tests": len(tested)})
+    # "Mixed" needs both: block effects that differ (Q) and inhibition somewhere. Evidence against it is
+    # every block decided the same way (all inhibited, or all clear of the boundary); anything else is open.
     mixed = p_q < ctx.options.alpha and n_inh > 0
+    uniform = n_inh == len(tested) or n_none == len(tested)
+    verdict = Verdict.HOLDS if mixed else Verdict.FAILS if uniform else Verdict.INCONCLUSIVE
     how = ("mixed: heterogeneous, and inhibition in some blocks" if mixed else
-           "uniform: block effects homogeneous" if p_q >= ctx.options.alpha else
-           "heterogeneous, but no block shows inhibition")
+           "uniform: every block inhibited" if n_inh == len(tested) else
+           "uniform: no block inhibited (every interval clear of the boundary)" if uniform else
+           "heterogeneous, but no block shows inhibition" if p_q < ctx.options.alpha else
+           "block effects not shown to differ and not all decided: more images would decide")
     return result.with_(
-        verdict=Verdict.HOLDS if mixed else Verdict.FAILS, statistic=q.statistic,
+        verdict=verdict, statistic=q.statistic,
         values={**result.values, "n_significant": n_inh, "n_tests": len(tested), "q": q.statistic,
                 "p_heterogeneity": p_q, "i2": q.effect,
                 "pooled_effect": q.values["pooled_effect"], "pooled_se": q.values["pooled_se"]},

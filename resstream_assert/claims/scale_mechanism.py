@@ -40,8 +40,9 @@ from dataclasses import replace
 
 import numpy as np
 
+from resstream_assert.claims.decision import Boundary
 from resstream_assert.claims.base import ZOOM_VARIANTS, ClaimContext, register, row, summarize
-from resstream_assert.effects import DegenerateDataError
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.measures import MIX, UNDEFINED, flatness, p2_selected
 from resstream_assert.results import TestResult, Verdict
 from resstream_assert.stats import binomial_proportion, mann_whitney, mcnemar_exact, sign_test, wilcoxon_signed_rank
@@ -176,7 +177,8 @@ def _c6_row(ctx: ClaimContext, bm, s, mix: np.ndarray, values: dict):
           "to the zoomed-in than to the zoomed-out input exemplars (symmetric pair S_sym / Sinv_sym); McNemar SM_B > 0 "
           "on the channel's own vs another channel's exemplars; McNemar vs a flip. Effect = the binding test's share "
           "excess; z* reported; Holm across blocks",
-          needs=NEEDS_C6)
+          needs=NEEDS_C6,
+          boundary=Boundary(0.10, +1, "share of mix channels above chance (the binding test's)", "mix channels"))
 def equivariance(ctx: ClaimContext):
     """C6: within mix channels, zooming into the input's exemplars raises the block's response, specifically.
 
@@ -273,7 +275,8 @@ def _curve_panel(bm, sel: np.ndarray, others: np.ndarray) -> dict:
           "zoom curve) of Post exceeds max(flat In, flat Pre), and that freezing In (resp. Pre) at its mean over "
           "zooms lowers Post's flatness; block p = max of the three (intersection-union); Mann-Whitney of flat "
           "Post, selected vs other channels, reported; Holm across blocks",
-          needs=NEEDS_ZOOM)
+          needs=NEEDS_ZOOM,
+          boundary=Boundary(0.20, +1, "rank-biserial r, the weakest of three comparisons", "selected channels"))
 def summation(ctx: ClaimContext):
     """C9: the sum is flatter over zoom than either summand, and needs both to be (counterfactuals).
 

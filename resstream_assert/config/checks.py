@@ -41,6 +41,25 @@ def finite_non_negative(v: Any) -> str:
     return "" if v is None or (math.isfinite(v) and v >= 0) else "must be a finite number >= 0"
 
 
+def min_effects(v: Any) -> str:
+    """Per-claim minimum effects: well formed, and naming claims that exist and have a boundary."""
+    if not v:
+        return ""
+    from resstream_assert.claims import REGISTRY, parse_min_effects  # only when used: numpy stays unimported
+
+    try:
+        pairs = parse_min_effects(v)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+
+    for claim, _ in pairs:
+        if claim not in REGISTRY:
+            return f"unknown claim {claim!r} (known: {', '.join(REGISTRY)})"
+        if REGISTRY[claim].boundary is None:
+            return f"{claim} has no minimum effect (it checks a reference value, not an effect size)"
+    return ""
+
+
 def resamples(v: Any) -> str:
     return "" if v is None or v >= 99 else "must be at least 99 (the smallest permutation p-value is 1/(N+1))"
 
@@ -73,6 +92,62 @@ def stimuli(v: Any) -> str:
 def regime(v: Any) -> str:
     return "" if v is None or v in ("block", "per-layer") else "must be block (one jitter per block) or per-layer " \
         "(the papers' table, W5)"
+
+
+#: The image sides feature visualization can optimise (the bounds of ``FeatvizSettings.check``): below 8 px a
+#: jittered, transformed image has no content; above 1024 px one image takes gigabytes (30000 px: 10 GB).
+FEATVIZ_SIZES = (8, 1024)
+#: Most re-evaluations ``--resstream-stability`` runs (each one evaluates every response-only claim again).
+STABILITY_MAX_RUNS = 1000
+
+
+def featviz_size(v: Any) -> str:
+    low, high = FEATVIZ_SIZES
+    return "" if v is None or low <= v <= high else f"must be from {low} to {high} px (default: the model's input size)"
+
+
+def stability(v: Any) -> str:
+    """0 (off), or enough re-evaluations that 0 flips bounds the flip rate below the instability threshold."""
+    if v is None or v == 0:
+        return ""
+    if v < 0:
+        return "must be 0 or a positive whole number"
+    low = stability_min_runs()
+    if not low <= v <= STABILITY_MAX_RUNS:
+        return (f"must be 0 (off) or from {low} to {STABILITY_MAX_RUNS}: with fewer runs even 0 flips leaves the "
+                f"flip rate's 95% CI above the instability threshold, so 'stable' would claim what the runs cannot "
+                f"show (e.g. {low})")
+    return ""
+
+
+def stability_min_runs() -> int:
+    """The fewest re-evaluations whose 0 flips put the Clopper-Pearson 95% upper bound of the flip rate at or
+    below the instability threshold: ``1 - 0.025 ** (1 / n) <= threshold``.
+
+    Example:
+        >>> stability_min_runs()
+        36
+    """
+    threshold = 0.10  # resstream_assert.claims.verdict_stability.STABILITY_THRESHOLD (tested to agree; numpy-free here)
+    return math.ceil(math.log(0.025) / math.log(1.0 - threshold))
+
+
+def claims(v: Any) -> str:
+    """Claim ids, comma-separated, that the registry knows (imported only when some are named)."""
+    if not v:
+        return ""
+    from resstream_assert.claims import resolve_claims
+
+    try:
+        resolve_claims([c for c in str(v).split(",") if c.strip()])
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def class_names(v: Any) -> str:
+    bad = [x for x in (v or ()) if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", str(x))]
+    return f"{bad[0]!r} is not a class name: give module.Class, e.g. argparse.Namespace" if bad else ""
 
 
 def positive_float(v: Any) -> str:
@@ -143,6 +218,8 @@ def writable_file(v: Any) -> str:
     if p.is_dir():
         return "is a directory: give the path of the file to write (e.g. a name inside that folder)"
     if p.exists():
+        if _not_system(p):  # before opening it: a symlink to a system file is not touched
+            return _not_system(p)
         try:
             with open(p, "a"):
                 pass
@@ -154,7 +231,14 @@ def writable_file(v: Any) -> str:
         return f"cannot be created: {base} is a file, not a folder; give a path in a folder"
     if not _can_create_in(base):
         return f"cannot be created: the folder {base} is not writable; give a writable path"
-    return ""
+    return _not_system(p)
+
+
+def _not_system(p: Path) -> str:
+    from resstream_assert.paths import system_location
+
+    why = system_location(p)
+    return f"{why}: a run never writes there; give a path in a project or temporary folder" if why else ""
 
 
 def writable_dir(v: Any) -> str:
@@ -164,20 +248,27 @@ def writable_dir(v: Any) -> str:
     p = Path(str(v)).expanduser()
     if p.exists() and not p.is_dir():
         return "is a file, not a folder: give a folder path (it is created if missing)"
+    if p.exists() and _not_system(p):  # wherever a symlink points: never written into (as root it could be)
+        return _not_system(p)
     base = p if p.exists() else _nearest_existing(p.parent)
     if not base.is_dir():
         return f"cannot be created: {base} is a file, not a folder; give another folder"
     if not _can_create_in(base):
         return f"is not writable ({base}): give a writable folder"
-    return ""
+    return _not_system(p)
 
 
 def probe_dir(v: Any) -> str:
     if v is None or str(v) == "embedded":
         return ""
+    from resstream_assert.stimuli.probe import SHIPPED  # only when a probe is named: numpy stays unimported
+
+    if str(v) in SHIPPED:
+        return ""
     p = Path(str(v)).expanduser()
     if not p.exists():
-        return "does not exist: give a folder of images (class subfolders or a flat folder), or leave it unset"
+        return (f"does not exist: give a folder of images (class subfolders or a flat folder), a shipped probe set "
+                f"({', '.join(SHIPPED)}), or leave it unset")
     if not p.is_dir():
         return "is a file, not a folder: give the folder that holds the images"
     return ""

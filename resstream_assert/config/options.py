@@ -16,7 +16,8 @@ DEFAULT_MODEL = "zoo:resnet18-synth96"
 #: featviz option name -> FeatvizSettings field (see resstream_assert/interventions/featviz.py).
 FEATVIZ_OPTIONS = {"featviz-steps": "steps", "featviz-lr": "lr", "featviz-seeds": "seeds",
                    "featviz-regime": "regime", "featviz-jitter": "jitter", "featviz-size": "size",
-                   "featviz-device": "device", "featviz-amp": "amp", "featviz-batch-size": "batch_size"}
+                   "featviz-device": "device", "featviz-amp": "amp", "featviz-batch-size": "batch_size",
+                   "featviz-plateau": "plateau"}
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,9 @@ OPTIONS: tuple[Option, ...] = (
            "near-tied exemplars may reorder) or float32", checks.storage),
     Option("providers", "str", "", "onnxruntime execution providers, comma-separated (default: CUDA first when "
            "available)", checks.providers),
-    Option("probe", "str", None, "folder of probe images (ImageFolder-like or flat). Default: the embedded probe set",
-           checks.probe_dir),
+    Option("probe", "str", None, "probe images: a folder (ImageFolder-like or flat), embedded (synthetic shapes) or "
+           "cifar10 (1,000 CIFAR-10 test photographs shipped with the package). Default: the model's own (a zoo model "
+           "names its probe set), else embedded", checks.probe_dir),
     Option("images", "int", 512, "number of probe images", checks.positive),
     Option("batch-size", "int", 64, "images per forward pass", checks.positive),
     Option("device", "str", "cpu", "torch device: cpu or cuda[:N]",
@@ -69,18 +71,23 @@ OPTIONS: tuple[Option, ...] = (
     Option("no-cache", "bool", False, "do not read or write the response cache"),
     Option("trust-pickle", "bool", False, "allow loading checkpoints that pickle whole models (runs code from the "
            "file)"),
+    Option("safe-globals", "list", None, "a class a checkpoint may hold besides tensors, as module.Class "
+           "(repeatable), e.g. argparse.Namespace in a Lightning checkpoint's hyper-parameters: the safe loader "
+           "builds it too (torch.serialization.add_safe_globals); no other code runs", checks.class_names),
     Option("shard", "str", None, "run only shard I/N of the model list (models dealt round-robin in the order "
            "given, so every shard is fixed by the list); merge the JSON reports with 'resstream report merge'",
            checks.shard),
     Option("list-sites", "bool", False, "print the residual blocks and canonical sites of each model, then exit"),
     # Claim thresholds (see resstream_assert/claims/base.py for how verdicts are decided).
-    Option("claims", "str", None, "comma-separated claim ids the suite runs, e.g. C1,C3 (default: all)"),
+    Option("claims", "str", None, "comma-separated claim ids the suite runs, e.g. C1,C3 (default: all)",
+           checks.claims),
     Option("alpha", "float", 0.05, "family-wise significance level (Holm across blocks within a claim)",
            checks.open_unit),
     Option("mostly", "float", None, "fraction of analysed blocks in which a claim must hold (default: per claim)",
            checks.fraction),
-    Option("min-effect", "float", 0.0, "smallest effect size (|rho|, rank-biserial, ...) that counts as holding",
-           checks.finite_non_negative),
+    Option("min-effect", "list", None, "a claim's minimum effect CLAIM=VALUE in its own units (repeatable), e.g. "
+           "C3=0.2: rho must lie below -0.2 to hold and above it to fail; the verdict compares the effect's interval "
+           "with it. Default: each claim's own (the claims page lists them)", checks.min_effects),
     Option("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))",
            checks.resamples),
     Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=40, "
@@ -88,7 +95,7 @@ OPTIONS: tuple[Option, ...] = (
            "sequential=2, precision=fp32|bf16"),
     Option("stability", "int", 0, "re-evaluate each claim that reads responses only (C1-C9) on N random halves of "
            "the probe images with other seeds, and report how often its verdict flips (unstable above 10 percent; "
-           "0 = off)", checks.non_negative),
+           "0 = off; else 36 to 1000, enough for 0 flips to show a verdict stable)", checks.stability),
     # Stimulus source (DESIGN.md decision 4): dataset exemplars or feature visualizations.
     Option("stimuli", "str", "exemplars", "stimuli of the measures: exemplars (top-9 probe images per channel), "
            "featviz (feature visualizations, the papers' method) or both (claims on each, plus the agreement report)",
@@ -103,13 +110,16 @@ OPTIONS: tuple[Option, ...] = (
            "per-layer (the papers' per-module jitter table, W5)", checks.regime),
     Option("featviz-jitter", "int", None, "featviz: jitter in px for the block regime (default: the papers' value "
            "for the block's depth: 0, 4 or 16)", checks.non_negative),
-    Option("featviz-size", "int", None, "featviz: image side in px (default: the model's input size)",
-           checks.positive),
+    Option("featviz-size", "int", None, "featviz: image side in px, 8 to 1024 (default: the model's input size)",
+           checks.featviz_size),
     Option("featviz-device", "str", None, "featviz: device to optimise on (default: --resstream-device)",
            checks.device),
     Option("featviz-amp", "bool", False, "featviz: bf16 autocast while optimising (final images are measured in "
            "fp32)"),
     Option("featviz-batch-size", "int", 64, "featviz: images per optimisation chunk", checks.positive),
+    Option("featviz-plateau", "int", 0, "featviz: early stop (0: off): an image stops once its objective's mean "
+           "over its last N steps gained <= 1% over the N before; reported as fz_plateau / fz_steps_run_mean",
+           checks.non_negative),
     Option("intervention", "list", None, "X1-X4 intervention option KEY=VALUE (repeatable): factors=F1,F2,... "
            "(default: 7 log-spaced from 0.25 to 4), variants=held,scaled, channels=64, images=512, x3_channels=8, "
            "x3_factors=0.5, x3_images=128, attribution=ig|conductance, n_steps=16, x4_images=64, batch_size=256"),
@@ -129,9 +139,26 @@ OPTIONS: tuple[Option, ...] = (
     Option("compare-fail", "list", None, "tolerance EXPR for the baseline gate (repeatable): verdict | missing | "
            "NAME:abs>LIMIT | NAME:pct>LIMIT, e.g. rho:abs>0.1. Default with a baseline: verdict"),
     Option("update-baseline", "bool", False, "write this run's results to --resstream-baseline PATH instead of "
-           "comparing"),
+           "comparing (refused when a test failed or errored, a model has no results, or nothing was decided)"),
+    Option("allow-probe-size", "bool", False, "compare with a baseline made at another number of probe images "
+           "(--resstream-images); stated in the comparison. Any other difference of model or settings is refused"),
 )
 OPTION = {o.name: o for o in OPTIONS}
+
+#: Where each option's value lives in a ``RunConfig`` (``claim_options.alpha``: a key of a dict field), so a
+#: RunConfig built in Python is checked by the same checks as the options (``RunConfig.__post_init__``).
+#: Options absent here (reports, the baseline, list-sites, no-cache) are not part of a RunConfig.
+RUN_FIELDS = {
+    "model": "models", "backend": "backends", "engine": "engine", "providers": "providers", "probe": "probe",
+    "images": "images", "batch-size": "batch_size", "device": "device", "seed": "seed", "input-size": "input_size",
+    "label": "labels", "cache-dir": "cache_dir", "trust-pickle": "trust_pickle", "shard": "shard",
+    "safe-globals": "safe_globals",
+    "claims": "claims", "alpha": "claim_options.alpha", "mostly": "claim_options.mostly",
+    "min-effect": "claim_options.min_effect", "resamples": "claim_options.n_resamples",
+    "lesion": "claim_options.lesion", "intervention": "claim_options.intervention", "stability": "stability",
+    "stimuli": "stimuli", "channels": "channels", "survey": "survey",
+    **{name: f"featviz.{field_}" for name, field_ in FEATVIZ_OPTIONS.items()},
+}
 
 _MULTI_LESION_KEYS = ("blocks", "zooms")
 _MULTI_INTERVENTION_KEYS = ("factors", "variants", "x3_factors")
@@ -173,7 +200,7 @@ def parse_intervention_options(items: list[str]) -> dict:
     """
     if not items:
         return {}
-    from resstream_assert.interventions.options import InterventionOptions
+    from resstream_assert.interventions.settings import InterventionOptions
 
     return _key_values("--resstream-intervention", items, _MULTI_INTERVENTION_KEYS, InterventionOptions)
 
@@ -202,7 +229,23 @@ def check_value(name: str, value: Any) -> None:
         resstream_assert.errors.ConfigError: --resstream-alpha 2.0: must be strictly between 0 and 1 (e.g. 0.05)
     """
     opt = OPTION[name]
-    why = opt.check(value) if opt.check is not None else ""
+    why = _wrong_type(opt, value) or (opt.check(value) if opt.check is not None else "")
     if why:
         shown = " ".join(map(str, value)) if isinstance(value, (list, tuple)) else value
         raise ConfigError(f"--resstream-{name} {shown}: {why}")
+
+
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple)}
+
+
+def _wrong_type(opt: Option, value: Any) -> str:
+    """What is wrong with the type of a value given in Python (the command line and ini keys convert theirs)."""
+    if value is None:
+        return ""
+    ok = isinstance(value, _KINDS[opt.kind]) and (opt.kind == "bool" or not isinstance(value, bool))
+    if ok and opt.kind == "list":
+        ok = all(isinstance(v, str) for v in value)
+    if ok:
+        return ""
+    return {"int": "must be a whole number", "float": "must be a number", "str": "must be text",
+            "bool": "must be True or False", "list": "must be a list of text values"}[opt.kind]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from resstream_assert.config.options import (DEFAULT_MODEL, FEATVIZ_OPTIONS, OPTIONS, check_value,
+from resstream_assert.config.options import (DEFAULT_MODEL, FEATVIZ_OPTIONS, OPTIONS, RUN_FIELDS, check_value,
                                              parse_intervention_options, parse_lesion_options)
 from resstream_assert.errors import ConfigError
 
@@ -28,6 +28,7 @@ class RunConfig:
     input_size: int | None = None
     cache_dir: str | None = None
     trust_pickle: bool = False
+    safe_globals: tuple[str, ...] = ()  # classes a checkpoint may hold besides tensors (torch.serialization)
     backends: tuple[str, ...] = ()
     engine: str = "auto"  # what runs a torch model's forwards: auto (onnxruntime on CPU), torch, onnxruntime
     storage: str = "auto"  # captured responses: auto (id float32, transformed variants float16), float16, float32
@@ -54,11 +55,16 @@ class RunConfig:
         return ("exemplars", "featviz") if self.stimuli == "both" else (self.stimuli,)
 
     def __post_init__(self) -> None:
-        for name, value in (("images", self.images), ("batch-size", self.batch_size), ("device", self.device),
-                            ("seed", self.seed), ("input-size", self.input_size), ("backend", self.backends),
-                            ("storage", self.storage)):
-            check_value(name, value)
+        """Every value is checked as its option is (``RUN_FIELDS``: the same table and checks), whether the
+        RunConfig comes from the command line or from Python."""
+        for name, path in RUN_FIELDS.items():
+            value = _option_value(self, path)
+            if name in ("lesion", "intervention"):
+                _check_key_values(name, value)
+            else:
+                check_value(name, value)
         self.model_labels()  # refuses a label count that does not fit, or two models with one label
+        _check_models(self)
 
     def with_(self, **changes) -> "RunConfig":
         """A copy with some fields changed."""
@@ -117,11 +123,60 @@ class RunConfig:
         skip = {"cache_dir", "labels"} | {k for k in ("claims", "shard") if getattr(self, k) is None}
         if not self.stability:
             skip.add("stability")
+        if not self.safe_globals:
+            skip.add("safe_globals")
         if self.stimuli == "exemplars":
             skip |= {"stimuli", "channels", "featviz"}
         out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k not in skip}
         out["models"] = list(self.model_labels())
         return out
+
+
+def _option_value(cfg: RunConfig, path: str) -> Any:
+    """The value of a RunConfig field in its option's form (``(2, 4)`` -> ``"2/4"``, tuples -> lists)."""
+    head, _, key = path.partition(".")
+    value = getattr(cfg, head)
+    if key:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    if head == "shard" and isinstance(value, tuple):
+        return "/".join(map(str, value))
+    if head in ("providers", "claims") and isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return list(value) if isinstance(value, tuple) and head in ("models", "backends", "labels", "safe_globals") \
+        else value
+
+
+def _check_key_values(name: str, value: Any) -> None:
+    """``claim_options["lesion"]`` / ``["intervention"]``: a mapping the KEY=VALUE options would give."""
+    if value is None:
+        return
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"--resstream-{name}: expected a mapping of KEY: VALUE, got {type(value).__name__}")
+    if name == "lesion":
+        from resstream_assert.interventions.lesion import LesionOptions as options
+    else:
+        from resstream_assert.interventions.settings import InterventionOptions as options
+    try:
+        options.from_mapping(value).check()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--resstream-{name}: {exc}") from None
+
+
+def _check_models(cfg: RunConfig) -> None:
+    """What the model list makes pointless: an empty shard, an engine no model runs on."""
+    if cfg.shard is not None and cfg.shard[0] > len(cfg.models):
+        raise ConfigError(f"--resstream-shard {cfg.shard[0]}/{cfg.shard[1]}: the run has {len(cfg.models)} model(s), "
+                          f"so shard {cfg.shard[0]} gets none and would check nothing. Use at most {len(cfg.models)} "
+                          "shard(s), or give more models.")
+    if cfg.engine != "auto":
+        from resstream_assert.loading.spec import ModelSpec
+
+        torch_backed = [m for m in cfg.models if ModelSpec.parse(m).kind != "onnx" and
+                        (not cfg.backends or "torch" in cfg.backends)]
+        if not torch_backed:
+            raise ConfigError(f"--resstream-engine {cfg.engine}: the engine runs a torch model's forward passes, and "
+                              "every model of this run runs on onnxruntime (an ONNX file, or --resstream-backend "
+                              "onnx), so it would change nothing. Drop the option.")
 
 
 def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None) -> RunConfig:
@@ -149,7 +204,10 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
             claims = tuple(resolve_claims([c for c in str(claims_text).split(",") if c.strip()]))
         except ValueError as exc:
             raise ConfigError(f"--resstream-claims {claims_text}: {exc}") from None
-    claim_options = {"alpha": get("alpha"), "mostly": get("mostly"), "min_effect": get("min-effect"),
+    from resstream_assert.claims import parse_min_effects  # checked above: the claims are known
+
+    min_effect = [f"{c}={v:g}" for c, v in parse_min_effects(get("min-effect"))] or None
+    claim_options = {"alpha": get("alpha"), "mostly": get("mostly"), "min_effect": min_effect,
                      "n_resamples": get("resamples")}
     lesion = parse_lesion_options(list(get("lesion") or []))
     if lesion:
@@ -162,6 +220,7 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         models=tuple(get("model") or [DEFAULT_MODEL]), probe=get("probe"), images=int(get("images")),
         batch_size=int(get("batch-size")), device=str(get("device")), seed=int(get("seed")),
         input_size=get("input-size"), cache_dir=cache_dir, trust_pickle=bool(get("trust-pickle")),
+        safe_globals=tuple(get("safe-globals") or ()),
         backends=tuple(get("backend") or ()), engine=str(get("engine")), providers=providers,
         storage=str(get("storage")),
         survey=bool(get("survey")), claim_options=claim_options, claims=claims,

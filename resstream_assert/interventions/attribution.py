@@ -21,7 +21,7 @@ import numpy as np
 
 from resstream_assert.errors import InterventionError
 from resstream_assert.interventions import InterventionEnv
-from resstream_assert.interventions.options import InterventionOptions, model_unchanged
+from resstream_assert.interventions.settings import InterventionOptions, model_unchanged
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from resstream_assert.interventions import InterventionEnv
-from resstream_assert.interventions.options import InterventionOptions
+from resstream_assert.interventions.settings import InterventionOptions
 
 
 class TorchRunner:

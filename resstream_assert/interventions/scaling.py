@@ -30,7 +30,7 @@ import numpy as np
 
 from resstream_assert.errors import InterventionError
 from resstream_assert.interventions import InterventionEnv
-from resstream_assert.interventions.options import InterventionOptions, model_unchanged, plans_digest
+from resstream_assert.interventions.settings import InterventionOptions, model_unchanged, plans_digest
 from resstream_assert.interventions.runners import OnnxRunner, TorchRunner
 
 #: Sites recaptured per edit (the others do not change): gain edits / shortcut edits.

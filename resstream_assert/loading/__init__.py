@@ -21,7 +21,7 @@ __all__ = ["CONTROLS", "IMAGENET_MEAN", "IMAGENET_STD", "Checkpoint", "LoadedMod
 
 
 def load_model(spec: str | ModelSpec, *, input_size: int | None = None, trust_pickle: bool = False,
-               providers: tuple[str, ...] = ()) -> LoadedModel:
+               providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = ()) -> LoadedModel:
     """Load what ``spec`` names, as it is stored: a torch model in eval mode, or an ONNX file.
 
     A spec with a negative control is refused here: use :func:`resstream_assert.load_model`,
@@ -43,7 +43,8 @@ def load_model(spec: str | ModelSpec, *, input_size: int | None = None, trust_pi
         return load_onnx(spec, input_size, providers)
     from resstream_assert.loading.torch_model import load_torch, load_zoo
 
-    loaded = load_zoo(spec) if spec.kind == "zoo" else load_torch(spec, trust_pickle=trust_pickle)
+    loaded = load_zoo(spec) if spec.kind == "zoo" else load_torch(spec, trust_pickle=trust_pickle,
+                                                                   safe_globals=tuple(safe_globals))
     check_finite(loaded.module.state_dict().items(), f"The model of spec {spec.text!r}")
     if input_size:
         loaded.input_size = int(input_size)

@@ -136,10 +136,12 @@ def _check_path(p: Path) -> None:
         raise CheckpointError(f"Weights path {str(p)!r} is not a regular file. Point the spec at the weights file.")
 
 
-def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> Checkpoint:
+def read_checkpoint(path: str | Path, *, trust_pickle: bool = False, safe_globals: Iterable[str] = ()) -> Checkpoint:
     """Read a weights file by content and find its state dict (see the module docstring).
 
-    With ``trust_pickle=True`` a pickled whole ``nn.Module`` is returned as ``state``.
+    With ``trust_pickle=True`` a pickled whole ``nn.Module`` is returned as ``state``. ``safe_globals``
+    names classes (``"argparse.Namespace"``) the safe loader may build too (``torch.serialization.safe_globals``):
+    the route for a training checkpoint whose saved settings hold such an object.
 
     Example:
         >>> ckpt = read_checkpoint("ckpt.pth")  # doctest: +SKIP
@@ -152,7 +154,8 @@ def read_checkpoint(path: str | Path, *, trust_pickle: bool = False) -> Checkpoi
     if fmt == "safetensors":
         obj = _read_safetensors(p)
     elif fmt in ("zip", "legacy"):
-        obj = _torch_load(p, fmt, trust_pickle)
+        _refuse_torchscript(p, fmt)
+        obj = _torch_load(p, fmt, trust_pickle, tuple(safe_globals))
     else:
         _refuse_non_weights(p, fmt)
     ckpt = _unwrap(obj, str(p), fmt)
@@ -172,20 +175,77 @@ def _read_safetensors(p: Path) -> dict:
                               "or corrupt. Download or export it again.") from exc
 
 
-def _torch_load(p: Path, fmt: str, trust_pickle: bool) -> Any:
-    import pickle
+def _refuse_torchscript(p: Path, fmt: str) -> None:
+    """A TorchScript archive (``torch.jit.save``) holds compiled code, not a checkpoint: say so, and the way out."""
+    import zipfile
 
+    if fmt != "zip":
+        return
+    try:
+        names = zipfile.ZipFile(p).namelist()
+    except (zipfile.BadZipFile, OSError):
+        return  # torch.load names the damage
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        raise CheckpointError(
+            f"Weights file {str(p)!r} is a TorchScript archive (saved with torch.jit.save or torch.jit.script), not "
+            "a checkpoint: it holds compiled code, which is not run here, and a scripted module cannot be traced to "
+            "find its residual blocks. Save its weights as a state dict, if you trust the file: "
+            f"torch.save(torch.jit.load({p.name!r}).state_dict(), 'weights.pth'), and test them with the spec of "
+            "its architecture ('torchvision:ARCH@weights.pth' or 'package.module:factory@weights.pth').")
+
+
+def _load_with(p: Path, trust_pickle: bool, safe_globals: tuple[str, ...]) -> Any:
     import torch
 
-    try:
+    if trust_pickle or not safe_globals:
         return torch.load(str(p), map_location="cpu", weights_only=not trust_pickle)
+    with torch.serialization.safe_globals([_import_class(name) for name in safe_globals]):
+        return torch.load(str(p), map_location="cpu", weights_only=True)
+
+
+def _import_class(name: str) -> type:
+    """The class ``module.Class`` that ``--resstream-safe-globals`` names (imported from this environment)."""
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), attr) if module else None
+    except (ImportError, AttributeError) as exc:
+        raise CheckpointError(f"--resstream-safe-globals {name}: cannot import it ({exc}); give a class as "
+                              "module.Class, e.g. argparse.Namespace.") from exc
+    if not isinstance(obj, type):
+        raise CheckpointError(f"--resstream-safe-globals {name}: is not a class; give a class as module.Class, e.g. "
+                              "argparse.Namespace.")
+    return obj
+
+
+def _refused_global(p: Path, exc: Exception) -> CheckpointError:
+    """The safe loader refused a class: name it, and offer the safe routes before the unsafe one."""
+    import re
+
+    m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    what = f" (class {m.group(1)})" if m else ""
+    settings = (f"If it is a training checkpoint whose saved settings hold that class (e.g. Lightning's "
+                f"hyper_parameters), allow that class alone with --resstream-safe-globals {m.group(1)} "
+                "(torch.serialization.add_safe_globals), or save only the weights: "
+                "torch.save(checkpoint['state_dict'], path). If it is a whole model saved with torch.save(model), "
+                "save") if m else "Save"
+    return CheckpointError(
+        f"Weights file {str(p)!r} holds pickled Python objects{what}, which torch's safe loader (weights_only=True) "
+        f"refuses because unpickling can run arbitrary code. {settings} a state dict instead "
+        f"(torch.save(model.state_dict(), path)), or, only if you trust the file, pass {TRUST_HINT}.")
+
+
+def _torch_load(p: Path, fmt: str, trust_pickle: bool, safe_globals: tuple[str, ...] = ()) -> Any:
+    import pickle
+
+    try:
+        return _load_with(p, trust_pickle, safe_globals)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as exc:
         if "weights only load failed" in str(exc).lower():
-            raise CheckpointError(
-                f"Weights file {str(p)!r} holds pickled Python objects (probably a whole model saved with "
-                "torch.save(model)), which are refused because unpickling can run arbitrary code. Save a state dict "
-                f"instead (torch.save(model.state_dict(), path)), or, only if you trust the file, pass "
-                f"{TRUST_HINT}.") from exc
+            raise _refused_global(p, exc) from exc
         cause = exc
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types on damaged files
         cause = exc
@@ -212,6 +272,7 @@ def _unwrap(obj: Any, path: str, fmt: str) -> Checkpoint:
     if _is_state(obj):
         return Checkpoint(dict(obj), path, fmt)
     if isinstance(obj, Mapping):
+        _refuse_quantized(obj, path)
         found = [k for k in WRAPPER_KEYS if k in obj and (_is_state(obj[k]) or isinstance(obj[k], nn.Module))]
         others = tuple(k for k, v in obj.items() if k not in found and _is_state(v))
         if found:
@@ -228,6 +289,21 @@ def _unwrap(obj: Any, path: str, fmt: str) -> Checkpoint:
         what = f"a {what} of {len(obj)} items"
     raise CheckpointError(f"Weights file {path!r} holds {what}, not a state dict (a mapping of parameter names to "
                           "tensors). Save the model's weights with torch.save(model.state_dict(), path).")
+
+
+def _refuse_quantized(obj: Mapping, path: str) -> None:
+    """A quantized model's state dict (packed int8 weights) is no float checkpoint: say so, not 'no state dict'."""
+    import torch
+
+    for value in [obj] + [v for k, v in obj.items() if k in WRAPPER_KEYS and isinstance(v, Mapping)]:
+        keys = [k for k in value if isinstance(k, str)]
+        packed = [k for k in keys if "_packed_params" in k]
+        quant = [k for k in keys if isinstance(value[k], torch.Tensor) and value[k].is_quantized]
+        if packed or quant:
+            raise CheckpointError(
+                f"Weights file {path!r} holds a quantized model's state dict ({(packed or quant)[0]}, ...): packed "
+                "integer weights, not the float weights the residual stream is measured on. Test the float model "
+                "before quantization: torch.save(float_model.state_dict(), path).")
 
 
 def _strip(state: dict, prefixes: Iterable[str]) -> tuple[dict, str]:

@@ -229,16 +229,11 @@ def load_onnx(spec, input_size: int | None = None, providers: tuple[str, ...] = 
                              "onnx instead.")
     model, digest = read_model(path)
     inp, dtype = image_input(model, path)
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
-    size = int(input_size or 224)
-    if dims[2] and dims[3]:
-        if input_size and int(input_size) != dims[2]:
-            warnings.warn(f"{path}: the graph's input is fixed at {dims[2]}x{dims[3]} px; ignoring input size "
-                          f"{input_size}. Export it again with '--input-size {input_size}' to test that size.",
-                          stacklevel=2)
-        size = int(dims[2])
-    sess = plain_session(path, digest, providers)
+    check_batch_axis(inp, path)
+    check_domains(model, path)
     props = {p.key: p.value for p in model.metadata_props}
+    size, source = _input_size(inp, props, input_size, path)
+    sess = plain_session(path, digest, providers)
     out = model.graph.output[0]
     out_dims = [d.dim_value for d in out.type.tensor_type.shape.dim]
     if len(out_dims) < 2 or not out_dims[-1]:
@@ -253,7 +248,76 @@ def load_onnx(spec, input_size: int | None = None, providers: tuple[str, ...] = 
     return LoadedModel(
         spec=spec.text, name=props.get("resstream.name") or Path(path).name, backend="onnx", module=None,
         input_size=size, num_classes=num_classes, digest=digest, mean=mean, std=std, class_names=class_names,
-        onnx_path=path, meta={"source": "onnx", "exporter": exporter, "bn_folded": bn_folded(model), "opset": opset,
+        onnx_path=path, meta={"source": "onnx", "input_size_source": source, "input_size_guessed": source == "guessed",
+                              "exporter": exporter, "bn_folded": bn_folded(model), "opset": opset,
                               "providers": tuple(sess.get_providers()), "input_name": inp.name,
                               "input_dtype": np.dtype(dtype).name, "normalization_from_file": "resstream.mean" in props,
                               "producer": f"{model.producer_name} {model.producer_version}".strip()})
+
+
+def _input_size(inp, props: dict, input_size: int | None, path: str) -> tuple[int, str]:
+    """The side the graph is run at, and where it came from: the graph's fixed H and W, the size given, the
+    size ``resstream export`` wrote in the metadata, or a guess of 224 px (with a warning, as for torch)."""
+    from resstream_assert.errors import ResstreamWarning
+
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    if dims[2] and dims[3]:
+        if input_size and int(input_size) != dims[2]:
+            warnings.warn(f"{path}: the graph's input is fixed at {dims[2]}x{dims[3]} px; ignoring input size "
+                          f"{input_size}. Export it again with '--input-size {input_size}' to test that size.",
+                          stacklevel=3)
+        return int(dims[2]), "the graph's fixed input"
+    if input_size:
+        return int(input_size), "given"
+    if str(props.get("resstream.input_size", "")).isdigit():
+        return int(props["resstream.input_size"]), "the file's metadata (resstream export)"
+    warnings.warn(ResstreamWarning(
+        f"{Path(path).name}: input size 224 px, guessed: the graph's height and width are dynamic and the file does "
+        "not say what the model was trained at, and statistics change with the size. Pass the size the model was "
+        "trained at with --resstream-input-size N (Python: input_size=N) to silence this."), stacklevel=3)
+    return 224, "guessed"
+
+
+def check_batch_axis(inp, path: str) -> None:
+    """:class:`ModelSpecError` for a graph whose batch axis is a fixed number (torch's default export).
+
+    Example:
+        >>> check_batch_axis(image_input(onnx.load("fixed.onnx"))[0], "fixed.onnx")  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        resstream_assert.errors.ModelSpecError: ONNX model 'fixed.onnx' takes a fixed batch of 1 image(s) ...
+    """
+    dim = inp.type.tensor_type.shape.dim[0]
+    if dim.HasField("dim_value") and dim.dim_value > 0:
+        raise ModelSpecError(
+            f"ONNX model {path!r} takes a fixed batch of {dim.dim_value} image(s) (input {inp.name}{_shape_text(inp)}"
+            "), but probe images run in batches of any size. Export it with a dynamic batch axis: "
+            f"torch.onnx.export(model, x, {Path(path).name!r}, input_names=['input'], "
+            "dynamic_axes={'input': {0: 'batch'}}), or 'resstream export SPEC OUT.onnx', which does so.")
+
+
+#: Operator domains onnxruntime implements (the standard ops, its ML ops and its own contrib ops).
+KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training", "com.microsoft", "com.microsoft.nchwc",
+                 "org.pytorch.aten")
+
+
+def check_domains(model, path: str) -> None:
+    """:class:`ModelSpecError` naming the first operator of a custom domain (which no onnxruntime here runs).
+
+    Example:
+        >>> check_domains(onnx.load("custom.onnx"), "custom.onnx")  # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        resstream_assert.errors.ModelSpecError: ONNX model 'custom.onnx' uses the custom operator my.ops::Swish ...
+    """
+    local = {(f.domain, f.name) for f in model.functions}  # functions the file defines itself (dynamo writes some)
+    custom = [n for n in model.graph.node if n.domain not in KNOWN_DOMAINS and (n.domain, n.op_type) not in local]
+    if custom:
+        n = custom[0]
+        others = sorted({f"{c.domain}::{c.op_type}" for c in custom} - {f"{n.domain}::{n.op_type}"})
+        more = f" (and {', '.join(others[:4])})" if others else ""
+        raise ModelSpecError(
+            f"ONNX model {path!r} uses the custom operator {n.domain}::{n.op_type} (node {n.name or '?'}){more}, "
+            f"from the domain {n.domain!r}, which onnxruntime does not implement. Export the model with standard "
+            "ONNX operators only (replace the custom layer, or use the torch model: --resstream-backend torch with "
+            "its spec).")

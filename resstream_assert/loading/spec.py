@@ -90,11 +90,15 @@ class ModelSpec:
             'torchvision:resnet18@r18.pth+nc-id'
             >>> ModelSpec.parse("/exports/r18.onnx").label
             'r18.onnx'
+            >>> ModelSpec.parse("torchvision:resnet18@runs/my weights[v2].pth").label
+            'torchvision:resnet18@my_weights(v2).pth'
         """
         import ntpath
+        import re
 
-        def name(path: str) -> str:
-            return ntpath.basename(path.rstrip("/\\")) or path
+        def name(path: str) -> str:  # spaces and brackets would break test ids and the matrix: made plain
+            base = ntpath.basename(path.rstrip("/\\")) or path
+            return re.sub(r"\s+", "_", base).replace("[", "(").replace("]", ")")
 
         if self.kind == "onnx":
             base = name(self.target)
@@ -102,6 +106,22 @@ class ModelSpec:
             base = self.target if self.kind == "factory" else f"{self.kind}:{self.target}"
             if self.weights:
                 base += "@" + name(self.weights)
+        return base + (f"+{self.control}" if self.control else "")
+
+    @property
+    def architecture(self) -> str:
+        """What the spec builds, without its weights file: a new checkpoint of the same architecture is what a
+        baseline gates, another architecture is not comparable with it.
+
+        Example:
+            >>> ModelSpec.parse("torchvision:resnet18@/runs/v2.pth+nc-id").architecture
+            'torchvision:resnet18+nc-id'
+            >>> ModelSpec.parse("exports/r18_v2.onnx").architecture
+            'an ONNX file'
+        """
+        if self.kind == "onnx":
+            return "an ONNX file"
+        base = self.target if self.kind == "factory" else f"{self.kind}:{self.target}"
         return base + (f"+{self.control}" if self.control else "")
 
     @property

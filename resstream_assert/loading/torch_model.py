@@ -31,11 +31,11 @@ def load_zoo(spec: ModelSpec) -> LoadedModel:
         96
     """
     try:
-        import model_zoo
+        from resstream_assert import zoo
     except ImportError as exc:
         raise ModelSpecError(f"Model spec {spec.text!r}: the model_zoo package is not installed "
                              f"({exc}). Reinstall resstream_assert with 'pip install -e .'.") from exc
-    entry = model_zoo.get(spec.target)  # raises ModelSpecError listing the known names
+    entry = zoo.get(spec.target)  # raises ModelSpecError listing the known names
     module = entry.load()  # verifies the sha256 of the shipped weights
     return LoadedModel(spec=spec.text, name=f"zoo:{entry.name}", backend="torch", module=module,
                        input_size=entry.input_size, num_classes=entry.num_classes, digest="",
@@ -44,7 +44,7 @@ def load_zoo(spec: ModelSpec) -> LoadedModel:
                              "input_size_source": "model card"})
 
 
-def load_torch(spec: ModelSpec, *, trust_pickle: bool) -> LoadedModel:
+def load_torch(spec: ModelSpec, *, trust_pickle: bool, safe_globals: tuple[str, ...] = ()) -> LoadedModel:
     """A torchvision / timm / factory architecture, with its weights when the spec names a file.
 
     The weights file is read by content (:mod:`~resstream_assert.loading.checkpoint`); a trusted,
@@ -55,7 +55,8 @@ def load_torch(spec: ModelSpec, *, trust_pickle: bool) -> LoadedModel:
         >>> load_torch(ModelSpec.parse("torchvision:resnet18"), trust_pickle=False).num_classes  # doctest: +SKIP
         1000
     """
-    ckpt = read_checkpoint(spec.weights, trust_pickle=trust_pickle) if spec.weights else None
+    ckpt = read_checkpoint(spec.weights, trust_pickle=trust_pickle, safe_globals=safe_globals) if spec.weights \
+        else None
     meta: dict[str, Any] = {"source": spec.kind}
     if ckpt is not None and not isinstance(ckpt.state, dict):  # a trusted, pickled whole model
         module = ckpt.state
@@ -216,7 +217,22 @@ def _load_state(module, state: dict, path: str) -> None:
         except RuntimeError as exc:
             parts = [(str(exc).strip().splitlines() or ["load_state_dict failed"])[0][:300]]
     raise CheckpointError(f"Weights file {path!r} does not fit the architecture: {'; '.join(parts)}. "
+                          f"{_prefix_hint(module.state_dict(), state)}"
                           "Check that the spec names the architecture the checkpoint was trained with.")
+
+
+def _prefix_hint(own: dict, state: dict) -> str:
+    """When the model's keys are in the file under a wrapper prefix (``model.``: Lightning) beside other keys
+    (a loss's ``criterion.weight``), say so: the prefix is stripped only when every key has it."""
+    for pre in PREFIXES:
+        inner = {k[len(pre):] for k in state if k.startswith(pre)}
+        extra = sorted(k for k in state if not k.startswith(pre))
+        if extra and inner and len(inner & set(own)) >= 0.9 * len(own):
+            return (f"The model's keys are there under the prefix {pre!r} (a wrapper such as a Lightning module), "
+                    f"beside {len(extra)} key(s) that are not the model's ({', '.join(extra[:3])}), so the prefix "
+                    f"was not stripped: save the model's own state dict (torch.save(module.{pre.rstrip('.')}"
+                    ".state_dict(), path)), or drop those keys. ")
+    return ""
 
 
 def _check_pickled(module, spec: ModelSpec) -> None:

@@ -1,18 +1,16 @@
-"""Reports and the baseline gate: terminal summary, JSON, Markdown, HTML + figures, baselines.
+"""Reports: terminal summary, JSON, Markdown, HTML + figures, merged shards.
 
 Everything downstream of a run works on the report's JSON form, so any stored report can be
 re-rendered or compared later without re-running a model::
 
-    >>> from resstream_assert.report import read_report, compare, render_markdown  # doctest: +SKIP
-    >>> diff = compare(read_report("baselines/resnet18.json"), read_report("report.json"),
-    ...                ["verdict", "rho:abs>0.1"])                                  # doctest: +SKIP
-    >>> diff.failed, print(diff.table())                                            # doctest: +SKIP
+    >>> from resstream_assert.report import read_report, render_markdown  # doctest: +SKIP
+    >>> print(render_markdown(read_report("report.json")))               # doctest: +SKIP
 
-Modules: ``collect`` (ReportCollector, read/write), ``rules`` (the compare-fail grammar),
-``baseline`` (compare, check), ``merge`` (one report from a run's shards), ``terminal``,
-``markdown``, ``html``, ``plots`` (matplotlib, imported only when drawing), ``pytest_plugin``
-(the pytest wiring). Names below are imported on first use, so importing this package costs
-nothing in an unrelated pytest run.
+Modules: ``collect`` (ReportCollector, read/write), ``merge`` (one report from a run's
+shards), ``terminal``, ``markdown``, ``html``, ``plots`` (matplotlib, imported only when
+drawing), ``featviz_grid`` (feature-visualization grids). The baseline comparison is the
+gate's (:mod:`resstream_assert.gate.baseline`). Names below are imported on first use, so
+importing this package costs nothing in an unrelated pytest run.
 """
 
 from __future__ import annotations
@@ -23,9 +21,6 @@ from typing import Any
 _LAZY = {
     "ReportCollector": "collect", "read_report": "collect", "write_report": "collect",
     "strip_volatile": "collect", "VOLATILE_KEYS": "collect",
-    "Rule": "rules", "parse_rule": "rules", "parse_rules": "rules", "compare": "baseline",
-    "compare_result": "baseline", "check": "baseline", "BaselineDiff": "baseline", "DiffEntry": "baseline",
-    "BaselineDriftError": "baseline", "baseline_from_report": "baseline",
     "render_markdown": "markdown", "render_html": "html", "render_figure": "plots", "write_pngs": "plots",
     "merge_reports": "merge",
 }

@@ -8,71 +8,14 @@ pytest run (through the plugin's hooks) and must stay cheap.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable, Mapping, Sequence
+
+from resstream_assert.keys import claim_sort_key, model_label, model_pairs, result_key, source
 
 VERDICTS = ("holds", "fails", "inconclusive", "not_applicable")
 
 #: Short cell text for the terminal matrix, where 12 claims must fit on one line.
 SHORT_VERDICT = {"holds": "holds", "fails": "FAILS", "inconclusive": "inconcl", "not_applicable": "n/a"}
-
-
-def claim_sort_key(claim: str) -> tuple:
-    """Natural order of claim ids, so ``C2`` comes before ``C10``.
-
-    Example:
-        >>> sorted(["C10", "C2", "C1b"], key=claim_sort_key)
-        ['C1b', 'C2', 'C10']
-    """
-    parts = re.split(r"(\d+)", claim)
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts if p != "")
-
-
-def model_label(model: str, backend: str) -> str:
-    """The row label of a (model, backend) pair: ``model[backend]``.
-
-    Example:
-        >>> model_label("zoo:resnet18-synth96", "onnx")
-        'zoo:resnet18-synth96[onnx]'
-    """
-    return f"{model or '?'}[{backend or '?'}]"
-
-
-def source(result: Mapping[str, Any]) -> str:
-    """The stimulus source of a result: ``exemplars`` (the default, left out of the JSON) or ``featviz``."""
-    return str(result.get("stimuli") or "exemplars")
-
-
-def backend_label(result: Mapping[str, Any]) -> str:
-    """The backend column of a result: its backend, plus ``+SOURCE`` when its stimuli are not exemplars.
-
-    The stimulus source is part of a result's identity like the backend: a featviz result is a
-    row of its own in tables and the matrix, and is compared with a featviz baseline.
-
-    Example:
-        >>> backend_label({"backend": "torch"}), backend_label({"backend": "torch", "stimuli": "featviz"})
-        ('torch', 'torch+featviz')
-    """
-    backend = str(result.get("backend", ""))
-    return backend if source(result) == "exemplars" else f"{backend}+{source(result)}"
-
-
-def result_key(result: Mapping[str, Any]) -> tuple[str, str, str]:
-    """The identity of a claim result in a report: (model, backend label, claim)."""
-    return (str(result.get("model", "")), backend_label(result), str(result.get("claim", "")))
-
-
-def pair_of(result: Mapping[str, Any]) -> tuple[str, str]:
-    """(model, backend label) of a result: its row in the matrix and its section in the reports."""
-    return str(result.get("model", "")), backend_label(result)
-
-
-def model_pairs(results: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """The (model, backend label) pairs of a report's results, in report order, without repeats."""
-    seen: dict[tuple[str, str], None] = {}
-    for r in results:
-        seen.setdefault(pair_of(r), None)
-    return list(seen)
 
 
 AGREEMENT_CLAIM = "C1-agree"
@@ -167,15 +110,20 @@ def stability_text(result: Mapping[str, Any], short: bool = False) -> str:
     s = result.get("stability") or {}
     if not s:
         return ""
+    if not s.get("runs") and s.get("reruns_model"):
+        return ("not covered: this claim re-runs the model (lesions), which a re-evaluation on captured responses "
+                "cannot" if not short else "not covered (re-runs the model)")
     if not s.get("runs"):
         return (f"not re-evaluated: half-samples of {int(s.get('n_images') or 0)} images are below min_images "
                 f"{int(s.get('min_images') or 0)}" if not short else "not re-evaluated (too few images)")
-    word = "unstable" if s.get("unstable") else "stable"
+    word = "unstable" if s.get("unstable") else ("stable" if s.get("stable", 1.0) else "undetermined")
     n, rate = int(s.get("of_images") or 0), float(s.get("rate") or 0.0)
     if short:
         return f"{word} at n={n} (flips {rate:.0%})"
     lo, hi = float(s.get("ci_low") or 0.0), float(s.get("ci_high") or 0.0)
-    advice = "; more probe images (--resstream-images) may settle it" if s.get("unstable") else ""
+    advice = "; more probe images (--resstream-images) may settle it" if s.get("unstable") else \
+        ("; stable needs the flip rate's upper bound below 10% (36 runs without a flip)"
+         if word == "undetermined" else "")
     return (f"{word} at n={n}: flips in {int(s['flips'])}/{int(s['runs'])} re-evaluations ({rate:.0%}, 95% CI "
             f"{lo * 100:.0f}-{hi * 100:.0f}%) on {int(s.get('n_images') or 0)}-image halves, other seeds{advice}")
 

@@ -23,10 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from resstream_assert.report._common import claim_sort_key, model_pairs, result_key
+from resstream_assert.keys import claim_sort_key, model_pairs, result_key
 
 __all__ = ["ReportCollector", "VOLATILE_KEYS", "REPORT_FORMAT", "RESULT_PROPERTY", "record_result",
-           "package_versions", "machine_info", "write_report", "read_report", "strip_volatile"]
+           "package_versions", "machine_info", "write_report", "report_text", "read_report", "check_report",
+           "strip_volatile"]
 
 #: Top-level report keys that legitimately differ between two runs of the same config.
 VOLATILE_KEYS = ("datetime", "duration_s")
@@ -187,10 +188,20 @@ def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Pat
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(report_text(report), encoding="utf-8")
+    return path
+
+
+def report_text(report: Mapping[str, Any]) -> str:
+    """A report as stable, strict JSON text (no NaN), as :func:`write_report` writes it.
+
+    Example:
+        >>> report_text({"results": []})
+        '{\\n  "results": []\\n}\\n'
+    """
     # No sort_keys: key order is already deterministic, and figure series keep the order their
     # author chose (it sets the colours and the legend).
-    path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return path
+    return json.dumps(report, indent=2, allow_nan=False) + "\n"
 
 
 def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -205,9 +216,56 @@ def read_report(path: str | os.PathLike[str]) -> dict[str, Any]:
             data = json.load(fh)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-        raise ValueError(f"{path} is not a resstream_assert report: no top-level 'results' list")
+        except RecursionError:
+            raise ValueError(f"{path} is not a resstream_assert report: its JSON is nested too deeply") from None
+    check_report(data, str(path))
     return data
+
+
+#: The deepest nesting a report has (figure series inside figures inside results): deeper is not a report.
+MAX_DEPTH = 32
+
+
+def _depth(obj: Any) -> int:
+    """How deeply ``obj`` nests lists and dicts (iteratively: a hostile file must not overflow the stack)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        item, d = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, d)
+            if d <= MAX_DEPTH:
+                stack += [(v, d + 1) for v in (item.values() if isinstance(item, dict) else item)]
+    return deepest
+
+
+def check_report(data: Any, name: str = "the report") -> None:
+    """``ValueError`` naming the first thing that makes ``data`` no report: not a dict with a ``results`` list,
+    nested too deeply, a result that is not a dict with text ``model``/``backend``/``claim``, rows that are
+    not dicts.
+
+    Example:
+        >>> check_report({"results": [{"model": "m", "backend": "torch", "claim": "C1", "rows": [3]}]}, "b.json")
+        Traceback (most recent call last):
+        ...
+        ValueError: b.json is not a resstream_assert report: result 1 (m torch C1) has a row that is not an object
+    """
+    bad = f"{name} is not a resstream_assert report"
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise ValueError(f"{bad}: no top-level 'results' list")
+    if _depth(data) > MAX_DEPTH:
+        raise ValueError(f"{bad}: its JSON is nested deeper than {MAX_DEPTH} levels")
+    for i, r in enumerate(data["results"], 1):
+        if not isinstance(r, dict):
+            raise ValueError(f"{bad}: result {i} is a {type(r).__name__}, not an object")
+        ident = [r.get(k) for k in ("model", "backend", "claim")]
+        if not all(isinstance(x, str) for x in ident):
+            raise ValueError(f"{bad}: result {i} lacks a text model, backend and claim")
+        for key, kind in (("rows", list), ("values", dict), ("thresholds", dict), ("stability", dict)):
+            if r.get(key) is not None and not isinstance(r[key], kind):
+                raise ValueError(f"{bad}: result {i} ({' '.join(ident)}) has {key!r} that is not a "
+                                 f"{'list' if kind is list else 'object'}")
+        if any(not isinstance(row, dict) for row in r.get("rows") or []):
+            raise ValueError(f"{bad}: result {i} ({' '.join(ident)}) has a row that is not an object")
 
 
 def strip_volatile(report: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,9 +14,8 @@ import re
 from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fnum, fp
-from resstream_assert.report._common import (agreement, backend_label, gate_label, matrix, model_label, model_pairs,
-                                             pair_of, result_key, show_matrix, stability_requested, stability_text,
-                                             titles)
+from resstream_assert.keys import backend_label, model_label, model_pairs, pair_of, result_key
+from resstream_assert.report._common import agreement, gate_label, matrix, show_matrix, stability_requested, stability_text, titles
 
 __all__ = ["render_html"]
 
@@ -117,7 +116,7 @@ def _agreement(report: Mapping[str, Any]) -> str:
 
 
 def _baseline(diff: Mapping[str, Any]) -> str:
-    from resstream_assert.report.baseline import TABLE_HEADER, BaselineDiff
+    from resstream_assert.gate.baseline import TABLE_HEADER, BaselineDiff
 
     d = BaselineDiff.from_dict(diff)
     word = '<span class="v v-fails">gate failed</span>' if d.failed else '<span class="v v-holds">gate passed</span>'

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fp
-from resstream_assert.report._common import (agreement, gate_label, matrix, model_label, model_pairs, pair_of,
-                                             show_matrix, stability_requested, stability_text, titles)
+from resstream_assert.keys import model_label, model_pairs, pair_of
+from resstream_assert.report._common import agreement, gate_label, matrix, show_matrix, stability_requested, stability_text, titles
 
 __all__ = ["render_markdown", "md_table", "md_escape", "VERDICT_MD"]
 
@@ -78,7 +78,7 @@ def _matrix_table(report: Mapping[str, Any]) -> str:
 
 
 def _baseline_section(diff: Mapping[str, Any], max_rows: int) -> list[str]:
-    from resstream_assert.report.baseline import TABLE_HEADER, BaselineDiff
+    from resstream_assert.gate.baseline import TABLE_HEADER, BaselineDiff
 
     entries = BaselineDiff.from_dict(diff).notable()
     counts = diff.get("counts", {})

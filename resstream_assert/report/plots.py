@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import to_float
-from resstream_assert.report._common import backend_label, result_key
+from resstream_assert.keys import backend_label, result_key
 
 __all__ = ["render_figure", "result_figures", "render_all", "write_pngs", "image_grid_png", "FIGURE_TYPES"]
 

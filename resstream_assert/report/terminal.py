@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fp
-from resstream_assert.report._common import (SHORT_VERDICT, agreement, backend_label, gate_label, matrix, model_label,
-                                             show_matrix, stability_requested, stability_text, titles)
+from resstream_assert.keys import backend_label, model_label
+from resstream_assert.report._common import SHORT_VERDICT, agreement, gate_label, matrix, show_matrix, stability_requested, stability_text, titles
 
 __all__ = ["VERDICT_MARKUP", "claims_table", "matrix_table", "stability_lines", "plain", "write_summary"]
 
@@ -153,7 +153,7 @@ def write_summary(tr: Any, report: Mapping[str, Any], diff: Any = None, written:
                   messages: Sequence[str] = ()) -> None:
     """Write the summary to a pytest ``TerminalReporter`` (``write_sep``/``write``/``line``).
 
-    ``diff`` is a :class:`~resstream_assert.report.baseline.BaselineDiff` or None; ``written``
+    ``diff`` is a :class:`~resstream_assert.gate.baseline.BaselineDiff` or None; ``written``
     lists report files written; ``messages`` are extra lines (e.g. baseline updated).
 
     Example:
@@ -187,6 +187,8 @@ def write_summary(tr: Any, report: Mapping[str, Any], diff: Any = None, written:
         for text in diff.table().splitlines():
             tr.write_line(text, red=" FAIL" in text)
     for msg in messages:
-        tr.write_line(msg)
+        loud = msg.startswith("resstream: NOTHING WAS DECIDED") or " NOT written" in msg
+        for text in msg.splitlines():
+            tr.write_line(text, red=loud, bold=loud)
     for path in written:
         tr.write_line(f"resstream report: {path}")

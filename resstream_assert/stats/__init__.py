@@ -23,7 +23,8 @@ Conventions shared by every test:
   catch it to report ``not_applicable`` / ``inconclusive`` with its message as the reason.
 """
 
-from resstream_assert.effects import DegenerateDataError, bootstrap_ci, trend_slope
+from resstream_assert.stats.effects import bootstrap_ci, trend_slope
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.stats.counts import (binomial_proportion, chi2_independence_mc, cochran_armitage,
                                            fisher_exact_greater, hypergeometric_overlap, mcnemar_exact)
 from resstream_assert.stats.means import cochran_q, welch_difference

@@ -12,9 +12,8 @@ import numpy as np
 import scipy.stats as st
 from numpy.typing import ArrayLike
 
-from resstream_assert.effects import (DegenerateDataError, Rng, as_1d, as_rng, check_alternative, chi2_rows,
-                                      chunks, clopper_pearson, count_extreme, cramers_v, newcombe_diff_ci,
-                                      percentile_ci, perm_pvalue)
+from resstream_assert.stats.effects import Rng, as_1d, as_rng, check_alternative, chi2_rows, chunks, clopper_pearson, count_extreme, cramers_v, newcombe_diff_ci, percentile_ci, perm_pvalue
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.results import TestResult
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import scipy.stats as st
 from numpy.typing import ArrayLike, NDArray
 
-from resstream_assert.effects import DegenerateDataError, as_1d, check_alternative, perm_pvalue
+from resstream_assert.stats.effects import as_1d, check_alternative, perm_pvalue
+from resstream_assert.errors import DegenerateDataError
 
 
 def empirical_pvalue(observed: float, null_samples: ArrayLike, *, alternative: str = "greater") -> float:

@@ -12,12 +12,8 @@ import numpy as np
 import scipy.stats as st
 from numpy.typing import ArrayLike, NDArray
 
-from resstream_assert.effects import (DegenerateDataError, Rng, as_1d, as_rng, bootstrap_ci, centered_ranks,
-                                      check_alternative, check_not_constant, chunks, clopper_pearson,
-                                      count_extreme, covariate_basis, drop_nan_pairs, freedman_lane_null,
-                                      paired_diff, partial_spearman_rows, pearson_rows, percentile_ci,
-                                      perm_pvalue, permutation_null, rank_biserial, rank_biserial_rows,
-                                      signed_rank_rows, spearman_rows)
+from resstream_assert.stats.effects import Rng, as_1d, as_rng, bootstrap_ci, centered_ranks, check_alternative, check_not_constant, chunks, clopper_pearson, count_extreme, covariate_basis, drop_nan_pairs, freedman_lane_null, paired_diff, partial_spearman_rows, pearson_rows, percentile_ci, perm_pvalue, permutation_null, rank_biserial, rank_biserial_rows, signed_rank_rows, spearman_rows
+from resstream_assert.errors import DegenerateDataError
 from resstream_assert.results import TestResult
 
 

@@ -300,19 +300,23 @@ def to_rgb(im):
 
 
 def _read(path: Path, size: int, root: Path) -> np.ndarray:
+    return _decode(path, path.relative_to(root).as_posix(), str(root), size)
+
+
+def _decode(source, rel: str, where: str, size: int) -> np.ndarray:
+    """One image (a path or a file object) as uint8 (size, size, 3): shorter side to ``size``, centre crop."""
     from PIL import Image
 
-    rel = path.relative_to(root).as_posix()
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im = to_rgb(im)
     except Exception as exc:
-        raise ProbeError(f"Probe image {rel} in {root} cannot be read ({type(exc).__name__}: {exc}). Remove or "
+        raise ProbeError(f"Probe image {rel} in {where} cannot be read ({type(exc).__name__}: {exc}). Remove or "
                          "replace the file, or point the probe at another folder.") from exc
     w, h = im.size
     need = int(np.ceil(MIN_SIDE_FRACTION * size))
     if min(w, h) < need:
-        raise ProbeError(f"Probe image {rel} in {root} is {w}x{h} px: too small for a {size} px input (images "
+        raise ProbeError(f"Probe image {rel} in {where} is {w}x{h} px: too small for a {size} px input (images "
                          f"need at least {need} px on their shorter side, a quarter of the input size; upscaling "
                          f"{size / min(w, h):.0f}x would show the model interpolation blur). Remove it, use larger "
                          "images, or test at a smaller --resstream-input-size.")
@@ -322,6 +326,50 @@ def _read(path: Path, size: int, root: Path) -> np.ndarray:
     im = im.resize((nw, nh), Image.BILINEAR)
     left, top = (nw - size) // 2, (nh - size) // 2
     return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
+def _sample(items: list, n: int | None, seed: int) -> list:
+    """A seeded, order-preserving subsample of ``n`` items (all of them when ``n`` is None or larger)."""
+    if n is not None:
+        if n < 1:
+            raise ProbeError(f"The probe needs n >= 1 images, got {n}.")
+        if n < len(items):
+            keep = np.sort(np.random.default_rng(seed).permutation(len(items))[:n])
+            return [items[i] for i in keep]
+    return items
+
+
+#: Probe sets shipped inside the package, by name (``--resstream-probe NAME``): a zip of class folders.
+SHIPPED = {"cifar10": "cifar10-test-1000.zip"}
+SHIPPED_DIR = Path(__file__).resolve().parent / "probes"
+
+
+def shipped_probe(name: str, n: int | None = None, size: int = 32, seed: int = 0) -> ProbeSet:
+    """A probe set shipped with the package: ``cifar10`` is 1,000 CIFAR-10 test photographs (100 per
+    class, the JPEG files as stored), labelled with the CIFAR-10 classes in their usual order.
+
+    Read exactly as a folder of the same files would be (``folder_probe``): shorter side to
+    ``size``, centre crop, the same seeded subsample.
+
+    Example:
+        >>> p = shipped_probe("cifar10", n=20, size=32)
+        >>> len(p), p.class_names[:3]
+        (20, ('airplane', 'automobile', 'bird'))
+    """
+    import io
+    import zipfile
+
+    if name not in SHIPPED:
+        raise ProbeError(f"No shipped probe set named {name!r}; shipped: {', '.join(SHIPPED)} (or 'embedded', "
+                         "or a folder of images).")
+    path = SHIPPED_DIR / SHIPPED[name]
+    with zipfile.ZipFile(path) as zf:
+        members = sorted(m for m in zf.namelist() if Path(m).suffix.lower() in IMAGE_SUFFIXES)
+        classes = sorted({Path(m).parts[-2] for m in members})
+        files = _sample([(m, classes.index(Path(m).parts[-2])) for m in members], n, seed)
+        images = np.stack([_decode(io.BytesIO(zf.read(m)), m, path.name, size) for m, _ in files])
+    return ProbeSet.build(images.transpose(0, 3, 1, 2), np.array([lab for _, lab in files], np.int64),
+                          [m for m, _ in files], tuple(classes))
 
 
 def folder_probe(path, n: int | None = None, size: int = 224, seed: int = 0) -> ProbeSet:
@@ -347,12 +395,7 @@ def folder_probe(path, n: int | None = None, size: int = 224, seed: int = 0) -> 
     if not files:
         raise ProbeError(f"Probe folder {root} contains no images (looked for {', '.join(IMAGE_SUFFIXES)}, "
                          "directly or one class subfolder down). Add images or point at another folder.")
-    if n is not None:
-        if n < 1:
-            raise ProbeError(f"The probe needs n >= 1 images, got {n}.")
-        if n < len(files):
-            keep = np.sort(np.random.default_rng(seed).permutation(len(files))[:n])
-            files = [files[i] for i in keep]
+    files = _sample(files, n, seed)
     images = np.stack([_read(f, size, root) for f, _ in files]).transpose(0, 3, 1, 2)
     labels = np.array([lab for _, lab in files], np.int64)
     names = [f.relative_to(root).as_posix() for f, _ in files]
@@ -360,11 +403,12 @@ def folder_probe(path, n: int | None = None, size: int = 224, seed: int = 0) -> 
 
 
 def load_probe(source: str | None, n: int, size: int, seed: int = 0) -> ProbeSet:
-    """``None`` or ``"embedded"`` gives the embedded probe; anything else is a folder path.
+    """``None`` or ``"embedded"`` gives the embedded probe, a name in :data:`SHIPPED` that shipped
+    set; anything else is a folder path.
 
     Example:
-        >>> len(load_probe(None, n=16, size=32))
-        16
+        >>> len(load_probe(None, n=16, size=32)), len(load_probe("cifar10", n=16, size=32))
+        (16, 16)
     """
     if source is None or str(source) == "embedded":
         if n * 3 * size * size > IN_MEMORY_LIMIT:  # e.g. 10,000 images at 224 px: streamed from disk
@@ -372,4 +416,6 @@ def load_probe(source: str | None, n: int, size: int, seed: int = 0) -> ProbeSet
 
             return embedded_probe(n=n, size=size, seed=seed, disk=default_cache_dir() / "probes")
         return embedded_probe(n=n, size=size, seed=seed)
+    if str(source) in SHIPPED:
+        return shipped_probe(str(source), n=n, size=size, seed=seed)
     return folder_probe(source, n=n, size=size, seed=seed)

@@ -23,14 +23,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import pytest
 
-from resstream_assert.report.baseline import (BaselineDiff, baseline_from_report, compare, compare_result,
-                                              find_baseline_result, quantities, unknown_quantities)
+from resstream_assert.errors import CompareFailError
+from resstream_assert.gate.baseline import (BaselineDiff, baseline_from_report, compare, compare_result,
+                                            find_baseline_result, pair_models, quantities, unknown_quantities)
+from resstream_assert.gate.compat import incompatibilities, refusal
+from resstream_assert.gate.rules import gate_rules, parse_rules
+from resstream_assert.keys import model_label, pair_of
+from resstream_assert.paths import same_file
 from resstream_assert.report.collect import RESULT_PROPERTY, ReportCollector, read_report, write_report
-from resstream_assert.report.rules import gate_rules, parse_rules
 
 __all__ = ["ReportOptions", "ReportPlugin", "BASELINE_DECIDED"]
 
@@ -49,22 +53,40 @@ class ReportOptions:
     baseline: str | None = None
     compare_fail: tuple[str, ...] = ()
     update_baseline: bool = False
+    allow_probe_size: bool = False
+
+    def outputs(self) -> list[tuple[str, str]]:
+        """(flag, path) of every report file the run writes."""
+        return [(f, p) for f, p in (("report-json", self.json), ("report-md", self.md), ("report-html", self.html))
+                if p]
+
+
+#: One model of the run on one backend: (label, backend label, its ``model_info`` entry).
+ModelInfo = tuple[str, str, Mapping[str, Any]]
 
 
 class ReportPlugin:
     """Collects results (controller), gates on the baseline (every process), writes reports.
 
     ``run_config`` returns the run's ``RunConfig`` (resolved lazily: it may create pytest's
-    cache folder, which an unrelated project's run must not pay for).
+    cache folder, which an unrelated project's run must not pay for). ``models`` returns the run's
+    models as loaded at start-up (:data:`ModelInfo`; none in a run without models); ``runs_suite``
+    says the run is the built-in claims suite, which must decide something even when it recorded nothing.
     """
 
-    def __init__(self, config: pytest.Config, options: ReportOptions, run_config: Callable[[], Any]) -> None:
+    def __init__(self, config: pytest.Config, options: ReportOptions, run_config: Callable[[], Any],
+                 models: Callable[[], Sequence[ModelInfo]] = lambda: (), runs_suite: bool = False) -> None:
         self.config = config
         self.options = options
         self._run_config = run_config
+        self._models = models
+        self.runs_suite = runs_suite
         self.is_worker = hasattr(config, "workerinput")
         # Parsed first: a malformed tolerance is named as such even when the baseline is missing too.
-        self.rules = gate_rules(options.compare_fail) if options.baseline else parse_rules(options.compare_fail)
+        try:
+            self.rules = gate_rules(options.compare_fail) if options.baseline else parse_rules(options.compare_fail)
+        except CompareFailError as exc:
+            raise pytest.UsageError(str(exc)) from None
         self.root = Path(config.invocation_params.dir)
         self.baseline: dict[str, Any] | None = None
         if options.update_baseline and not options.baseline:
@@ -73,6 +95,12 @@ class ReportPlugin:
             raise pytest.UsageError(f"--resstream-compare-fail {' '.join(options.compare_fail)}: a tolerance needs a "
                                     "baseline to compare with; add --resstream-baseline PATH (create it once with "
                                     "--resstream-update-baseline)")
+        for flag, value in options.outputs() if options.baseline else ():
+            if same_file(self._path(value), self._path(options.baseline)):
+                raise pytest.UsageError(
+                    f"--resstream-{flag} {value}: is the baseline file (--resstream-baseline {options.baseline}; "
+                    "symlinks followed). Writing the report there would overwrite the baseline, and the next run "
+                    "would be compared with this one instead. Give the report another path.")
         if options.baseline and not options.update_baseline:
             self.baseline = self._read_baseline(options.baseline)
             unknown = unknown_quantities(self.rules, self.baseline)
@@ -86,6 +114,8 @@ class ReportPlugin:
         self.diff: BaselineDiff | None = None
         self.written: list[str] = []
         self.messages: list[str] = []
+        self.notes: list[str] = []  # stated above the baseline comparison (e.g. a probe size allowed)
+        self.failures: list[str] = []  # nodeids of tests that failed or errored (controller)
         self._started = time.time()
 
     def _read_baseline(self, name: str) -> dict[str, Any]:
@@ -118,7 +148,9 @@ class ReportPlugin:
         base = find_baseline_result(d, self.baseline, run_models=models)
         diff = compare_result(d, self.baseline, self.rules, run_models=models, baseline_path=path)
         text = diff.table() if diff.failed or diff.notable() else ""
-        return BaselineCheck(path, None if base is None else str(base.get("verdict")), diff.failed, text)
+        unstable = any(e.status == "unstable" and e.block == "" for e in diff.entries)
+        return BaselineCheck(path, None if base is None else str(base.get("verdict")), diff.failed, text,
+                             unstable=unstable)
 
     def _path(self, p: str) -> Path:
         # Relative paths are relative to where pytest was invoked, as for --junitxml.
@@ -166,10 +198,28 @@ class ReportPlugin:
     # --- controller: collect, compare, write, summarize -------------------------------------
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
+        """Refuse a baseline of another model or other settings before any test (after the models loaded)."""
         self._started = time.time()
+        if self.is_worker or self.baseline is None:
+            return
+        models = list(self._models())
+        current = {"config": self._config_dict(), "model_info": {model_label(m, b): i for m, b, i in models}}
+        pairs = pair_models(self.baseline, [(m, b) for m, b, _ in models])
+        problems, self.notes = incompatibilities(self.baseline, current, pairs,
+                                                 allow_probe_size=self.options.allow_probe_size)
+        if problems:
+            raise pytest.UsageError(refusal(problems, self.options.baseline or ""))
+
+    def _config_dict(self) -> dict[str, Any]:
+        try:
+            return self._run_config().to_dict()
+        except Exception as exc:  # a broken model option is reported elsewhere
+            return {"error": str(exc)}
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if not self.is_worker and report.failed:
+            self.failures.append(report.nodeid)
         if self.is_worker or not report.user_properties:
             return
         if self.collector is None:
@@ -184,16 +234,12 @@ class ReportPlugin:
             if k == RESULT_PROPERTY and isinstance(v, dict) else (k, v) for k, v in report.user_properties]
 
     def _new_collector(self) -> ReportCollector:
-        try:
-            cfg = self._run_config()
-            cfg_dict, seed = cfg.to_dict(), cfg.seed
-        except Exception as exc:  # keep collecting even if the model options are unusable
-            cfg_dict, seed = {"error": str(exc)}, None
-        return ReportCollector(config=cfg_dict, seed=seed, started=self._started)
+        cfg_dict = self._config_dict()  # keep collecting even if the model options are unusable
+        return ReportCollector(config=cfg_dict, seed=cfg_dict.get("seed"), started=self._started)
 
     def _wanted(self) -> bool:
         o = self.options
-        return self.collector is not None or any((o.json, o.md, o.html, o.figures, o.baseline))
+        return self.collector is not None or self.runs_suite or any((o.json, o.md, o.html, o.figures, o.baseline))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -201,23 +247,69 @@ class ReportPlugin:
             return
         collector = self.collector or self._new_collector()
         report = collector.to_json()
+        models = list(self._models())
+        if models:
+            report["model_info"] = {model_label(m, b): dict(i) for m, b, i in models}
         o = self.options
         if self.baseline is not None:
-            self.diff = compare(self.baseline, report, self.rules, baseline_path=o.baseline or "")
+            self.diff = compare(self.baseline, report, self.rules, baseline_path=o.baseline or "", notes=self.notes)
             report["baseline"] = self.diff.to_dict()
-            if self.diff.failed and session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
-                self.messages.append("resstream: the baseline comparison failed although every test passed "
-                                     "(see the table above); exit status set to 1")
+            if self.diff.failed:
+                self._fail(session, "resstream: the baseline comparison failed although every test passed (see the "
+                                    "table above); exit status set to 1")
         self.report = report
+        undecided = self._check_decided(session, report)
         if o.update_baseline and o.baseline:
-            if report["results"]:
-                write_report(baseline_from_report(report), self._path(o.baseline))
-                self.messages.append(f"resstream: baseline written to {o.baseline} "
-                                     f"({len(report['results'])} claim results)")
-            else:
-                self.messages.append(f"resstream: no claim results recorded; baseline {o.baseline} not written")
+            self._update_baseline(session, report, models, undecided)
         self._write_files(report)
+
+    def _fail(self, session: pytest.Session, message: str = "") -> None:
+        """Fail a run whose tests all passed, saying why (a run that failed already keeps its status)."""
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            if message:
+                self.messages.append(message)
+
+    def _check_decided(self, session: pytest.Session, report: Mapping[str, Any]) -> list[str]:
+        """:func:`resstream_assert.gate.undecided`: a run that decided nothing fails (survey mode: a loud line)."""
+        if not (report["results"] or self.runs_suite):
+            return []
+        from resstream_assert.gate import undecided
+
+        lines = undecided(report["results"])
+        if not lines:
+            return []
+        survey = bool(report.get("config", {}).get("survey"))
+        head = ("resstream: NOTHING WAS DECIDED" + (" (survey mode: the exit status is left as it is)" if survey else
+                "; a run that decides nothing checked nothing, so it fails"))
+        text = "\n".join([head] + [f"  {line}" for line in lines] + [
+            "  More probe images (--resstream-images), other claims (--resstream-claims) or a trained model can "
+            "decide them; inconclusive claims say what they lack."])
+        self.messages.append(text)
+        if not survey:
+            self._fail(session)
+        return lines
+
+    def _update_baseline(self, session: pytest.Session, report: Mapping[str, Any], models: Sequence[ModelInfo],
+                         undecided: Sequence[str]) -> None:
+        """Write the baseline only when it is complete: every test ran, every model has results, something decided."""
+        o = self.options
+        ran = {pair_of(r) for r in report["results"]}
+        why = []
+        if self.failures:
+            why.append(f"{len(self.failures)} test(s) failed or errored (first: {self.failures[0]})")
+        why += [f"model {model_label(m, b)} has no claim result" for m, b, _ in models if (m, b) not in ran]
+        if undecided:
+            why.append("nothing was decided (see above)")
+        if not report["results"]:
+            why.append("no claim results were recorded")
+        if why:
+            self.messages.append(f"resstream: baseline {o.baseline} NOT written: {'; '.join(dict.fromkeys(why))}. A "
+                                 "baseline must hold every model's results: fix the run and write it again.")
+            self._fail(session)
+            return
+        write_report(baseline_from_report(report), self._path(o.baseline))
+        self.messages.append(f"resstream: baseline written to {o.baseline} ({len(report['results'])} claim results)")
 
     def _write_files(self, report: dict[str, Any]) -> None:
         o = self.options

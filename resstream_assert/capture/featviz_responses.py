@@ -3,7 +3,9 @@
 For each analysed block (all but the first, which the papers never analyse) and each sampled
 channel ``c``, one image per seed is optimised for the centre unit of each of the three sites
 the measures read: ``I = skip_out``, ``B = branch_out`` and ``O = resid_sum`` (the P2 "Post",
-pre-activation: a post-ReLU objective that starts at 0 has no gradient, spec W1). The images
+pre-activation). ``skip_out`` of an X.1 block is X.0's rectified output: where it is zero on the
+grey start it has no gradient, so it is optimised through a pass-through ReLU (its
+pre-activation's gradient there, the unit's own elsewhere; ``FeatvizSettings.pass_relu``). The images
 are quantised to 8 bit, as the papers saved their FZs as PNG (W14), and become a probe set of
 their own, captured like any other (all sites, every stimulus variant the claims need).
 
@@ -28,7 +30,7 @@ import numpy as np
 from resstream_assert.capture.cache import ArrayCache, ResponseCache, cache_key
 from resstream_assert.capture.responses import Responses
 from resstream_assert.discovery.residual_map import Block, ResidualMap
-from resstream_assert.interventions.featviz import FeatvizSettings, Target, make_targets, optimize
+from resstream_assert.stimuli.featviz import FeatvizSettings, Target, make_targets, optimize
 from resstream_assert.stimuli.probe import ProbeSet
 
 #: The sites visualised, as the papers' I, B and O (O = the pre-activation sum, P2's "Post").
@@ -70,6 +72,7 @@ class BlockImages:
     jitter: np.ndarray
     seconds: float
     cached: bool
+    steps_run: np.ndarray | None = None  # steps each image ran (early stop); None: settings.steps for all
 
 
 def visualize_block(loaded, block: Block, channels: Sequence[int], seeds: int, settings: FeatvizSettings,
@@ -99,11 +102,12 @@ def visualize_block(loaded, block: Block, channels: Sequence[int], seeds: int, s
     def compute() -> dict:
         r = optimize(loaded.module, targets, settings, mean=loaded.mean, std=loaded.std,
                      input_size=loaded.input_size, progress=progress)
-        return {"images": quantize(r.images), "objective": r.objective, "jitter": r.jitter}
+        return {"images": quantize(r.images), "objective": r.objective, "jitter": r.jitter,
+                "steps_run": r.steps_run}
 
     got = cache.get_or_compute(key, compute)
     return BlockImages(block.index, block.name, targets, got["images"], got["objective"], got["jitter"],
-                       time.perf_counter() - start, cache.hits > before)
+                       time.perf_counter() - start, cache.hits > before, got.get("steps_run"))
 
 
 def quantize(images: np.ndarray) -> np.ndarray:
@@ -160,6 +164,19 @@ class FeatvizStimuli:
                 return start, b
             start += len(b.targets)
         raise KeyError(f"block {block} was not visualised (visualised: {[b.block for b in self.blocks]})")
+
+    def rates(self) -> dict[str, tuple[int, int]]:
+        """Per site label (I, B, O): (successful images, images tried) over every visualised block.
+
+        Example:
+            >>> fz.rates()  # doctest: +SKIP
+            {'I': (15, 16), 'B': (16, 16), 'O': (16, 16)}
+        """
+        out = {}
+        for site in FEATVIZ_SITES:
+            mask = np.array([t.site == site for b in self.blocks for t in b.targets], bool)
+            out[SITE_LABELS[site]] = (int(self.ok[mask].sum()), int(mask.sum()))
+        return out
 
     def summary(self, block: int) -> dict[str, float]:
         """Sampled channels and, per site (I, B, O), successful images and images tried."""

@@ -19,6 +19,8 @@ from resstream_assert.errors import InterventionError
 
 #: X1/X2's default factors: 7 log-spaced from 0.25 to 4, with 1 in the middle.
 DEFAULT_FACTORS: tuple[float, ...] = tuple(float(f) for f in np.round(np.geomspace(0.25, 4.0, 7), 6))
+#: Factors X1-X3 may scale a gain or shortcut by: beyond them float32 activations overflow or vanish.
+FACTOR_RANGE = (1e-3, 1e3)
 VARIANTS = ("held", "scaled")  # X1: gamma scaled with beta held, or gamma and beta scaled together
 ATTRIBUTIONS = ("ig", "conductance")
 
@@ -90,12 +92,21 @@ class InterventionOptions:
         f = tuple(self.factors)
         if len(f) < 3 or not _positive(f) or 1.0 not in [float(x) for x in f] or len(set(map(float, f))) != len(f):
             raise ValueError(f"factors={f}: need at least 3 positive factors including 1, e.g. factors=0.25,0.5,1,2,4")
+        low, high = FACTOR_RANGE
+        for name, values in (("factors", f), ("x3_factors", tuple(self.x3_factors))):
+            out = [v for v in values if _positive([v]) and not low <= float(v) <= high]
+            if out:
+                raise ValueError(f"{name}={values}: {out[0]:g} is outside {low:g} to {high:g}; a gain or shortcut "
+                                 "scaled that far overflows float32 activations or zeroes them, which reads as a "
+                                 "verdict change that is not the model's")
         x3 = tuple(self.x3_factors)
         if not x3 or not _positive(x3) or any(float(x) == 1.0 for x in x3):
             raise ValueError(f"x3_factors={x3}: need positive factors other than 1, e.g. x3_factors=0.5,2")
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
             raise ValueError(f"variants={tuple(self.variants)}: use held and/or scaled, e.g. variants=held,scaled")
+        if len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants={tuple(self.variants)}: each variant once, e.g. variants=held,scaled")
         if self.attribution not in ATTRIBUTIONS:
             raise ValueError(f"attribution={self.attribution!r}: use one of {', '.join(ATTRIBUTIONS)}")
         return self

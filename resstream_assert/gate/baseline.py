@@ -1,11 +1,9 @@
 """Compare a run with a stored baseline report: the release gate.
 
-Rules are pytest-benchmark-style ``--resstream-compare-fail`` expressions::
-
-    verdict              any verdict change (claim level and per block) fails
-    missing              a claim or block present on one side only fails
-    NAME:abs>LIMIT       |now - baseline| > LIMIT fails            e.g. rho:abs>0.1
-    NAME:pct>LIMIT       |now - baseline| / |baseline| > LIMIT %   e.g. frac_skip:pct>20
+Rules are pytest-benchmark-style ``--resstream-compare-fail`` expressions (their grammar is
+:mod:`.rules`): ``verdict`` (a verdict change beyond noise fails; one within the two intervals'
+overlap is ``unstable``), ``missing``, ``NAME:abs>LIMIT``, ``NAME:pct>LIMIT`` and
+``effect:ci>LIMIT`` (a move in units of the intervals' half-widths).
 
 ``NAME`` is a claim's numeric top-level field (``effect``, ``p_adjusted``, ``statistic``, ``n``,
 ...) or a key of its ``values``; it is checked at claim level and in every block row that has
@@ -24,14 +22,14 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 
+from resstream_assert.errors import BaselineDriftError
 from resstream_assert.formatting import fnum, to_float
-from resstream_assert.report._common import claim_sort_key, model_label, result_key
-from resstream_assert.report.rules import (  # noqa: F401 - re-exported (the rules used to live here)
-    FIELDS, GRAMMAR, CompareFailError, Rule, parse_rule, parse_rules)
+from resstream_assert.keys import claim_sort_key, model_label, result_key
+from resstream_assert.gate.rules import FIELDS, GRAMMAR, Rule, parse_rule, parse_rules
 
-__all__ = ["Rule", "parse_rule", "parse_rules", "DiffEntry", "BaselineDiff", "BaselineDriftError",
-           "CompareFailError", "compare", "compare_result", "check", "baseline_from_report", "GRAMMAR",
-           "quantities", "unknown_quantities", "find_baseline_result"]
+__all__ = ["Rule", "parse_rule", "parse_rules", "DiffEntry", "BaselineDiff",
+           "compare", "compare_result", "check", "baseline_from_report", "GRAMMAR",
+           "quantities", "unknown_quantities", "find_baseline_result", "pair_models", "within_noise"]
 
 _MISSING = object()
 
@@ -39,7 +37,8 @@ _MISSING = object()
 @dataclass(frozen=True)
 class DiffEntry:
     """One compared quantity. ``block`` is ``""`` at claim level. ``status`` is ``ok``, ``FAIL``,
-    ``warn`` (beyond tolerance in a report-only claim), ``missing`` (in the baseline only) or
+    ``warn`` (beyond tolerance in a report-only claim), ``unstable`` (a verdict that changed within
+    the noise of the two intervals: shown, not failing), ``missing`` (in the baseline only) or
     ``new`` (in this run only); the last two become ``FAIL`` under the ``missing`` rule."""
 
     model: str
@@ -114,8 +113,9 @@ class BaselineDiff:
         """A fixed-width table of the non-ok entries (every entry with ``all=True``).
 
         Example:
-            >>> print(compare({"results": []}, {"results": []}, ["verdict"]).table())
-            no differences beyond tolerance (0 quantities compared; rules: verdict)
+            >>> r = {"results": [{"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds"}]}
+            >>> print(compare(r, r, ["verdict"]).table())
+            no differences beyond tolerance (1 quantities compared; rules: verdict)
         """
         rows = [e.row() for e in (self.entries if all else self.notable())]
         rules = ", ".join(str(r) for r in self.rules)
@@ -126,7 +126,8 @@ class BaselineDiff:
         out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
         out.insert(1, "-" * max(len(s) for s in out))
         c = self.counts()
-        out.append(f"{c.get('FAIL', 0)} FAIL, {c.get('warn', 0)} warn, {c.get('missing', 0)} missing, "
+        out.append(f"{c.get('FAIL', 0)} FAIL, {c.get('unstable', 0)} unstable, {c.get('warn', 0)} warn, "
+                   f"{c.get('missing', 0)} missing, "
                    f"{c.get('new', 0)} new, {c.get('ok', 0)} ok; rules: {rules}")
         return "\n".join(list(self.notes) + out)
 
@@ -144,15 +145,6 @@ class BaselineDiff:
 
     def __bool__(self) -> bool:
         raise TypeError("BaselineDiff has no truth value: use `diff.failed`")
-
-
-class BaselineDriftError(AssertionError):
-    """A claim result drifted from the baseline beyond tolerance; the message is the diff."""
-
-    def __init__(self, diff: BaselineDiff) -> None:
-        self.diff = diff
-        where = f" {diff.baseline_path}" if diff.baseline_path else ""
-        super().__init__(f"residual-stream statistics drifted from the baseline{where}\n{diff.table()}")
 
 
 # --- comparison ------------------------------------------------------------------------------
@@ -173,8 +165,13 @@ def _compare_level(key: tuple[str, str, str], block: str, base: Mapping[str, Any
             continue
         if rule.mode == "verdict":
             b, n = base.get("verdict"), now.get("verdict")
+            noise = b != n and within_noise(base, now)
+            status = "ok" if b == n else ("unstable" if noise else fail_word)
             out.append(DiffEntry(model, backend, claim, block, "verdict", b, n, "changed" if b != n else "",
-                                 "any change", fail_word if b != n else "ok"))
+                                 "beyond noise", status, "the two intervals overlap" if noise else ""))
+            continue
+        if rule.mode == "ci":
+            out.append(_ci_entry(key, block, base, now, rule, fail_word))
             continue
         b, n = _quantity(base, rule.quantity), _quantity(now, rule.quantity)
         if b is _MISSING and n is _MISSING:
@@ -201,6 +198,48 @@ def _compare_level(key: tuple[str, str, str], block: str, base: Mapping[str, Any
         out.append(DiffEntry(model, backend, claim, block, rule.quantity, b, n, change, tol,
                              fail_word if size > rule.limit else "ok"))
     return out
+
+
+def _interval(d: Mapping[str, Any]) -> tuple[float, float]:
+    return to_float(d.get("ci_low")), to_float(d.get("ci_high"))
+
+
+def within_noise(base: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+    """Whether a verdict change between two results (claim level or one block row) is within noise:
+    not holds <-> fails (intervals on opposite sides of the boundary), and the two effects' 95%
+    intervals are not disjoint (a side without an interval, an untestable block, shows no change).
+
+    Example:
+        >>> within_noise({"verdict": "holds", "ci_low": 0.06, "ci_high": 0.2},
+        ...              {"verdict": "inconclusive", "ci_low": 0.03, "ci_high": 0.15})
+        True
+        >>> within_noise({"verdict": "holds", "ci_low": 0.3, "ci_high": 0.5},
+        ...              {"verdict": "inconclusive", "ci_low": 0.01, "ci_high": 0.2})
+        False
+    """
+    if {str(base.get("verdict")), str(now.get("verdict"))} == {"holds", "fails"}:
+        return False
+    (bl, bh), (nl, nh) = _interval(base), _interval(now)
+    if not all(math.isfinite(v) for v in (bl, bh, nl, nh)):
+        return True
+    return bl <= nh and nl <= bh
+
+
+def _ci_entry(key: tuple[str, str, str], block: str, base: Mapping[str, Any], now: Mapping[str, Any],
+              rule: Rule, fail_word: str) -> DiffEntry:
+    """``effect:ci>K``: the effect moved by more than K combined half-widths of the two intervals."""
+    model, backend, claim = key
+    b, n = to_float(base.get("effect")), to_float(now.get("effect"))
+    (bl, bh), (nl, nh) = _interval(base), _interval(now)
+    half = math.hypot((bh - bl) / 2, (nh - nl) / 2)
+    tol = f"ci>{rule.limit:g}"
+    if not all(math.isfinite(v) for v in (b, n, half)) or half == 0:
+        defined = math.isfinite(b) == math.isfinite(n)
+        return DiffEntry(model, backend, claim, block, "effect", base.get("effect"), now.get("effect"), "", tol,
+                         "ok" if defined else fail_word, "" if defined else "defined on one side only")
+    size = abs(n - b) / half
+    return DiffEntry(model, backend, claim, block, "effect", b, n, f"{size:.2f} half-widths", tol,
+                     fail_word if size > rule.limit else "ok")
 
 
 def _compare_claim(key: tuple[str, str, str], base: Mapping[str, Any], now: Mapping[str, Any],
@@ -247,8 +286,11 @@ def _index(results: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], M
 
 
 def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], rules: Iterable[str | Rule] = ("verdict",),
-            *, baseline_path: str = "") -> BaselineDiff:
+            *, baseline_path: str = "", notes: Sequence[str] = ()) -> BaselineDiff:
     """Compare two reports (their JSON dicts) under ``rules``; claims on one side only are reported.
+
+    A comparison that matched no (model, backend, claim) of the run with the baseline compared nothing:
+    it fails (a gate that checked nothing must not pass). ``notes`` are stated above the table.
 
     Example:
         >>> base = {"results": [{"model": "m", "backend": "torch", "claim": "C3", "verdict": "holds",
@@ -260,7 +302,7 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], rules: Iter
     """
     rules_t = parse_rules(rules)
     base_idx, now_idx = _index(baseline.get("results", [])), _index(current.get("results", []))
-    mapping, notes = _pairing(base_idx, [(m, b) for m, b, _ in now_idx])
+    mapping, pair_notes = _pairing(base_idx, [(m, b) for m, b, _ in now_idx])
     strict_missing = any(r.mode == "missing" for r in rules_t)
     entries: list[DiffEntry] = []
     matched: set[tuple[str, str, str]] = set()
@@ -281,7 +323,22 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], rules: Iter
             rule = next(r for r in rules_t if r.quantity == name)
             entries.append(DiffEntry("*", "*", "*", "", name, _ABSENT, _ABSENT, "", f"{rule.mode}>{rule.limit:g}",
                                      "FAIL", "no claim or block has this quantity: check the name"))
-    return BaselineDiff(tuple(entries), rules_t, tuple(notes), baseline_path)
+    if not matched:
+        what = "this run recorded no claim result" if not now_idx else "no claim result of this run is in the baseline"
+        entries.append(DiffEntry("*", "*", "*", "", "claims", len(base_idx), len(now_idx), "", "something compared",
+                                 "FAIL", f"nothing was compared: {what}"))
+    return BaselineDiff(tuple(entries), rules_t, tuple(notes) + tuple(pair_notes), baseline_path)
+
+
+def pair_models(baseline: Mapping[str, Any], now_pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Each current (model, backend label) -> the baseline model it is compared with (as :func:`compare` pairs).
+
+    Example:
+        >>> base = {"results": [{"model": "r18@v1.pth", "backend": "torch", "claim": "C1"}]}
+        >>> pair_models(base, [("r18@v2.pth", "torch")])
+        {('r18@v2.pth', 'torch'): 'r18@v1.pth'}
+    """
+    return _pairing(_index(baseline.get("results", [])), now_pairs)[0]
 
 
 def quantities(report: Mapping[str, Any]) -> set[str]:

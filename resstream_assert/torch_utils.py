@@ -1,7 +1,12 @@
-"""Plain forward hooks on named modules: the reference path for tests and user site maps.
+"""Two small torch helpers shared by the rooms that run a model.
 
-Kept deliberately simple (one image batch in, whole module outputs out) so that it can
-serve as an independent check of the FX capture, and to show why hooks must clone.
+``module_outputs``: plain forward hooks on named modules, the reference path that checks the
+FX capture in the tests, and the un-cloned hook that reproduces lucent's aliasing bug in
+feature visualization. Kept deliberately simple (one image batch in, whole module outputs
+out), to show why hooks must clone.
+
+``tf32``: TF32 switched on or off on CUDA for a block of work, the user's settings restored
+afterwards (a no-op on CPU).
 """
 
 from __future__ import annotations
@@ -52,3 +57,35 @@ def module_outputs(model: nn.Module, names: list[str], *, clone: bool = True) ->
     missing = [n for n in names if n not in out]
     if missing:
         raise CaptureError(f"module(s) {missing} never ran during the forward pass")
+
+
+@contextmanager
+def tf32(device: torch.device, allow: bool) -> Iterator[None]:
+    """TF32 on CUDA as asked inside the block; the user's settings are restored afterwards.
+
+    Capture runs with TF32 off: it moves responses by ~1e-3 relative (measured on an H200),
+    enough to reorder exemplars.
+
+    Example:
+        >>> with tf32(torch.device("cpu"), allow=False):  # nothing to switch on a CPU
+        ...     pass
+    """
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = bool(allow)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def no_tf32(device: torch.device):
+    """TF32 off on CUDA inside the block (see :func:`tf32`).
+
+    Example:
+        >>> with no_tf32(torch.device("cpu")):
+        ...     pass
+    """
+    return tf32(device, allow=False)

@@ -29,6 +29,8 @@ PAPER_JITTER: tuple[tuple[str, int], ...] = (("layer1", 0), ("layer2.0", 0), ("l
                                              ("layer3.1", 16), ("layer4", 16))
 #: The same table by a block's relative depth (eighths of the network), for models named otherwise.
 STAGE_JITTER: tuple[int, ...] = (0, 0, 0, 4, 4, 16, 16, 16)
+#: The papers' image side: their jitter table is in pixels of 224 px images.
+PAPERS_SIZE = 224
 FFT_SD, FFT_MAGIC = 0.01, 4.0  # lucent's initial spectrum sd and output divisor
 
 

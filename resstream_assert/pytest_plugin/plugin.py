@@ -15,6 +15,10 @@ import pytest
 
 from resstream_assert.config import OPTION, OPTIONS, ConfigError, RunConfig, build_run_config
 
+# Failures inside our assertion helpers get pytest's rich assertion rewriting (registered here,
+# before any test module imports them, so that `import resstream_assert` never imports pytest).
+pytest.register_assert_rewrite("resstream_assert.assertions")
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("resstream", "residual-stream claims (resstream_assert)")
@@ -84,27 +88,37 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """pytest-xdist: under ``-n N`` (``--dist load``) keep each model's tests on one worker, so a model is
-    loaded, captured and lesioned once, not once per worker (:mod:`resstream_assert.scheduling`)."""
+    loaded, captured and lesioned once, not once per worker (:mod:`resstream_assert.pytest_plugin.scheduling`)."""
     if config.getvalue("dist") != "load" or not _uses_models(config):
         return None
-    from resstream_assert.scheduling import ModelScheduling
+    from resstream_assert.pytest_plugin.scheduling import ModelScheduling
 
     return ModelScheduling(config, log, [str(r) for r in _refs(config)])
 
 
 def _register_reports(config: pytest.Config) -> None:
     """Wire the report hooks (collect, baseline gate, terminal summary, files): resstream_assert.report."""
-    from resstream_assert.report.pytest_plugin import ReportOptions, ReportPlugin  # stdlib + pytest only
+    from resstream_assert.pytest_plugin.reporting import ReportOptions, ReportPlugin  # stdlib + pytest only
 
     options = ReportOptions(
         json=_get(config, "report-json"), md=_get(config, "report-md"), html=_get(config, "report-html"),
         figures=_get(config, "report-figures"), baseline=_get(config, "baseline"),
-        compare_fail=tuple(_get(config, "compare-fail") or ()), update_baseline=bool(_get(config, "update-baseline")))
+        compare_fail=tuple(_get(config, "compare-fail") or ()), update_baseline=bool(_get(config, "update-baseline")),
+        allow_probe_size=bool(_get(config, "allow-probe-size")))
     if options.update_baseline and options.baseline:  # the file this run will write: checked now, not at the end
         why = OPTION["report-json"].check(str(Path(config.invocation_params.dir) / options.baseline))
         if why:
             raise pytest.UsageError(f"--resstream-baseline {options.baseline} (to be written): {why}")
-    config.pluginmanager.register(ReportPlugin(config, options, lambda: run_config(config)), "resstream-report")
+    config.pluginmanager.register(ReportPlugin(config, options, lambda: run_config(config),
+                                               models=lambda: config.stash.get(_MODEL_INFO, []),
+                                               runs_suite=_runs_suite(config)), "resstream-report")
+
+
+def _runs_suite(config: pytest.Config) -> bool:
+    """A run of the built-in claims suite (``--pyargs resstream_assert.suite``, ``resstream run`` or its path)."""
+    suite = str(Path(__file__).parent / "suite")
+    return any("resstream_assert.suite" in str(a) or str(Path(str(a).split("::")[0]).resolve()).startswith(suite)
+               for a in config.args)
 
 
 def _refs(config: pytest.Config):
@@ -143,6 +157,7 @@ def _pipeline(config: pytest.Config):
 
 _PIPELINE = pytest.StashKey[object]()
 _NOTES = pytest.StashKey[list]()
+_MODEL_INFO = pytest.StashKey[list]()  # (label, backend label, model_info entry) of every model, from start-up
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -157,20 +172,26 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     from resstream_assert.errors import ResstreamError, ResstreamWarning
 
+    from resstream_assert.loading import ModelSpec
+    from resstream_assert.keys import backend_label
+    from resstream_assert.gate.compat import describe_model
+
     refs, pipe = _refs(config), _pipeline(config)
+    info = config.stash[_MODEL_INFO] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResstreamWarning)
         for ref in refs:
             try:
                 loaded = pipe.model(ref.spec, ref.backend)
-                pipe.map(ref.spec, ref.backend)  # a network without residual blocks is refused now too
+                rmap = pipe.map(ref.spec, ref.backend)  # a network without residual blocks is refused now too
             except ResstreamError as exc:
                 raise pytest.UsageError(f"--resstream-model {ref.spec}: {exc}") from None
-            if run_config(config).probe:
-                try:
-                    pipe.probe(loaded.input_size)
-                except ResstreamError as exc:
-                    raise pytest.UsageError(f"--resstream-probe {run_config(config).probe}: {exc}") from None
+            try:  # read now: a bad image is refused before any test, and reports name the probe set
+                probe = pipe.model_probe(ref.spec, ref.backend)
+            except ResstreamError as exc:
+                raise pytest.UsageError(f"--resstream-probe {pipe.probe_source(ref.spec)}: {exc}") from None
+            info.append((ref.label, backend_label({"backend": ref.backend, "stimuli": ref.stimuli}),
+                         describe_model(ModelSpec.parse(ref.spec).architecture, loaded, rmap, probe)))
     config.stash[_NOTES] = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category,
                                                                                            ResstreamWarning)))
     for w in caught:
@@ -203,8 +224,9 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         if loaded is not None:
             source = loaded.meta.get("input_size_source", "")
             weights = f"; weights {loaded.meta['weights']}" if loaded.meta.get("weights") else ""
+            probe = pipe.probe_source(ref.spec) or "embedded"
             lines.append(f"resstream model {ref}: input {loaded.input_size}px{f' ({source})' if source else ''}"
-                         f"{weights}")
+                         f"{weights}; probe {probe}")
     lines += [f"resstream WARNING: {note}" for note in config.stash.get(_NOTES, [])]
     if any(r.backend == "onnx" for r in refs):  # the providers a session really gets (pitfall 6)
         from resstream_assert.loading.ort_session import provider_report
@@ -290,9 +312,9 @@ def resstream_map(resstream_pipeline, resstream_ref):
 
 
 @pytest.fixture(scope="session")
-def resstream_probe(resstream_pipeline, resstream_model):
-    """The probe set at the model's input size."""
-    return resstream_pipeline.probe(resstream_model.input_size)
+def resstream_probe(resstream_pipeline, resstream_ref):
+    """The probe set the model is measured on, at its input size."""
+    return resstream_pipeline.model_probe(resstream_ref.spec, resstream_ref.backend)
 
 
 @pytest.fixture(scope="session")
@@ -312,7 +334,7 @@ def resstream_decide(request, resstream_config):
     """``decide(result) -> Decision``: the gate (:func:`resstream_assert.gate.decide`) for a claim result, with
     this run's survey mode and, when ``--resstream-baseline`` is given, the baseline as the gate."""
     from resstream_assert.gate import decide
-    from resstream_assert.report.pytest_plugin import BASELINE_DECIDED
+    from resstream_assert.pytest_plugin.reporting import BASELINE_DECIDED
 
     plugin = request.config.pluginmanager.get_plugin("resstream-report")
 

@@ -15,13 +15,13 @@ import numpy as np
 import scipy.stats as st
 from numpy.typing import ArrayLike, NDArray
 
-from resstream_assert.errors import ResstreamError
+from resstream_assert.errors import DegenerateDataError
 
 #: A random source: a generator, or an int seed for one.
 Rng = np.random.Generator | int
 
 __all__ = [
-    "DegenerateDataError", "Rng",
+    "Rng",
     "bootstrap_ci",
     "clopper_pearson",
     "wilson_interval",
@@ -37,14 +37,6 @@ _CHUNK_ELEMENTS = 1 << 21
 _ALTERNATIVES = ("less", "greater", "two-sided")
 # Permuted statistics equal to the observed one up to rounding count as "as extreme".
 _TOL = 1e-12
-
-
-class DegenerateDataError(ResstreamError, ValueError):
-    """The data cannot support the test (constant input, empty group, < 2×2 table, ...).
-
-    Raised instead of returning NaN so a claim can report ``not_applicable`` or
-    ``inconclusive`` with the message as its reason.
-    """
 
 
 def as_rng(rng: np.random.Generator | int) -> np.random.Generator:
