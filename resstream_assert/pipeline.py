@@ -216,7 +216,7 @@ class Pipeline:
         Each transform is captured once: names for the same transform (``S`` and ``zoom2.0``)
         share one capture (:func:`~resstream_assert.stimuli.variants.canonical_variant`).
         """
-        from resstream_assert.capture import capture
+        from resstream_assert.capture import capture, storage_groups
         from resstream_assert.stimuli.variants import canonical_variant
 
         variants = tuple(variants)
@@ -225,12 +225,13 @@ class Pipeline:
         for v in variants:
             if key(v) not in self._memo and all(key(m) != key(v) for m in missing):
                 missing.append(v)
-        if missing:
-            run_on = "onnx" if self.engine(spec, backend) == "onnxruntime" else "torch"
+        run_on = "onnx" if missing and self.engine(spec, backend) == "onnxruntime" else "torch"
+        for storage, group in storage_groups(missing, self.config.storage):
             loaded = self.model(spec, run_on)
-            got = capture(loaded, self.map(spec, run_on), self.model_probe(spec, backend), variants=missing,
+            got = capture(loaded, self.map(spec, run_on), self.model_probe(spec, backend), variants=group,
                           batch_size=self.config.batch_size, device=self.config.device, cache=self.cache,
-                          progress=self.config.progress, log=self.log)
+                          progress=self.config.progress, log=self.log, storage=storage,
+                          reducers=("center",))  # the measures read the center unit only
             for v, r in got.items():
                 self._memo[key(v)] = r
         return {v: replace(self._memo[key(v)], variant=v) for v in variants}

@@ -85,6 +85,7 @@ CASES = [
     Case("label-same-file-name", "pytest", ("--resstream-model", W + ":resnet20@{d}/a/w.pth", "--resstream-model", W + ":resnet20@{d}/b/w.pth"), 4, r"two models get the label '.*resnet20@w\.pth'", r"name them apart with --resstream-label"),
     Case("label-with-space", "pytest", ("--resstream-label", "my model"), 4, r"--resstream-label 'my model'", r"without spaces or brackets"),
     Case("engine-unknown", "pytest", ("--resstream-engine", "tensorrt"), 4, r"--resstream-engine tensorrt:", r"must be auto, torch or onnxruntime"),
+    Case("storage-unknown", "pytest", ("--resstream-storage", "bfloat16"), 4, r"--resstream-storage bfloat16:", r"must be auto, float16 or float32"),
     Case("shard-out-of-range", "pytest", ("--resstream-shard", "3/2"), 4, r"--resstream-shard 3/2: must be I/N", r"e\.g\. 2/4"),
     Case("shard-not-a-fraction", "pytest", ("--resstream-shard", "2"), 4, r"--resstream-shard 2: must be I/N", r"e\.g\. 2/4"),
     Case("stability-negative", "pytest", ("--resstream-stability", "-1"), 4, r"--resstream-stability -1: must be", r"0 or a positive whole number"),

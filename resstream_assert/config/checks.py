@@ -81,6 +81,10 @@ def engine(v: Any) -> str:
     return "" if v in (None, "auto", "torch", "onnxruntime") else "must be auto, torch or onnxruntime"
 
 
+def storage(v: Any) -> str:
+    return "" if v in (None, "auto", "float16", "float32") else "must be auto, float16 or float32"
+
+
 def stimuli(v: Any) -> str:
     return "" if v is None or v in STIMULI else f"must be one of {', '.join(STIMULI)}"
 

@@ -47,6 +47,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("engine", "str", "auto", "what runs a torch model's forward passes (captures, lesions): onnxruntime runs "
            "the model's own ONNX export, about 2.7x faster on CPU; auto = onnxruntime on CPU when the export "
            "reproduces the torch graph's blocks, else torch", checks.engine),
+    Option("storage", "str", "auto", "how captured responses are kept in memory and in the cache: auto (the "
+           "untransformed responses, which pick the exemplars and M, in float32; every transformed variant in "
+           "float16: M exact, every verdict of the zoo models unchanged), float16 (all: for very large probes; "
+           "near-tied exemplars may reorder) or float32", checks.storage),
     Option("providers", "str", "", "onnxruntime execution providers, comma-separated (default: CUDA first when "
            "available)", checks.providers),
     Option("probe", "str", None, "probe images: a folder (ImageFolder-like or flat), embedded (synthetic shapes) or "
@@ -86,9 +90,9 @@ OPTIONS: tuple[Option, ...] = (
            "with it. Default: each claim's own (the claims page lists them)", checks.min_effects),
     Option("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))",
            checks.resamples),
-    Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=100, "
-           "blocks=layer2.1,layer3.1, zooms=1,1.25,1.5,2, max_images=512, min_selected=3, "
-           "sequential=10, precision=fp32|bf16"),
+    Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=40, "
+           "blocks=layer2.1,layer3.1, zooms=1,2 (or 1,1.25,1.5,2), max_images=512, min_selected=3, "
+           "sequential=2, precision=fp32|bf16"),
     Option("stability", "int", 0, "re-evaluate each claim that reads responses only (C1-C9) on N random halves of "
            "the probe images with other seeds, and report how often its verdict flips (unstable above 10 percent; "
            "0 = off; else 36 to 1000, enough for 0 flips to show a verdict stable)", checks.stability),

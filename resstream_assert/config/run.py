@@ -31,6 +31,7 @@ class RunConfig:
     safe_globals: tuple[str, ...] = ()  # classes a checkpoint may hold besides tensors (torch.serialization)
     backends: tuple[str, ...] = ()
     engine: str = "auto"  # what runs a torch model's forwards: auto (onnxruntime on CPU), torch, onnxruntime
+    storage: str = "auto"  # captured responses: auto (id float32, transformed variants float16), float16, float32
     providers: tuple[str, ...] = ()
     progress: bool = True
     survey: bool = False  # report verdicts without failing tests (the suite xfails failing claims)
@@ -221,6 +222,7 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         input_size=get("input-size"), cache_dir=cache_dir, trust_pickle=bool(get("trust-pickle")),
         safe_globals=tuple(get("safe-globals") or ()),
         backends=tuple(get("backend") or ()), engine=str(get("engine")), providers=providers,
+        storage=str(get("storage")),
         survey=bool(get("survey")), claim_options=claim_options, claims=claims,
         shard=tuple(int(x) for x in str(get("shard")).split("/")) if get("shard") else None,
         stimuli=str(get("stimuli")), channels=get("channels"),

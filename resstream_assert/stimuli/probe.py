@@ -9,11 +9,17 @@ Two sources behind one type (DESIGN.md decision 5):
   by sorted folder name) or a flat folder (unlabeled).
 
 A ``ProbeSet`` carries a SHA-256 ``digest`` of its pixels and labels, used as a cache key.
+
+A large embedded probe (over :data:`IN_MEMORY_LIMIT` bytes of pixels, e.g. 10,000 images at 224 px
+= 1.5 GB) is rendered once into a raw file under the cache directory and read through a memory map
+whose pages are handed back after each batch: it streams, and never sits whole in the process's memory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -30,10 +36,43 @@ NATURAL_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunoh
                   "hubble_deep_field", "retina", "coins", "moon", "brick", "grass", "gravel")
 
 
+#: Pixels beyond this many bytes are kept on disk (a memory-mapped file) instead of in memory.
+IN_MEMORY_LIMIT = 256 * 2**20
+
+
+def _mapping(arr: np.ndarray) -> "mmap.mmap | None":
+    """The memory map behind ``arr`` (a view of an offset-0 ``np.memmap``), or None for an in-memory array."""
+    base = arr
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return base
+
+
+def release(arr: np.ndarray) -> None:
+    """Hand the pages of a memory-mapped ``arr`` back to the OS (they stay in the file's page cache); a no-op for
+    an in-memory array. Called after each batch, so a streamed probe never becomes resident as a whole."""
+    mm = _mapping(arr)
+    if mm is None or arr.size == 0:
+        return
+    root = arr
+    while not isinstance(getattr(root, "base", None), mmap.mmap):
+        root = root.base
+    start = arr.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    lo = start - start % mmap.PAGESIZE
+    length = start + arr.nbytes - lo
+    try:
+        mm.madvise(mmap.MADV_DONTNEED, lo, min(length, len(mm) - lo))
+    except (AttributeError, OSError, ValueError):  # no madvise on this platform: the pages stay, nothing breaks
+        pass
+
+
 def _digest(images: np.ndarray, labels: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(f"{images.shape}|{images.dtype}|{labels.dtype}".encode())
-    h.update(np.ascontiguousarray(images).tobytes())
+    for i in range(0, len(images), 256):  # chunks: a memory-mapped probe is hashed without becoming resident
+        chunk = images[i:i + 256]
+        h.update(np.ascontiguousarray(chunk).tobytes())
+        release(chunk)
     h.update(np.ascontiguousarray(labels.astype("<i8")).tobytes())
     return h.hexdigest()
 
@@ -88,7 +127,9 @@ class ProbeSet:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         for i in range(0, len(self), batch_size):
-            yield self.images[i:i + batch_size].astype(np.float32) / np.float32(255)
+            batch = self.images[i:i + batch_size].astype(np.float32) / np.float32(255)
+            release(self.images[i:i + batch_size])
+            yield batch
 
     def subset(self, idx) -> "ProbeSet":
         """The probe set restricted to ``idx`` (indices or a boolean mask), same order as given.
@@ -128,33 +169,76 @@ def _photo(name: str) -> np.ndarray | None:
     return np.ascontiguousarray(img[..., :3].astype(np.uint8))
 
 
-def _natural_crops(n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
-    from PIL import Image
-
+def _natural_names() -> list[str]:
     names = [p for p in NATURAL_IMAGES if _photo(p) is not None]
     if not names:
         raise ProbeError("No scikit-image photograph could be loaded for the natural part of the "
                          "embedded probe. Reinstall scikit-image, or pass natural_fraction=0.")
-    crops, ids = [], []
-    for i in range(n):
-        name = names[i % len(names)]
-        photo = _photo(name)
-        k = i // len(names)
-        digest = hashlib.sha256(f"resstream-natural/{seed}/{name}/{k}".encode()).digest()
-        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
-        h, w = photo.shape[:2]
-        side = int(round(min(h, w) * rng.uniform(0.3, 1.0)))  # several scales of the same photo
-        top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        crop = Image.fromarray(photo[top:top + side, left:left + side])
-        # PIL's bilinear resize filters over the whole footprint when shrinking (antialiased).
-        crops.append(np.asarray(crop.resize((size, size), Image.BILINEAR)))
-        ids.append(f"skimage/{name}/crop{k}")
-    return crops, ids
+    return names
+
+
+def _natural_crop(i: int, names: list[str], size: int, seed: int) -> tuple[np.ndarray, str]:
+    """The ``i``-th natural crop (HWC uint8) and its name: a seeded position and scale of one photo."""
+    from PIL import Image
+
+    name = names[i % len(names)]
+    photo = _photo(name)
+    k = i // len(names)
+    digest = hashlib.sha256(f"resstream-natural/{seed}/{name}/{k}".encode()).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    h, w = photo.shape[:2]
+    side = int(round(min(h, w) * rng.uniform(0.3, 1.0)))  # several scales of the same photo
+    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    crop = Image.fromarray(photo[top:top + side, left:left + side])
+    # PIL's bilinear resize filters over the whole footprint when shrinking (antialiased).
+    return np.asarray(crop.resize((size, size), Image.BILINEAR)), f"skimage/{name}/crop{k}"
+
+
+def _fill(images: np.ndarray, n_syn: int, size: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Render every image into ``images`` (N, 3, H, W) one at a time; the labels and names."""
+    n = len(images)
+    labels = np.full(n, -1, np.int64)
+    names = [f"synth/test/{i}" for i in range(n_syn)]
+    for i in range(n_syn):
+        img, labels[i], _ = render(i, "test", size, seed)
+        images[i] = img.transpose(2, 0, 1)
+        if i % 256 == 255:
+            release(images[i - 255:i + 1])
+    photos = _natural_names() if n > n_syn else []
+    for j in range(n - n_syn):
+        crop, name = _natural_crop(j, photos, size, seed)
+        images[n_syn + j] = crop.transpose(2, 0, 1)
+        names.append(name)
+        if j % 256 == 255:
+            release(images[n_syn + j - 255:n_syn + j + 1])
+    return labels, names
+
+
+def _on_disk(n: int, size: int, seed: int, n_syn: int, directory: Path) -> tuple[np.ndarray, np.ndarray, list]:
+    """The embedded probe as a read-only memory map of a raw uint8 file under ``directory`` (rendered once)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"embedded-v1-{n}x3x{size}x{size}-seed{seed}-synth{n_syn}.u8"
+    shape = (n, 3, size, size)
+    if not path.exists():
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        out = np.memmap(tmp, np.uint8, "w+", shape=shape)
+        _fill(out, n_syn, size, seed)
+        out.flush()
+        del out
+        os.replace(tmp, path)
+    labels = np.where(np.arange(n) < n_syn, np.arange(n) % len(CLASS_NAMES), -1).astype(np.int64)
+    photos = _natural_names() if n > n_syn else []
+    names = [f"synth/test/{i}" for i in range(n_syn)] + [
+        f"skimage/{photos[j % len(photos)]}/crop{j // len(photos)}" for j in range(n - n_syn)]
+    return np.memmap(path, np.uint8, "r", shape=shape), labels, names
 
 
 def embedded_probe(n: int = 512, size: int = 96, seed: int = 0,
-                   natural_fraction: float = 0.125) -> ProbeSet:
+                   natural_fraction: float = 0.125, disk: str | Path | None = None) -> ProbeSet:
     """The built-in probe: synthetic test images (labeled) + natural photo crops (label -1).
+
+    ``disk``: a directory to keep the pixels in (a raw file, rendered once, memory-mapped and streamed);
+    ``None`` keeps them in memory.
 
     Example:
         >>> p = embedded_probe(n=64, size=32)
@@ -165,19 +249,13 @@ def embedded_probe(n: int = 512, size: int = 96, seed: int = 0,
         raise ProbeError(f"The embedded probe needs n >= 1 images, got {n}.")
     if not 0.0 <= natural_fraction <= 1.0:
         raise ProbeError(f"natural_fraction must be in [0, 1], got {natural_fraction}.")
-    n_nat = int(round(n * natural_fraction))
-    n_syn = n - n_nat
+    n_syn = n - int(round(n * natural_fraction))
+    if disk is not None:
+        images, labels, names = _on_disk(n, size, seed, n_syn, Path(disk))
+        return ProbeSet.build(images, labels, names, CLASS_NAMES)
     # Written image by image into the final (N, 3, H, W) array: no full-size temporary copies.
     images = np.empty((n, 3, size, size), np.uint8)
-    labels = np.full(n, -1, np.int64)
-    for i in range(n_syn):
-        img, labels[i], _ = render(i, "test", size, seed)
-        images[i] = img.transpose(2, 0, 1)
-    names = [f"synth/test/{i}" for i in range(n_syn)]
-    if n_nat:
-        crops, ids = _natural_crops(n_nat, size, seed)
-        images[n_syn:] = np.stack(crops).transpose(0, 3, 1, 2)
-        names += ids
+    labels, names = _fill(images, n_syn, size, seed)
     return ProbeSet.build(images, labels, names, CLASS_NAMES)
 
 
@@ -333,6 +411,10 @@ def load_probe(source: str | None, n: int, size: int, seed: int = 0) -> ProbeSet
         (16, 16)
     """
     if source is None or str(source) == "embedded":
+        if n * 3 * size * size > IN_MEMORY_LIMIT:  # e.g. 10,000 images at 224 px: streamed from disk
+            from resstream_assert.cache_dir import default_cache_dir
+
+            return embedded_probe(n=n, size=size, seed=seed, disk=default_cache_dir() / "probes")
         return embedded_probe(n=n, size=size, seed=seed)
     if str(source) in SHIPPED:
         return shipped_probe(str(source), n=n, size=size, seed=seed)
