@@ -24,7 +24,7 @@ import numpy as np
 from resstream_assert.capture import storage_groups
 from resstream_assert.capture.responses import compact
 from resstream_assert.claims import ClaimOptions, needed_variants
-from resstream_assert.claims.stability import evaluate_responses
+from resstream_assert.claims.verdict_stability import evaluate_responses
 from resstream_assert.config import RunConfig
 from resstream_assert.measures import MeasureOptions, measure_all, p2_selected
 from resstream_assert.pipeline import Pipeline

@@ -174,7 +174,7 @@ def test_float16_storage_keeps_m_and_every_verdict():
     import numpy as np
 
     from resstream_assert.claims import ClaimOptions, needed_variants
-    from resstream_assert.claims.stability import evaluate_responses
+    from resstream_assert.claims.verdict_stability import evaluate_responses
     from resstream_assert.config import RunConfig
     from resstream_assert.measures import measure_all
     from resstream_assert.pipeline import Pipeline

@@ -302,7 +302,7 @@ def test_c6_needs_zoom_in_to_beat_zoom_out():
 def _c6_on(effects, seed: int, permuted: bool):
     from calibration.nulls import permute_branch
     from calibration.generator import ALL_VARIANTS, synthetic_responses
-    from resstream_assert.claims.stability import evaluate_responses
+    from resstream_assert.claims.verdict_stability import evaluate_responses
 
     rmap, resp = synthetic_responses(seed, n_images=512, channels=128, effects=effects, variants=ALL_VARIANTS)
     if permuted:  # NC-perm at the response level: each block's branch channels permuted, in every variant

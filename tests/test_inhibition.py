@@ -9,7 +9,7 @@ from scipy.stats import binom
 from calibration.generator import Effects, synthetic_responses
 from resstream_assert.claims import ClaimOptions
 from resstream_assert.claims.base import split_halves
-from resstream_assert.claims.stability import evaluate_responses
+from resstream_assert.claims.verdict_stability import evaluate_responses
 from resstream_assert.results import Verdict
 from resstream_assert.stats import cochran_q, welch_difference
 
@@ -27,7 +27,7 @@ def test_null_rate_at_256_channels_is_at_most_alpha():
     that often (the grouping by M on the same images as B(X_I) rejected in 18.6% of blocks, 33% mixed)."""
     n_inst = 12
     results = [_c4(seed, INDEPENDENT) for seed in range(n_inst)]
-    tested = [r for res in results for r in res.rows if r.verdict in (Verdict.HOLDS, Verdict.FAILS)]
+    tested = [r for res in results for r in res.rows if np.isfinite(r.p_value)]  # every block with a test
     rejected = sum(r.p_value < ALPHA for r in tested)
     assert len(tested) >= 0.9 * 7 * n_inst
     # The acceptance region of a test whose size is alpha (one-sided, 1%): a deterministic bound.

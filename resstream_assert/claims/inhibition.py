@@ -147,7 +147,7 @@ def _secondary(q: dict, over: np.ndarray, skip: np.ndarray, rng) -> dict[str, fl
           "on half B; per block one-sided Welch t (overwrite M<1 lower than skip M>=1, effect = mean difference in "
           "branch SDs), p from image permutations, Holm; holds when Cochran's Q (image-bootstrap SEs) finds the "
           "block effects heterogeneous and >= 1 block inhibited",
-          gate=False, boundary=Boundary(0.2, -1, "overwrite minus skip, in branch SDs", "channels"))
+          gate=False, boundary=Boundary(-0.2, -1, "overwrite minus skip, in branch SDs", "channels"))
 def inhibition(ctx: ClaimContext):
     """C4: is the branch's response to the input's feature lower in overwrite channels, unevenly over blocks?
 

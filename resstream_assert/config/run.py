@@ -41,7 +41,7 @@ class RunConfig:
     stimuli: str = "exemplars"  # exemplars | featviz | both
     channels: int | None = None  # featviz: channels sampled per block (None = all)
     featviz: dict = field(default_factory=dict)  # featviz settings: steps, lr, seeds, regime, jitter, size, ...
-    stability: int = 0  # re-evaluations on probe half-samples and other seeds (0 = off; claims/stability.py)
+    stability: int = 0  # re-evaluations on probe half-samples and other seeds (0 = off; claims/verdict_stability.py)
     labels: tuple[str, ...] = ()  # --resstream-label: one short name per model, in order (default: ModelSpec.label)
 
     @property

@@ -12,7 +12,8 @@ import numpy as np
 import scipy.stats as st
 from numpy.typing import ArrayLike
 
-from resstream_assert.effects import DegenerateDataError, as_1d, check_alternative
+from resstream_assert.errors import DegenerateDataError
+from resstream_assert.stats.effects import as_1d, check_alternative
 from resstream_assert.results import TestResult
 
 
