@@ -24,16 +24,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("resstream", "residual-stream claims (resstream_assert)")
     for opt in OPTIONS:
         flag = f"--resstream-{opt.name}"
+        text = opt.help.replace("%", "%%")  # argparse %-formats help texts ("gained <= 1%" broke --help)
         if opt.kind == "bool":
-            group.addoption(flag, action="store_true", default=None, dest=opt.dest, help=opt.help)
+            group.addoption(flag, action="store_true", default=None, dest=opt.dest, help=text)
             parser.addini(opt.dest, opt.help, type="bool", default=opt.default)
         elif opt.kind == "list":
-            group.addoption(flag, action="append", default=None, dest=opt.dest, metavar="SPEC", help=opt.help)
+            group.addoption(flag, action="append", default=None, dest=opt.dest, metavar="SPEC", help=text)
             parser.addini(opt.dest, opt.help, type="linelist", default=[])
         else:
             group.addoption(flag, action="store", default=None, dest=opt.dest,
                             type={"int": int, "float": float}.get(opt.kind, str),
-                            metavar=opt.name.split("-")[-1].upper(), help=opt.help + f" (default: {opt.default})")
+                            metavar=opt.name.split("-")[-1].upper(), help=text + f" (default: {opt.default})")
             parser.addini(opt.dest, opt.help, default=None if opt.default is None else str(opt.default))
 
 
