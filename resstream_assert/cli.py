@@ -74,7 +74,7 @@ def _opset(text: str) -> int:
 _CLI_FLAGS = {"sites": {"trust-pickle": "--trust-pickle", "input-size": "--input-size", "backend": "--backend",
                         "safe-globals": "--safe-globals"},
               "export": {"trust-pickle": "--trust-pickle", "input-size": "--input-size",
-                         "safe-globals": "--safe-globals"},
+                         "safe-globals": "--safe-globals", "mean": "--mean", "std": "--std"},
               "featviz": {o: "--" + o.removeprefix("featviz-") for o in (
                   "trust-pickle", "input-size", "safe-globals", "channels", "featviz-steps", "featviz-lr",
                   "featviz-seeds", "featviz-regime", "featviz-jitter", "featviz-size", "featviz-device", "device",
@@ -132,6 +132,7 @@ def _export(args: argparse.Namespace) -> int:
     from resstream_assert.discovery import discover
     from resstream_assert.errors import ModelSpecError, OutputError
     from resstream_assert.loading import ModelSpec
+    from resstream_assert.formatting import fnorm
     from resstream_assert.loading.onnx_export import check_opset, export_onnx
     from resstream_assert.pipeline import load_model
 
@@ -143,7 +144,7 @@ def _export(args: argparse.Namespace) -> int:
     if ModelSpec.parse(args.spec).kind == "onnx":
         raise ModelSpecError(f"{args.spec!r} is already an ONNX file; export takes a torch model spec.")
     loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle,
-                        safe_globals=tuple(args.safe_globals or ()))
+                        safe_globals=tuple(args.safe_globals or ()), mean=args.mean, std=args.std)
     discover(loaded)  # a network without residual blocks is refused before anything is written
     path = export_onnx(loaded, args.out, fold_bn=args.fold_bn, exporter=args.exporter, opset=args.opset)
     try:
@@ -155,7 +156,8 @@ def _export(args: argparse.Namespace) -> int:
     m = onnx_model.meta
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): exporter {m['exporter']}, opset {m['opset']}, "
           f"BN {'folded into Conv (gains are proxies)' if m['bn_folded'] else 'kept'}, "
-          f"input {onnx_model.input_size}px, {len(rmap)} residual blocks")
+          f"input {onnx_model.input_size}px, {len(rmap)} residual blocks; normalisation in the metadata: "
+          f"{fnorm({'mean': onnx_model.mean, 'std': onnx_model.std, 'source': loaded.meta['normalisation_source']})}")
     return 0
 
 
@@ -349,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--input-size", type=_positive_int, default=None,
                    help="input size in px (default: the model's own; a factory's is read from its stem)")
     e.add_argument("--opset", type=_opset, default=None, help="ONNX opset (default: the exporter's)")
+    for name, example in (("mean", "0.4914 0.4822 0.4465"), ("std", "0.2470 0.2435 0.2616")):
+        e.add_argument(f"--{name}", type=float, nargs=3, metavar=("R", "G", "B"), default=None,
+                       help=f"the model's normalisation {name} (images in [0, 1]), e.g. {example}, written into the "
+                            "file's metadata; give --mean and --std together (default: the model's own: its zoo "
+                            "card's, else ImageNet's)")
     e.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
     e.add_argument("--safe-globals", action="append", metavar="module.Class", help=SAFE_GLOBALS_HELP)
     e.set_defaults(func=_export)
