@@ -314,6 +314,7 @@ def class_index(v: Any) -> str:
 
     try:
         read_class_index(str(v))
-    except ProbeError as exc:
-        return str(exc)
+    except ProbeError as exc:  # the message names the file; the option's name and value come before it
+        text, named = str(exc), f"class-index file {Path(str(v)).expanduser()}"
+        return text[len(named):].lstrip(": ") if text.startswith(named) else text
     return ""
