@@ -224,3 +224,20 @@ def test_the_header_and_the_report_state_the_preprocessing(pytester, tmp_path, m
     assert info == {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD), "source": "option"}
     assert data["config"]["resize"] == "stretch" and data["config"]["mean"] == list(CIFAR10_MEAN)
     assert "mean 0.4914 0.4822 0.4465 std 0.247 0.2435 0.2616 (from: option)" in (tmp_path / "r.html").read_text()
+
+
+def test_a_baseline_made_under_another_normalisation_is_not_compared():
+    from resstream_assert.gate.compat import incompatibilities
+
+    info = {"architecture": "zoo:x", "input_size": 32, "blocks": [], "probe": "0" * 64, "images": 16}
+    norm = {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD), "source": "option"}
+    imagenet = {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "source": "zoo card"}
+    base = {"config": {}, "model_info": {"m[torch]": dict(info, normalisation=imagenet)}}
+    now = {"config": {}, "model_info": {"m[torch]": dict(info, normalisation=norm)}}
+    problems, _ = incompatibilities(base, now, {("m", "torch"): "m"})
+    assert problems == ["m[torch]: normalisation mean 0.4914 0.4822 0.4465 std 0.247 0.2435 0.2616 (from: option), "
+                        "the baseline's mean 0.485 0.456 0.406 std 0.229 0.224 0.225 (from: zoo card)"]
+    same = {"config": {}, "model_info": {"m[torch]": dict(info, normalisation=dict(norm, source="ONNX metadata"))}}
+    assert incompatibilities(same, now, {("m", "torch"): "m"})[0] == []  # the same numbers, wherever they came from
+    old = {"config": {}, "model_info": {"m[torch]": info}}  # written before the normalisation was recorded
+    assert incompatibilities(old, now, {("m", "torch"): "m"})[0] == []
