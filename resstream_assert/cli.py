@@ -79,7 +79,9 @@ _CLI_FLAGS = {"sites": {"trust-pickle": "--trust-pickle", "input-size": "--input
                   "trust-pickle", "input-size", "safe-globals", "channels", "featviz-steps", "featviz-lr",
                   "featviz-seeds", "featviz-regime", "featviz-jitter", "featviz-size", "featviz-device", "device",
                   "images", "seed")},
-              "run": {"trust-pickle": "--trust-pickle"}}
+              "run": {"trust-pickle": "--trust-pickle"},
+              "trend": {"mean": "--mean", "std": "--std", "images": "--images", "input-size": "--input-size",
+                        "probe": "--probe", "seed": "--seed", "claims": "--claims"}}
 
 
 def cli_message(text: str, command: str) -> str:
@@ -284,6 +286,15 @@ SAFE_GLOBALS_HELP = ("a class a checkpoint may hold besides tensors (repeatable)
                      "Lightning checkpoint; built by the safe loader, no other code runs")
 
 
+def _normalisation_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--mean R G B`` and ``--std R G B``: the model's normalisation, as --resstream-mean/--resstream-std."""
+    for name, example in (("mean", "0.4914 0.4822 0.4465"), ("std", "0.2470 0.2435 0.2616")):
+        parser.add_argument(f"--{name}", type=float, nargs=3, metavar=("R", "G", "B"), default=None,
+                            help=f"the model's normalisation {name} (images in [0, 1]), e.g. {example}, {what}; give "
+                                 "--mean and --std together (default: the model's own: its zoo card's, else "
+                                 "ImageNet's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs).
 
@@ -351,11 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--input-size", type=_positive_int, default=None,
                    help="input size in px (default: the model's own; a factory's is read from its stem)")
     e.add_argument("--opset", type=_opset, default=None, help="ONNX opset (default: the exporter's)")
-    for name, example in (("mean", "0.4914 0.4822 0.4465"), ("std", "0.2470 0.2435 0.2616")):
-        e.add_argument(f"--{name}", type=float, nargs=3, metavar=("R", "G", "B"), default=None,
-                       help=f"the model's normalisation {name} (images in [0, 1]), e.g. {example}, written into the "
-                            "file's metadata; give --mean and --std together (default: the model's own: its zoo "
-                            "card's, else ImageNet's)")
+    _normalisation_args(e, "written into the file's metadata")
     e.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
     e.add_argument("--safe-globals", action="append", metavar="module.Class", help=SAFE_GLOBALS_HELP)
     e.set_defaults(func=_export)
@@ -395,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--probe", default=None, help="probe set: embedded, cifar10 or a folder (default: the model's)")
     t.add_argument("--seed", type=int, default=0, help="seed of the permutations and bootstraps")
     t.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    _normalisation_args(t, "for every checkpoint")
     t.set_defaults(func=_trend)
     return p
 
@@ -409,7 +417,8 @@ def _trend(args: argparse.Namespace) -> int:
     if not outputs:
         raise OutputError("resstream trend writes nothing without --out PATH.html, --md PATH or --json PATH")
     cfg = build_run_config({"images": args.images, "input-size": args.input_size, "probe": args.probe,
-                            "seed": args.seed, "claims": args.claims, "no-cache": args.no_cache})
+                            "seed": args.seed, "claims": args.claims, "no-cache": args.no_cache, "mean": args.mean,
+                            "std": args.std})
     for flag, path in outputs.items():  # checked before hours of work, not after
         why = OPTION["report-json"].check(path)
         if why:
