@@ -211,10 +211,11 @@ def test_the_header_and_the_report_state_the_preprocessing(pytester, tmp_path, m
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     report = tmp_path / "r.json"
     pytester.makepyfile("def test_loaded(resstream_model):\n    assert resstream_model.mean[0] == 0.4914\n")
+    pytester.makeini("[pytest]\nresstream_std = 0.2470, 0.2435, 0.2616\n")  # the ini form: commas allowed
     result = pytester.runpytest_subprocess(
         "--resstream-model", "tests.analytic_models:linear_block", "--resstream-input-size", "32",
         "--resstream-images", "8", "--resstream-no-cache", "--resstream-probe", "cifar10", "--resstream-resize",
-        "stretch", "--resstream-mean", *map(str, CIFAR10_MEAN), "--resstream-std", *map(str, CIFAR10_STD),
+        "stretch", "--resstream-mean", *map(str, CIFAR10_MEAN),
         "--resstream-report-json", str(report), "--resstream-report-html", str(tmp_path / "r.html"))
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*probe cifar10 (resize stretch); normalisation: mean 0.4914 0.4822 0.4465 std "
