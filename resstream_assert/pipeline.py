@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from resstream_assert.config import RunConfig
 from resstream_assert.errors import FeatvizUnavailable, ResstreamWarning
@@ -59,12 +59,15 @@ def model_refs(config: RunConfig) -> list[ModelRef]:
 
 
 def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool = False, seed: int = 0,
-               backend: str = "torch", providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = ()):
+               backend: str = "torch", providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = (),
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
     """Load a model spec the way a run sees it: stored model, then its negative control, then its backend.
 
     ``backend="onnx"`` runs a torch model through its own ONNX export (cached on disk). A factory
     model's input size, when not given, is read from its stem (32 px for a CIFAR-style stem that
     does not downsample before its first block), with a :class:`~resstream_assert.errors.ResstreamWarning`.
+    ``mean`` and ``std`` (given together) replace the model's own normalisation (its zoo card's, its ONNX
+    file's metadata, else ImageNet's); ``meta["normalisation_source"]`` says which one the model uses.
 
     Example:
         >>> m = load_model("torchvision:resnet18+nc-id")  # doctest: +SKIP
@@ -74,13 +77,16 @@ def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool =
     from resstream_assert.loading import ModelSpec, weights_digest
     from resstream_assert.loading import load_model as load_stored
 
+    from resstream_assert.config import checked_normalisation
+
+    norm = checked_normalisation(mean, std)
     parsed = ModelSpec.parse(spec) if isinstance(spec, str) else spec
     if parsed.kind == "onnx":
         from resstream_assert.loading.onnx_file import load_onnx
 
-        return load_onnx(parsed, input_size, providers)  # refuses a control: it would need the torch model
-    loaded = load_stored(replace(parsed, control=None), input_size=input_size, trust_pickle=trust_pickle,
-                         safe_globals=safe_globals)
+        return load_onnx(parsed, input_size, providers, norm)  # refuses a control: it would need the torch model
+    loaded = _normalised(load_stored(replace(parsed, control=None), input_size=input_size,
+                                     trust_pickle=trust_pickle, safe_globals=safe_globals), norm)
     if input_size is None and loaded.meta.get("input_size_source") == "default":
         from resstream_assert.discovery.stem import guess_input_size
 
@@ -100,6 +106,14 @@ def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool =
         from resstream_assert.loading.onnx_export import to_onnx_backend
 
         return to_onnx_backend(loaded, providers)
+    return loaded
+
+
+def _normalised(loaded, norm):
+    """``loaded`` with the normalisation given to the run, where one was (the one place it is replaced)."""
+    if norm is not None:
+        loaded.mean, loaded.std = norm
+        loaded.meta["normalisation_source"] = "option"
     return loaded
 
 
@@ -134,7 +148,7 @@ class Pipeline:
         cfg = self.config
         return self.memo(("model", spec, backend), lambda: load_model(
             spec, input_size=cfg.input_size, seed=cfg.seed, trust_pickle=cfg.trust_pickle, backend=backend,
-            providers=cfg.providers, safe_globals=cfg.safe_globals))
+            providers=cfg.providers, safe_globals=cfg.safe_globals, mean=cfg.mean, std=cfg.std))
 
     def map(self, spec: str, backend: str = "torch"):
         """The model's :class:`~resstream_assert.discovery.ResidualMap`."""
@@ -149,7 +163,9 @@ class Pipeline:
         source = source or self.config.probe
         # The probe sample is fixed (seed 0) so that --resstream-seed changes only the resampling
         # (permutations, bootstraps, random sets): different seeds then differ by Monte-Carlo error alone.
-        return self.memo(("probe", size, source), lambda: load_probe(source, self.config.images, size, seed=0))
+        cfg = self.config
+        return self.memo(("probe", size, source), lambda: load_probe(
+            source, cfg.images, size, seed=0, resize=cfg.resize, class_index=cfg.class_index))
 
     def probe_source(self, spec: str) -> str | None:
         """Where a model's probe images come from: ``--resstream-probe`` when given, else the probe set

@@ -57,7 +57,8 @@ def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id"
         key = cache_key(model=loaded.digest, probe=probe.digest, variant=variant, sites=sites, keep=keep_maps,
                         size=rmap.input_size, backend=loaded.backend, version=__version__,
                         framework=_framework_version(loaded.backend), provider=loaded.meta.get("providers"),
-                        storage=storage, reducers=reducers)
+                        storage=storage, reducers=reducers,
+                        normalisation=[list(map(float, loaded.mean)), list(map(float, loaded.std))])
         before = cache.hits
         start = time.perf_counter()
         # Checked after the cache too: a non-finite entry read back is the same error as one just computed.

@@ -24,7 +24,8 @@ FEATVIZ_OPTIONS = {"featviz-steps": "steps", "featviz-lr": "lr", "featviz-seeds"
 class Option:
     """One option: ``--resstream-NAME`` on the command line, ``resstream_NAME`` (``-`` -> ``_``) in ini files.
 
-    ``kind`` is ``int``, ``float``, ``str``, ``bool`` or ``list`` (repeatable; a linelist in ini).
+    ``kind`` is ``int``, ``float``, ``str``, ``bool``, ``list`` (repeatable; a linelist in ini) or ``rgb``
+    (three numbers after one flag, one per colour channel; space- or comma-separated in ini).
     """
 
     name: str
@@ -64,6 +65,22 @@ OPTIONS: tuple[Option, ...] = (
            checks.non_negative),
     Option("input-size", "int", None, "input size in px (default: the model's own: its card, timm's config, 224 for "
            "torchvision, or read from a factory model's stem, 32 px for a CIFAR-style stem)", checks.positive),
+    # Preprocessing (README "Preprocessing"): what a model's inputs were normalised with, how photographs are
+    # brought to its square input, and how class folders map to its outputs.
+    Option("mean", "rgb", None, "the model's input normalisation: per-channel mean R G B of images in [0, 1], e.g. "
+           "0.4914 0.4822 0.4465 (CIFAR-10); give --resstream-std with it. Default: the zoo card's for zoo models, "
+           "the file's metadata for an ONNX file written by 'resstream export', else ImageNet's "
+           "(0.485 0.456 0.406)", checks.norm_mean),
+    Option("std", "rgb", None, "the model's input normalisation: per-channel standard deviation R G B, e.g. "
+           "0.2470 0.2435 0.2616 (CIFAR-10); give --resstream-mean with it. Default: as for --resstream-mean "
+           "(ImageNet's: 0.229 0.224 0.225)", checks.norm_std),
+    Option("resize", "str", "crop", "how probe photographs (a folder or a shipped set) are brought to the square "
+           "input: crop (shorter side to the input size, then the centre square, as torchvision's eval "
+           "transforms) or stretch (the whole image resized, aspect ratio lost)", checks.resize),
+    Option("class-index", "str", None, "JSON file mapping the model's class indices to class folder names, like "
+           "torchvision's imagenet_class_index.json: {\"0\": [\"n01440764\", \"tench\"], ...}; each class folder "
+           "of the probe is labelled with its index. Needed for C10 on a folder with some of an ImageNet model's "
+           "classes (WordNet-id folders); without it labels are the folders' sorted order", checks.class_index),
     Option("label", "list", None, "short name of each --resstream-model in reports, the matrix and test ids "
            "(repeatable, in the order of the models). Default: the spec with paths cut to file names"),
     Option("cache-dir", "str", None, "directory of the on-disk response cache (default: pytest's cache dir)",
@@ -151,6 +168,7 @@ OPTION = {o.name: o for o in OPTIONS}
 RUN_FIELDS = {
     "model": "models", "backend": "backends", "engine": "engine", "providers": "providers", "probe": "probe",
     "images": "images", "batch-size": "batch_size", "device": "device", "seed": "seed", "input-size": "input_size",
+    "mean": "mean", "std": "std", "resize": "resize", "class-index": "class_index",
     "label": "labels", "cache-dir": "cache_dir", "trust-pickle": "trust_pickle", "shard": "shard",
     "safe-globals": "safe_globals",
     "claims": "claims", "alpha": "claim_options.alpha", "mostly": "claim_options.mostly",
@@ -235,7 +253,8 @@ def check_value(name: str, value: Any) -> None:
         raise ConfigError(f"--resstream-{name} {shown}: {why}")
 
 
-_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple)}
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple),
+          "rgb": (list, tuple)}
 
 
 def _wrong_type(opt: Option, value: Any) -> str:
@@ -245,7 +264,10 @@ def _wrong_type(opt: Option, value: Any) -> str:
     ok = isinstance(value, _KINDS[opt.kind]) and (opt.kind == "bool" or not isinstance(value, bool))
     if ok and opt.kind == "list":
         ok = all(isinstance(v, str) for v in value)
+    if ok and opt.kind == "rgb":
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     if ok:
         return ""
     return {"int": "must be a whole number", "float": "must be a number", "str": "must be text",
-            "bool": "must be True or False", "list": "must be a list of text values"}[opt.kind]
+            "bool": "must be True or False", "list": "must be a list of text values",
+            "rgb": "must be 3 numbers (red, green, blue), e.g. (0.4914, 0.4822, 0.4465)"}[opt.kind]

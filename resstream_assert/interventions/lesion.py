@@ -244,8 +244,17 @@ def label_problem(loaded, probe, source: str | None) -> str:
         return ("the embedded probe's labels are the synthetic shape classes, which only the zoo models were "
                 "trained on; pass --resstream-probe with a labeled folder of the model's own classes")
     if len(probe_names) != loaded.num_classes:
-        return (f"the probe folder has {len(probe_names)} class folders but the model has {loaded.num_classes} "
-                "outputs; labels (sorted folder names) cannot index its outputs")
+        from resstream_assert.stimuli.class_index import CLASS_INDEX_FORM, is_wnid_folder
+
+        if is_wnid_folder(probe_names) and len(probe_names) < loaded.num_classes:
+            # Sorted WordNet ids are an ImageNet model's class order only when every class is there.
+            return (f"the probe folder has {len(probe_names)} WordNet-id class folders ({', '.join(probe_names[:2])}"
+                    f", ...) of the model's {loaded.num_classes} classes, so their sorted order is not the model's "
+                    "class order; map them with --resstream-class-index FILE (Python: class_index=), a JSON file "
+                    f"like torchvision's imagenet_class_index.json: {CLASS_INDEX_FORM}")
+        return (f"the probe has {len(probe_names)} classes but the model has {loaded.num_classes} outputs; labels "
+                "(sorted folder names) cannot index its outputs: give a folder with one class folder per output, or "
+                "map the folders with --resstream-class-index FILE")
     return ""
 
 

@@ -6,7 +6,11 @@ Two sources behind one type (DESIGN.md decision 5):
   (labeled, objects at 20%-70% of the side) plus an unlabeled slice of natural photographs
   bundled with scikit-image, cropped at seeded positions and scales.
 - ``folder_probe``: the user's images, an ImageFolder-like tree (class subfolders, labels
-  by sorted folder name) or a flat folder (unlabeled).
+  by sorted folder name, or by a class-index file: :mod:`.class_index`) or a flat folder (unlabeled).
+
+Photographs of any shape are brought to the model's square input by ``resize``: ``crop``
+(shorter side to the input size, then the centre square: torchvision's eval transforms, the
+default) or ``stretch`` (the whole image squeezed to the square, aspect ratio lost).
 
 A ``ProbeSet`` carries a SHA-256 ``digest`` of its pixels and labels, used as a cache key.
 
@@ -299,12 +303,17 @@ def to_rgb(im):
     return im.convert("RGB")
 
 
-def _read(path: Path, size: int, root: Path) -> np.ndarray:
-    return _decode(path, path.relative_to(root).as_posix(), str(root), size)
+#: How a probe image is brought to the model's square input (``--resstream-resize``); the first is the default.
+RESIZE_POLICIES = ("crop", "stretch")
 
 
-def _decode(source, rel: str, where: str, size: int) -> np.ndarray:
-    """One image (a path or a file object) as uint8 (size, size, 3): shorter side to ``size``, centre crop."""
+def _read(path: Path, size: int, root: Path, resize: str = "crop") -> np.ndarray:
+    return _decode(path, path.relative_to(root).as_posix(), str(root), size, resize)
+
+
+def _decode(source, rel: str, where: str, size: int, resize: str = "crop") -> np.ndarray:
+    """One image (a path or a file object) as uint8 (size, size, 3): ``crop`` takes the shorter side to ``size``
+    and the centre square, ``stretch`` resizes the whole image to ``size`` x ``size``."""
     from PIL import Image
 
     try:
@@ -320,6 +329,8 @@ def _decode(source, rel: str, where: str, size: int) -> np.ndarray:
                          f"need at least {need} px on their shorter side, a quarter of the input size; upscaling "
                          f"{size / min(w, h):.0f}x would show the model interpolation blur). Remove it, use larger "
                          "images, or test at a smaller --resstream-input-size.")
+    if resize == "stretch":
+        return np.asarray(im.resize((size, size), Image.BILINEAR), dtype=np.uint8)
     scale = size / min(w, h)
     # Shorter side to `size`, then the centre square (the usual eval preprocessing).
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
@@ -344,12 +355,13 @@ SHIPPED = {"cifar10": "cifar10-test-1000.zip"}
 SHIPPED_DIR = Path(__file__).resolve().parent / "probes"
 
 
-def shipped_probe(name: str, n: int | None = None, size: int = 32, seed: int = 0) -> ProbeSet:
+def shipped_probe(name: str, n: int | None = None, size: int = 32, seed: int = 0, resize: str = "crop",
+                  class_index: str | None = None) -> ProbeSet:
     """A probe set shipped with the package: ``cifar10`` is 1,000 CIFAR-10 test photographs (100 per
     class, the JPEG files as stored), labelled with the CIFAR-10 classes in their usual order.
 
-    Read exactly as a folder of the same files would be (``folder_probe``): shorter side to
-    ``size``, centre crop, the same seeded subsample.
+    Read exactly as a folder of the same files would be (``folder_probe``): ``resize`` to
+    ``size``, the same seeded subsample, the same labels.
 
     Example:
         >>> p = shipped_probe("cifar10", n=20, size=32)
@@ -365,19 +377,34 @@ def shipped_probe(name: str, n: int | None = None, size: int = 32, seed: int = 0
     path = SHIPPED_DIR / SHIPPED[name]
     with zipfile.ZipFile(path) as zf:
         members = sorted(m for m in zf.namelist() if Path(m).suffix.lower() in IMAGE_SUFFIXES)
-        classes = sorted({Path(m).parts[-2] for m in members})
-        files = _sample([(m, classes.index(Path(m).parts[-2])) for m in members], n, seed)
-        images = np.stack([_decode(io.BytesIO(zf.read(m)), m, path.name, size) for m, _ in files])
+        folders = sorted({Path(m).parts[-2] for m in members})
+        labels, classes = _class_labels(folders, class_index)
+        files = _sample([(m, labels[folders.index(Path(m).parts[-2])]) for m in members], n, seed)
+        images = np.stack([_decode(io.BytesIO(zf.read(m)), m, path.name, size, resize) for m, _ in files])
     return ProbeSet.build(images.transpose(0, 3, 1, 2), np.array([lab for _, lab in files], np.int64),
-                          [m for m, _ in files], tuple(classes))
+                          [m for m, _ in files], classes)
 
 
-def folder_probe(path, n: int | None = None, size: int = 224, seed: int = 0) -> ProbeSet:
+def _class_labels(folders: Sequence[str], class_index: str | None) -> tuple[list[int], tuple[str, ...]]:
+    """The label of each class folder (sorted names) and the probe's class names: the folders' sorted order,
+    or the model's indices and classes from a class-index file (:mod:`.class_index`)."""
+    if class_index is None:
+        return list(range(len(folders))), tuple(folders)
+    from resstream_assert.stimuli.class_index import map_folders, read_class_index
+
+    ids = read_class_index(class_index)
+    return map_folders(folders, ids, Path(str(class_index)).name), ids
+
+
+def folder_probe(path, n: int | None = None, size: int = 224, seed: int = 0, resize: str = "crop",
+                 class_index: str | None = None) -> ProbeSet:
     """Load a folder of images: class subfolders (labels by sorted name) or a flat folder.
 
-    Images are resized (shorter side = ``size``) and centre-cropped; with ``n`` a seeded,
-    order-preserving subsample of ``n`` files is taken. Loose top-level files in a class
-    tree are kept as unlabeled (-1).
+    Images are brought to ``size`` x ``size`` by ``resize`` (``crop``: shorter side to ``size``, centre
+    square; ``stretch``: the whole image); with ``n`` a seeded, order-preserving subsample of ``n`` files is
+    taken. Loose top-level files in a class tree are kept as unlabeled (-1). With ``class_index`` (a JSON
+    file ``{"0": ["n01440764", "tench"], ...}``) each class folder is labelled with the model's index of its
+    name, and the probe's class names are the file's classes in index order.
 
     Example:
         >>> probe = folder_probe("my_images/", n=256, size=224)  # doctest: +SKIP
@@ -389,27 +416,31 @@ def folder_probe(path, n: int | None = None, size: int = 224, seed: int = 0) -> 
     if not root.is_dir():
         raise ProbeError(f"Probe path {root} is a file, not a folder. Point it at a folder of images.")
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and any(is_image(f) for f in d.rglob("*")))
+    labels, classes = _class_labels([d.name for d in class_dirs], class_index)
     files: list[tuple[Path, int]] = [(f, -1) for f in sorted(root.iterdir()) if is_image(f)]
-    for label, d in enumerate(class_dirs):
+    for label, d in zip(labels, class_dirs):
         files += [(f, label) for f in sorted(d.rglob("*")) if is_image(f)]
     if not files:
         raise ProbeError(f"Probe folder {root} contains no images (looked for {', '.join(IMAGE_SUFFIXES)}, "
                          "directly or one class subfolder down). Add images or point at another folder.")
     files = _sample(files, n, seed)
-    images = np.stack([_read(f, size, root) for f, _ in files]).transpose(0, 3, 1, 2)
-    labels = np.array([lab for _, lab in files], np.int64)
+    images = np.stack([_read(f, size, root, resize) for f, _ in files]).transpose(0, 3, 1, 2)
     names = [f.relative_to(root).as_posix() for f, _ in files]
-    return ProbeSet.build(images, labels, names, tuple(d.name for d in class_dirs))
+    return ProbeSet.build(images, np.array([lab for _, lab in files], np.int64), names, classes)
 
 
-def load_probe(source: str | None, n: int, size: int, seed: int = 0) -> ProbeSet:
+def load_probe(source: str | None, n: int, size: int, seed: int = 0, resize: str = "crop",
+               class_index: str | None = None) -> ProbeSet:
     """``None`` or ``"embedded"`` gives the embedded probe, a name in :data:`SHIPPED` that shipped
-    set; anything else is a folder path.
+    set; anything else is a folder path. ``resize`` and ``class_index`` apply to photographs (a shipped set
+    or a folder; the embedded images are drawn square at ``size``).
 
     Example:
-        >>> len(load_probe(None, n=16, size=32)), len(load_probe("cifar10", n=16, size=32))
+        >>> len(load_probe(None, n=16, size=32)), len(load_probe("cifar10", n=16, size=32, resize="stretch"))
         (16, 16)
     """
+    if resize not in RESIZE_POLICIES:
+        raise ProbeError(f"resize {resize!r}: use one of {', '.join(RESIZE_POLICIES)}")
     if source is None or str(source) == "embedded":
         if n * 3 * size * size > IN_MEMORY_LIMIT:  # e.g. 10,000 images at 224 px: streamed from disk
             from resstream_assert.cache_dir import default_cache_dir
@@ -417,5 +448,5 @@ def load_probe(source: str | None, n: int, size: int, seed: int = 0) -> ProbeSet
             return embedded_probe(n=n, size=size, seed=seed, disk=default_cache_dir() / "probes")
         return embedded_probe(n=n, size=size, seed=seed)
     if str(source) in SHIPPED:
-        return shipped_probe(str(source), n=n, size=size, seed=seed)
-    return folder_probe(source, n=n, size=size, seed=seed)
+        return shipped_probe(str(source), n=n, size=size, seed=seed, resize=resize, class_index=class_index)
+    return folder_probe(source, n=n, size=size, seed=seed, resize=resize, class_index=class_index)
