@@ -254,7 +254,7 @@ def test_request_end_to_end_on_a_labeled_model(net, monkeypatch):
         assert not np.intersect1d(bl.random_sets, bl.selected).size
         assert data.forwards["tail_images"] >= (6 + 1) * 2 * len(scored)
         res = evaluate_c10(_ctx(data))
-        assert res.verdict in (Verdict.HOLDS, Verdict.FAILS)
+        assert res.verdict != Verdict.NOT_APPLICABLE and np.isfinite(res.rows[0].p_value)  # tested (32 images)
         assert {"p_t_prediction", "baseline_damage_selected", "p_baseline_damage"} <= set(res.rows[0].values)
 
 
@@ -415,7 +415,10 @@ def test_h2_of_40_decides_as_the_fixed_40_set_test():
         for excess in (0.0, 0.03, 0.08):
             pair = [synthetic_lesions(2 * seed + b, excess=excess * b if seed % 2 else excess) for b in (0, 1)]
             seq, fixed = (evaluate_c10(_ctx(_two_blocks(pair, h))) for h in (2, 0))
-            assert seq.verdict == fixed.verdict, (seed, excess, seq.table(), fixed.table())
+            # the same decision to hold (a stopped claim has no interval left to say "fails": it may be
+            # inconclusive where all 40 sets' interval clears the boundary)
+            assert (seq.verdict == Verdict.HOLDS) == (fixed.verdict == Verdict.HOLDS), (seed, excess, seq.table(),
+                                                                                        fixed.table())
             for inst in pair:
                 t_seq, n_run = sequential_run((1.0, 2.0), *inst, 2, n_boot=0)
                 t_fix, _ = sequential_run((1.0, 2.0), *inst, 0, n_boot=0)
@@ -460,7 +463,7 @@ def test_a_stopped_block_ends_the_claim(net, monkeypatch):
     data = L.run_lesions(InterventionEnv(loaded, rmap, probe), request)
     assert ran == ["layer2.2"] and "not run" in data.blocks[1].note
     res = evaluate_c10(_ctx(data))
-    assert res.verdict == Verdict.FAILS and res.rows[1].verdict == Verdict.INCONCLUSIVE
+    assert res.verdict != Verdict.HOLDS and res.rows[1].verdict == Verdict.INCONCLUSIVE
     request = L.LesionRequest(L.LesionOptions(), plans, SlopeExceedances(2), max_stopped=None)
     ran.clear()
     L.run_lesions(InterventionEnv(loaded, rmap, probe), request)

@@ -289,7 +289,7 @@ def test_c6_needs_zoom_in_to_beat_zoom_out():
         ms.append(replace(bm, scale={**bm.scale, "sm_b": up, "delta_b": up, "sm_b_rev": down, "delta_b_rev": down,
                                      "delta_b_sym": up - down}))
     res = evaluate("C6", replace(ctx, measures=tuple(ms)))
-    tested = [r for r in res.rows if r.verdict in (Verdict.HOLDS, Verdict.FAILS)]
+    tested = [r for r in res.rows if np.isfinite(r.p_value)]  # every block with a test, decided or not
     assert len(tested) == 5
     assert all(r.values["p_sign"] < 1e-6 and r.values["p_direction"] > 0.01 for r in tested), res.table()
     assert all(r.effect == r.values["effect_direction"] for r in tested)  # the binding test's effect
@@ -299,12 +299,12 @@ def test_c6_needs_zoom_in_to_beat_zoom_out():
 
 # --- C6 on NC-perm: a zoom preference must be the channel's own ---------------------------------
 
-def _c6_on(effects, seed: int, permuted: bool):
+def _c6_on(effects, seed: int, permuted: bool, channels: int = 128):
     from calibration.nulls import permute_branch
     from calibration.generator import ALL_VARIANTS, synthetic_responses
     from resstream_assert.claims.verdict_stability import evaluate_responses
 
-    rmap, resp = synthetic_responses(seed, n_images=512, channels=128, effects=effects, variants=ALL_VARIANTS)
+    rmap, resp = synthetic_responses(seed, n_images=512, channels=channels, effects=effects, variants=ALL_VARIANTS)
     if permuted:  # NC-perm at the response level: each block's branch channels permuted, in every variant
         resp = permute_branch(rmap, resp, np.random.default_rng(seed))
     return evaluate_responses(rmap, resp, ["C6"], options=ClaimOptions(n_boot=0), seed=seed)["C6"]
@@ -313,17 +313,21 @@ def _c6_on(effects, seed: int, permuted: bool):
 def test_c6_fails_on_nc_perm():
     """Every branch channel prefers the papers' blurry zoom-in on any image (``zoom_bias``): NC-perm keeps that
     preference, and the sign test with the S-vs-S^-1 Wilcoxon held in 7 of 7 blocks on it. Channel specificity
-    (McNemar against another channel's exemplars) and the symmetric zoom pair make C6 fail."""
+    (McNemar against another channel's exemplars) and the symmetric zoom pair make C6 fail: at 128 channels
+    (about 50 mix channels a block) the intervals are too wide to clear the boundary, so C6 never holds; at 512
+    channels they clear it and C6 fails."""
     from calibration.generator import Effects
 
     for seed in range(2):
         res = _c6_on(Effects(zoom_bias=0.3), seed, permuted=True)
-        assert res.verdict == Verdict.FAILS, res.table()
-        tested = [r for r in res.rows if r.verdict in (Verdict.HOLDS, Verdict.FAILS)]
+        assert res.verdict != Verdict.HOLDS, res.table()
+        tested = [r for r in res.rows if np.isfinite(r.p_value)]
         assert len(tested) == 7 and not any(r.verdict == Verdict.HOLDS for r in tested)
         assert np.median([r.values["p_sign"] for r in tested]) < 0.05  # the sign test alone is fooled
         assert all(max(r.values["p_mismatch"], r.values["p_direction"]) > 0.05 for r in tested)
         assert np.median([r.values["p_mismatch"] for r in tested]) > 0.1  # not channel-specific
+    wide = _c6_on(Effects(zoom_bias=0.3), 0, permuted=True, channels=512)
+    assert wide.verdict == Verdict.FAILS, wide.table()
 
 
 def test_c6_holds_on_planted_equivariance_and_fails_once_permuted():
@@ -331,7 +335,8 @@ def test_c6_holds_on_planted_equivariance_and_fails_once_permuted():
 
     planted = Effects(scale_frac=0.6, scale_size=2.0)
     assert _c6_on(planted, 0, permuted=False).verdict == Verdict.HOLDS
-    assert _c6_on(planted, 0, permuted=True).verdict == Verdict.FAILS
+    assert _c6_on(planted, 0, permuted=True).verdict != Verdict.HOLDS  # 128 channels: too few to say "fails"
+    assert _c6_on(planted, 0, permuted=True, channels=512).verdict == Verdict.FAILS
 
 
 def test_c6_on_a_trained_model_with_nc_perm():

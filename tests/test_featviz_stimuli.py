@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resstream_assert.config import ConfigError, RunConfig, build_run_config
+from resstream_assert.config import DEFAULT_MODEL, ConfigError, RunConfig, build_run_config
 from resstream_assert.measures import MIX, OVERWRITE, SKIP, UNDEFINED, BlockStimuli, block_measures, exemplars
 from resstream_assert.pipeline import Pipeline, model_refs
 
@@ -131,7 +131,7 @@ def test_config_options_and_refs():
     assert "stimuli" not in RunConfig().to_dict() and "featviz" not in RunConfig().to_dict()
     cfg = build_run_config({"stimuli": "both", "channels": 4, "featviz-steps": 8, "featviz-regime": "per-layer"})
     assert cfg.sources == ("exemplars", "featviz") and cfg.to_dict()["featviz"]["regime"] == "per-layer"
-    assert [str(r) for r in model_refs(cfg)] == ["zoo:resnet18-synth96", "zoo:resnet18-synth96[featviz]"]
+    assert [str(r) for r in model_refs(cfg)] == [DEFAULT_MODEL, f"{DEFAULT_MODEL}[featviz]"]
     for bad in ({"stimuli": "dreams"}, {"featviz-regime": "lucent"}, {"featviz-lr": 0.0}, {"channels": 0}):
         with pytest.raises(ConfigError):
             build_run_config(bad)

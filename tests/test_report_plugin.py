@@ -100,20 +100,21 @@ def test_claim(resstream_record):
     result = pytester.runpytest("--resstream-baseline", "b.json")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*AssertionError: claim C3 fails*", "*resstream baseline diff*",
-                                 "r18?torch?*C3*(claim)*verdict*holds*fails*changed*any change*FAIL"])
-    # The suite records an inconclusive claim and then skips: a verdict drift must still fail it.
+                                 "r18?torch?*C3*(claim)*verdict*holds*fails*changed*beyond noise*FAIL"])
+    # The suite records a report-only claim and then skips: a verdict drift (holds -> fails: always beyond the
+    # noise) must still fail it.
     pytester.makepyfile(test_claims="""
 import pytest
 from synth import make_result
 
 def test_claim(resstream_record):
-    resstream_record(make_result("r18", "C3", verdict="inconclusive"))
-    pytest.skip("C3 inconclusive: too few channels")
+    resstream_record(make_result("r18", "C3", verdict="fails"))
+    pytest.skip("C3 is report-only here")
 """)
     skipped = pytester.runpytest("--resstream-baseline", "b.json")
     skipped.assert_outcomes(failed=1)
-    skipped.stdout.fnmatch_lines(["*holds*inconclusive*changed*FAIL",
-                                  "(the test itself skipped: Skipped: C3 inconclusive: too few channels)"])
+    skipped.stdout.fnmatch_lines(["*holds*fails*changed*FAIL",
+                                  "(the test itself skipped: Skipped: C3 is report-only here)"])
 
 
 def test_missing_claims_fail_the_session_only_with_the_missing_rule(pytester):

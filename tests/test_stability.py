@@ -23,7 +23,7 @@ from resstream_assert.report.markdown import render_markdown
 from resstream_assert.results import ClaimResult, Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ClaimOptions(n_resamples=999, n_boot=0)
+FAST = ClaimOptions(n_resamples=999, n_boot=200)  # verdicts read the effects' intervals: bootstraps needed
 
 
 def _stability(rho: float, channels: int, seed: int = 0, runs: int = 10, images: int = 256):
@@ -33,20 +33,22 @@ def _stability(rho: float, channels: int, seed: int = 0, runs: int = 10, images:
 
 
 def test_a_strong_effect_holds_stably():
-    full, s = _stability(-0.8, 64)
+    full, s = _stability(-0.8, 128)  # re-evaluations see half the images and half the channels
     assert full.verdict == Verdict.HOLDS
     assert s["flips"] == 0 and s["unstable"] == 0.0 and s["holds"] == s["runs"] == 10
     assert s["n_images"] == 128 and s["of_images"] == 256 and s["ci_low"] == 0.0 < s["ci_high"] < 0.35
 
 
-def test_the_null_fails_stably():
+def test_the_null_never_holds():
+    """No planted effect: C3 is never shown to hold, on all images or on any re-evaluation (at 64 channels the
+    interval of rho is too wide to show it is above the boundary: inconclusive, not fails)."""
     full, s = _stability(0.0, 64)
-    assert full.verdict == Verdict.FAILS
-    assert s["fails"] == s["runs"] and s["flips"] == 0 and s["unstable"] == 0.0
+    assert full.verdict != Verdict.HOLDS
+    assert s["holds"] == 0.0 and s["runs"] == 10
 
 
 def test_a_borderline_effect_is_reported_unstable():
-    full, s = _stability(-0.35, 64, seed=3)
+    full, s = _stability(-0.4, 128, seed=3)  # holds on all images; on halves it is mostly undecided
     assert 0 < s["flips"] < s["runs"], s
     assert s["rate"] == s["flips"] / s["runs"] and s["unstable"] == float(s["rate"] > STABILITY_THRESHOLD)
     assert s["unstable"] == 1.0
@@ -121,7 +123,7 @@ def test_suite_reports_stability_in_terminal_and_json(pytester, monkeypatch):
         "--resstream-report-json", "r.json")
     result.assert_outcomes(passed=2, xfailed=1)
     result.stdout.fnmatch_lines(["*verdict stability (re-evaluated on probe half-samples with other seeds)*",
-                                 "*C1*fails*at n=120: flips in */36 re-evaluations*on 60-image halves, other seeds"])
+                                 "*C1*inconclusive*at n=120: flips in */36 re-evaluations*on 60-image halves, other seeds"])
     report = json.loads((pytester.path / "r.json").read_text())
     (c1,) = [r for r in report["results"] if r["claim"] == "C1"]
     assert c1["stability"]["runs"] == 36 and c1["stability"]["of_images"] == 120

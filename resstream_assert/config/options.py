@@ -12,7 +12,7 @@ from typing import Any, Callable
 from resstream_assert.config import checks
 from resstream_assert.errors import ConfigError
 
-DEFAULT_MODEL = "zoo:resnet18-synth96"
+DEFAULT_MODEL = "zoo:resnet18-cifar64"  # trained on CIFAR-10 photographs, tested on its shipped probe
 #: featviz option name -> FeatvizSettings field (see resstream_assert/interventions/featviz.py).
 FEATVIZ_OPTIONS = {"featviz-steps": "steps", "featviz-lr": "lr", "featviz-seeds": "seeds",
                    "featviz-regime": "regime", "featviz-jitter": "jitter", "featviz-size": "size",
