@@ -89,10 +89,13 @@ def cli_message(text: str, command: str) -> str:
     Example:
         >>> cli_message("pass --resstream-trust-pickle (Python: trust_pickle=True).", "sites")
         'pass --trust-pickle.'
+        >>> cli_message("--resstream-model x: Cannot read model spec 'x'.", "sites")
+        "Cannot read model spec 'x'."
     """
     import re
 
     flags = _CLI_FLAGS.get(command, {})
+    text = re.sub(r"^--resstream-model \S+: (?=Model spec|Cannot read model spec)", "", text)  # the spec is named
 
     def sub(m: "re.Match[str]") -> str:
         flag = flags.get(m.group(1))
@@ -424,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     from resstream_assert.errors import ResstreamError, ResstreamWarning
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m pytest` does: mynet:make_net from here
+        sys.path.insert(0, os.getcwd())
     extra: list[str] = []
     if argv[:1] == ["run"] and "--" in argv:  # `resstream run SPEC -- PYTEST ARGS`: the rest goes to pytest as is
         cut = argv.index("--")
