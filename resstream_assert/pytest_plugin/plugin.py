@@ -83,6 +83,15 @@ def pytest_configure(config: pytest.Config) -> None:
                             "(alpha, mostly, min_effect, n_resamples, n_boot, min_channels, ...; see ClaimOptions)")
     _checked(config)  # a bad value stops the run here, before any test
     _register_reports(config)
+    from resstream_assert.pipeline import enter_run  # no torch: the pipeline is built on first use
+
+    config.stash[_RUN] = enter_run(lambda: _pipeline(config))  # assertion helpers in a test use this run
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from resstream_assert.pipeline import leave_run
+
+    leave_run(config.stash.get(_RUN, None))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -156,6 +165,7 @@ def _pipeline(config: pytest.Config):
 
 
 _PIPELINE = pytest.StashKey[object]()
+_RUN = pytest.StashKey[object]()  # this run's entry in resstream_assert.pipeline's current runs
 _NOTES = pytest.StashKey[list]()
 _MODEL_INFO = pytest.StashKey[list]()  # (label, backend label, model_info entry) of every model, from start-up
 
