@@ -427,7 +427,8 @@ class Pipeline:
                      f"{round(SUBSAMPLE_FRACTION * n_images)} of {n_images} probe images, other seeds")
         table = verdict_stability(ctx.rmap, ctx.responses, {cid: results[cid] for cid in ids}, runs=runs,
                                   options=options, seed=self.config.seed)
-        return {cid: r.with_(stability=table[cid]) if cid in table else r for cid, r in results.items()}
+        not_covered = {"runs": 0.0, "reruns_model": 1.0}  # C10, C11: lesions cannot be re-run on responses
+        return {cid: r.with_(stability=table.get(cid, not_covered)) for cid, r in results.items()}
 
     @staticmethod
     def _label(results: dict, stimuli: str) -> dict:

@@ -61,20 +61,33 @@ def test_c3_does_not_hold_on_controls(planted, control):
         assert res["C3"].verdict == Verdict.NOT_APPLICABLE and "equal" in res["C3"].reason
 
 
-def test_c1_fails_on_nc_id_with_a_degenerate_spectrum(planted):
+def test_c1_never_holds_on_nc_id_and_says_what_would_decide(planted):
+    """Every channel is skip, but 0 mix channels of 16-64 is no evidence against 5% (0/64: upper bound
+    5.6%): undecided, with the channel count that would decide (the next test shows a network that has it)."""
     _, res = _run(f"{planted}+nc-id", ["C1", "C2"])
     c1 = res["C1"]
-    assert c1.verdict == Verdict.FAILS
+    assert c1.verdict == Verdict.INCONCLUSIVE
     for row in c1.rows:
         assert row.values["frac_skip"] == 1.0 and row.values["frac_mix"] == 0.0
+        assert row.verdict == Verdict.INCONCLUSIVE and row.values["n_to_decide"] > row.n
     assert res["C2"].verdict == Verdict.FAILS  # homogeneous by construction
-    with pytest.raises(ClaimAssertionError, match=r"C1 .*expected holds, got fails(.|\n)*> +layer1\.1"):
+    with pytest.raises(ClaimAssertionError, match=r"C1 .*expected holds, got inconclusive(.|\n)*> +layer1\.1"):
         check_claim(c1, "C1")
 
 
-def test_c1_fails_on_nc_plain(planted):
+def test_c1_fails_with_evidence_on_controls_of_a_wide_network():
+    """resnet18's blocks have 64-512 channels: 0 of >= 128 is evidence against 5%, so the controls fail."""
+    for control, empty in (("nc-id", "frac_mix"), ("nc-plain", "frac_skip")):
+        wb = Pipeline(RunConfig(models=(f"torchvision:resnet18+{control}",), images=64, input_size=64, progress=False))
+        c1 = wb.evaluate(f"torchvision:resnet18+{control}", claims=["C1"])["C1"]
+        assert c1.verdict == Verdict.FAILS, c1.reason
+        wide = [r for r in c1.rows if r.n >= 128]
+        assert wide and all(r.verdict == Verdict.FAILS and r.values[empty] == 0.0 for r in wide)
+
+
+def test_c1_never_holds_on_nc_plain(planted):
     _, res = _run(f"{planted}+nc-plain", ["C1"])
-    assert res["C1"].verdict == Verdict.FAILS
+    assert res["C1"].verdict == Verdict.INCONCLUSIVE
     assert all(row.values["frac_overwrite"] == 1.0 for row in res["C1"].rows)
 
 

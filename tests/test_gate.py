@@ -20,7 +20,9 @@ def _result(verdict: Verdict, gate: bool = True) -> ClaimResult:
     (Verdict.FAILS, True, False, Outcome.FAIL),
     (Verdict.FAILS, True, True, Outcome.XFAIL),
     (Verdict.FAILS, False, False, Outcome.PASS),  # report-only claims never fail a run
-    (Verdict.INCONCLUSIVE, True, False, Outcome.SKIP),
+    (Verdict.INCONCLUSIVE, True, False, Outcome.UNDECIDED),  # a gated claim the data cannot decide fails so
+    (Verdict.INCONCLUSIVE, True, True, Outcome.XFAIL),
+    (Verdict.INCONCLUSIVE, False, False, Outcome.SKIP),  # report-only: never fails
     (Verdict.NOT_APPLICABLE, True, True, Outcome.SKIP),
 ])
 def test_every_verdict_has_one_outcome(verdict, gate, survey, outcome):
@@ -41,13 +43,16 @@ def test_a_decision_is_not_truthy():
     (Verdict.FAILS, True, BaselineCheck("b.json", verdict="fails"), False, Outcome.XFAIL),
     (Verdict.FAILS, True, BaselineCheck("b.json", verdict="fails"), True, Outcome.XFAIL),
     (Verdict.HOLDS, True, BaselineCheck("b.json", verdict="holds"), False, Outcome.PASS),
-    (Verdict.INCONCLUSIVE, True, BaselineCheck("b.json", verdict="inconclusive"), False, Outcome.SKIP),
-    # a verdict change fails, whichever way it goes, and also in survey mode
+    (Verdict.INCONCLUSIVE, True, BaselineCheck("b.json", verdict="inconclusive"), False, Outcome.XFAIL),
+    # a verdict change beyond noise fails, whichever way it goes, and also in survey mode
     (Verdict.FAILS, True, BaselineCheck("b.json", verdict="holds", drifted=True), True, Outcome.FAIL),
     (Verdict.HOLDS, True, BaselineCheck("b.json", verdict="fails", drifted=True), False, Outcome.FAIL),
     (Verdict.INCONCLUSIVE, True, BaselineCheck("b.json", verdict="holds", drifted=True), False, Outcome.FAIL),
-    # ... even when the comparison rules left the verdict out (the gate compares verdicts itself)
+    # holds <-> fails is never noise, even when the comparison did not flag it
     (Verdict.FAILS, True, BaselineCheck("b.json", verdict="holds"), False, Outcome.FAIL),
+    # a change within noise (the intervals overlap) is unstable: reported, not failed
+    (Verdict.INCONCLUSIVE, True, BaselineCheck("b.json", verdict="holds", unstable=True), False, Outcome.XFAIL),
+    (Verdict.HOLDS, True, BaselineCheck("b.json", verdict="inconclusive", unstable=True), True, Outcome.XFAIL),
     # same verdict, but a quantity drifted past its tolerance
     (Verdict.FAILS, True, BaselineCheck("b.json", verdict="fails", drifted=True), False, Outcome.FAIL),
     (Verdict.HOLDS, True, BaselineCheck("b.json", verdict="holds", drifted=True), False, Outcome.FAIL),
@@ -57,6 +62,7 @@ def test_a_decision_is_not_truthy():
     (Verdict.FAILS, True, BaselineCheck("b.json", verdict=None), True, Outcome.XFAIL),
     # writing the baseline: a failing claim is recorded as failing (xfail), the run stays green
     (Verdict.FAILS, True, BaselineCheck("b.json", updating=True), False, Outcome.XFAIL),
+    (Verdict.INCONCLUSIVE, True, BaselineCheck("b.json", updating=True), False, Outcome.XFAIL),
     (Verdict.HOLDS, True, BaselineCheck("b.json", updating=True), False, Outcome.PASS),
 ])
 def test_with_a_baseline_the_baseline_is_the_gate(verdict, gate, check, survey, outcome):
@@ -67,7 +73,7 @@ def test_with_a_baseline_the_baseline_is_the_gate(verdict, gate, check, survey, 
 
 def test_baseline_reasons_say_what_happened():
     xfail = decide(_result(Verdict.FAILS), baseline=BaselineCheck("baselines/r18.json", verdict="fails"))
-    assert xfail.by_baseline and "as it did in the baseline baselines/r18.json" in xfail.reason
+    assert xfail.by_baseline and "fails, as in the baseline baselines/r18.json" in xfail.reason
     drift = decide(_result(Verdict.HOLDS), baseline=BaselineCheck("b.json", verdict="fails", drifted=True,
                                                                    diff="C3 (claim) verdict fails holds FAIL"))
     assert drift.by_baseline and drift.reason.startswith("BaselineDriftError")

@@ -15,9 +15,11 @@ from typing import Iterable
 
 from resstream_assert.claims import (ablation, gain_scaling, importance, inhibition,  # noqa: F401
                                      scale_invariance, scale_mechanism, spectrum, weights)
-from resstream_assert.claims.base import REGISTRY, ClaimContext, ClaimOptions, ClaimSpec, claim_order, register
+from resstream_assert.claims.base import (REGISTRY, ClaimContext, ClaimOptions, ClaimSpec, claim_order,
+                                         parse_min_effects, register)
 
-__all__ = ["REGISTRY", "ClaimContext", "ClaimOptions", "ClaimSpec", "claim_order", "register", "resolve_claims",
+__all__ = ["REGISTRY", "ClaimContext", "ClaimOptions", "ClaimSpec", "claim_order", "parse_min_effects", "register",
+           "resolve_claims",
            "needed_variants"]
 
 

@@ -38,6 +38,7 @@ from typing import Mapping
 
 import numpy as np
 
+from resstream_assert.claims.decision import Boundary
 from resstream_assert.claims.base import ClaimContext, not_run, register, row, summarize
 from resstream_assert.interventions.lesion import BlockPlan, LesionOptions, LesionRequest, default_ablation_blocks
 from resstream_assert.interventions.reference import ReferenceRequest
@@ -210,7 +211,8 @@ def plan_lesions(ctx: ClaimContext) -> LesionRequest:
 
 @register("C10", "Ablating scale-invariant channels disproportionately harms scale-robust recognition (tentative)",
           "P2", "slope of ΔD(S*, s) vs zoom ranked among N random equal-size mean-ablations; Holm across blocks",
-          needs=("id", "S", "Sinv"), mostly=1.0, gate=False, prepare=plan_lesions)
+          needs=("id", "S", "Sinv"), mostly=1.0, gate=False, prepare=plan_lesions,
+          boundary=Boundary(0.0, +1, "excess slope of S* over random sets", "images"))
 def evaluate_c10(ctx: ClaimContext) -> ClaimResult:
     """C10 on the lesion data in ``ctx.intervention`` (see module docstring); not applicable without it.
 

@@ -4,12 +4,12 @@ A claim is data (id, title, source, the stimulus variants it needs, default thre
 and, when it must run the model again, the intervention it asks for) plus one function
 ``evaluate(ctx) -> ClaimResult``. Claims read numpy quantities only; they never run a model.
 
-Claim-level verdicts (the one verdict rule; :mod:`resstream_assert.gate` turns verdicts
-into test outcomes): each analysed block gets a test, p-values are Holm-adjusted across
-blocks, and "the claim holds in at least a fraction ``mostly`` of the blocks" is decided
-by the ``ceil(mostly * n)``-th smallest adjusted p (Holm controls the family-wise error
-of all those rejections together). The claim's effect is the median block effect with a
-bootstrap CI over blocks.
+Verdicts (the one rule, :mod:`.decision`; :mod:`resstream_assert.gate` turns verdicts into test
+outcomes): each analysed block gets a test, p-values are Holm-adjusted across blocks, and a
+block holds, fails (evidence against) or is inconclusive by where its effect's interval lies
+against the claim's :class:`~.decision.Boundary`; the claim holds when ``ceil(mostly x A)`` of
+its ``A`` analysed blocks hold. The claim's effect is a random-effects (DerSimonian-Laird)
+combination of the block effects with its 95% interval (:mod:`resstream_assert.stats.pooling`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from resstream_assert.claims.decision import Boundary, block_verdict, over_blocks
 from resstream_assert.results import BlockRow, ClaimResult, Verdict
 from resstream_assert.stats import holm
+from resstream_assert.stats.pooling import random_effects, se_from_ci
 
 if TYPE_CHECKING:
     from resstream_assert.capture.responses import Responses
@@ -31,6 +33,39 @@ if TYPE_CHECKING:
     from resstream_assert.measures import BlockMeasures
 
 ZOOM_VARIANTS = ("zoom1.1", "zoom1.2", "zoom1.3", "zoom1.4", "zoom1.5", "zoom1.75", "zoom2.0")
+
+
+def parse_min_effects(v: Any) -> tuple[tuple[str, float], ...]:
+    """``["C3=0.2", "C1=0.1"]`` (or a mapping, or pairs) -> ``(("C1", 0.1), ("C3", 0.2))``; ValueError when malformed.
+
+    Example:
+        >>> parse_min_effects(["C3=0.2", "C1=0.1"])
+        (('C1', 0.1), ('C3', 0.2))
+    """
+    if v is None:
+        return ()
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        raise ValueError(f"{v!r} is not CLAIM=VALUE: each claim has its own units, so name it (e.g. C3=0.2)")
+    items = v.items() if isinstance(v, Mapping) else v
+    out = {}
+    for item in items:
+        if isinstance(item, str):
+            claim, sep, text = item.partition("=")
+            if not sep:
+                raise ValueError(f"{item!r} is not CLAIM=VALUE: each claim has its own units, so name it (e.g. C3=0.2 "
+                                 "for |rho| >= 0.2, C1=0.1 for a 10% rarest category)")
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"{item!r}: {text!r} is not a number") from None
+        else:
+            claim, value = item
+        claim = str(claim).strip().upper()
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{claim}={value!r}: a minimum effect is a finite number >= 0 in the claim's units")
+        out[claim] = float(value)
+    return tuple(sorted(out.items()))
+
 
 
 @dataclass(frozen=True)
@@ -44,7 +79,9 @@ class ClaimOptions:
 
     alpha: float = 0.05
     mostly: float | None = None  # fraction of analysed blocks that must hold; None = the claim's default
-    min_effect: float = 0.0
+    # The boundary's size in the claim's units, per claim as (claim, value) pairs, or one number for the
+    # claim being evaluated (a @pytest.mark.resstream on one claim's test); unset = each claim's own.
+    min_effect: float | tuple[tuple[str, float], ...] | None = None
     n_resamples: int = 4999
     n_boot: int = 1000
     min_channels: int = 10
@@ -61,8 +98,11 @@ class ClaimOptions:
             raise bad("alpha", "must be strictly between 0 and 1 (e.g. 0.05)")
         if self.mostly is not None and not (isinstance(self.mostly, (int, float)) and 0 < self.mostly <= 1):
             raise bad("mostly", "must be a fraction in (0, 1] (e.g. 0.5, or 1.0 for every block), or None")
-        if not (isinstance(self.min_effect, (int, float)) and math.isfinite(self.min_effect) and self.min_effect >= 0):
-            raise bad("min_effect", "must be a finite number >= 0")
+        pairs = self.min_effect if isinstance(self.min_effect, tuple) else \
+            (() if self.min_effect is None else (("*", self.min_effect),))
+        for _, value in pairs:
+            if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise bad("min_effect", "must be a finite number >= 0 in the claim's units (e.g. C3=0.2)")
         for name, low in (("n_resamples", 99), ("n_boot", 0), ("min_channels", 1), ("min_images", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
@@ -92,6 +132,8 @@ class ClaimOptions:
             (('n_random', 20),)
         """
         kw = {k: v for k, v in claim_options.items() if v is not None}
+        if isinstance(kw.get("min_effect"), (list, tuple, Mapping)):  # per claim: "C3=0.2" texts, or pairs
+            kw["min_effect"] = parse_min_effects(kw["min_effect"])
         for name in ("lesion", "intervention"):
             if name in kw:
                 kw[name] = tuple(sorted((str(k), tuple(v) if isinstance(v, list) else v)
@@ -120,6 +162,7 @@ class ClaimSpec:
     gate: bool = True
     prepare: Callable[["ClaimContext"], "Request"] | None = None
     opt_in: bool = False
+    boundary: Boundary | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +197,20 @@ class ClaimContext:
         if self.spec is None:
             raise ValueError("this ClaimContext has no claim: use ctx.for_claim(REGISTRY[id])")
         return self.spec
+
+    def boundary(self) -> Boundary | None:
+        """The claim's boundary, with its size set by the user's ``min_effect`` for this claim when given.
+
+        Example:
+            >>> ctx.for_claim(REGISTRY["C3"]).boundary().delta  # doctest: +SKIP
+            -0.1
+        """
+        b = self.claim.boundary
+        given = self.options.min_effect
+        size = dict(given).get(self.claim.id) if isinstance(given, tuple) else given
+        if b is None or size is None:
+            return b
+        return replace(b, delta=b.direction * float(size))
 
     def rng(self, block: int = -1, stream: str = "") -> np.random.Generator:
         """A generator seeded by (seed, claim, block): results never depend on evaluation order."""
@@ -207,7 +264,7 @@ REGISTRY: dict[str, ClaimSpec] = {}
 
 def register(id: str, title: str, source: str, test: str, *, needs: Sequence[str] = ("id",),
              mostly: float = 0.5, gate: bool = True, prepare: Callable[[ClaimContext], "Request"] | None = None,
-             opt_in: bool = False):
+             opt_in: bool = False, boundary: Boundary | None = None):
     """Decorator registering ``evaluate(ctx) -> ClaimResult`` as claim ``id``.
 
     Example:
@@ -218,7 +275,7 @@ def register(id: str, title: str, source: str, test: str, *, needs: Sequence[str
     def wrap(fn: Callable[[ClaimContext], ClaimResult]):
         if id in REGISTRY:
             raise ValueError(f"claim {id!r} is registered twice ({REGISTRY[id].evaluate.__module__} and {fn.__module__})")
-        REGISTRY[id] = ClaimSpec(id, title, source, test, fn, tuple(needs), mostly, gate, prepare, opt_in)
+        REGISTRY[id] = ClaimSpec(id, title, source, test, fn, tuple(needs), mostly, gate, prepare, opt_in, boundary)
         return fn
 
     return wrap
@@ -241,25 +298,36 @@ def claim_order(ids) -> list[str]:
 def summarize(ctx: ClaimContext, rows: list[BlockRow], *, direction: int = 1,
               method: str = "", values: Mapping | None = None, figures: Mapping | None = None,
               reason: str = "", thresholds: Mapping | None = None) -> ClaimResult:
-    """Holm-adjust the block rows, decide each block's verdict and the claim's.
+    """Holm-adjust the block rows, decide each block's verdict and the claim's (:mod:`.decision`).
 
-    ``rows`` come in with raw ``p_value`` and ``effect``; rows whose verdict is already
-    ``inconclusive`` or ``not_applicable`` are kept but excluded from the adjustment.
+    ``rows`` come in with raw ``p_value``, ``effect`` and its 95% interval; rows whose verdict is
+    already ``inconclusive`` or ``not_applicable`` (untestable) are kept but excluded from the
+    adjustment. A claim without a boundary (C11's reference check) keeps the plain rule: a block
+    holds when its adjusted p is below alpha and its effect points the claim's way.
 
     Example:
         >>> result = summarize(ctx, rows, direction=-1)  # doctest: +SKIP
     """
-    spec = ctx.claim
-    opts = ctx.options
+    spec, opts = ctx.claim, ctx.options
+    bound = ctx.boundary()
+    direction = bound.direction if bound is not None else direction  # a claim's boundary says which way it points
     mostly = opts.mostly if opts.mostly is not None else spec.mostly
     tested = [i for i, r in enumerate(rows) if r.verdict not in (Verdict.INCONCLUSIVE, Verdict.NOT_APPLICABLE)]
     adjusted = holm([rows[i].p_value for i in tested]) if tested else np.array([])
+    alpha_block = opts.alpha / max(1, len(tested))
     new_rows = list(rows)
     for i, p_adj in zip(tested, adjusted):
         r = rows[i]
-        ok = p_adj < opts.alpha and direction * r.effect > 0 and abs(r.effect) >= opts.min_effect
-        new_rows[i] = replace(r, p_adjusted=float(p_adj), verdict=Verdict.HOLDS if ok else Verdict.FAILS)
-    th = {"alpha": opts.alpha, "mostly": mostly, "min_effect": opts.min_effect, **(thresholds or {})}
+        if bound is None:
+            verdict, extra = (Verdict.HOLDS if p_adj < opts.alpha and direction * r.effect > 0 else Verdict.FAILS), {}
+        else:
+            verdict, extra = block_verdict(r, bound, alpha=opts.alpha, p_adjusted=float(p_adj),
+                                           alpha_block=alpha_block)
+        new_rows[i] = replace(r, p_adjusted=float(p_adj), verdict=verdict, values={**r.values, **extra})
+    tally = over_blocks([r.verdict for r in new_rows], mostly)
+    th = {"alpha": opts.alpha, "mostly": mostly, **(thresholds or {})}
+    if bound is not None:
+        th.update(delta=bound.delta, direction=bound.direction)
     base = dict(claim=spec.id, title=spec.title, source=spec.source, rows=tuple(new_rows), seed=ctx.seed,
                 model=ctx.model, backend=ctx.backend, method=method or spec.test, thresholds=th,
                 values=dict(values or {}), gate=spec.gate, figures=dict(figures or {}))
@@ -270,17 +338,45 @@ def summarize(ctx: ClaimContext, rows: list[BlockRow], *, direction: int = 1,
         why = reason or (f"{len(rows)} block(s): " + "; ".join(notes[:3]) if notes else "no block testable")
         return ClaimResult(verdict=verdict, statistic=math.nan, p_value=math.nan, p_adjusted=math.nan,
                            effect=math.nan, ci_low=math.nan, ci_high=math.nan, n=0, reason=why, **base)
-    effects = np.array([new_rows[i].effect for i in tested])
-    need = max(1, math.ceil(mostly * len(tested)))
-    p_claim = float(np.sort(adjusted)[need - 1])
-    n_hold = sum(new_rows[i].verdict == Verdict.HOLDS for i in tested)
-    median = float(np.median(effects))
-    lo, hi = _median_ci(effects, ctx.rng(), opts.n_boot)
-    verdict = Verdict.HOLDS if n_hold >= need else Verdict.FAILS
-    summary = reason or f"holds in {n_hold}/{len(tested)} tested blocks (needs {need}); median effect {median:+.3g}"
-    return ClaimResult(verdict=verdict, statistic=n_hold / len(tested), p_value=float(np.min([rows[i].p_value for i in tested])),
-                       p_adjusted=p_claim, effect=median, ci_low=lo, ci_high=hi,
-                       n=int(sum(new_rows[i].n for i in tested)), reason=summary, **base)
+    tested_rows = [new_rows[i] for i in tested]
+    pooled = random_effects([r.effect for r in tested_rows],
+                            se_from_ci([r.ci_low for r in tested_rows], [r.ci_high for r in tested_rows]) ** 2)
+    if pooled.k == 0:  # no block has an interval (e.g. no bootstrap): the median block effect, no interval
+        effect, lo, hi = float(np.median([r.effect for r in tested_rows])), math.nan, math.nan
+    elif len(tested_rows) == 1:  # one block: its own effect and (possibly asymmetric) interval
+        effect, lo, hi = tested_rows[0].effect, tested_rows[0].ci_low, tested_rows[0].ci_high
+    else:
+        effect, lo, hi = pooled.effect, pooled.ci_low, pooled.ci_high
+    base["values"].update(blocks_hold=tally.holds, blocks_fail=tally.fails, blocks_undecided=tally.inconclusive,
+                          blocks_analysed=tally.analysed, blocks_needed=tally.need, tau2=pooled.tau2,
+                          p_heterogeneity=pooled.p_heterogeneity, blocks_pooled=pooled.k)
+    verdict = tally.verdict if bound is not None else (Verdict.HOLDS if tally.holds >= tally.need else Verdict.FAILS)
+    p_sorted = np.sort(adjusted)
+    p_claim = float(p_sorted[tally.need - 1]) if tally.need <= len(p_sorted) else math.nan
+    summary = reason or _summary_text(tally, effect, lo, hi, bound, new_rows, verdict)
+    return ClaimResult(verdict=verdict, statistic=tally.holds / max(1, tally.analysed),
+                       p_value=float(np.min([rows[i].p_value for i in tested])), p_adjusted=p_claim, effect=effect,
+                       ci_low=lo, ci_high=hi, n=int(sum(r.n for r in tested_rows)), reason=summary, **base)
+
+
+def _summary_text(tally, effect: float, lo: float, hi: float, bound: Boundary | None, rows: Sequence[BlockRow],
+                  verdict: Verdict) -> str:
+    """One line: the block tally, the pooled effect, and for an undecided claim what would decide it."""
+    ci = f" [{lo:+.3g}, {hi:+.3g}]" if math.isfinite(lo) else ""
+    text = f"{tally.text()}; pooled effect {effect:+.3g}{ci}"
+    if bound is None:
+        return text
+    text += f", boundary {bound.short()}"
+    if verdict == Verdict.INCONCLUSIVE:
+        undecided = [r for r in rows if r.verdict == Verdict.INCONCLUSIVE and "mde" in r.values]
+        mdes = [r.values["mde"] for r in undecided if math.isfinite(r.values["mde"])]
+        ns = [r.values["n_to_decide"] for r in undecided if math.isfinite(r.values["n_to_decide"])]
+        if mdes:
+            worst = max(mdes) if bound.direction > 0 else min(mdes)
+            text += f"; undecided: the smallest effect these blocks detect (80% power) is up to {worst:+.3g}"
+        if ns:
+            text += f"; about {int(max(ns)):,} {bound.replication} per block would decide them"
+    return text
 
 
 def inconclusive(ctx: ClaimContext, reason: str) -> ClaimResult:
@@ -291,14 +387,6 @@ def inconclusive(ctx: ClaimContext, reason: str) -> ClaimResult:
 def not_run(ctx: ClaimContext, verdict: Verdict, reason: str, block: str = "model") -> ClaimResult:
     """A claim result whose test was not run at all (not applicable or inconclusive), with the reason."""
     return summarize(ctx, [row(block, verdict=verdict, note=reason)], reason=reason)
-
-
-def _median_ci(effects: np.ndarray, rng: np.random.Generator, n_boot: int) -> tuple[float, float]:
-    if effects.size < 2:
-        return math.nan, math.nan
-    draws = rng.choice(effects, size=(max(n_boot, 200), effects.size), replace=True)
-    meds = np.median(draws, axis=1)
-    return float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
 
 
 def row(block: str, result=None, *, verdict: Verdict | None = None, note: str = "", n: int = 0,

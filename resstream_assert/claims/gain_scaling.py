@@ -30,6 +30,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from resstream_assert.capture.responses import Responses, site_key
+from resstream_assert.claims.decision import Boundary
 from resstream_assert.claims.base import ClaimContext, not_run, register, row, summarize
 from resstream_assert.errors import DegenerateDataError
 from resstream_assert.interventions.settings import InterventionOptions, sample_channels
@@ -174,7 +175,8 @@ def _gain_m(ctx, data, bl, variant):
 @register("X1", "A smaller branch gain makes a channel more skip-like (gain dose-response, intervention)", "ours",
           "per channel Spearman of M (P1, exemplars fixed) vs log gain factor, gamma scaled with beta held; exact sign "
           "test across channels that M rises as the gain falls; effect: net share of channels; Holm across blocks",
-          prepare=plan_scaling)
+          prepare=plan_scaling,
+          boundary=Boundary(0.5, +1, "net share of sampled channels moving with the dose", "sampled channels"))
 def gain_dose_response(ctx: ClaimContext):
     """X1 on the recaptured sites in ``ctx.intervention`` (see the module docstring).
 
@@ -264,7 +266,8 @@ def _secondary(ctx, data, bl, m2: np.ndarray, primary: str) -> dict[str, float]:
 @register("X2", "A larger shortcut makes a channel more skip-like, mirroring X1 (shortcut scaling, intervention)",
           "ours", "per channel Spearman of M (P1, exemplars fixed) vs log shortcut factor; exact sign test across "
           "channels that M rises with the shortcut; effect: net share of channels; Holm across blocks; symmetry with "
-          "X1 (gamma and beta scaled by 1/g) as row values", prepare=plan_scaling)
+          "X1 (gamma and beta scaled by 1/g) as row values", prepare=plan_scaling,
+          boundary=Boundary(0.5, +1, "net share of sampled channels moving with the dose", "sampled channels"))
 def shortcut_dose_response(ctx: ClaimContext):
     """X2 on the recaptured sites in ``ctx.intervention`` (see the module docstring).
 

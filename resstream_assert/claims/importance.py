@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from resstream_assert.claims.decision import Boundary
 from resstream_assert.claims.base import ClaimContext, not_run, register, row, summarize
 from resstream_assert.claims.gain_scaling import intervention_options
 from resstream_assert.errors import DegenerateDataError
@@ -101,7 +102,8 @@ def category_test(ctx: ClaimContext, block: str, values: np.ndarray, cat: np.nda
 @register("X3", "Which kind of channel matters most to the output when its gain changes (intervention)", "ours",
           "single-channel gain edits (beta held): KL of the output per unit change of gain; Kruskal-Wallis across "
           "skip/mix/overwrite channels (permutation p, epsilon-squared); Holm across blocks",
-          gate=False, prepare=plan_downstream, opt_in=True)
+          gate=False, prepare=plan_downstream, opt_in=True,
+          boundary=Boundary(0.01, +1, "epsilon-squared across categories"))
 def downstream_effect(ctx: ClaimContext):
     """X3 on the logits in ``ctx.intervention`` (see the module docstring).
 
@@ -150,7 +152,8 @@ def plan_attribution(ctx: ClaimContext) -> AttributionRequest:
 @register("X4", "Output attribution to resid_sum channels differs between skip, mix and overwrite channels", "ours",
           "captum layer integrated gradients (or conductance) of the predicted class; importance = mean |channel "
           "attribution|; Kruskal-Wallis across categories (permutation p, epsilon-squared); Holm across blocks",
-          gate=False, prepare=plan_attribution, opt_in=True)
+          gate=False, prepare=plan_attribution, opt_in=True,
+          boundary=Boundary(0.01, +1, "epsilon-squared across categories"))
 def attribution_by_category(ctx: ClaimContext):
     """X4 on the attributions in ``ctx.intervention`` (see the module docstring).
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from resstream_assert.claims.decision import Boundary
 from resstream_assert.claims.base import ClaimContext, lacks, register, row, summarize
 from resstream_assert.stats.effects import bootstrap_ci, clopper_pearson
 from resstream_assert.errors import DegenerateDataError
@@ -227,7 +228,8 @@ def fraction_figure(ctx: ClaimContext, convention: str) -> dict:
           "per block, the fraction f of defined channels with SM_B>0, SM_I>0 and 2/3<M<3/2 (P1) exceeds each null: "
           "exact McNemar vs direction-reversed, one-sided Fisher vs flip and vs channel-mismatch; block p = max of "
           "the three (intersection-union); effect f - max null f with a channel-bootstrap CI; Holm across blocks",
-          needs=NEEDS_SCALE)
+          needs=NEEDS_SCALE,
+          boundary=Boundary(0.05, +1, "scale-invariant share minus the largest null share"))
 def scale_invariant_p1(ctx: ClaimContext):
     """C5: f_b(P1 criterion) exceeds the direction-reversed, flip and channel-mismatch nulls.
 
@@ -242,7 +244,8 @@ def scale_invariant_p1(ctx: ClaimContext):
           "per block, the fraction f of defined channels with SM_B>0 and 2/3<M<3/2 (P2 convention) exceeds each "
           "null (McNemar vs reversed, Fisher vs flip and mismatch; p = max of the three); Clopper-Pearson CI on f; "
           "the spec §5.2 reference fraction (17.97%) reported for ResNet18 blocks 2.1/3.1, never gated",
-          needs=NEEDS_SCALE)
+          needs=NEEDS_SCALE,
+          boundary=Boundary(0.05, +1, "scale-invariant share minus the largest null share"))
 def scale_invariant_p2(ctx: ClaimContext):
     """C8: f_b(P2 criterion) exceeds the nulls; reference fractions reported where they apply.
 
@@ -267,7 +270,8 @@ def _stage_key(ctx: ClaimContext, bm) -> float:
           "one-sided Fisher exact test that the pooled P1-criterion fraction over all but the last stage exceeds "
           "the last stage's (stage = blocks with the same spatial size; last = smallest); Cochran-Armitage trend "
           "over block depth (decreasing) reported beside it. Low confidence in the direction: report-only",
-          needs=NEEDS_SCALE, gate=False)
+          needs=NEEDS_SCALE, gate=False,
+          boundary=Boundary(0.05, +1, "early-to-mid minus last-stage scale-invariant share"))
 def early_concentration(ctx: ClaimContext):
     """C7: pooled f over early/mid stages > pooled f over the last stage (single "all blocks" row).
 

@@ -31,6 +31,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from resstream_assert.claims.decision import Boundary
 from resstream_assert.claims.base import ZOOM_VARIANTS, ClaimContext, register, row, summarize
 from resstream_assert.errors import DegenerateDataError
 from resstream_assert.measures import MIX, UNDEFINED, flatness, p2_selected
@@ -106,7 +107,8 @@ def _zstar_values(bm, mix: np.ndarray) -> dict[str, float]:
           "(zeros dropped; effect = fraction positive - 0.5) and one-sided paired Wilcoxon that dB(S) > dB(S^-1); "
           "block p = max of the two (intersection-union); Wilcoxon on SM_B, the SM_I sign test, McNemar vs the "
           "mismatch and flip nulls and the peak-zoom z* test reported as row values; Holm across blocks",
-          needs=NEEDS_ZOOM)
+          needs=NEEDS_ZOOM,
+          boundary=Boundary(0.10, +1, "share of mix channels above the chance share", "mix channels"))
 def equivariance(ctx: ClaimContext):
     """C6: within mix channels, zooming into the input's exemplars raises the block's response.
 
@@ -232,7 +234,8 @@ def _curve_panel(bm, sel: np.ndarray, others: np.ndarray) -> dict:
           "zoom curve) of Post exceeds max(flat In, flat Pre), and that freezing In (resp. Pre) at its mean over "
           "zooms lowers Post's flatness; block p = max of the three (intersection-union); Mann-Whitney of flat "
           "Post, selected vs other channels, reported; Holm across blocks",
-          needs=NEEDS_ZOOM)
+          needs=NEEDS_ZOOM,
+          boundary=Boundary(0.20, +1, "rank-biserial r, the weakest of three comparisons", "selected channels"))
 def summation(ctx: ClaimContext):
     """C9: the sum is flatter over zoom than either summand, and needs both to be (counterfactuals).
 

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 from scipy.stats import rankdata
 
+from resstream_assert.claims.decision import Boundary
 from resstream_assert.claims.base import ClaimContext, register, row, summarize
 from resstream_assert.errors import DegenerateDataError
 from resstream_assert.measures import MIX, OVERWRITE, SKIP, UNDEFINED
@@ -25,7 +26,8 @@ def _counts(cat: np.ndarray) -> dict[str, int]:
 
 @register("C1", "Skip-overwrite-mix spectrum exists within blocks", "P1",
           "exact binomial (Clopper-Pearson) test that each of skip, mix and overwrite exceeds 5% of a block's "
-          "defined channels; a block holds when all three do (intersection-union: p = max of the three)")
+          "defined channels; a block holds when all three do (intersection-union: p = max of the three)",
+          boundary=Boundary(0.05, +1, "share of channels in the rarest of skip / mix / overwrite"))
 def spectrum(ctx: ClaimContext):
     """C1: per block, every category is non-negligible (each proportion > 5%).
 
@@ -75,7 +77,8 @@ def _share_agreement(bm, ctx: ClaimContext) -> float:
 
 @register("C2", "Category proportions differ between blocks (flexible feature manager)", "P1",
           "chi-square test of independence (blocks x categories) with a Monte-Carlo p-value; effect Cramer's V",
-          mostly=1.0, gate=False)
+          mostly=1.0, gate=False,
+          boundary=Boundary(0.10, +1, "Cramer's V of blocks x categories"))
 def heterogeneity(ctx: ClaimContext):
     """C2 (descriptive): skip/mix/overwrite proportions are not homogeneous across blocks.
 
@@ -91,8 +94,9 @@ def heterogeneity(ctx: ClaimContext):
                                     n_boot=ctx.options.n_boot)
         r = row("all blocks", test, values=values)
     except DegenerateDataError as exc:
-        # A single non-empty category (NC-id, NC-plain) or a single block: homogeneous by construction.
+        # A single non-empty category (NC-id, NC-plain) or a single block: homogeneous by construction
+        # (V = 0 exactly: an interval of one point).
         r = row("all blocks", verdict=Verdict.NOT_APPLICABLE, note=str(exc), values=values, n=int(table.sum()))
         if len(blocks) > 1:  # no association at all: V = 0, p = 1
-            r = replace(r, verdict=Verdict.FAILS, statistic=0.0, p_value=1.0, effect=0.0)
+            r = replace(r, verdict=Verdict.FAILS, statistic=0.0, p_value=1.0, effect=0.0, ci_low=0.0, ci_high=0.0)
     return summarize(ctx, [r], direction=1)

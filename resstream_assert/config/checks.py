@@ -41,6 +41,25 @@ def finite_non_negative(v: Any) -> str:
     return "" if v is None or (math.isfinite(v) and v >= 0) else "must be a finite number >= 0"
 
 
+def min_effects(v: Any) -> str:
+    """Per-claim minimum effects: well formed, and naming claims that exist and have a boundary."""
+    if not v:
+        return ""
+    from resstream_assert.claims import REGISTRY, parse_min_effects  # only when used: numpy stays unimported
+
+    try:
+        pairs = parse_min_effects(v)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+
+    for claim, _ in pairs:
+        if claim not in REGISTRY:
+            return f"unknown claim {claim!r} (known: {', '.join(REGISTRY)})"
+        if REGISTRY[claim].boundary is None:
+            return f"{claim} has no minimum effect (it checks a reference value, not an effect size)"
+    return ""
+
+
 def resamples(v: Any) -> str:
     return "" if v is None or v >= 99 else "must be at least 99 (the smallest permutation p-value is 1/(N+1))"
 

@@ -81,8 +81,9 @@ OPTIONS: tuple[Option, ...] = (
            checks.open_unit),
     Option("mostly", "float", None, "fraction of analysed blocks in which a claim must hold (default: per claim)",
            checks.fraction),
-    Option("min-effect", "float", 0.0, "smallest effect size (|rho|, rank-biserial, ...) that counts as holding",
-           checks.finite_non_negative),
+    Option("min-effect", "list", None, "a claim's minimum effect CLAIM=VALUE in its own units (repeatable), e.g. "
+           "C3=0.2: rho must lie below -0.2 to hold and above it to fail; the verdict compares the effect's interval "
+           "with it. Default: each claim's own (the claims page lists them)", checks.min_effects),
     Option("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))",
            checks.resamples),
     Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=100, "

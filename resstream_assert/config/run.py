@@ -183,6 +183,13 @@ def _python_value(name: str, value: Any) -> Any:
             return tuple(resolve_claims(ids))
         except ValueError as exc:
             raise ConfigError(f"claims={value!r}: {exc}") from None
+    if name == "min-effect":  # {"C3": 0.2}, ["C3=0.2"] or "C3=0.2": held as the command line's list
+        from resstream_assert.claims import parse_min_effects
+
+        try:
+            return [f"{c}={v:g}" for c, v in parse_min_effects([value] if isinstance(value, str) else value)]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"min_effect={value!r}: {exc}") from None
     if name in ("backend", "label", "safe-globals"):
         return (value,) if isinstance(value, str) else tuple(value)
     if name == "providers":
@@ -270,7 +277,10 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
             claims = tuple(resolve_claims([c for c in str(claims_text).split(",") if c.strip()]))
         except ValueError as exc:
             raise ConfigError(f"--resstream-claims {claims_text}: {exc}") from None
-    claim_options = {"alpha": get("alpha"), "mostly": get("mostly"), "min_effect": get("min-effect"),
+    from resstream_assert.claims import parse_min_effects  # checked above: the claims are known
+
+    min_effect = [f"{c}={v:g}" for c, v in parse_min_effects(get("min-effect"))] or None
+    claim_options = {"alpha": get("alpha"), "mostly": get("mostly"), "min_effect": min_effect,
                      "n_resamples": get("resamples")}
     lesion = parse_lesion_options(list(get("lesion") or []))
     if lesion:

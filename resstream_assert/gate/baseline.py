@@ -1,11 +1,9 @@
 """Compare a run with a stored baseline report: the release gate.
 
-Rules are pytest-benchmark-style ``--resstream-compare-fail`` expressions::
-
-    verdict              any verdict change (claim level and per block) fails
-    missing              a claim or block present on one side only fails
-    NAME:abs>LIMIT       |now - baseline| > LIMIT fails            e.g. rho:abs>0.1
-    NAME:pct>LIMIT       |now - baseline| / |baseline| > LIMIT %   e.g. frac_skip:pct>20
+Rules are pytest-benchmark-style ``--resstream-compare-fail`` expressions (their grammar is
+:mod:`.rules`): ``verdict`` (a verdict change beyond noise fails; one within the two intervals'
+overlap is ``unstable``), ``missing``, ``NAME:abs>LIMIT``, ``NAME:pct>LIMIT`` and
+``effect:ci>LIMIT`` (a move in units of the intervals' half-widths).
 
 ``NAME`` is a claim's numeric top-level field (``effect``, ``p_adjusted``, ``statistic``, ``n``,
 ...) or a key of its ``values``; it is checked at claim level and in every block row that has
@@ -31,7 +29,7 @@ from resstream_assert.gate.rules import FIELDS, GRAMMAR, Rule, parse_rule, parse
 
 __all__ = ["Rule", "parse_rule", "parse_rules", "DiffEntry", "BaselineDiff",
            "compare", "compare_result", "check", "baseline_from_report", "GRAMMAR",
-           "quantities", "unknown_quantities", "find_baseline_result", "pair_models"]
+           "quantities", "unknown_quantities", "find_baseline_result", "pair_models", "within_noise"]
 
 _MISSING = object()
 
@@ -39,7 +37,8 @@ _MISSING = object()
 @dataclass(frozen=True)
 class DiffEntry:
     """One compared quantity. ``block`` is ``""`` at claim level. ``status`` is ``ok``, ``FAIL``,
-    ``warn`` (beyond tolerance in a report-only claim), ``missing`` (in the baseline only) or
+    ``warn`` (beyond tolerance in a report-only claim), ``unstable`` (a verdict that changed within
+    the noise of the two intervals: shown, not failing), ``missing`` (in the baseline only) or
     ``new`` (in this run only); the last two become ``FAIL`` under the ``missing`` rule."""
 
     model: str
@@ -127,7 +126,8 @@ class BaselineDiff:
         out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
         out.insert(1, "-" * max(len(s) for s in out))
         c = self.counts()
-        out.append(f"{c.get('FAIL', 0)} FAIL, {c.get('warn', 0)} warn, {c.get('missing', 0)} missing, "
+        out.append(f"{c.get('FAIL', 0)} FAIL, {c.get('unstable', 0)} unstable, {c.get('warn', 0)} warn, "
+                   f"{c.get('missing', 0)} missing, "
                    f"{c.get('new', 0)} new, {c.get('ok', 0)} ok; rules: {rules}")
         return "\n".join(list(self.notes) + out)
 
@@ -165,8 +165,13 @@ def _compare_level(key: tuple[str, str, str], block: str, base: Mapping[str, Any
             continue
         if rule.mode == "verdict":
             b, n = base.get("verdict"), now.get("verdict")
+            noise = b != n and within_noise(base, now)
+            status = "ok" if b == n else ("unstable" if noise else fail_word)
             out.append(DiffEntry(model, backend, claim, block, "verdict", b, n, "changed" if b != n else "",
-                                 "any change", fail_word if b != n else "ok"))
+                                 "beyond noise", status, "the two intervals overlap" if noise else ""))
+            continue
+        if rule.mode == "ci":
+            out.append(_ci_entry(key, block, base, now, rule, fail_word))
             continue
         b, n = _quantity(base, rule.quantity), _quantity(now, rule.quantity)
         if b is _MISSING and n is _MISSING:
@@ -193,6 +198,48 @@ def _compare_level(key: tuple[str, str, str], block: str, base: Mapping[str, Any
         out.append(DiffEntry(model, backend, claim, block, rule.quantity, b, n, change, tol,
                              fail_word if size > rule.limit else "ok"))
     return out
+
+
+def _interval(d: Mapping[str, Any]) -> tuple[float, float]:
+    return to_float(d.get("ci_low")), to_float(d.get("ci_high"))
+
+
+def within_noise(base: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
+    """Whether a verdict change between two results (claim level or one block row) is within noise:
+    not holds <-> fails (intervals on opposite sides of the boundary), and the two effects' 95%
+    intervals are not disjoint (a side without an interval, an untestable block, shows no change).
+
+    Example:
+        >>> within_noise({"verdict": "holds", "ci_low": 0.06, "ci_high": 0.2},
+        ...              {"verdict": "inconclusive", "ci_low": 0.03, "ci_high": 0.15})
+        True
+        >>> within_noise({"verdict": "holds", "ci_low": 0.3, "ci_high": 0.5},
+        ...              {"verdict": "inconclusive", "ci_low": 0.01, "ci_high": 0.2})
+        False
+    """
+    if {str(base.get("verdict")), str(now.get("verdict"))} == {"holds", "fails"}:
+        return False
+    (bl, bh), (nl, nh) = _interval(base), _interval(now)
+    if not all(math.isfinite(v) for v in (bl, bh, nl, nh)):
+        return True
+    return bl <= nh and nl <= bh
+
+
+def _ci_entry(key: tuple[str, str, str], block: str, base: Mapping[str, Any], now: Mapping[str, Any],
+              rule: Rule, fail_word: str) -> DiffEntry:
+    """``effect:ci>K``: the effect moved by more than K combined half-widths of the two intervals."""
+    model, backend, claim = key
+    b, n = to_float(base.get("effect")), to_float(now.get("effect"))
+    (bl, bh), (nl, nh) = _interval(base), _interval(now)
+    half = math.hypot((bh - bl) / 2, (nh - nl) / 2)
+    tol = f"ci>{rule.limit:g}"
+    if not all(math.isfinite(v) for v in (b, n, half)) or half == 0:
+        defined = math.isfinite(b) == math.isfinite(n)
+        return DiffEntry(model, backend, claim, block, "effect", base.get("effect"), now.get("effect"), "", tol,
+                         "ok" if defined else fail_word, "" if defined else "defined on one side only")
+    size = abs(n - b) / half
+    return DiffEntry(model, backend, claim, block, "effect", b, n, f"{size:.2f} half-widths", tol,
+                     fail_word if size > rule.limit else "ok")
 
 
 def _compare_claim(key: tuple[str, str, str], base: Mapping[str, Any], now: Mapping[str, Any],

@@ -5,32 +5,34 @@ to an outcome of the claim's test.
 
 Without a baseline, the verdict is the gate:
 
-=================  ===========================================================
-verdict            outcome
-=================  ===========================================================
-holds              pass
-fails, gated       fail (``xfail`` in survey mode: reported, not failed)
-fails, report-only pass (report-only claims never fail a run)
-inconclusive       skip, with the reason
-not_applicable     skip, with the reason
-=================  ===========================================================
+===================  ===================================================================
+verdict              outcome
+===================  ===================================================================
+holds                pass
+fails, gated         fail (``xfail`` in survey mode: reported, not failed)
+inconclusive, gated  undecided: a failure of its own, with what would decide it
+                     (``xfail`` in survey mode)
+fails / inconclusive pass / skip for report-only claims (they never fail a run)
+not_applicable       skip, with the reason
+===================  ===================================================================
 
 With a baseline (``--resstream-baseline``), the baseline is the gate, as in
 pytest-regressions: what matters is whether the model changed, not whether the papers'
-claims hold on it. The report plugin reads the baseline, compares the result with it and
-passes what it found as a :class:`BaselineCheck`:
+claims hold on it. The report plugin compares the result with the baseline
+(:mod:`.baseline`, with its noise model) and passes what it found as a :class:`BaselineCheck`:
 
-==========================================================  ==============================
-baseline comparison                                          outcome
-==========================================================  ==============================
-drift past a tolerance, or a gated claim's verdict changed   fail (also in survey mode)
-unchanged, and the claim fails as it did in the baseline     xfail (an expected failure)
-unchanged otherwise                                          as without a baseline
-claim not in the baseline                                    as without a baseline
-==========================================================  ==============================
+============================================================  ==============================
+baseline comparison                                            outcome
+============================================================  ==============================
+a verdict change beyond noise, or a quantity past a tolerance  fail (also in survey mode)
+a verdict change within noise (the intervals overlap)          xfail: unstable, not a drift
+the same verdict: holds                                        pass
+the same verdict: fails or inconclusive                        xfail (as in the baseline)
+claim not in the baseline                                      as without a baseline
+============================================================  ==============================
 
 While the baseline is being written (``--resstream-update-baseline``) a gated claim that
-fails is an xfail too: it is recorded as failing, and the next run holds it to that.
+fails or is undecided is an xfail: it is recorded so, and the next run holds it to that.
 Report-only claims never fail a run, baseline or not (their drifts are shown as ``warn``).
 """
 
@@ -54,6 +56,7 @@ class Outcome(str, enum.Enum):
 
     PASS = "pass"
     FAIL = "fail"
+    UNDECIDED = "undecided"  # a gated claim the data could not decide: the test fails, saying so
     XFAIL = "xfail"
     SKIP = "skip"
 
@@ -79,7 +82,8 @@ class BaselineCheck:
     """What the baseline says about one claim result (data only: the report plugin compares, the gate decides).
 
     ``verdict`` is the claim's verdict in the baseline (None: the claim is not in it);
-    ``drifted`` is True when a compared quantity or a block verdict changed past its tolerance;
+    ``drifted`` is True when a compared quantity or a verdict changed past its tolerance (a verdict:
+    beyond noise); ``unstable`` is True when a verdict changed within noise (not a drift);
     ``diff`` is the comparison table for the message; ``updating`` is True while the baseline
     is being written (then nothing is compared).
 
@@ -93,6 +97,7 @@ class BaselineCheck:
     drifted: bool = False
     diff: str = ""
     updating: bool = False
+    unstable: bool = False
 
 
 def decide(result: ClaimResult, *, survey: bool = False, baseline: BaselineCheck | None = None) -> Decision:
@@ -105,28 +110,45 @@ def decide(result: ClaimResult, *, survey: bool = False, baseline: BaselineCheck
     """
     claim, verdict = result.claim, result.verdict
     gated_failure = verdict == Verdict.FAILS and result.gate
+    gated_undecided = verdict == Verdict.INCONCLUSIVE and result.gate
     if baseline is not None and baseline.updating:
-        if gated_failure:
-            return Decision(Outcome.XFAIL, f"{claim} fails on this model; recorded as failing in the new baseline "
+        if gated_failure or gated_undecided:
+            return Decision(Outcome.XFAIL, f"{claim} {_word(verdict)} on this model; recorded so in the new baseline "
                                            f"{baseline.path}: {result.reason}", True)
     elif baseline is not None and baseline.verdict is not None and result.gate:
         changed = baseline.verdict != verdict.value
-        if baseline.drifted or changed:
+        if baseline.drifted:
             what = f"verdict {baseline.verdict} -> {verdict.value}" if changed else "a quantity past its tolerance"
             return Decision(Outcome.FAIL, f"BaselineDriftError: residual-stream statistics drifted from the baseline "
                                           f"{baseline.path} ({claim}: {what})\n{baseline.diff}".rstrip(), True)
-        if gated_failure:
-            return Decision(Outcome.XFAIL, f"{claim} fails, as it did in the baseline {baseline.path} (an expected "
-                                           f"failure: the model did not change): {result.reason}", True)
+        if changed and {baseline.verdict, verdict.value} == {"holds", "fails"}:  # never within noise
+            return Decision(Outcome.FAIL, f"BaselineDriftError: {claim} verdict {baseline.verdict} -> {verdict.value} "
+                                          f"(baseline {baseline.path})\n{baseline.diff}".rstrip(), True)
+        if changed:
+            return Decision(Outcome.XFAIL, f"{claim} unstable: verdict {baseline.verdict} -> {verdict.value} with "
+                                           f"overlapping intervals, within noise (not a drift from {baseline.path}): "
+                                           f"{result.reason}\n{baseline.diff}".rstrip(), True)
+        if gated_failure or gated_undecided:
+            return Decision(Outcome.XFAIL, f"{claim} {_word(verdict)}, as in the baseline {baseline.path} (the model "
+                                           f"did not change): {result.reason}", True)
     suffix = " (not in the baseline)" if baseline is not None and baseline.verdict is None and \
         not baseline.updating else ""
-    if verdict in (Verdict.NOT_APPLICABLE, Verdict.INCONCLUSIVE):
+    if verdict == Verdict.NOT_APPLICABLE or (verdict == Verdict.INCONCLUSIVE and not result.gate):
         return Decision(Outcome.SKIP, f"{claim} {verdict.value}{suffix}: {result.reason}")
+    if gated_undecided:
+        if survey:
+            return Decision(Outcome.XFAIL, f"{claim} undecided on this model (survey mode){suffix}: {result.reason}")
+        return Decision(Outcome.UNDECIDED, f"{claim} undecided{suffix}: the data cannot tell whether it holds: "
+                                           f"{result.reason}")
     if gated_failure:
         if survey:
             return Decision(Outcome.XFAIL, f"{claim} fails on this model (survey mode){suffix}: {result.reason}")
         return Decision(Outcome.FAIL, f"{claim} fails{suffix}: {result.reason}")
     return Decision(Outcome.PASS, f"{claim} {verdict.value}{suffix}: {result.reason}")
+
+
+def _word(verdict: Verdict) -> str:
+    return "undecided" if verdict == Verdict.INCONCLUSIVE else verdict.value
 
 
 def undecided(results: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -1,9 +1,13 @@
 """Baseline tolerances: the ``--resstream-compare-fail`` expressions, parsed strictly.
 
-    verdict              any verdict change (claim level and per block) fails
+    verdict              a verdict change beyond noise fails (claim level and per block): the
+                         intervals of the two effects do not overlap, or holds <-> fails;
+                         a change whose intervals overlap is reported as unstable
     missing              a claim or block present on one side only fails
     NAME:abs>LIMIT       |now - baseline| > LIMIT fails            e.g. rho:abs>0.1
     NAME:pct>LIMIT       |now - baseline| / |baseline| > LIMIT %   e.g. frac_skip:pct>20
+    effect:ci>LIMIT      |now - baseline| > LIMIT combined interval half-widths
+                         (sqrt(h_base^2 + h_now^2)), e.g. effect:ci>2
 """
 
 from __future__ import annotations
@@ -17,10 +21,11 @@ from resstream_assert.errors import CompareFailError
 
 __all__ = ["GRAMMAR", "FIELDS", "CompareFailError", "Rule", "parse_rule", "parse_rules", "gate_rules"]
 
-GRAMMAR = ("verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT  (NAME: a claim field such as effect, "
-           "p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number)")
+GRAMMAR = ("verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT | effect:ci>LIMIT  (NAME: a claim field such "
+           "as effect, p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number; ci: in "
+           "units of the two effects' interval half-widths)")
 
-_RULE_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*):(?P<mode>abs|pct)>(?P<limit>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
+_RULE_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*):(?P<mode>abs|pct|ci)>(?P<limit>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
 #: The numeric claim fields a rule can compare (besides the ``values`` keys).
 FIELDS = ("statistic", "p_value", "p_adjusted", "effect", "ci_low", "ci_high", "n")
 
@@ -46,7 +51,7 @@ def parse_rule(expr: str) -> Rule:
         >>> parse_rule("rho>0.1")
         Traceback (most recent call last):
         ...
-        resstream_assert.errors.CompareFailError: invalid --resstream-compare-fail expression 'rho>0.1': expected verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT  (NAME: a claim field such as effect, p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number)
+        resstream_assert.errors.CompareFailError: invalid --resstream-compare-fail expression 'rho>0.1': expected verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT | effect:ci>LIMIT  (NAME: a claim field such as effect, p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number; ci: in units of the two effects' interval half-widths)
     """
     text = str(expr).strip()
     if text in ("verdict", "missing"):
@@ -57,6 +62,9 @@ def parse_rule(expr: str) -> Rule:
     limit = float(m["limit"])
     if not math.isfinite(limit):
         raise CompareFailError(f"invalid --resstream-compare-fail expression {expr!r}: LIMIT must be finite")
+    if m["mode"] == "ci" and m["name"] != "effect":
+        raise CompareFailError(f"invalid --resstream-compare-fail expression {expr!r}: only the effect has an "
+                               f"interval; use effect:ci>{m['limit']} or {m['name']}:abs>LIMIT")
     return Rule(m["mode"], m["name"], limit)
 
 

@@ -148,7 +148,9 @@ class ReportPlugin:
         base = find_baseline_result(d, self.baseline, run_models=models)
         diff = compare_result(d, self.baseline, self.rules, run_models=models, baseline_path=path)
         text = diff.table() if diff.failed or diff.notable() else ""
-        return BaselineCheck(path, None if base is None else str(base.get("verdict")), diff.failed, text)
+        unstable = any(e.status == "unstable" and e.block == "" for e in diff.entries)
+        return BaselineCheck(path, None if base is None else str(base.get("verdict")), diff.failed, text,
+                             unstable=unstable)
 
     def _path(self, p: str) -> Path:
         # Relative paths are relative to where pytest was invoked, as for --junitxml.

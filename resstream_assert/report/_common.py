@@ -110,15 +110,20 @@ def stability_text(result: Mapping[str, Any], short: bool = False) -> str:
     s = result.get("stability") or {}
     if not s:
         return ""
+    if not s.get("runs") and s.get("reruns_model"):
+        return ("not covered: this claim re-runs the model (lesions), which a re-evaluation on captured responses "
+                "cannot" if not short else "not covered (re-runs the model)")
     if not s.get("runs"):
         return (f"not re-evaluated: half-samples of {int(s.get('n_images') or 0)} images are below min_images "
                 f"{int(s.get('min_images') or 0)}" if not short else "not re-evaluated (too few images)")
-    word = "unstable" if s.get("unstable") else "stable"
+    word = "unstable" if s.get("unstable") else ("stable" if s.get("stable", 1.0) else "undetermined")
     n, rate = int(s.get("of_images") or 0), float(s.get("rate") or 0.0)
     if short:
         return f"{word} at n={n} (flips {rate:.0%})"
     lo, hi = float(s.get("ci_low") or 0.0), float(s.get("ci_high") or 0.0)
-    advice = "; more probe images (--resstream-images) may settle it" if s.get("unstable") else ""
+    advice = "; more probe images (--resstream-images) may settle it" if s.get("unstable") else \
+        ("; stable needs the flip rate's upper bound below 10% (36 runs without a flip)"
+         if word == "undetermined" else "")
     return (f"{word} at n={n}: flips in {int(s['flips'])}/{int(s['runs'])} re-evaluations ({rate:.0%}, 95% CI "
             f"{lo * 100:.0f}-{hi * 100:.0f}%) on {int(s.get('n_images') or 0)}-image halves, other seeds{advice}")
 

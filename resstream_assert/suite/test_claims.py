@@ -1,9 +1,10 @@
 """One test per model x claim. What a verdict does to the test is :func:`resstream_assert.gate.decide`:
-a gated claim that fails fails its test with the per-block table (with ``--resstream-survey`` it is
-xfailed instead); ``inconclusive`` and ``not_applicable`` skip with the reason; report-only claims
-never fail. With ``--resstream-baseline`` the baseline is the gate: a claim that fails as it did in
-the baseline is an expected failure (xfail), a changed verdict or a drift fails. Every result is
-recorded for the reports. Opt-in claims (X3, X4) skip unless selected with ``--resstream-claims``."""
+a gated claim that fails, or that the data cannot decide (inconclusive: "undecided"), fails its test
+with the per-block table (with ``--resstream-survey`` it is xfailed instead); ``not_applicable``
+skips with the reason; report-only claims never fail. With ``--resstream-baseline`` the baseline is
+the gate: the same verdict as in the baseline does not fail, a verdict change within noise is
+xfailed as unstable, a change beyond noise or a drift fails. Every result is recorded for the
+reports. Opt-in claims (X3, X4) skip unless selected with ``--resstream-claims``."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def test_claim(claim, resstream_ref, resstream_pipeline, resstream_record, resst
         pytest.skip(decision.reason)
     if decision.outcome is Outcome.XFAIL:
         pytest.xfail(decision.reason)
-    if decision.outcome is Outcome.FAIL:  # the message alone: the suite's source and fixtures are not the answer
+    if decision.outcome in (Outcome.FAIL, Outcome.UNDECIDED):  # the message alone: the suite's source and
+        # fixtures are not the answer
         pytest.fail(decision.reason if decision.by_baseline else str(ClaimAssertionError(result, Verdict.HOLDS)),
                     pytrace=False)
