@@ -70,6 +70,12 @@ def _opset(text: str) -> int:
     return value
 
 
+#: The suite's common options that ``resstream run`` takes by their short names (``--images`` is
+#: ``--resstream-images``), with the options table's help, metavar and check; the rest go after ``--``.
+RUN_OPTIONS = ("claims", "images", "input-size", "probe", "seed", "survey", "label", "backend", "device",
+               "report-json", "report-md", "report-html", "baseline", "compare-fail")
+
+
 #: pytest options named in library messages, and their flag in each ``resstream`` subcommand.
 _CLI_FLAGS = {"sites": {"trust-pickle": "--trust-pickle", "input-size": "--input-size", "backend": "--backend",
                         "safe-globals": "--safe-globals"},
@@ -79,7 +85,7 @@ _CLI_FLAGS = {"sites": {"trust-pickle": "--trust-pickle", "input-size": "--input
                   "trust-pickle", "input-size", "safe-globals", "channels", "featviz-steps", "featviz-lr",
                   "featviz-seeds", "featviz-regime", "featviz-jitter", "featviz-size", "featviz-device", "device",
                   "images", "seed")},
-              "run": {"trust-pickle": "--trust-pickle"}}
+              "run": {"trust-pickle": "--trust-pickle", **{o: f"--{o}" for o in RUN_OPTIONS}}}
 
 
 def cli_message(text: str, command: str) -> str:
@@ -119,6 +125,20 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_table_options(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """``--NAME`` for each option of the table in ``names``: one source for its help, metavar and default."""
+    from resstream_assert.config.options import METAVARS, OPTION, help_text
+
+    for name in names:
+        opt = OPTION[name]
+        text = help_text(opt).replace("%", "%%")
+        if opt.kind == "bool":
+            parser.add_argument(f"--{name}", action="store_true", default=None, help=text)
+        else:
+            parser.add_argument(f"--{name}", action="append" if opt.kind == "list" else "store", default=None,
+                                metavar=METAVARS[name], help=text)
+
+
 def _run(args: argparse.Namespace) -> int:
     from resstream_assert.pytest_plugin import run_suite
 
@@ -128,6 +148,13 @@ def _run(args: argparse.Namespace) -> int:
         argv += ["--resstream-model", spec]
     if args.trust_pickle:
         argv.append("--resstream-trust-pickle")
+    for name in RUN_OPTIONS:  # checked by the plugin at start-up, as the pytest flags are
+        value = getattr(args, name.replace("-", "_"))
+        if value is True:
+            argv.append(f"--resstream-{name}")
+        elif value is not None:
+            for v in value if isinstance(value, list) else [value]:
+                argv += [f"--resstream-{name}", str(v)]
     return run_suite(argv + list(args.pytest_args))
 
 
@@ -316,11 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the built-in claims suite (pytest --pyargs resstream_assert.suite)",
                        description="Run the built-in claims suite. Further pytest arguments go after '--', e.g. "
-                                   "resstream run zoo:resnet18-synth96 -- --resstream-survey -q")
+                                   "resstream run zoo:resnet18-synth96 --survey -- -q")
     r.add_argument("spec", nargs="*", help="model specs (default: zoo:resnet18-synth96)")
     r.add_argument("--no-cache", action="store_true", help="do not use pytest's cache directory")
     r.add_argument("--trust-pickle", action="store_true",
                    help="allow checkpoints that pickle whole models (runs code from the file)")
+    _add_table_options(r, RUN_OPTIONS)
     r.set_defaults(func=_run, pytest_args=[])
 
     f = sub.add_parser("featviz", help="feature visualizations of one block: a grid PNG, channels x I/B/O")
@@ -331,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--steps", type=int, default=256, help="Adam steps (default 256; the papers: 2560)")
     f.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
     f.add_argument("--seeds", type=int, default=1, help="images per channel and site (the grid shows seed 0)")
-    f.add_argument("--regime", default="block", choices=("block", "per-layer"), help="transform regime (W5)")
+    f.add_argument("--regime", default="block", choices=("block", "per-layer"), help="transform regime: block (one jitter per block) or per-layer (the papers' table)")
     f.add_argument("--jitter", type=int, default=None, help="jitter in px (default: the papers' for the depth)")
     f.add_argument("--size", type=int, default=None, help="image side in px (default: the model's input size)")
     f.add_argument("--images", type=int, default=512, help="probe images for the success check (default 512)")
