@@ -20,7 +20,7 @@ CIFAR = "zoo:cifar-resnet20-synth32"
 
 def _config(**kw) -> RunConfig:
     base = dict(models=(CIFAR,), images=64, stimuli="featviz", channels=3, featviz={"steps": 4},
-                claim_options={"alpha": 0.05, "mostly": None, "min_effect": 0.0, "n_resamples": 199})
+                claim_options={"alpha": 0.05, "mostly": None, "min_effect": None, "n_resamples": 199})
     return RunConfig(**{**base, **kw})
 
 
