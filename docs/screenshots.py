@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 
 
-def screenshot(page: Path, out: Path, fragment: str = "", width: int = 1280, height: int = 1400) -> None:
-    """One screenshot of ``page`` (scrolled to ``#fragment`` when given) at ``width`` x ``height`` px."""
+def screenshot(page: Path, out: Path, width: int = 1280, height: int = 1400) -> None:
+    """One screenshot of the top of ``page`` at ``width`` x ``height`` px."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("no chromium on PATH: apt-get install -y chromium")
-    url = page.as_uri() + (f"#{fragment}" if fragment else "")
+    url = page.as_uri()
     subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     f"--window-size={width},{height}", "--virtual-time-budget=10000", f"--screenshot={out}", url],
                    check=True, capture_output=True, timeout=120)
@@ -36,11 +36,13 @@ def main(argv: list[str]) -> None:
         page = Path(tmp) / "report.html"
         page.write_text(render_html(report), encoding="utf-8")
         screenshot(page, folder / "report-top.png")
-        first = next(r for r in report["results"] if r.get("rows") and r.get("figures"))
-        from resstream_assert.report.html import _anchor
-
-        screenshot(page, folder / "report-claim.png", fragment=_anchor(first))
-
+        # A claim's section: the page of that one result, tall enough to show its tables and figures (Chromium's
+        # --screenshot does not scroll to a #fragment).
+        first = next(r for r in report["results"] if r.get("rows") and r.get("figures") and r["claim"] == "C2") \
+            if any(r["claim"] == "C2" and r.get("figures") for r in report["results"]) \
+            else next(r for r in report["results"] if r.get("rows") and r.get("figures"))
+        page.write_text(render_html({**report, "results": [first]}), encoding="utf-8")
+        screenshot(page, folder / "report-claim.png", height=2000)
 
 if __name__ == "__main__":
     main(sys.argv[1:])

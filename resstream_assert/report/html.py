@@ -109,7 +109,7 @@ def _summary(report: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) ->
             text = stability_text(r, short=True) or "not re-evaluated"
             unstable = (r.get("stability") or {}).get("unstable")
             row.append(f'<span class="s-FAIL">{_e(text)}</span>' if unstable else _e(text))
-    return "<h2>Summary</h2>" + _table(header, rows, num=(5, 6, 7))
+    return "<h2>Summary</h2>" + _table(header, rows, num=(4, 5, 6, 7))
 
 
 def _matrix(report: Mapping[str, Any]) -> str:
