@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Iterable
@@ -238,7 +239,9 @@ def _merge(args: argparse.Namespace) -> int:
     diff = compare(baseline, merged, rules, baseline_path=args.baseline, notes=notes) if baseline is not None else None
     if diff is not None:
         merged["baseline"] = diff.to_dict()
-    for line in claims_table(merged) + ([[("", {})]] + matrix_table(merged) if len(merged["models"]) > 1 else []):
+    width = shutil.get_terminal_size().columns  # reasons wrap to the terminal, never cut
+    for line in claims_table(merged, width) + ([[("", {})]] + matrix_table(merged, width)
+                                               if len(merged["models"]) > 1 else []):
         print(plain(line))
     try:
         write_all(merged, outputs)
