@@ -12,7 +12,9 @@ seconds at one thread instead of wall seconds (both sides), which load from othe
     PYTHONPATH=. python benchmarks/bench_main_job.py --images 256 --extra=--resstream-claims=C1,C3
 
 ``--memory ARCH --memory-images N`` instead measures the peak RSS of capturing N embedded probe
-images through a torchvision architecture (random weights) at 224 px.
+images through a torchvision architecture (random weights) at 224 px, stored as the pipeline stores
+them (float16, centre unit; ``--memory-storage float32 --memory-reducers center,mean`` for the old
+way). A probe over 256 MB of pixels is rendered once to the cache directory and streamed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 
 def plain_forward(spec: str, images: int, batch: int, repeats: int, cpu: bool = False) -> float:
@@ -68,7 +72,7 @@ def main_job(images: int, extra: list[str], cpu: bool = False) -> tuple[float, s
     return took, out.stdout
 
 
-def memory(arch: str, n: int, size: int, batch: int) -> None:
+def memory(arch: str, n: int, size: int, batch: int, storage: str = "float16", reducers=("center",)) -> None:
     """Peak RSS of capturing every site of ``arch`` over ``n`` embedded probe images at ``size`` px."""
     from resstream_assert.capture import capture
     from resstream_assert.discovery import discover
@@ -81,13 +85,15 @@ def memory(arch: str, n: int, size: int, batch: int) -> None:
     probe = load_probe(None, n, size)
     after_probe = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     start = time.perf_counter()
-    resp = capture(loaded, rmap, probe, batch_size=batch, progress=False)["id"]
+    resp = capture(loaded, rmap, probe, batch_size=batch, progress=False, storage=storage, reducers=reducers)["id"]
     took = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    nbytes = sum(a.nbytes for a in (*resp.center.values(), *resp.mean.values()))
-    print(f"{arch} at {size} px, {n} images: probe {probe.images.nbytes / 2**20:.0f} MiB, responses "
-          f"{nbytes / 2**20:.0f} MiB ({len(resp.center)} site arrays x 2 reducers), capture {took:.1f} s; peak RSS "
-          f"{peak:.0f} MiB (start {before:.0f}, after loading model + probe {after_probe:.0f})")
+    arrays = {id(a): a for a in (*resp.center.values(), *resp.mean.values())}
+    nbytes = sum(a.nbytes for a in arrays.values())
+    streamed = "streamed from disk" if isinstance(probe.images.base, np.memmap) else "in memory"
+    print(f"{arch} at {size} px, {n} images: probe {probe.images.nbytes / 2**20:.0f} MiB ({streamed}), responses "
+          f"{nbytes / 2**20:.0f} MiB ({len(arrays)} distinct arrays, {storage}, {'+'.join(reducers)}), capture "
+          f"{took:.1f} s; peak RSS {peak:.0f} MiB (start {before:.0f}, after loading model + probe {after_probe:.0f})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory", metavar="ARCH", help="measure peak RSS of a capture instead (e.g. resnet50)")
     ap.add_argument("--memory-images", type=int, default=10_000)
     ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--memory-storage", default="float16", choices=("float16", "float32"))
+    ap.add_argument("--memory-reducers", default="center", help="center or center,mean")
     ap.add_argument("--cpu", action="store_true", help="CPU seconds at one thread instead of wall seconds")
     args = ap.parse_args(argv)
     if args.memory:
-        memory(args.memory, args.memory_images, args.size, args.batch)
+        memory(args.memory, args.memory_images, args.size, args.batch, args.memory_storage,
+               tuple(args.memory_reducers.split(",")))
         return 0
     if args.cpu:
         import torch

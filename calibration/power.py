@@ -1,137 +1,260 @@
-"""Power of C1 and C3: the fraction of planted-effect instances in which the claim holds.
+"""Power of every gated claim: the share of planted-effect instances in which the claim holds.
 
-    PYTHONPATH=. python -m calibration.power [--instances 100] [--jobs 2]
+    PYTHONPATH=. python -m calibration.power [--instances 40] [--claims scale,x1,c10]
 
-Synthetic responses (:mod:`calibration.synthetic`, ResNet18 layout: 7 analysed blocks, 4 of them
-identity blocks, every block with the same number of channels) go through ``measure_all`` and
-the claims with their default thresholds (alpha 0.05, Holm across blocks, C1 needs 4 of 7 blocks,
-C3 all 4 identity blocks). Effect sizes:
+Each family writes its cells to ``calibration/results/power.json`` (merged with the families already
+there, so they can run separately) and a figure per claim via :mod:`calibration.report`. Claims keep
+their default thresholds (alpha 0.05, Holm across blocks, each claim's ``mostly``). Synthetic
+responses have the ResNet18 layout (7 analysed blocks, 4 with an identity shortcut, every block
+with the same number of channels); runs use one thread and checkpoint every instance.
 
-- C3: ``rho``, the population Spearman correlation between M and the branch gain (planted by a
-  Gaussian copula; the measured rho is attenuated by the noise of M, shown beside the power);
-- C1: the share of the rarest category. On synthetic responses it follows from the spread of the
-  branch scales (``log_scale_sd`` 0.4 gives about 14% overwrite channels); on synthetic measures it is set
-  exactly (``p_min``), with the other two categories sharing the rest.
+Families and their effect sizes (population values of the generator, :mod:`calibration.generator`):
 
-Prints Markdown tables and writes ``calibration/results/power.json``.
+- ``c1`` / ``c3`` (earlier runs, converted): C1's rarest-category share on synthetic measures;
+  C3's Spearman rho between M and the branch gain.
+- ``scale`` (C5, C6, C8, C9 from one instance): ``scale_size`` (in SDs of the channel's own input
+  feature) on ``scale_frac = 0.3`` of the channels: the branch's response to zoomed-in images gains a
+  copy of the input's feature, the input's response to zoomed-out images a copy of the branch's, and
+  In falls while Pre rises along the zoom axis.
+- ``x1`` (X1 and X2 share the block test): the net share of sampled channels whose M moves with the
+  dose, ``(n_down - n_up) / n``, drawn per channel; the block test is the exact sign test on those
+  signs (the dose-response rho of each channel is exact: edits are deterministic), so probe images do
+  not enter.
+- ``c10``: S*'s excess damage per unit zoom on synthetic lesion outcomes (:mod:`calibration.lesions`),
+  two ablation blocks, both planted; the defaults (N = 40 sets, h = 2, zooms 1, 2) against N = 100,
+  h = 10, four zooms, with the mean number of random sets run (the cost).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from calibration.synthetic import Effects, spectrum_context, synthetic_responses
-from resstream_assert.claims import REGISTRY, ClaimOptions
+from calibration.calibrate import Checkpoint
+from calibration.generator import ALL_VARIANTS, Effects, synthetic_responses
+from resstream_assert.claims import ClaimOptions
 from resstream_assert.claims.verdict_stability import evaluate_responses
 
 RESULTS = Path(__file__).parent / "results"
-SPREAD = 0.4  # log_scale_sd of the response-level grid (rarest category about 14%)
+POWER = RESULTS / "power.json"
+SCALE_CLAIMS = ("C5", "C6", "C8", "C9")
+EFFECT_NAMES = {"C1": "rarest category share", "C3": "planted rho(M, gain)", "C5": "scale_size (30% of channels)",
+                "C6": "scale_size (30% of channels)", "C8": "scale_size (30% of channels)",
+                "C9": "scale_size (30% of channels)", "X1/X2": "net share of channels",
+                "C10": "excess damage per unit zoom"}
 
 
-def _response_instance(args: tuple) -> tuple[str, str, float, float]:
-    rho, channels, images, seed = args
-    rmap, resp = synthetic_responses(seed, n_images=images, channels=channels,
-                                     effects=Effects(gain_rho=rho, log_scale_sd=SPREAD))
-    out = evaluate_responses(rmap, resp, ["C1", "C3"], options=ClaimOptions(n_boot=0), seed=seed)
-    rare = min(np.nanmean([r.values.get(f"frac_{k}", np.nan) for r in out["C1"].rows])
-               for k in ("skip", "mix", "overwrite"))
-    return out["C1"].verdict.value, out["C3"].verdict.value, float(out["C3"].effect), float(rare)
+def _scale_instance(size: float, channels: int, images: int, seed: int, frac: float = 0.3) -> dict:
+    rmap, resp = synthetic_responses(seed, n_images=images, channels=channels, variants=ALL_VARIANTS,
+                                     effects=Effects(scale_frac=frac if size else 0.0, scale_size=size or 1.0))
+    out = evaluate_responses(rmap, resp, SCALE_CLAIMS, options=ClaimOptions(n_boot=0), seed=seed)
+    return {c: [r.verdict.value] for c, r in out.items()}
 
 
-def _measure_instance(args: tuple) -> str:
-    p_min, channels, seed = args
-    rng = np.random.default_rng([seed, 5])
-    rare = rng.integers(3)
-    probs = tuple(p_min if i == rare else (1 - p_min) / 2 for i in range(3))
-    ctx = spectrum_context(seed, [probs] * 7, channels=channels, options=ClaimOptions(n_boot=0))
-    return REGISTRY["C1"].evaluate(ctx.for_claim(REGISTRY["C1"])).verdict.value
+def run_scale60(instances: int) -> list[dict]:
+    """C5, C6, C8, C9 with the effect on 60% of the channels (size 1 and 2; 64 and 128 channels, 512 images)."""
+    cells = []
+    for size, ch in ((1.0, 64), (2.0, 64), (1.0, 128), (2.0, 128)):
+        name = f"power-scale60-{size:g}-{ch}ch-512img"
+        got = Checkpoint(name).run(range(instances), lambda s: _scale_instance(size, ch, 512, s, 0.6), name)
+        cells += [{"claim": c, "config": "60% of channels planted", "effect": size, "channels": ch, "images": 512,
+                   "instances": len(got), "power": sum(g[c][0] == "holds" for g in got) / len(got)}
+                  for c in SCALE_CLAIMS]
+    return cells
 
 
-def _map(pool, fn, items: list) -> list:
-    return list(pool.map(fn, items, chunksize=4)) if pool else [fn(x) for x in items]
+def run_scale(instances: int) -> list[dict]:
+    """C5, C6, C8, C9 against scale_size x channels (64, 128; 256 at size 2) at 512 images, and against images
+    (128, 2000) at size 2 and 64 channels (a grid that fits about 20 CPU minutes at 20 instances a cell)."""
+    grid = [(s, ch, 512) for s in (0.0, 1.0, 2.0, 4.0) for ch in (64, 128)] + [(2.0, 256, 512)]
+    grid += [(2.0, 64, n) for n in (128, 2000)]
+    cells = []
+    for size, ch, n in grid:
+        name = f"power-scale-{size:g}-{ch}ch-{n}img"
+        got = Checkpoint(name).run(range(instances), lambda s: _scale_instance(size, ch, n, s), name)
+        for c in SCALE_CLAIMS:
+            cells.append({"claim": c, "effect": size, "channels": ch, "images": n, "instances": len(got),
+                          "power": sum(g[c][0] == "holds" for g in got) / len(got)})
+        print(f"  scale {size:g} {ch} ch {n} img: " + " ".join(f"{c['claim']} {c['power']:.2f}"
+                                                           for c in cells[-4:]), flush=True)
+    return cells
 
 
-def _cells(rhos, channels, images) -> list[tuple[float, int, int]]:
-    return [(r, c, n) for r in rhos for c in channels for n in images]
+def _x1_instance(share: float, channels: int, seed: int) -> str:
+    from resstream_assert.claims import REGISTRY
+    from resstream_assert.claims.base import row, summarize
+    from resstream_assert.claims.gain_scaling import net_share
+    from calibration.generator import spectrum_context
+
+    rng = np.random.default_rng([seed, 19])
+    ctx = spectrum_context(seed, [(1 / 3,) * 3] * 7, channels=8, options=ClaimOptions(n_boot=0)).for_claim(
+        REGISTRY["X1"])
+    rows = []
+    for bm in ctx.analysed():
+        rho = np.where(rng.random(channels) < (1 + share) / 2, -1.0, 1.0)  # -1: M rises as the gain falls
+        rows.append(row(bm.block, net_share(rho, -1)))
+    return summarize(ctx, rows, direction=1).verdict.value
 
 
-def run(instances: int, jobs: int) -> dict:
-    """Every grid cell: power (fraction holding) of C3 and C1, the mean measured rho, and C1 on measures."""
-    cells = sorted(set(_cells((-0.2, -0.3, -0.4, -0.5), (32, 64, 128, 256), (512,))
-                       + _cells((-0.3,), (32, 64, 128, 256), (128, 2000))), key=lambda c: (c[2], c[0], c[1]))
-    pool = ProcessPoolExecutor(jobs) if jobs > 1 else None
-    rows, spectrum = [], []
-    try:
-        for rho, ch, n in cells:
-            t0 = time.perf_counter()
-            items = [(rho, ch, n, i) for i in range(instances)]
-            got = _map(pool, _response_instance, items)
-            rows.append({"rho": rho, "channels": ch, "images": n, "instances": instances,
-                         "power_c3": sum(g[1] == "holds" for g in got) / instances,
-                         "measured_rho": float(np.nanmean([g[2] for g in got])),
-                         "power_c1": sum(g[0] == "holds" for g in got) / instances,
-                         "rarest_share": float(np.nanmean([g[3] for g in got]))})
-            print(f"  rho {rho} ch {ch} img {n}: C3 {rows[-1]['power_c3']:.2f} C1 {rows[-1]['power_c1']:.2f} "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
-        for p_min in (0.075, 0.10, 0.15, 0.20):
-            for ch in (16, 32, 64, 128, 256):
-                items = [(p_min, ch, i) for i in range(instances)]
-                got = _map(pool, _measure_instance, items)
-                spectrum.append({"p_min": p_min, "channels": ch, "instances": instances,
-                                 "power_c1": sum(g == "holds" for g in got) / instances})
-    finally:
-        if pool:
-            pool.shutdown()
-    return {"responses": rows, "measures": spectrum}
+def run_x1(instances: int) -> list[dict]:
+    """X1/X2's block test (exact sign test on per-channel directions, Holm, half the blocks)."""
+    cells = []
+    for share in (0.0, 0.1, 0.2, 0.3, 0.5):
+        for ch in (16, 32, 64, 128):
+            got = [_x1_instance(share, ch, s) for s in range(instances)]
+            cells.append({"claim": "X1/X2", "effect": share, "channels": ch, "images": 512, "instances": instances,
+                          "power": got.count("holds") / instances})
+    return cells
 
 
-def _grid(rows: list[dict], row_key: str, col_key: str, value: str, fmt="{:.2f}") -> str:
-    rs, cs = sorted({r[row_key] for r in rows}), sorted({r[col_key] for r in rows})
-    cell = {(r[row_key], r[col_key]): r[value] for r in rows}
-    out = [f"| {row_key} \\ {col_key} | " + " | ".join(str(c) for c in cs) + " |", "|---|" + "---:|" * len(cs)]
-    for rv in rs:
-        out.append(f"| {rv} | " + " | ".join(fmt.format(cell[(rv, c)]) if (rv, c) in cell else "" for c in cs) + " |")
+def _c10_claim(excess: float, images: int, config: dict, seed: int) -> tuple[bool, int]:
+    """Both blocks planted; the claim holds when both reject after Holm (C10 needs every block)."""
+    from resstream_assert.stats import holm
+
+    from calibration.lesions import sequential_run, synthetic_lesions
+
+    ps, used = [], 0
+    for b in range(2):
+        inst = synthetic_lesions(2 * seed + b, excess=excess, n_images=images, n_random=config["n"],
+                                 zooms=config["zooms"])
+        test, n_run = sequential_run(config["zooms"], *inst, config["h"], n_boot=0)
+        ps.append(test.p_value)
+        used += n_run
+        if config["claim_stop"] and n_run < config["n"]:
+            break  # the claim stops: this block cannot hold (h / N >= alpha)
+    ok = len(ps) == 2 and bool(np.all(holm(ps) < 0.05))
+    return ok, used
+
+
+C10_CONFIGS = {"defaults: N=40, h=2, zooms 1,2": {"n": 40, "h": 2, "zooms": (1.0, 2.0), "claim_stop": True},
+               "before: N=100, h=10, zooms 1,1.25,1.5,2": {"n": 100, "h": 10, "zooms": (1.0, 1.25, 1.5, 2.0),
+                                                          "claim_stop": False}}
+
+
+def run_c10(instances: int) -> list[dict]:
+    """C10's claim power and cost (random sets run, both blocks) for each configuration."""
+    cells = []
+    for label, config in C10_CONFIGS.items():
+        for excess in (0.0, 0.02, 0.04, 0.06, 0.1):
+            for images in (128, 256, 448):
+                got = [_c10_claim(excess, images, config, s) for s in range(instances)]
+                cells.append({"claim": "C10", "config": label, "effect": excess, "channels": config["n"],
+                              "images": images, "instances": instances,
+                              "power": float(np.mean([g[0] for g in got])),
+                              "mean_sets_run": float(np.mean([g[1] for g in got]))})
+        print(f"  c10 {label}: done", flush=True)
+    return cells
+
+
+def converted_c1_c3(old: dict) -> list[dict]:
+    """The earlier C1/C3 runs (``responses``/``measures`` tables) as cells (their code is unchanged)."""
+    cells = [{"claim": "C3", "effect": r["rho"], "channels": r["channels"], "images": r["images"],
+              "instances": r["instances"], "power": r["power_c3"], "measured_rho": r["measured_rho"]}
+             for r in old.get("responses", [])]
+    cells += [{"claim": "C1", "effect": r["p_min"], "channels": r["channels"], "images": 512,
+               "instances": r["instances"], "power": r["power_c1"]} for r in old.get("measures", [])]
+    return cells
+
+
+def _grid(cells: list[dict], images: int = 512) -> str:
+    at = [c for c in cells if c["images"] == images]
+    effects, chans = sorted({c["effect"] for c in at}), sorted({c["channels"] for c in at})
+    value = {(c["effect"], c["channels"]): c["power"] for c in at}
+    out = ["| effect \\ channels | " + " | ".join(str(c) for c in chans) + " |", "|---|" + "---:|" * len(chans)]
+    for e in effects:
+        out.append(f"| {e:g} | " + " | ".join(f"{value[(e, c)]:.2f}" if (e, c) in value else "" for c in chans)
+                   + " |")
     return "\n".join(out)
 
 
-def markdown(result: dict) -> str:
-    """The power tables in Markdown."""
-    resp = result["responses"]
-    at512 = [r for r in resp if r["images"] == 512]
-    at03 = [r for r in resp if r["rho"] == -0.3]
-    return "\n\n".join([
-        "C3 power at 512 images (rows: planted rho; columns: channels per block)",
-        _grid(at512, "rho", "channels", "power_c3"),
-        "C3 mean measured rho at 512 images", _grid(at512, "rho", "channels", "measured_rho", "{:+.2f}"),
-        "C3 power at rho = -0.3 (rows: probe images; columns: channels per block)",
-        _grid(at03, "images", "channels", "power_c3"),
-        f"C1 power on synthetic responses (rarest category about "
-        f"{np.mean([r['rarest_share'] for r in resp]):.0%}; rows: probe images)",
-        _grid(at03, "images", "channels", "power_c1"),
-        "C1 power on synthetic measures (rows: share of the rarest category)",
-        _grid(result["measures"], "p_min", "channels", "power_c1")])
+def power_markdown(result: dict, figures: Path | None = None) -> str:
+    """Per claim: the power table at 512 probe images (rows: effect; columns: channels per block, or for C10
+    random sets), the images table where measured, and the figure (written when ``figures`` is given)."""
+    from calibration.report import power_figure
+
+    parts = []
+    cells = result["cells"]
+    for claim in ("C1", "C3", "C5", "C6", "C8", "C9", "X1/X2", "C10"):
+        mine = [c for c in cells if c["claim"] == claim]
+        if not mine:
+            continue
+        n = max(c["instances"] for c in mine)
+        parts += [f"### {claim}: power against {EFFECT_NAMES[claim]} ({n} instances per cell)", ""]
+        if claim in ("C1", "C3"):
+            parts += [("From the previous release's power run (`python -m calibration.power --instances 60` there); "
+                       "the claim's test is unchanged. " + ("Synthetic measures: probe images do not enter."
+                                                            if claim == "C1" else "")).strip(), ""]
+        groups = {c.get("config", "") for c in mine}
+        for g in sorted(groups):
+            sub = [c for c in mine if c.get("config", "") == g]
+            if g and claim == "C10":
+                parts += [f"{g} (columns: images scored; mean random sets run in brackets):", "",
+                          _c10_table(sub), ""]
+                continue
+            if g:
+                parts += [f"{g}:", "", _grid(sub), ""]
+                continue
+            parts += [_grid(sub), ""]
+            other = sorted({c["images"] for c in sub} - {512})
+            if other:
+                parts += ["Against probe images:", "", _grid_images(sub), ""]
+        if figures is not None:
+            slug = claim.replace("/", "-")
+            power_figure(claim, [c for c in mine if c.get("config", "") in ("", "defaults: N=40, h=2, zooms 1,2")],
+                         figures / f"power-{slug}.png", EFFECT_NAMES[claim])
+            parts += [f"![{claim} power](power-{slug}.png)", ""]
+    return "\n".join(parts)
+
+
+def _grid_images(cells: list[dict]) -> str:
+    keys = sorted({(c["effect"], c["channels"]) for c in cells if c["images"] != 512})
+    imgs = sorted({c["images"] for c in cells})
+    value = {(c["effect"], c["channels"], c["images"]): c["power"] for c in cells}
+    out = ["| effect, channels \\ images | " + " | ".join(map(str, imgs)) + " |", "|---|" + "---:|" * len(imgs)]
+    for e, ch in keys:
+        out.append(f"| {e:g}, {ch} | " + " | ".join(f"{value[(e, ch, n)]:.2f}" if (e, ch, n) in value else ""
+                                                   for n in imgs) + " |")
+    return "\n".join(out)
+
+
+def _c10_table(cells: list[dict]) -> str:
+    imgs = sorted({c["images"] for c in cells})
+    effects = sorted({c["effect"] for c in cells})
+    value = {(c["effect"], c["images"]): c for c in cells}
+    out = ["| excess \\ images | " + " | ".join(map(str, imgs)) + " |", "|---|" + "---:|" * len(imgs)]
+    for e in effects:
+        out.append(f"| {e:g} | " + " | ".join(f"{value[(e, n)]['power']:.2f} ({value[(e, n)]['mean_sets_run']:.0f})"
+                                              for n in imgs) + " |")
+    return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--instances", type=int, default=100)
-    ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS / "power.json"))
+    ap.add_argument("--instances", type=int, default=40)
+    ap.add_argument("--claims", default="scale,x1,c10", help="families to run: scale, x1, c10")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
-    result = run(args.instances, args.jobs)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": vars(args), "wall_s": round(time.perf_counter() - t0, 1), **result},
-                              indent=1) + "\n")
-    print(markdown(result))
-    print(f"\npower: {time.perf_counter() - t0:.0f} s; written {out}")
+    old = json.loads(POWER.read_text()) if POWER.exists() else {}
+    cells = old.get("cells") or converted_c1_c3(old)
+    runners = {"scale": run_scale, "scale60": run_scale60, "x1": run_x1, "c10": run_c10}
+    commands = dict(old.get("commands", {}))
+    for fam in args.claims.split(","):
+        new = runners[fam](args.instances if fam.startswith("scale") else max(args.instances, 200))  # x1, c10: cheap
+        done = {(c["claim"], c.get("config", "")) for c in new}
+        cells = [c for c in cells if (c["claim"], c.get("config", "")) not in done] + new
+        commands[fam] = f"python -m calibration.power --claims {fam} --instances {args.instances}" + \
+            ("" if fam.startswith("scale") else f" (this family runs max(instances, 200) = {max(args.instances, 200)})")
+        POWER.write_text(json.dumps({"commands": commands, "cells": cells}, indent=1) + "\n")
+    print(power_markdown({"cells": cells}))
+    print(f"\npower: {time.perf_counter() - t0:.0f} s; written {POWER}")
 
 
 if __name__ == "__main__":

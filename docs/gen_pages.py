@@ -53,36 +53,27 @@ def options_table() -> str:
 
 def power_table() -> str:
     """The power recorded by ``calibration/power.py`` (``calibration/results/power.json``): per claim, the share of
-    simulated instances in which it held, by design (channels per block, probe images) and true effect."""
+    simulated instances with a planted effect in which it held, by design (channels per block, probe images)."""
     import json
 
     path = DOCS.parent / "calibration" / "results" / "power.json"
     data = json.loads(path.read_text(encoding="utf-8"))
-    rows = []
-    for kind in ("responses", "measures"):
-        for r in data.get(kind, []):
-            for key in sorted(k for k in r if k.startswith("power_")):
-                claim = key.removeprefix("power_").upper()
-                if claim == "C3":
-                    truth = f"rho {r['rho']:g}"
-                elif "p_min" in r:
-                    truth = f"rarest share {r['p_min']:g}"
-                else:  # C1 beside a planted C3: its rarest category's share as simulated
-                    truth = f"rarest share {r['rarest_share']:.3f}"
-                rows.append((claim, kind, f"| {claim} | {truth} | {r['channels']} | {r.get('images', '-')} | "
-                                          f"{r[key]:.2f} | {r['instances']} |"))
-    rows.sort(key=lambda x: (x[0], x[1]))  # stable: the file's order within a claim
-    head = ["| claim | true effect | channels per block | probe images | power | instances |",
-            "|---|---|---|---|---|---|"]
-    rows = head + [row for _, _, row in rows]
+    from resstream_assert.keys import claim_sort_key
+
+    cells = sorted(data.get("cells", []), key=lambda c: claim_sort_key(str(c["claim"])))  # stable within a claim
+    rows = ["| claim | planted effect | design | channels per block | probe images | power | instances |",
+            "|---|---|---|---|---|---|---|"]
+    for c in cells:
+        rows.append(f"| {c['claim']} | {c['effect']:g} | {_cell(c.get('config', '-'))} | {c['channels']} | "
+                    f"{c['images']} | {c['power']:.2f} | {c['instances']} |")
     return "\n".join(rows) + "\n"
 
 
 def claims_page() -> str:
     """The claims table, then the power recorded for the claims that have it."""
-    return (claims_table() + "\n## Power where recorded\n\nThe share of 60 simulated instances with a planted "
-            "effect in which the claim held (`python -m calibration.power --instances 60`; the design is the "
-            "[calibration page](calibration.md#power)'s):\n\n" + power_table())
+    return (claims_table() + "\n## Power where recorded\n\nThe share of simulated instances with a planted effect "
+            "in which the claim held (`python -m calibration.power`; planted effects in each claim's simulation "
+            "units, the designs on the [calibration page](calibration.md#power)):\n\n" + power_table())
 
 
 def claim_lines() -> str:

@@ -81,12 +81,14 @@ RUN_OPTIONS = ("claims", "images", "input-size", "probe", "seed", "survey", "lab
 _CLI_FLAGS = {"sites": {"trust-pickle": "--trust-pickle", "input-size": "--input-size", "backend": "--backend",
                         "safe-globals": "--safe-globals"},
               "export": {"trust-pickle": "--trust-pickle", "input-size": "--input-size",
-                         "safe-globals": "--safe-globals"},
+                         "safe-globals": "--safe-globals", "mean": "--mean", "std": "--std"},
               "featviz": {o: "--" + o.removeprefix("featviz-") for o in (
                   "trust-pickle", "input-size", "safe-globals", "channels", "featviz-steps", "featviz-lr",
                   "featviz-seeds", "featviz-regime", "featviz-jitter", "featviz-size", "featviz-device", "device",
                   "images", "seed")},
-              "run": {"trust-pickle": "--trust-pickle", **{o: f"--{o}" for o in RUN_OPTIONS}}}
+              "run": {"trust-pickle": "--trust-pickle", **{o: f"--{o}" for o in RUN_OPTIONS}},
+              "trend": {"mean": "--mean", "std": "--std", "images": "--images", "input-size": "--input-size",
+                        "probe": "--probe", "seed": "--seed", "claims": "--claims"}}
 
 
 def cli_message(text: str, command: str) -> str:
@@ -163,6 +165,7 @@ def _export(args: argparse.Namespace) -> int:
     from resstream_assert.discovery import discover
     from resstream_assert.errors import ModelSpecError, OutputError
     from resstream_assert.loading import ModelSpec
+    from resstream_assert.formatting import fnorm
     from resstream_assert.loading.onnx_export import check_opset, export_onnx
     from resstream_assert.pipeline import load_model
 
@@ -174,7 +177,7 @@ def _export(args: argparse.Namespace) -> int:
     if ModelSpec.parse(args.spec).kind == "onnx":
         raise ModelSpecError(f"{args.spec!r} is already an ONNX file; export takes a torch model spec.")
     loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle,
-                        safe_globals=tuple(args.safe_globals or ()))
+                        safe_globals=tuple(args.safe_globals or ()), mean=args.mean, std=args.std)
     discover(loaded)  # a network without residual blocks is refused before anything is written
     path = export_onnx(loaded, args.out, fold_bn=args.fold_bn, exporter=args.exporter, opset=args.opset)
     try:
@@ -186,7 +189,8 @@ def _export(args: argparse.Namespace) -> int:
     m = onnx_model.meta
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): exporter {m['exporter']}, opset {m['opset']}, "
           f"BN {'folded into Conv (gains are proxies)' if m['bn_folded'] else 'kept'}, "
-          f"input {onnx_model.input_size}px, {len(rmap)} residual blocks")
+          f"input {onnx_model.input_size}px, {len(rmap)} residual blocks; normalisation in the metadata: "
+          f"{fnorm({'mean': onnx_model.mean, 'std': onnx_model.std, 'source': loaded.meta['normalisation_source']})}")
     return 0
 
 
@@ -315,6 +319,15 @@ SAFE_GLOBALS_HELP = ("a class a checkpoint may hold besides tensors (repeatable)
                      "Lightning checkpoint; built by the safe loader, no other code runs")
 
 
+def _normalisation_args(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--mean R G B`` and ``--std R G B``: the model's normalisation, as --resstream-mean/--resstream-std."""
+    for name, example in (("mean", "0.4914 0.4822 0.4465"), ("std", "0.2470 0.2435 0.2616")):
+        parser.add_argument(f"--{name}", type=float, nargs=3, metavar=("R", "G", "B"), default=None,
+                            help=f"the model's normalisation {name} (images in [0, 1]), e.g. {example}, {what}; give "
+                                 "--mean and --std together (default: the model's own: its zoo card's, else "
+                                 "ImageNet's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs).
 
@@ -383,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--input-size", type=_positive_int, default=None,
                    help="input size in px (default: the model's own; a factory's is read from its stem)")
     e.add_argument("--opset", type=_opset, default=None, help="ONNX opset (default: the exporter's)")
+    _normalisation_args(e, "written into the file's metadata")
     e.add_argument("--trust-pickle", action="store_true", help="allow checkpoints that pickle whole models")
     e.add_argument("--safe-globals", action="append", metavar="module.Class", help=SAFE_GLOBALS_HELP)
     e.set_defaults(func=_export)
@@ -422,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--probe", default=None, help="probe set: embedded, cifar10 or a folder (default: the model's)")
     t.add_argument("--seed", type=int, default=0, help="seed of the permutations and bootstraps")
     t.add_argument("--no-cache", action="store_true", help="do not read or write the response cache")
+    _normalisation_args(t, "for every checkpoint")
     t.set_defaults(func=_trend)
     return p
 
@@ -436,7 +451,8 @@ def _trend(args: argparse.Namespace) -> int:
     if not outputs:
         raise OutputError("resstream trend writes nothing without --out PATH.html, --md PATH or --json PATH")
     cfg = build_run_config({"images": args.images, "input-size": args.input_size, "probe": args.probe,
-                            "seed": args.seed, "claims": args.claims, "no-cache": args.no_cache})
+                            "seed": args.seed, "claims": args.claims, "no-cache": args.no_cache, "mean": args.mean,
+                            "std": args.std})
     for flag, path in outputs.items():  # checked before hours of work, not after
         why = OPTION["report-json"].check(path)
         if why:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["to_float", "fnum", "fp", "feffect"]
+__all__ = ["to_float", "fnum", "fp", "feffect", "fnorm"]
 
 
 def to_float(x: Any) -> float:
@@ -62,3 +62,17 @@ def feffect(e: Any, lo: Any = None, hi: Any = None) -> str:
         return "nan"
     ci = "" if math.isnan(lv) and math.isnan(hv) else f" [{lv:+.3f}, {hv:+.3f}]"
     return f"{ev:+.3f}{ci}"
+
+
+def fnorm(norm: Any) -> str:
+    """A model's input normalisation (its ``model_info["normalisation"]``: mean, std, source) in one line, as the
+    pytest header and the reports state it.
+
+    Example:
+        >>> fnorm({"mean": [0.4914, 0.4822, 0.4465], "std": [0.247, 0.2435, 0.2616], "source": "option"})
+        'mean 0.4914 0.4822 0.4465 std 0.247 0.2435 0.2616 (from: option)'
+    """
+    if not norm:
+        return "-"
+    mean, std = (" ".join(f"{float(v):g}" for v in norm.get(k) or ()) for k in ("mean", "std"))
+    return f"mean {mean} std {std} (from: {norm.get('source') or 'unknown'})"

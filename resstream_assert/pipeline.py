@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
-from typing import Any, Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from resstream_assert.config import RunConfig
 from resstream_assert.errors import FeatvizUnavailable, ResstreamWarning
@@ -59,12 +59,15 @@ def model_refs(config: RunConfig) -> list[ModelRef]:
 
 
 def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool = False, seed: int = 0,
-               backend: str = "torch", providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = ()):
+               backend: str = "torch", providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = (),
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
     """Load a model spec the way a run sees it: stored model, then its negative control, then its backend.
 
     ``backend="onnx"`` runs a torch model through its own ONNX export (cached on disk). A factory
     model's input size, when not given, is read from its stem (32 px for a CIFAR-style stem that
     does not downsample before its first block), with a :class:`~resstream_assert.errors.ResstreamWarning`.
+    ``mean`` and ``std`` (given together) replace the model's own normalisation (its zoo card's, its ONNX
+    file's metadata, else ImageNet's); ``meta["normalisation_source"]`` says which one the model uses.
 
     Example:
         >>> m = load_model("torchvision:resnet18+nc-id")  # doctest: +SKIP
@@ -74,13 +77,16 @@ def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool =
     from resstream_assert.loading import ModelSpec, weights_digest
     from resstream_assert.loading import load_model as load_stored
 
+    from resstream_assert.config import checked_normalisation
+
+    norm = checked_normalisation(mean, std)
     parsed = ModelSpec.parse(spec) if isinstance(spec, str) else spec
     if parsed.kind == "onnx":
         from resstream_assert.loading.onnx_file import load_onnx
 
-        return load_onnx(parsed, input_size, providers)  # refuses a control: it would need the torch model
-    loaded = load_stored(replace(parsed, control=None), input_size=input_size, trust_pickle=trust_pickle,
-                         safe_globals=safe_globals)
+        return load_onnx(parsed, input_size, providers, norm)  # refuses a control: it would need the torch model
+    loaded = _normalised(load_stored(replace(parsed, control=None), input_size=input_size,
+                                     trust_pickle=trust_pickle, safe_globals=safe_globals), norm)
     if input_size is None and loaded.meta.get("input_size_source") == "default":
         from resstream_assert.discovery.stem import guess_input_size
 
@@ -135,6 +141,14 @@ def current_run() -> "Pipeline | None":
     return _RUNS[-1]() if _RUNS else None
 
 
+def _normalised(loaded, norm):
+    """``loaded`` with the normalisation given to the run, where one was (the one place it is replaced)."""
+    if norm is not None:
+        loaded.mean, loaded.std = norm
+        loaded.meta["normalisation_source"] = "option"
+    return loaded
+
+
 class Pipeline:
     """One run's memo of loaded models, residual maps, probe sets, responses, measures, interventions
     and claim results, keyed by (model spec, backend).
@@ -175,7 +189,7 @@ class Pipeline:
             warnings.simplefilter("always", ResstreamWarning)
             loaded = self.memo(("model", spec, backend), lambda: load_model(
                 spec, input_size=cfg.input_size, seed=cfg.seed, trust_pickle=cfg.trust_pickle, backend=backend,
-                providers=cfg.providers, safe_globals=cfg.safe_globals))
+                providers=cfg.providers, safe_globals=cfg.safe_globals, mean=cfg.mean, std=cfg.std))
         for w in caught:
             if not issubclass(w.category, ResstreamWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -215,7 +229,9 @@ class Pipeline:
         source = source or self.config.probe
         # The probe sample is fixed (seed 0) so that --resstream-seed changes only the resampling
         # (permutations, bootstraps, random sets): different seeds then differ by Monte-Carlo error alone.
-        return self.memo(("probe", size, source), lambda: load_probe(source, self.config.images, size, seed=0))
+        cfg = self.config
+        return self.memo(("probe", size, source), lambda: load_probe(
+            source, cfg.images, size, seed=0, resize=cfg.resize, class_index=cfg.class_index))
 
     def probe_source(self, spec: str) -> str | None:
         """Where a model's probe images come from: ``--resstream-probe`` when given, else the probe set
@@ -282,7 +298,7 @@ class Pipeline:
         Each transform is captured once: names for the same transform (``S`` and ``zoom2.0``)
         share one capture (:func:`~resstream_assert.stimuli.variants.canonical_variant`).
         """
-        from resstream_assert.capture import capture
+        from resstream_assert.capture import capture, storage_groups
         from resstream_assert.stimuli.variants import canonical_variant
 
         variants = tuple(variants)
@@ -291,12 +307,13 @@ class Pipeline:
         for v in variants:
             if key(v) not in self._memo and all(key(m) != key(v) for m in missing):
                 missing.append(v)
-        if missing:
-            run_on = "onnx" if self.engine(spec, backend) == "onnxruntime" else "torch"
+        run_on = "onnx" if missing and self.engine(spec, backend) == "onnxruntime" else "torch"
+        for storage, group in storage_groups(missing, self.config.storage):
             loaded = self.model(spec, run_on)
-            got = capture(loaded, self.map(spec, run_on), self.model_probe(spec, backend), variants=missing,
+            got = capture(loaded, self.map(spec, run_on), self.model_probe(spec, backend), variants=group,
                           batch_size=self.config.batch_size, device=self.config.device, cache=self.cache,
-                          progress=self.config.progress, log=self.log)
+                          progress=self.config.progress, log=self.log, storage=storage,
+                          reducers=("center",))  # the measures read the center unit only
             for v, r in got.items():
                 self._memo[key(v)] = r
         return {v: replace(self._memo[key(v)], variant=v) for v in variants}

@@ -219,28 +219,43 @@ def test_not_applicable_paths(net):
 
 
 def test_request_end_to_end_on_a_labeled_model(net, monkeypatch):
-    """Plan and run C10's lesions on resnet20 (class names injected; the chance gate bypassed: it is untrained)."""
+    """Plan and run C10's lesions on resnet20 (class names injected; the chance gate bypassed: it is untrained).
+    S* is picked on one half of the probe images and the lesions are scored on the other half's labeled images."""
+    from resstream_assert.measures import MeasureOptions, block_measures, p2_selected
+
     loaded, _ = net
     wb = _wb(images=64)
     wb._memo[("model", SPEC, "torch")] = loaded
     rmap = wb.map(SPEC)
-    options = ClaimOptions(lesion=(("min_selected", 1), ("n_random", 6), ("zooms", (1.0, 2.0))))
-    ctx = ClaimContext(SPEC, "torch", rmap, wb.measures(SPEC, "torch", ("id", "S", "Sinv")), {}, options=options)
+    options = ClaimOptions(lesion=(("min_selected", 1), ("n_random", 6), ("zooms", (1.0, 2.0)), ("sequential", 0),
+                                   ("min_images", 10)))
+    resp = wb.responses(SPEC, ("id", "S", "Sinv"))
+    ctx = ClaimContext(SPEC, "torch", rmap, wb.measures(SPEC, "torch", ("id", "S", "Sinv")), resp, options=options)
     request, again = plan_lesions(ctx.for_claim(REGISTRY["C10"])), plan_lesions(ctx.for_claim(REGISTRY["C10"]))
     assert request.key == again.key  # seeded: the same plan, the same memo key
+    select, score = request.select_rows, request.score_rows
+    assert len(select) == 32 and len(score) == 32 and not np.intersect1d(select, score).size
+    plan = request.plans[0]
+    half = block_measures(rmap[plan.index], {v: r.subset(select) for v, r in resp.items()}, MeasureOptions())
+    assert np.array_equal(plan.selected, np.flatnonzero(p2_selected(half)))  # picked on the selection half
     monkeypatch.setattr(L, "at_chance", lambda *a, **k: "")
     monkeypatch.setattr("resstream_assert.claims.ablation.at_chance", lambda *a, **k: "")
     data = request.run(_env(wb))
-    assert data.status == "ok" and data.intact.shape == (2, 56) and data.blocks[0].block == "layer2.2"
+    scored = data.scored_rows
+    labeled = wb.probe(32).labels
+    assert np.array_equal(scored, score[labeled[score] >= 0]) and not np.intersect1d(scored, select).size
+    assert np.array_equal(data.labels, labeled[scored])
+    assert data.status == "ok" and data.intact.shape == (2, len(scored)) and data.blocks[0].block == "layer2.2"
     bl = data.blocks[0]
     if bl.note:  # too few P2 channels in this random net; the block is reported as such
         assert bl.correct_selected is None
     else:
-        assert bl.correct_random.shape == (6, 2, 56) and len(bl.selected) >= 1
+        assert bl.correct_random.shape == (6, 2, len(scored)) and len(bl.selected) >= 1
         assert not np.intersect1d(bl.random_sets, bl.selected).size
-        assert data.forwards["tail_images"] >= (6 + 1) * 2 * 56
+        assert data.forwards["tail_images"] >= (6 + 1) * 2 * len(scored)
         res = evaluate_c10(_ctx(data))
         assert res.verdict in (Verdict.HOLDS, Verdict.FAILS)
+        assert {"p_t_prediction", "baseline_damage_selected", "p_baseline_damage"} <= set(res.rows[0].values)
 
 
 def test_lesion_options_from_the_run(net):
@@ -365,3 +380,88 @@ def test_bf16_tails_agree_with_fp32_and_leave_the_model_in_fp32(net, probe):
     assert all(p.dtype == torch.float32 for p in loaded.module.parameters())
     with pytest.raises(ValueError, match="precision"):
         L.LesionOptions(precision="fp8").check()
+
+
+# --- the defaults: h = 2 of N = 40 random sets, zooms (1, 2) -------------------------------------
+
+def _two_blocks(instances, h: int):
+    """LesionData of two blocks as the runner returns them under Besag-Clifford h (0: every set), the second
+    block not run when the first stopped (C10 needs every block, so its verdict is then fixed)."""
+    from calibration.lesions import sequential_run
+
+    blocks, stopped = [], False
+    for name, (intact, sel, rand) in zip(("layer2.1", "layer3.1"), instances):
+        if stopped:
+            blocks.append(L.BlockLesion(name, 3, 128, np.arange(5), np.arange(0), np.zeros((40, 5), int),
+                                        note="not run: the claim cannot hold any more"))
+            continue
+        _, n_run = sequential_run((1.0, 2.0), intact, sel, rand, h, n_boot=0)
+        stopped = n_run < len(rand)
+        blocks.append(L.BlockLesion(name, 3, 128, np.arange(5), np.arange(0), np.zeros((40, 5), int), np.ones(128),
+                                    sel, None, rand[:max(n_run, 2)], "", intact))
+    return L.LesionData((1.0, 2.0), np.arange(instances[0][0].shape[1]) % 10, instances[0][0], tuple(blocks), 0, 40,
+                        sequential=h)
+
+
+def test_h2_of_40_decides_as_the_fixed_40_set_test():
+    """Per block and per claim, on null and planted instances: the sequential test (h = 2, stopping a block and
+    then the claim as soon as the outcome is fixed) decides exactly as all 40 sets would, at alpha and at the
+    Holm thresholds of two blocks; a null block costs about 2 / p sets."""
+    from calibration.lesions import RECORDED, load_recorded, sequential_run, synthetic_lesions
+
+    assert (L.LesionOptions().sequential, L.LesionOptions().n_random, L.LesionOptions().zooms) == (2, 40, (1.0, 2.0))
+    used, decisions = [], 0
+    for seed in range(100):
+        for excess in (0.0, 0.03, 0.08):
+            pair = [synthetic_lesions(2 * seed + b, excess=excess * b if seed % 2 else excess) for b in (0, 1)]
+            seq, fixed = (evaluate_c10(_ctx(_two_blocks(pair, h))) for h in (2, 0))
+            assert seq.verdict == fixed.verdict, (seed, excess, seq.table(), fixed.table())
+            for inst in pair:
+                t_seq, n_run = sequential_run((1.0, 2.0), *inst, 2, n_boot=0)
+                t_fix, _ = sequential_run((1.0, 2.0), *inst, 0, n_boot=0)
+                for alpha in (0.05, 0.025):
+                    assert (t_seq.p_value < alpha) == (t_fix.p_value < alpha)
+                    decisions += t_fix.p_value < alpha
+                used.append(n_run)
+    assert decisions > 100  # planted instances reject: the check covers both decisions
+    if RECORDED.exists():
+        rec = load_recorded()  # a real model's recorded sets: each random set in turn as S* (a null instance)
+        z = tuple(float(v) for v in rec["zooms"])
+        keep = [z.index(1.0), z.index(2.0)]
+        for block in rec["blocks"]:
+            sets = rec[block]["random"][:41, keep]
+            for i in range(41):
+                rest = np.delete(sets, i, axis=0)
+                t_seq, _ = sequential_run((1.0, 2.0), rec[block]["intact"][keep], sets[i], rest, 2, n_boot=0)
+                t_fix, _ = sequential_run((1.0, 2.0), rec[block]["intact"][keep], sets[i], rest, 0, n_boot=0)
+                assert (t_seq.p_value < 0.05) == (t_fix.p_value < 0.05)
+    null_runs = np.array(used).reshape(100, 3, 2)[:, 0].ravel()
+    assert np.mean(null_runs) < 16  # vs 40 for the fixed test
+
+
+def test_a_stopped_block_ends_the_claim(net, monkeypatch):
+    """C10 needs every block: once a block stopped early (certain to fail), the blocks after it are not run."""
+    ran = []
+
+    def fake(env, request, plan, zooms, lab, first, counters):
+        ran.append(plan.block)
+        rand = np.zeros((3, len(zooms), len(lab)), bool)  # 3 of 40 sets ran: the block stopped
+        one = np.ones((len(zooms), len(lab)), bool)
+        return L.BlockLesion(plan.block, plan.index, plan.channels, plan.selected, plan.anti, plan.random_sets,
+                             np.ones(plan.channels), one, None, rand, "", one)
+
+    monkeypatch.setattr(L, "_run_block", fake)
+    monkeypatch.setattr(L, "label_problem", lambda *a: "")
+    loaded, rmap = net
+    plans = tuple(L.BlockPlan(b, i, 32, np.arange(4), np.arange(0), np.tile(np.arange(4, 8), (40, 1)))
+                  for b, i in (("layer2.2", 5), ("layer3.2", 8)))
+    probe = embedded_probe(n=120, size=32)
+    request = L.LesionRequest(L.LesionOptions(), plans, SlopeExceedances(2), max_stopped=0)
+    data = L.run_lesions(InterventionEnv(loaded, rmap, probe), request)
+    assert ran == ["layer2.2"] and "not run" in data.blocks[1].note
+    res = evaluate_c10(_ctx(data))
+    assert res.verdict == Verdict.FAILS and res.rows[1].verdict == Verdict.INCONCLUSIVE
+    request = L.LesionRequest(L.LesionOptions(), plans, SlopeExceedances(2), max_stopped=None)
+    ran.clear()
+    L.run_lesions(InterventionEnv(loaded, rmap, probe), request)
+    assert ran == ["layer2.2", "layer3.2"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -63,7 +65,7 @@ def test_folded_export_flags_c3_gain_as_proxy(spec, tmp_path):
     path = tmp_path / "folded.onnx"
     export_onnx(wb.model(spec), path, fold_bn=True)
     res = _bench(str(path)).evaluate(str(path), "onnx", ["C3"], None)["C3"]
-    tested = [r for r in res.rows if r.verdict in (Verdict.HOLDS, Verdict.FAILS)]
+    tested = [r for r in res.rows if math.isfinite(r.p_value)]  # every block with a test, decided or not
     assert tested and all("proxy" in r.note for r in tested)
 
 

@@ -59,8 +59,11 @@ CASES = [
     Case("alpha-ini", "pytest", (), 4, r"--resstream-alpha 2\.0: must be strictly between 0 and 1", r"e\.g\. 0\.05", "resstream_alpha = 2"),
     Case("mostly-5", "pytest", ("--resstream-mostly", "5"), 4, r"--resstream-mostly 5\.0: must be a fraction in \(0, 1\]", r"1\.0 for every block"),
     Case("mostly-0", "pytest", ("--resstream-mostly", "0"), 4, r"--resstream-mostly 0\.0: must be a fraction", r"e\.g\. 0\.5"),
-    Case("min-effect-negative", "pytest", ("--resstream-min-effect", "-1"), 4, r"--resstream-min-effect -1\.0: must be", r"finite number >= 0"),
-    Case("min-effect-inf", "pytest", ("--resstream-min-effect", "inf"), 4, r"--resstream-min-effect inf: must be", r"finite number >= 0"),
+    Case("min-effect-negative", "pytest", ("--resstream-min-effect", "C3=-1"), 4, r"--resstream-min-effect C3=-1", r"finite number >= 0"),
+    Case("min-effect-inf", "pytest", ("--resstream-min-effect", "C3=inf"), 4, r"--resstream-min-effect C3=inf", r"finite number >= 0"),
+    Case("min-effect-no-claim", "pytest", ("--resstream-min-effect", "0.2"), 4, r"'0\.2' is not CLAIM=VALUE", r"e\.g\. C3=0\.2"),
+    Case("min-effect-unknown-claim", "pytest", ("--resstream-min-effect", "C99=0.1"), 4, r"unknown claim 'C99'", r"known: C1, C2"),
+    Case("min-effect-no-boundary", "pytest", ("--resstream-min-effect", "C11=0.1"), 4, r"C11 has no minimum effect", r"reference value"),
     Case("resamples-5", "pytest", ("--resstream-resamples", "5"), 4, r"--resstream-resamples 5: must be at least 99", r"smallest permutation p-value is 1/\(N\+1\)"),
     Case("seed-negative", "pytest", ("--resstream-seed", "-1"), 4, r"--resstream-seed -1: must be", r"0 or a positive whole number"),
     Case("seed-ini-text", "pytest", (), 4, r"ini key resstream_seed = 'abc': expected a whole number", r"fix the value in the ini file", "resstream_seed = abc"),
@@ -82,11 +85,13 @@ CASES = [
     Case("label-same-file-name", "pytest", ("--resstream-model", W + ":resnet20@{d}/a/w.pth", "--resstream-model", W + ":resnet20@{d}/b/w.pth"), 4, r"two models get the label '.*resnet20@w\.pth'", r"name them apart with --resstream-label"),
     Case("label-with-space", "pytest", ("--resstream-label", "my model"), 4, r"--resstream-label 'my model'", r"without spaces or brackets"),
     Case("engine-unknown", "pytest", ("--resstream-engine", "tensorrt"), 4, r"--resstream-engine tensorrt:", r"must be auto, torch or onnxruntime"),
+    Case("storage-unknown", "pytest", ("--resstream-storage", "bfloat16"), 4, r"--resstream-storage bfloat16:", r"must be auto, float16 or float32"),
     Case("shard-out-of-range", "pytest", ("--resstream-shard", "3/2"), 4, r"--resstream-shard 3/2: must be I/N", r"e\.g\. 2/4"),
     Case("shard-not-a-fraction", "pytest", ("--resstream-shard", "2"), 4, r"--resstream-shard 2: must be I/N", r"e\.g\. 2/4"),
     Case("stability-negative", "pytest", ("--resstream-stability", "-1"), 4, r"--resstream-stability -1: must be", r"0 or a positive whole number"),
     Case("stimuli-unknown", "pytest", ("--resstream-stimuli", "lucent"), 4, r"--resstream-stimuli lucent:", r"must be one of exemplars, featviz, both"),
     Case("channels-0", "pytest", ("--resstream-channels", "0"), 4, r"--resstream-channels 0: must be", r"positive whole number"),
+    Case("featviz-plateau-negative", "pytest", ("--resstream-featviz-plateau", "-1"), 4, r"--resstream-featviz-plateau -1: must be", r"0 or a positive whole number"),
     Case("featviz-steps-negative", "pytest", ("--resstream-featviz-steps", "-1"), 4, r"--resstream-featviz-steps -1: must be", r"0 or a positive whole number"),
     Case("featviz-lr-0", "pytest", ("--resstream-featviz-lr", "0"), 4, r"--resstream-featviz-lr 0\.0: must be", r"finite number > 0"),
     Case("featviz-seeds-0", "pytest", ("--resstream-featviz-seeds", "0"), 4, r"--resstream-featviz-seeds 0: must be", r"positive whole number"),
@@ -106,6 +111,19 @@ CASES = [
     Case("engine-torch-onnx-model", "pytest", ("--resstream-model", "{d}/nothere.onnx", "--resstream-engine", "torch"), 4, r"--resstream-engine torch: .*every model of this run runs on onnxruntime", r"Drop the option"),
     Case("shard-empty", "pytest", ("--resstream-shard", "2/2"), 4, r"--resstream-shard 2/2: the run has 1 model\(s\), so shard 2 gets none", r"Use at most 1 shard"),
     Case("safe-globals-not-a-class", "pytest", ("--resstream-safe-globals", "argparse"), 4, r"'argparse' is not a class name", r"give module\.Class, e\.g\. argparse\.Namespace"),
+    # issue 21: preprocessing (the model's normalisation, the resize policy, class folders mapped to outputs)
+    Case("mean-nan", "pytest", ("--resstream-mean", "nan", "0.5", "0.5", "--resstream-std", "0.2", "0.2", "0.2"), 4, r"--resstream-mean nan 0\.5 0\.5: must be 3 finite numbers", r"e\.g\. 0\.4914 0\.4822 0\.4465"),
+    Case("mean-in-255-units", "pytest", ("--resstream-mean", "125.3", "123.0", "113.9", "--resstream-std", "0.2", "0.2", "0.2"), 4, r"--resstream-mean 125\.3 123\.0 113\.9: must lie in \[0, 1\]", r"divided by 255 first"),
+    Case("std-zero", "pytest", ("--resstream-mean", "0.5", "0.5", "0.5", "--resstream-std", "0.2", "0", "0.2"), 4, r"--resstream-std 0\.2 0\.0 0\.2: must be > 0", r"divided by\s+255 first"),
+    Case("mean-without-std", "pytest", ("--resstream-mean", "0.5", "0.5", "0.5"), 4, r"--resstream-mean was given without --resstream-std", r"give both, e\.g\. --resstream-std 0\.2470"),
+    Case("mean-ini-two-values", "pytest", (), 4, r"--resstream-mean 0\.5 0\.5: must be 3 numbers, one per colour channel", r"e\.g\. 0\.4914 0\.4822 0\.4465", "resstream_mean = 0.5 0.5\nresstream_std = 0.2 0.2 0.2"),
+    Case("std-ini-text", "pytest", (), 4, r"ini key resstream_std = 'a b c': expected three numbers", r"fix the value in the ini file", "resstream_mean = 0.5 0.5 0.5\nresstream_std = a b c"),
+    Case("resize-unknown", "pytest", ("--resstream-resize", "fit"), 4, r"--resstream-resize fit: must be crop", r"or stretch \(the whole image"),
+    Case("class-index-missing", "pytest", ("--resstream-class-index", "{d}/nowhere.json"), 4, r"--resstream-class-index .*nowhere\.json: does not exist", r"imagenet_class_index\.json"),
+    Case("class-index-not-json", "pytest", ("--resstream-class-index", "{d}/base_junk.json"), 4, r"base_junk\.json: cannot be read as JSON", r"give a JSON file of the form \{\"0\": \[\"n01440764\""),
+    Case("class-index-gap", "pytest", ("--resstream-class-index", "{d}/class_index_gap.json"), 4, r"the indices must be 0 to 1, each once \(missing: 1\)", r"one entry per output of the model"),
+    Case("class-index-unknown-folder", "pytest", ("--resstream-probe", "{d}/probe_wnid", "--resstream-class-index", "{d}/class_index_other.json"), 4, r"class folder\(s\) n01440764 of the probe are not in the class-index file class_index_other\.json", r"rename the folders to the file's class ids"),
+    Case("onnx-bad-normalisation", "pytest", ("--resstream-model", "{d}/bad_norm.onnx"), 4, r"resstream\.mean = 'a,b,c'.* is not a normalisation", r"--resstream-mean R G B --resstream-std R G B"),
     # --- reports and the baseline gate ----------------------------------------------------------------------------
     Case("compare-fail-unknown-quantity", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "nosuchquantity:abs>0.1"), 4, r"has the quantity 'nosuchquantity', so the rule would compare nothing", r"Use one of: .*frac_skip"),
     Case("compare-fail-malformed", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "rho>0.1"), 4, r"invalid --resstream-compare-fail expression 'rho>0\.1'", r"expected verdict \| missing \| NAME:abs>LIMIT"),
@@ -196,6 +214,9 @@ CASES = [
     Case("cli-export-onnx-spec", "cli", ("export", "{d}/junk.onnx", "{d}/out/m.onnx"), 2, r"is already an ONNX file", r"export takes a torch model spec"),
     Case("cli-export-whole-model", "cli", ("export", W + ":ResNet18@{d}/whole_model_pickle/resnet18_full.pth", "{d}/out/m.onnx"), 2, r"holds pickled Python objects", r"pass --trust-pickle\."),
     Case("cli-export-not-residual", "cli", ("export", "torchvision:vgg11", "{d}/out/v.onnx"), 2, r"No residual block found", r"pick a residual network"),
+    Case("cli-export-mean-two-values", "cli", ("export", W + ":resnet20", "{d}/out/m.onnx", "--mean", "0.5", "0.5"), 2, r"argument --mean: expected 3 arguments", r"--mean R G B"),
+    Case("cli-export-mean-without-std", "cli", ("export", W + ":resnet20", "{d}/out/m.onnx", "--mean", "0.5", "0.5", "0.5"), 2, r"--mean was given without --std", r"give both, e\.g\. --std 0\.2470"),
+    Case("cli-export-std-zero", "cli", ("export", W + ":resnet20", "{d}/out/m.onnx", "--mean", "0.5", "0.5", "0.5", "--std", "0.2", "0", "0.2"), 2, r"--std 0\.2 0\.0 0\.2: must be > 0", r"divided by\s+255 first"),
     Case("cli-export-dev-null", "cli", ("export", W + ":resnet20", "/dev/null"), 2, r"Output path '/dev/null' does not end in \.onnx", r"Give a \.onnx file name"),
     Case("cli-featviz-unknown-block", "cli", ("featviz", W + ":resnet20", "--block", "layer9.9", "--out", "{d}/out/g.png", "--input-size", "32", "--no-cache"), 2, r"--block layer9\.9: no such block", r"this model's blocks are layer1\.0"),
     Case("cli-featviz-txt-output", "cli", ("featviz", W + ":resnet20", "--block", "layer1.0", "--out", "{d}/out/g.txt"), 2, r"'.*g\.txt' does not end in \.png", r"Give a \.png file name"),
@@ -293,6 +314,10 @@ def bad_dir(tmp_path_factory) -> Path:
     (d / "afile.txt").write_text("a file, not a folder\n")
     (d / "somedir").mkdir()
     (d / "probe_empty").mkdir()
+    (d / "probe_wnid" / "n01440764").mkdir(parents=True)
+    Image.new("RGB", (48, 48), (90, 30, 200)).save(d / "probe_wnid" / "n01440764" / "fish.png")
+    (d / "class_index_gap.json").write_text('{"0": ["n01443537", "goldfish"], "2": ["n01484850", "shark"]}')
+    (d / "class_index_other.json").write_text('{"0": ["n01443537", "goldfish"], "1": ["n01484850", "shark"]}')
     for folder, gen in (("probe_tiny", checkpoints.tiny_4x4), ("probe_cut", checkpoints.truncated_jpeg)):
         (d / folder).mkdir()
         gen(d / folder)
@@ -388,6 +413,10 @@ def _onnx_files(d: Path) -> None:
         return helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=opsets)
 
     save(graph(1, "", "Relu"), str(d / "fixed_batch.onnx"))
+    bad_norm = graph("N", "", "Relu")
+    for key, value in (("resstream.mean", "a,b,c"), ("resstream.std", "0.2,0.2,0.2")):
+        bad_norm.metadata_props.add(key=key, value=value)
+    save(bad_norm, str(d / "bad_norm.onnx"))
     save(graph("N", "my.ops", "Swish"), str(d / "custom_op.onnx"))
 
 

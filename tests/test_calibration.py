@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from calibration import calibrate, power
-from calibration.synthetic import ALL_VARIANTS, Effects, spectrum_context, synthetic_responses
+from calibration import calibrate, nulls, power, report
+from calibration.generator import ALL_VARIANTS, Effects, spectrum_context, synthetic_responses
 from resstream_assert.measures import measure_all
 
 
-def test_rate_rows_say_calibrated_when_the_interval_reaches_alpha():
-    ok, bad = calibrate.rate_row("C1", "x", 14, 200), calibrate.rate_row("C1", "x", 30, 200)
-    assert ok["ci_low"] < 0.05 < ok["ci_high"] and ok["calibrated"]
-    assert bad["ci_low"] > 0.05 and not bad["calibrated"]
-    assert calibrate.rate_row("C1", "x", 0, 200)["calibrated"]  # below alpha is calibrated (conservative)
+def test_the_calibration_check_uses_the_upper_bound():
+    """Calibrated means the Clopper-Pearson upper bound of the false-positive rate is <= alpha: a rate of 5%
+    over 200 nulls, or 0 of 50 (upper bound 7.1%), does not show calibration (the lower bound did)."""
+    at_alpha, too_few, enough = (calibrate.rate_row("C1", "x", k, n) for k, n in ((10, 200), (0, 50), (0, 200)))
+    assert at_alpha["ci_low"] < 0.05 < at_alpha["ci_high"] and not at_alpha["calibrated"]
+    assert too_few["ci_high"] > 0.05 and not too_few["calibrated"] and too_few["nulls_needed"] == 72
+    assert enough["calibrated"] and enough["ci_high"] < 0.02
+    assert not calibrate.rate_row("C1", "x", 30, 200)["calibrated"]
     row = calibrate.rate_row("C1", "x", 1, 200, blocks=(70, 1400))
     assert row["block_rate"] == 0.05 and row["block_ci_low"] < 0.05 < row["block_ci_high"]
-    assert "| C1 | x | 1/200 |" in calibrate.markdown([row]) and "70/1400" in calibrate.markdown([row])
+    table = report.fpr_markdown([row, too_few])
+    assert "| C1 | x | 1/200 |" in table and "70/1400" in table and "needs ~72 nulls" in table
 
 
 def test_synthetic_nulls_and_planted_effects_have_their_known_answers():
@@ -41,29 +45,32 @@ def test_synthetic_nulls_and_planted_effects_have_their_known_answers():
 def test_null_transforms_of_real_responses_keep_the_block_arithmetic():
     rmap, resp = synthetic_responses(2, n_images=32, channels=6, variants=("id", "S", "Sinv"))
     rng = np.random.default_rng(0)
-    perm = calibrate._permute_branch(rmap, resp, rng)
-    for b in rmap:
-        a, p = resp["id"].get(b, "branch_out"), perm["id"].get(b, "branch_out")
-        assert sorted(map(tuple, a.T)) == sorted(map(tuple, p.T)) and not np.array_equal(a, p)
-        np.testing.assert_allclose(perm["S"].get(b, "resid_sum"),
-                                   perm["S"].get(b, "skip_out") + perm["S"].get(b, "branch_out"), atol=1e-6)
-    swapped = calibrate._swap_directions(rmap, resp, np.random.default_rng(1))
-    b = rmap[3]
-    s0, i0 = resp["S"].get(b, "branch_out"), resp["Sinv"].get(b, "branch_out")
-    s1, i1 = swapped["S"].get(b, "branch_out"), swapped["Sinv"].get(b, "branch_out")
-    moved = ~np.all(s0 == s1, axis=0)
-    assert moved.any() and np.array_equal(s1[:, moved], i0[:, moved]) and np.array_equal(i1[:, moved], s0[:, moved])
+    for transform, axis in ((nulls.permute_branch, 0), (nulls.decouple_images, 1)):
+        out = transform(rmap, resp, rng)
+        for b in rmap:
+            a, p = resp["id"].get(b, "branch_out"), out["id"].get(b, "branch_out")
+            # the same channels (columns) or the same images (rows), reordered
+            key = (lambda m: sorted(map(tuple, m.T))) if axis == 0 else (lambda m: sorted(map(tuple, m)))
+            assert key(a) == key(p) and not np.array_equal(a, p)
+            np.testing.assert_allclose(out["S"].get(b, "resid_sum"),
+                                       out["S"].get(b, "skip_out") + out["S"].get(b, "branch_out"), atol=1e-6)
+            assert np.array_equal(out["S"].get(b, "skip_out"), resp["S"].get(b, "skip_out"))
 
 
-def test_tiny_runs_produce_complete_tables():
-    rows = calibrate.run_fpr(2, 16, 64, nulls=("boundary", "exchangeable"))
+def test_tiny_runs_produce_complete_tables_and_resume(tmp_path, monkeypatch):
+    monkeypatch.setattr(calibrate, "CHECKPOINTS", tmp_path)
+    rows = calibrate.run_fpr(2, 16, 64, ("boundary", "exchangeable"))
     assert [(r["claim"], r["null"].split()[0]) for r in rows] == [
-        ("C1", "spectrum"), ("C3", "exchangeable"), ("C5", "exchangeable"), ("C6", "exchangeable"),
-        ("C8", "exchangeable"), ("C9", "exchangeable")]
+        ("C1", "synthetic"), ("C3", "synthetic:"), ("C5", "synthetic:"), ("C6", "synthetic:"),
+        ("C8", "synthetic:"), ("C9", "synthetic:")]
     assert all(r["instances"] == 2 and 0 <= r["rate"] <= 1 for r in rows)
-    verdict_c1, verdict_c3, rho, rare = power._response_instance((-0.5, 32, 128, 0))
-    assert verdict_c1 in ("holds", "fails") and verdict_c3 in ("holds", "fails") and rho < 0 and 0 < rare < 0.5
-    table = power.markdown({"responses": [{"rho": -0.3, "channels": 32, "images": 512, "power_c3": 0.5,
-                                           "measured_rho": -0.25, "power_c1": 1.0, "rarest_share": 0.14}],
-                            "measures": [{"p_min": 0.1, "channels": 32, "power_c1": 0.2}]})
-    assert "| -0.3 | 0.50 |" in table and "| 0.1 | 0.20 |" in table
+    calls = []
+    again = calibrate.Checkpoint("fpr-exchangeable-16ch-64img").run(range(3), lambda s: calls.append(s) or {})
+    assert calls == [2] and len(again) == 3  # two instances were read back, only the third ran
+    assert power._x1_instance(0.5, 64, 0) == "holds" and power._x1_instance(0.0, 64, 0) == "fails"
+    ok, used = power._c10_claim(0.2, 256, power.C10_CONFIGS["defaults: N=40, h=2, zooms 1,2"], 0)
+    assert ok and used == 80  # both blocks significant: every set ran
+    cells = [{"claim": "C6", "effect": e, "channels": 64, "images": 512, "instances": 30, "power": p}
+             for e, p in ((0.0, 0.0), (2.0, 0.9))]
+    table = power.power_markdown({"cells": cells}, tmp_path)
+    assert "| 2 | 0.90 |" in table and (tmp_path / "power-C6.png").exists()

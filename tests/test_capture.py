@@ -166,3 +166,30 @@ def test_non_finite_responses_are_an_error_naming_the_site(images):
     with pytest.raises(CaptureError, match=r"r18-broken produced non-finite responses .* at layer2\.1 branch_out "
                                            r"\(layer2\.1\.bn2, center: .*check the weights"):
         capture(loaded, rmap, embedded_probe(n=4, size=64), progress=False)
+
+
+def test_float16_storage_keeps_m_and_every_verdict():
+    """--resstream-storage auto (the default) keeps the untransformed responses, which pick the exemplars, in
+    float32 and the transformed variants in float16: M is exact and every verdict of a zoo model unchanged."""
+    import numpy as np
+
+    from resstream_assert.claims import ClaimOptions, needed_variants
+    from resstream_assert.claims.verdict_stability import evaluate_responses
+    from resstream_assert.config import RunConfig
+    from resstream_assert.measures import measure_all
+    from resstream_assert.pipeline import Pipeline
+
+    spec, claims = "zoo:cifar-resnet20-synth32", ["C1", "C3", "C5", "C6", "C8", "C9"]
+    got = {}
+    for storage in ("float32", "auto"):
+        pipe = Pipeline(RunConfig(models=(spec,), images=256, progress=False, storage=storage, cache_dir=None))
+        resp = pipe.responses(spec, needed_variants(claims))
+        got[storage] = (resp, measure_all(pipe.map(spec), resp),
+                        evaluate_responses(pipe.map(spec), resp, claims, options=ClaimOptions(n_boot=0)))
+    resp = got["auto"][0]
+    assert all(a.dtype == np.float32 for a in resp["id"].center.values())
+    assert all(a.dtype == np.float16 for a in resp["S"].center.values())
+    assert resp["S"].get(3, "branch_out").dtype == np.float32  # measures read float32
+    for a, b in zip(got["float32"][1], got["auto"][1]):
+        assert np.array_equal(a.m_p1, b.m_p1, equal_nan=True) and np.array_equal(a.m_p2, b.m_p2, equal_nan=True)
+    assert {c: r.verdict for c, r in got["float32"][2].items()} == {c: r.verdict for c, r in got["auto"][2].items()}

@@ -96,8 +96,9 @@ def test_same_seed_same_numbers_other_seed_within_monte_carlo_error(planted):
     b = _run(planted, ["C2", "C3", "C4"], seed=5, n_resamples=999)[1]
     assert all(a[c].to_dict() == b[c].to_dict() for c in a)
     c = _run(planted, ["C4"], seed=6, n_resamples=999)[1]
-    # Mann-Whitney p is exact: no resampling involved, so another seed gives the same p.
-    np.testing.assert_array_equal([r.p_value for r in a["C4"].rows], [r.p_value for r in c["C4"].rows])
+    # C4's images are split in halves by the seed (groups on one, B(X_I) on the other): another seed,
+    # another split, so its p-values move, but its groups still cover the same channels.
+    assert [r.block for r in a["C4"].rows] == [r.block for r in c["C4"].rows]
     # C2's Monte-Carlo p moves only within its resampling error.
     p2a, p2c = a["C2"].p_value, _run(planted, ["C2"], seed=6, n_resamples=999)[1]["C2"].p_value
     assert abs(p2a - p2c) <= 4 * np.sqrt(max(p2a, 1e-3) / 1000) + 2e-3

@@ -48,6 +48,7 @@ def synth_block(index, rng, *, n=200, planted=True, frac_mix=0.6, zoom=True, sca
     sc = {"sm_b": sm_b, "sm_i": sm_i, "delta_b": sm_b, "delta_i": sm_i,
           "sm_b_rev": g() + shift, "sm_i_rev": g() + shift, "sm_b_mismatch": g() + shift}
     sc["delta_b_rev"] = sc["sm_b_rev"]
+    sc["delta_b_sym"] = sc["sm_b"] - sc["sm_b_rev"]  # zoom in minus zoom out, on the symmetric pair
     if flip:
         sc.update(sm_b_flip=g() + shift, sm_i_flip=g() + shift)
     zm = {}
@@ -154,7 +155,11 @@ def test_c9_needs_compensation_not_just_averaging(null):
 def test_c6_reports_direction_and_peak_zoom(planted):
     r = evaluate("C6", planted).rows[0]
     assert r.values["p_direction"] < 0.05 and r.values["effect_direction"] > 0
-    assert r.values["p_vs_mismatch"] < 0.05 and r.values["p_vs_flip"] < 0.05
+    assert r.values["p_mismatch"] < 0.05 and r.values["p_flip"] < 0.05
+    parts = ("sign", "direction", "mismatch", "flip")
+    assert r.p_value == max(r.values[f"p_{k}"] for k in parts)  # intersection-union
+    binding = max(parts, key=lambda k: r.values[f"p_{k}"])
+    assert (r.effect, r.ci_low, r.ci_high) == tuple(r.values[f"{q}_{binding}"] for q in ("effect", "ci_low", "ci_high"))
     assert r.values["frac_zstar_gt1"] > r.values["zstar_chance"]
     assert r.values["median_log_zstar"] > 0
     # without zoom variants C6 still tests SM_B (z* is only reported)
@@ -198,15 +203,14 @@ def test_missing_scale_variants_not_applicable(cid):
     assert "S and Sinv" in res.reason
 
 
-@pytest.mark.parametrize("cid", ("C5", "C7", "C8"))
+@pytest.mark.parametrize("cid", ("C5", "C6", "C7", "C8"))
 def test_missing_flip_not_applicable(cid):
     res = evaluate(cid, synth_ctx(flip=False))
     assert res.verdict == Verdict.NOT_APPLICABLE and "flip" in res.reason
 
 
-@pytest.mark.parametrize("cid", ("C6", "C9"))
-def test_mechanism_claims_do_not_need_flip(cid):
-    assert evaluate(cid, synth_ctx(flip=False)).verdict == Verdict.HOLDS
+def test_summation_does_not_need_flip():
+    assert evaluate("C9", synth_ctx(flip=False)).verdict == Verdict.HOLDS
 
 
 def test_missing_zoom_c9_not_applicable():
@@ -282,10 +286,59 @@ def test_c6_needs_zoom_in_to_beat_zoom_out():
     ms = []
     for bm in ctx.measures:
         up, down = (np.abs(rng.normal(size=bm.channels)) + 0.01 for _ in range(2))
-        ms.append(replace(bm, scale={**bm.scale, "sm_b": up, "delta_b": up, "sm_b_rev": down, "delta_b_rev": down}))
+        ms.append(replace(bm, scale={**bm.scale, "sm_b": up, "delta_b": up, "sm_b_rev": down, "delta_b_rev": down,
+                                     "delta_b_sym": up - down}))
     res = evaluate("C6", replace(ctx, measures=tuple(ms)))
     tested = [r for r in res.rows if r.verdict in (Verdict.HOLDS, Verdict.FAILS)]
     assert len(tested) == 5
     assert all(r.values["p_sign"] < 1e-6 and r.values["p_direction"] > 0.01 for r in tested), res.table()
+    assert all(r.effect == r.values["effect_direction"] for r in tested)  # the binding test's effect
     assert all(r.p_value == r.values["p_direction"] and r.note == "binding: zoom in vs zoom out" for r in tested)
     assert res.verdict == Verdict.FAILS and not any(r.verdict == Verdict.HOLDS for r in tested)
+
+
+# --- C6 on NC-perm: a zoom preference must be the channel's own ---------------------------------
+
+def _c6_on(effects, seed: int, permuted: bool):
+    from calibration.nulls import permute_branch
+    from calibration.generator import ALL_VARIANTS, synthetic_responses
+    from resstream_assert.claims.verdict_stability import evaluate_responses
+
+    rmap, resp = synthetic_responses(seed, n_images=512, channels=128, effects=effects, variants=ALL_VARIANTS)
+    if permuted:  # NC-perm at the response level: each block's branch channels permuted, in every variant
+        resp = permute_branch(rmap, resp, np.random.default_rng(seed))
+    return evaluate_responses(rmap, resp, ["C6"], options=ClaimOptions(n_boot=0), seed=seed)["C6"]
+
+
+def test_c6_fails_on_nc_perm():
+    """Every branch channel prefers the papers' blurry zoom-in on any image (``zoom_bias``): NC-perm keeps that
+    preference, and the sign test with the S-vs-S^-1 Wilcoxon held in 7 of 7 blocks on it. Channel specificity
+    (McNemar against another channel's exemplars) and the symmetric zoom pair make C6 fail."""
+    from calibration.generator import Effects
+
+    for seed in range(2):
+        res = _c6_on(Effects(zoom_bias=0.3), seed, permuted=True)
+        assert res.verdict == Verdict.FAILS, res.table()
+        tested = [r for r in res.rows if r.verdict in (Verdict.HOLDS, Verdict.FAILS)]
+        assert len(tested) == 7 and not any(r.verdict == Verdict.HOLDS for r in tested)
+        assert np.median([r.values["p_sign"] for r in tested]) < 0.05  # the sign test alone is fooled
+        assert all(max(r.values["p_mismatch"], r.values["p_direction"]) > 0.05 for r in tested)
+        assert np.median([r.values["p_mismatch"] for r in tested]) > 0.1  # not channel-specific
+
+
+def test_c6_holds_on_planted_equivariance_and_fails_once_permuted():
+    from calibration.generator import Effects
+
+    planted = Effects(scale_frac=0.6, scale_size=2.0)
+    assert _c6_on(planted, 0, permuted=False).verdict == Verdict.HOLDS
+    assert _c6_on(planted, 0, permuted=True).verdict == Verdict.FAILS
+
+
+def test_c6_on_a_trained_model_with_nc_perm():
+    pytest.importorskip("torch")
+    from resstream_assert.config import RunConfig
+    from resstream_assert.pipeline import Pipeline
+
+    spec = "zoo:cifar-resnet20-synth32+nc-perm"
+    res = Pipeline(RunConfig(models=(spec,), images=256, progress=False)).evaluate(spec, claims=["C6"])["C6"]
+    assert res.verdict != Verdict.HOLDS, res.table()

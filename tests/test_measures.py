@@ -21,7 +21,8 @@ def weights(random_weights_spec):
 
 
 def _bench(spec: str, images: int = 96) -> Pipeline:
-    return Pipeline(RunConfig(models=(spec,), images=images, input_size=32, progress=False))
+    # float32 storage: these tests recompute the measures from their definitions on a float32 capture
+    return Pipeline(RunConfig(models=(spec,), images=images, input_size=32, progress=False, storage="float32"))
 
 
 @pytest.mark.parametrize("control, expected", [("nc-id", SKIP), ("nc-plain", OVERWRITE)])

@@ -133,7 +133,11 @@ def test_diff_has_no_truth_value_and_round_trips():
 @pytest.mark.parametrize("expr", ["rho", "rho>0.1", "rho:abs<0.1", "rho:rel>0.1", ":abs>0.1", "rho:abs>",
                                   "rho:abs>-1", "rho:abs>x", "verdicts", "1rho:abs>0.1", "rho:abs>0.1%", ""])
 def test_bad_compare_fail_expressions_are_usage_errors(expr):
-    with pytest.raises(pytest.UsageError) as info:
+    """A CompareFailError (a ConfigError: pytest's plugin turns it into a usage error, exit 4)."""
+    from resstream_assert.errors import CompareFailError, ConfigError
+
+    assert issubclass(CompareFailError, ConfigError)
+    with pytest.raises(CompareFailError) as info:
         bl.parse_rule(expr)
     assert repr(expr) in str(info.value) and "NAME:abs>LIMIT" in str(info.value)
 

@@ -1,6 +1,6 @@
 """Claims on captured responses, verdict stability over probe half-samples and seeds, and how it reaches the user.
 
-Synthetic responses (calibration.synthetic) plant a known C3 effect: a strong one must be
+Synthetic responses (calibration.generator) plant a known C3 effect: a strong one must be
 stable, a borderline one must flip, the null must fail stably.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibration.synthetic import Effects, synthetic_responses
+from calibration.generator import Effects, synthetic_responses
 from resstream_assert.claims import ClaimOptions
 from resstream_assert.claims.verdict_stability import (STABILITY_THRESHOLD, evaluate_responses, response_claims,
                                                verdict_stability)

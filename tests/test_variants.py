@@ -76,3 +76,21 @@ def test_parse_errors_list_valid_names(bad):
 def test_rejects_uint8_images():
     with pytest.raises(ValueError, match="float"):
         apply_variant(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), "flip")
+
+
+def test_symmetric_pair_shares_kernel_window_and_frame():
+    """S_sym and Sinv_sym: the same grey frame and window, the same number of samples upsampled by the same
+    bilinear kernel; only the content's scale differs (the centre half vs the whole image)."""
+    x = _images(32, 32)
+    zin, zout = apply_variant(x, "S_sym"), apply_variant(x, "Sinv_sym")
+    window = slice(4, 27)  # round(32 / sqrt 2) = 23 pixels, centred
+    frame = torch.ones(32, 32, dtype=torch.bool)
+    frame[window, window] = False
+    assert torch.all(zin[..., frame] == 0.5) and torch.all(zout[..., frame] == 0.5)
+    up = lambda a: TF.resize(a, [23, 23], antialias=True)  # noqa: E731
+    assert torch.allclose(zin[..., window, window], up(x[..., 8:24, 8:24]))  # 16 native samples of the centre
+    assert torch.allclose(zout[..., window, window], up(TF.resize(x, [16, 16], antialias=True)))  # 16 of all of it
+    # an image that looks the same at every scale (a constant) gives the same pair
+    c = torch.full((1, 3, 32, 32), 0.3)
+    assert torch.allclose(apply_variant(c, "S_sym"), apply_variant(c, "Sinv_sym"))
+    assert parse_variant("S_sym")[0] == "zoom_sym" and parse_variant("Sinv_sym")[0] == "zoomout_sym"

@@ -13,7 +13,9 @@ from resstream_assert import zoo
 from resstream_assert.errors import CheckpointError, ModelSpecError
 from resstream_assert.stimuli.synthetic import CLASS_NAMES, make_split
 
-NAMES = ["resnet18-synth96", "bottleneck-synth64", "cifar-resnet20-synth32"]
+NAMES = ["resnet18-synth96", "bottleneck-synth64", "cifar-resnet20-synth32"]  # trained on the generator's shapes
+NATURAL = "resnet18-cifar64"  # trained on CIFAR-10 photographs
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def _trained(name):
@@ -23,11 +25,14 @@ def _trained(name):
     return entry
 
 
-def test_registry_lists_three_models():
-    assert [e.name for e in zoo.entries()] == NAMES
-    for e in zoo.entries():
+def test_registry_lists_the_synthetic_models_then_the_natural_one():
+    assert [e.name for e in zoo.entries()] == NAMES + [NATURAL]
+    for e in zoo.entries()[:3]:
         assert e.num_classes == len(CLASS_NAMES) and e.class_names == CLASS_NAMES
         assert e.mean == (0.485, 0.456, 0.406) and e.std == (0.229, 0.224, 0.225)
+    natural = zoo.get(NATURAL)
+    assert tuple(natural.class_names) == CIFAR_CLASSES and natural.input_size == 64
+    assert natural.mean == (0.4914, 0.4822, 0.4465) and natural.std == (0.247, 0.2435, 0.2616)
 
 
 def test_unknown_name_lists_known_ones():
@@ -36,7 +41,7 @@ def test_unknown_name_lists_known_ones():
 
 
 @pytest.mark.parametrize("name, final_hw", [("resnet18-synth96", 3), ("bottleneck-synth64", 2),
-                                            ("cifar-resnet20-synth32", 8)])
+                                            ("cifar-resnet20-synth32", 8), (NATURAL, 2)])
 def test_architectures(name, final_hw):
     entry = zoo.get(name)
     model = entry.build().eval()
@@ -45,7 +50,7 @@ def test_architectures(name, final_hw):
     last.register_forward_hook(lambda m, i, o: seen.update(shape=o.shape))  # returns None
     with torch.no_grad():
         out = model(torch.zeros(1, 3, entry.input_size, entry.input_size))
-    assert out.shape == (1, len(CLASS_NAMES)) and seen["shape"][-1] == final_hw
+    assert out.shape == (1, entry.num_classes) and seen["shape"][-1] == final_hw
 
 
 def test_cifar_resnet20_module_names():
@@ -60,7 +65,7 @@ def test_cifar_resnet20_module_names():
     assert not pad[:, :8].any() and not pad[:, 24:].any()
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + [NATURAL])
 def test_every_model_has_weights_and_card(name):
     entry = zoo.get(name)
     assert entry.weights_path.is_file(), f"missing: python -m model_zoo.train {name}"
@@ -82,6 +87,27 @@ def test_loaded_model_classifies_far_above_chance(name):
     with torch.no_grad():
         acc = (model(x).argmax(1).numpy() == labels).mean()
     assert acc >= 0.6, f"{name}: accuracy {acc:.2f} on 60 test images (chance 0.10)"
+
+
+def test_natural_model_accuracy_on_its_shipped_probe_matches_its_card():
+    """The 1,000 shipped CIFAR-10 test photographs, read as the pipeline reads them (PIL bilinear to 64 px),
+    through the weights as the zoo loads them: within a point of the card's figure, and above 80%."""
+    from resstream_assert.stimuli.probe import load_probe
+
+    entry = _trained(NATURAL)
+    card = json.loads((zoo.CARDS_DIR / f"{NATURAL}.json").read_text())
+    probe = load_probe(entry.probe, n=1000, size=entry.input_size)
+    assert len(probe) == 1000 and np.bincount(probe.labels).tolist() == [100] * 10
+    model = entry.load()
+    mean, std = torch.tensor(entry.mean).view(1, 3, 1, 1), torch.tensor(entry.std).view(1, 3, 1, 1)
+    hits = 0
+    with torch.no_grad():
+        for i, batch in enumerate(probe.batches(250)):
+            x = (torch.from_numpy(batch) - mean) / std
+            hits += int((model(x).argmax(1).numpy() == probe.labels[i * 250:(i + 1) * 250]).sum())
+    acc = hits / len(probe)
+    assert abs(acc - card["probe"]["accuracy"]) <= 0.01 and acc >= 0.80, (acc, card["probe"])
+    assert card["accuracy"] >= 0.80  # the 10,000 JPEG test images (the issue's floor)
 
 
 def test_tampered_or_missing_weights_raise(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from resstream_assert.capture.responses import REDUCERS, Responses, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.errors import CaptureError
 
-__all__ = ["capture", "check_finite", "Responses", "ResponseCache", "REDUCERS", "site_key", "COUNTERS"]
+__all__ = ["capture", "storage_groups", "check_finite", "Responses", "ResponseCache", "REDUCERS", "site_key", "COUNTERS"]
 
 #: Running totals for benchmarks: forward passes (batches) and images sent through a model.
 COUNTERS = {"batches": 0, "images": 0, "cache_hits": 0}
@@ -25,7 +25,8 @@ COUNTERS = {"batches": 0, "images": 0, "cache_hits": 0}
 def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id",), sites: Iterable[str] = SITES,
             batch_size: int = 64, device: str = "cpu", cache: ResponseCache | None = None,
             progress: bool = True, keep_maps: Iterable[str] = (),
-            log: Callable[[str], None] | None = None) -> dict[str, Responses]:
+            log: Callable[[str], None] | None = None, storage: str = "float32",
+            reducers: Iterable[str] = REDUCERS) -> dict[str, Responses]:
     """Capture every site of every block for each stimulus variant of ``probe``.
 
     One forward pass per variant covers all sites of all blocks. Results come from
@@ -33,7 +34,10 @@ def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id"
     was stored before.
 
     ``log`` receives one line per variant actually run (the pytest plugin prints them, since
-    pytest hides the progress bar).
+    pytest hides the progress bar). ``storage="float16"`` keeps the reductions in half precision
+    (half the memory; :meth:`Responses.get` upcasts, and any value beyond float16's range keeps its
+    site in float32). ``reducers=("center",)`` skips the spatial mean (half the memory again; the
+    measures read the center unit only).
 
     Example:
         >>> out = capture(loaded, rmap, probe, variants=("id", "S"))  # doctest: +SKIP
@@ -44,23 +48,46 @@ def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id"
 
     sites = tuple(sites)
     keep_maps = tuple(keep_maps)
+    reducers = tuple(r for r in REDUCERS if r in tuple(reducers))
+    if "center" not in reducers:
+        raise ValueError(f"reducers must include 'center' (the measures read it), got {reducers}")
     cache = cache or ResponseCache(None)
     out: dict[str, Responses] = {}
     for variant in variants:
         key = cache_key(model=loaded.digest, probe=probe.digest, variant=variant, sites=sites, keep=keep_maps,
                         size=rmap.input_size, backend=loaded.backend, version=__version__,
-                        framework=_framework_version(loaded.backend), provider=loaded.meta.get("providers"))
+                        framework=_framework_version(loaded.backend), provider=loaded.meta.get("providers"),
+                        storage=storage, reducers=reducers,
+                        normalisation=[list(map(float, loaded.mean)), list(map(float, loaded.std))])
         before = cache.hits
         start = time.perf_counter()
         # Checked after the cache too: a non-finite entry read back is the same error as one just computed.
         out[variant] = check_finite(cache.get_or_compute(key, lambda v=variant: check_finite(
-            _run(loaded, rmap, probe, v, sites, batch_size, device, progress, keep_maps), rmap, loaded.name)),
+            _run(loaded, rmap, probe, v, sites, batch_size, device, progress, keep_maps, (storage, reducers)), rmap,
+            loaded.name)),
             rmap, loaded.name)
         COUNTERS["cache_hits"] += cache.hits - before
         if log is not None:
             how = "from cache" if cache.hits > before else f"{len(probe)} images in {time.perf_counter() - start:.1f} s"
             log(f"[resstream] captured {loaded.name} [{variant}]: {how}")
     return out
+
+
+def storage_groups(variants: list[str], storage: str) -> list[tuple[str, list[str]]]:
+    """``(storage, variants)`` groups to capture: ``auto`` keeps the untransformed ``id`` responses in float32 (their
+    near-ties decide the exemplars, hence M) and the transformed variants in float16.
+
+    Example:
+        >>> storage_groups(["id", "S", "flip"], "auto")
+        [('float32', ['id']), ('float16', ['S', 'flip'])]
+    """
+    if storage != "auto":
+        return [(storage, list(variants))] if variants else []
+    from resstream_assert.stimuli.variants import canonical_variant
+
+    plain = [v for v in variants if canonical_variant(v)[0] == "id"]
+    rest = [v for v in variants if v not in plain]
+    return [(st, g) for st, g in (("float32", plain), ("float16", rest)) if g]
 
 
 def check_finite(responses: Responses, rmap: ResidualMap, name: str = "the model") -> Responses:
@@ -89,7 +116,7 @@ def check_finite(responses: Responses, rmap: ResidualMap, name: str = "the model
     return responses
 
 
-def _run(loaded, rmap, probe, variant, sites, batch_size, device, progress, keep_maps) -> Responses:
+def _run(loaded, rmap, probe, variant, sites, batch_size, device, progress, keep_maps, keep) -> Responses:
     from tqdm.auto import tqdm
 
     from resstream_assert.stimuli.variants import apply_variant, parse_variant
@@ -109,11 +136,12 @@ def _run(loaded, rmap, probe, variant, sites, batch_size, device, progress, keep
             from resstream_assert.capture.onnx_runtime import capture_onnx
 
             return capture_onnx(loaded, rmap, probe.batches(batch_size), variant=variant, sites=sites,
-                                transform=transform, progress=tick)
+                                transform=transform, progress=tick, storage=keep[0], reducers=keep[1])
         from resstream_assert.capture.torch_fx import capture_torch
 
         return capture_torch(loaded, rmap, probe.batches(batch_size), variant=variant, sites=sites,
-                             keep_maps=keep_maps, device=device, transform=transform, progress=tick)
+                             keep_maps=keep_maps, device=device, transform=transform, progress=tick, storage=keep[0],
+                             reducers=keep[1])
     finally:
         bar.close()
 

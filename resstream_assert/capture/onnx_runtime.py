@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from resstream_assert.capture.responses import Responses, concatenate_shared, site_key
+from resstream_assert.capture.responses import Responses, compact, concatenate_shared, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.errors import CaptureError
 from resstream_assert.loading.onnx_file import image_input, read_model, value_shapes
@@ -103,7 +103,8 @@ def _taps(rmap: ResidualMap, sites: tuple[str, ...]) -> tuple[list[str], dict[st
 
 def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, variant: str = "id",
                  sites: Iterable[str] = SITES, transform: Callable | None = None, progress=None,
-                 check_faithful: bool = True, reduce: str = "graph") -> Responses:
+                 check_faithful: bool = True, reduce: str = "graph", storage: str = "float32",
+                 reducers: Iterable[str] = ("center", "mean")) -> Responses:
     """Run ``batches`` (float [0, 1], (B, 3, H, W)) through onnxruntime once, capturing every site.
 
     Same reductions and keys as :func:`resstream_assert.capture.torch_fx.capture_torch`:
@@ -168,11 +169,14 @@ def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, va
             # Both reductions are linear: equal to reducing the graph's own add up to float32 rounding
             # (~1e-7 relative; onnxruntime itself rounds it differently when it fuses the add into a conv).
             reduced[tensor] = (reduced[skip][0] + reduced[branch][0], reduced[skip][1] + reduced[branch][1])
+        # Stored per batch (a tensor tapped under several keys stays one object, so sites keep sharing it).
+        reduced = {t: (compact(c, storage), compact(m, storage)) for t, (c, m) in reduced.items()}
         for block in rmap:
             for site in sites:
                 center, avg = reduced[block.sites[site]]
                 store["center"].setdefault(site_key(block.index, site), []).append(center)
-                store["mean"].setdefault(site_key(block.index, site), []).append(avg)
+                if "mean" in reducers:
+                    store["mean"].setdefault(site_key(block.index, site), []).append(avg)
         logits.append(np.asarray(outs[0], np.float32).reshape(len(x), -1))
         if progress is not None:
             progress(len(x))

@@ -15,6 +15,27 @@ from resstream_assert.errors import CacheEntryError
 
 #: Per-channel reductions of a feature map: the paper's center unit and the spatial mean.
 REDUCERS = ("center", "mean")
+#: How responses are stored: float16 halves the memory of a capture (the measures compute in float32 from
+#: it, :meth:`Responses.get` upcasts); float32 keeps every bit.
+STORAGES = ("float16", "float32")
+#: Chunks whose largest magnitude reaches this stay float32 (float16's largest finite value is 65504).
+FP16_LIMIT = 60000.0
+
+
+def compact(values: np.ndarray, storage: str = "float16") -> np.ndarray:
+    """``values`` as stored: float16 under ``storage="float16"`` unless a magnitude reaches :data:`FP16_LIMIT`
+    (or a value is not finite: the capture's finiteness check must see it as it was), else unchanged.
+
+    Example:
+        >>> compact(np.array([1.0, 2.5], np.float32)).dtype, compact(np.array([7e4], np.float32)).dtype
+        (dtype('float16'), dtype('float32'))
+    """
+    if storage == "float32" or values.dtype != np.float32 or values.size == 0:
+        return values
+    if storage != "float16":
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    peak = np.abs(values).max()
+    return values.astype(np.float16) if np.isfinite(peak) and peak < FP16_LIMIT else values
 
 
 def concatenate_shared(chunks_by_key: dict, concat) -> dict:
@@ -40,6 +61,10 @@ def concatenate_shared(chunks_by_key: dict, concat) -> dict:
             out[key] = done[ident]
         else:
             out[key] = done[ident] = np.asarray(concat(chunks))
+        # Emptied as soon as it is joined (the caller's lists are these): a chunk is freed once every key that
+        # holds it is done, so the capture never holds its responses twice.
+        if isinstance(chunks, list):
+            chunks.clear()
     return out
 
 
@@ -57,7 +82,8 @@ def site_key(block: int, site: str) -> str:
 class Responses:
     """Responses of one model to one stimulus variant (``id``, ``S``, ``Sinv``, ``zoom1.25``, ...).
 
-    ``center[key]`` and ``mean[key]`` are ``(N, C)`` float32 arrays, ``key = site_key(block, site)``;
+    ``center[key]`` and ``mean[key]`` are ``(N, C)`` arrays, ``key = site_key(block, site)``, stored as
+    float32 or float16 (:data:`STORAGES`); :meth:`get` always returns float32.
     ``center`` is the unit at ``(H//2, W//2)`` (the papers' convention), ``mean`` the spatial mean.
     ``logits`` is ``(N, K)``. ``maps`` holds whole ``(N, C, H, W)`` maps only for sites asked for.
 
@@ -74,16 +100,18 @@ class Responses:
     maps: dict[str, np.ndarray] = field(default_factory=dict)
 
     def get(self, block, site: str, reducer: str = "center") -> np.ndarray:
-        """The ``(N, C)`` array of one site; ``block`` is an index or a :class:`Block`."""
+        """The ``(N, C)`` float32 array of one site (a float32 copy when stored as float16); ``block`` is an index
+        or a :class:`Block`."""
         idx = block if isinstance(block, int) else block.index
         table = {"center": self.center, "mean": self.mean}.get(reducer)
         if table is None:
             raise ValueError(f"unknown reducer {reducer!r}; use one of {REDUCERS}")
         try:
-            return table[site_key(idx, site)]
+            arr = table[site_key(idx, site)]
         except KeyError:
             raise KeyError(f"site {site!r} of block {idx} was not captured for variant {self.variant!r}; "
                            f"captured: {sorted(table)[:6]}...") from None
+        return arr.astype(np.float32) if arr.dtype == np.float16 else arr
 
     def subset(self, rows) -> "Responses":
         """The same responses for some of the images only (``rows``: indices into the probe set).

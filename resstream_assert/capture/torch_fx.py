@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from resstream_assert.capture.responses import Responses, concatenate_shared, site_key
+from resstream_assert.capture.responses import Responses, compact, concatenate_shared, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.discovery.torch_graph import block_nodes, copy_graph
 from resstream_assert.errors import CaptureError
@@ -27,9 +27,10 @@ from resstream_assert.torch_utils import no_tf32
 class _Tap(nn.Module):
     """Reduces one feature map to (center, mean) per channel and stores it under several keys."""
 
-    def __init__(self, store: dict, keys: tuple[str, ...], keep_map: bool):
+    def __init__(self, store: dict, keys: tuple[str, ...], keep_map: bool, storage: str = "float32",
+                 keep_mean: bool = True):
         super().__init__()
-        self.store, self.keys, self.keep_map = store, keys, keep_map
+        self.store, self.keys, self.keep_map, self.storage, self.keep_mean = store, keys, keep_map, storage, keep_mean
 
     def forward(self, x: torch.Tensor) -> None:
         if x.dim() != 4:
@@ -41,9 +42,11 @@ class _Tap(nn.Module):
         # branch after its permute) would differ by an ulp from the same values stored NCHW.
         mean = x.contiguous().mean(dim=(2, 3), dtype=torch.float32).cpu()
         full = x.to(device="cpu", dtype=torch.float32, copy=True) if self.keep_map else None
+        center, mean = (torch.from_numpy(compact(a.numpy(), self.storage)) for a in (center, mean))
         for key in self.keys:
             self.store.setdefault(("center", key), []).append(center)
-            self.store.setdefault(("mean", key), []).append(mean)
+            if self.keep_mean:
+                self.store.setdefault(("mean", key), []).append(mean)
             if full is not None:
                 self.store.setdefault(("maps", key), []).append(full)
 
@@ -60,8 +63,11 @@ class _Edit(nn.Module):
 
 
 def instrument(module: nn.Module, rmap: ResidualMap, sites: Iterable[str] = SITES,
-               keep_maps: Iterable[str] = (), edits: dict | None = None) -> tuple[fx.GraphModule, dict]:
+               keep_maps: Iterable[str] = (), edits: dict | None = None,
+               storage: str = "float32", reducers: Iterable[str] = ("center", "mean")) -> tuple[fx.GraphModule, dict]:
     """Return a copy of the traced model with taps after each requested site, and its store.
+
+    ``storage`` is how the taps keep their reductions (see :func:`~resstream_assert.capture.responses.compact`).
 
     ``edits`` maps ``(block_index, site)`` to a tensor function applied to that site's output
     before the rest of the network sees it (taps read the edited value).
@@ -93,7 +99,7 @@ def instrument(module: nn.Module, rmap: ResidualMap, sites: Iterable[str] = SITE
         node = by_name[node_name]
         name = f"_rs_tap_{i}"
         keep_map = any(k.split("/", 1)[1] in keep for k in keys)
-        gm.add_submodule(name, _Tap(store, tuple(keys), keep_map))
+        gm.add_submodule(name, _Tap(store, tuple(keys), keep_map, storage, "mean" in tuple(reducers)))
         with graph.inserting_after(node):
             graph.call_module(name, (node,))
     graph.lint()
@@ -111,7 +117,8 @@ def normalizer(mean, std, device) -> Callable[[np.ndarray], torch.Tensor]:
 def capture_torch(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, variant: str = "id",
                   sites: Iterable[str] = SITES, keep_maps: Iterable[str] = (), device: str = "cpu",
                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None, edits: dict | None = None,
-                  check_faithful: bool = True, progress=None) -> Responses:
+                  check_faithful: bool = True, progress=None, storage: str = "float32",
+                  reducers: Iterable[str] = ("center", "mean")) -> Responses:
     """Run ``batches`` (float [0, 1], (B, 3, H, W)) through the model once, capturing every site.
 
     ``transform`` (e.g. a zoom) is applied to each [0, 1] batch before normalization.
@@ -128,14 +135,14 @@ def capture_torch(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, v
         if any(m.training for m in module.modules()):
             raise CaptureError("the model has submodules in training mode after eval(); capture needs eval mode")
         return _capture(loaded, module, rmap, batches, variant, sites, keep_maps, device, transform, edits,
-                        check_faithful, progress)
+                        check_faithful, progress, (storage, tuple(reducers)))
 
 
 def _capture(loaded, module, rmap, batches, variant, sites, keep_maps, device, transform, edits, check_faithful,
-             progress) -> Responses:
+             progress, keep=("float32", ("center", "mean"))) -> Responses:
     dev = torch.device(device)
     module.to(dev)
-    gm, store = instrument(module, rmap, sites, keep_maps, edits)
+    gm, store = instrument(module, rmap, sites, keep_maps, edits, *keep)
     norm = normalizer(getattr(loaded, "mean", IMAGENET_MEAN), getattr(loaded, "std", IMAGENET_STD), dev)
     logits = []
     first = True
@@ -173,6 +180,7 @@ def _collect(store: dict, variant: str, logits: np.ndarray) -> Responses:
     parts: dict[str, dict] = {"center": {}, "mean": {}, "maps": {}}
     for (kind, key), chunks in store.items():
         parts[kind][key] = chunks
-    cat = lambda chunks: torch.cat(chunks).numpy()  # noqa: E731
+    # numpy's concatenate promotes: a float32 chunk among float16 ones (a large value) makes the site float32.
+    cat = lambda chunks: np.concatenate([c.numpy() for c in chunks])  # noqa: E731
     return Responses(variant, concatenate_shared(parts["center"], cat), concatenate_shared(parts["mean"], cat), logits,
                      concatenate_shared(parts["maps"], cat))

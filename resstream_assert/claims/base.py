@@ -281,6 +281,18 @@ def register(id: str, title: str, source: str, test: str, *, needs: Sequence[str
     return wrap
 
 
+def split_halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of ``n`` image indices into two disjoint sorted halves (A: ``n // 2`` images).
+
+    Example:
+        >>> a, b = split_halves(6, np.random.default_rng(0))
+        >>> sorted(np.concatenate([a, b]).tolist()), len(a), bool(np.intersect1d(a, b).size)
+        ([0, 1, 2, 3, 4, 5], 3, False)
+    """
+    perm = rng.permutation(n)
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2:])
+
+
 def claim_order(ids) -> list[str]:
     """Claim ids sorted by prefix, then numerically (the papers' C2 before C10, then ours, X1...).
 

@@ -1,17 +1,26 @@
 """C6 and C9: the mechanism behind the scale-invariant channels (P1, P2).
 
 - C6 (equivariance): within mix channels the block prefers a zoomed-in copy of the input's
-  feature: ``SM_B > 0`` in more than half of them (exact sign test) **and** zooming in raises
-  the block's response more than zooming out (paired Wilcoxon of ``ΔB(S) - ΔB(S⁻¹)``); the
-  continuous peak zoom ``z*`` is reported. The sign test alone is not a valid test of a
-  preference for zooming in: ``ΔB`` is a difference of ReLU'd responses, so it cannot be
-  negative in a channel whose block does not respond to the input's exemplars at all, and any
-  transform that merely adds variance (or a block that regresses from an inhibited response)
-  pushes the fraction of positive ``SM_B`` above one half. Under "the block treats zooming in
-  and out alike" the paired differences are symmetric, so requiring both keeps the false-positive
-  rate at alpha (``python -m calibration.calibrate fpr``, README "Calibration and power": on
-  synthetic responses whose transforms only add noise, 256 channels per block, the sign test
-  alone rejected in 23% of blocks at p < 0.05; the intersection-union rejects in 3%).
+  feature, and specifically so. Four exact one-sided tests per block, all of which must reject
+  (intersection-union; the block p is the largest, the effect the binding test's, all in shares
+  of mix channels):
+
+  1. ``SM_B > 0`` in more than half (sign test; effect: share positive - 1/2);
+  2. the branch responds more to the zoomed-in than to the zoomed-out input exemplars, on the
+     symmetric pair ``S_sym`` / ``Sinv_sym`` (same bilinear kernel, window and grey frame, zoom
+     sqrt(2) each way: :mod:`resstream_assert.stimuli.variants`), sign test; the papers' ``S`` and
+     ``Sinv`` differ in blur and padding too (W6), which a block can prefer with no scale preference;
+  3. ``SM_B > 0`` more often on the channel's own input exemplars than on another channel's
+     (exact McNemar against the channel-mismatch null; effect: the difference of the two shares);
+  4. the same against a horizontal flip (the transform-control null).
+
+  3 and 4 make the test channel- and scale-specific: a zoom preference that every branch channel
+  shows on any image (e.g. NC-perm, whose branch channel no longer sees its own input feature)
+  passes 1 and 2 but not 3. ``ΔB`` is a difference of ReLU'd responses: it cannot be negative in
+  a channel whose block does not respond to the input's exemplars, so any transform that adds
+  variance pushes the share of positive ``SM_B`` above one half; 2-4 compare two transforms on the
+  same channels, which cancels that. The continuous peak zoom ``z*`` and the papers' Wilcoxon of
+  ``ΔB(S) - ΔB(S^-1)`` are reported.
 - C9 (summation): for channels meeting the P2 criterion, the zoom-response curve of the sum
   (Post) is flatter than the flatter of its two summands (In, Pre), **and** freezing either
   summand at its mean over zooms makes the sum less flat. The counterfactuals are part of
@@ -35,10 +44,11 @@ from resstream_assert.claims.decision import Boundary
 from resstream_assert.claims.base import ZOOM_VARIANTS, ClaimContext, register, row, summarize
 from resstream_assert.errors import DegenerateDataError
 from resstream_assert.measures import MIX, UNDEFINED, flatness, p2_selected
-from resstream_assert.results import TestResult
+from resstream_assert.results import TestResult, Verdict
 from resstream_assert.stats import binomial_proportion, mann_whitney, mcnemar_exact, sign_test, wilcoxon_signed_rank
 
 NEEDS_ZOOM = ("id", "S", "Sinv") + ZOOM_VARIANTS
+NEEDS_C6 = ("id", "S", "Sinv", "flip", "S_sym", "Sinv_sym") + ZOOM_VARIANTS
 
 
 def min_selected(alpha: float) -> int:
@@ -102,25 +112,88 @@ def _zstar_values(bm, mix: np.ndarray) -> dict[str, float]:
     return vals
 
 
+def _share_excess(test: TestResult, scale: float = 1.0, centre: float = 0.5) -> TestResult:
+    """A sign / McNemar test re-expressed as a share excess: ``scale * (effect - centre)`` (CI alike)."""
+    return replace(test, effect=scale * (test.effect - centre), ci_low=scale * (test.ci_low - centre),
+                   ci_high=scale * (test.ci_high - centre), effect_name="share_excess")
+
+
+def _versus(pos: np.ndarray, other: np.ndarray) -> TestResult:
+    """Exact one-sided McNemar that ``pos`` holds in more channels than ``other``; effect = the difference of
+    the two shares over all ``n`` channels, ``(b - c) / n``, with the conditional Clopper-Pearson CI."""
+    b, c = int((pos & ~other).sum()), int((~pos & other).sum())
+    if b + c == 0:
+        return TestResult(0.0, 1.0, 0.0, 0.0, 0.0, pos.size, "exact mcnemar (no discordant channels)", "greater",
+                          "share_excess")
+    t = mcnemar_exact(b, c, alternative="greater")
+    return _share_excess(t, (b + c) / pos.size, 0.0)
+
+
+def _components(s, mix: np.ndarray) -> dict[str, TestResult]:
+    """C6's four tests in share units (see :func:`equivariance`); a component without data has p = 1."""
+    smb = s["sm_b"][mix]
+    out: dict[str, TestResult] = {}
+    for name, x in (("sign", smb), ("direction", s["delta_b_sym"][mix])):
+        try:
+            out[name] = _share_excess(sign_test(x, alternative="greater"))
+        except DegenerateDataError:
+            out[name] = TestResult(0.0, 1.0, 0.0, 0.0, 0.0, 0, "exact sign test (all zero)", "greater",
+                                   "share_excess")
+    pos = smb > 0
+    out["mismatch"] = _versus(pos, s["sm_b_mismatch"][mix] > 0)
+    out["flip"] = _versus(pos, s["sm_b_flip"][mix] > 0)
+    return out
+
+
+BINDING = {"sign": "SM_B > 0", "direction": "zoom in vs zoom out", "mismatch": "vs another channel's exemplars",
+           "flip": "vs a flip"}
+
+
+def _c6_row(ctx: ClaimContext, bm, s, mix: np.ndarray, values: dict):
+    """The block's row: the intersection-union of the four components, the binding one's effect."""
+    rng = ctx.rng(bm.index)
+    smb = s["sm_b"][mix]
+    values.update(_safe(lambda: wilcoxon_signed_rank(smb, alternative="greater", rng=rng, n_boot=0), "wilcoxon_smb"))
+    papers = _paired_greater(s["delta_b"][mix], s["delta_b_rev"][mix], rng, 0)
+    values.update(p_papers_s_vs_sinv=papers.p_value, effect_papers_s_vs_sinv=papers.effect)
+    smi = s["sm_i"][mix]
+    values.update(_safe(lambda: sign_test(smi[np.isfinite(smi)], alternative="greater"), "smi"))
+    parts = _components(s, mix)
+    for name, t in parts.items():
+        values.update({f"p_{name}": t.p_value, f"effect_{name}": t.effect, f"ci_low_{name}": t.ci_low,
+                       f"ci_high_{name}": t.ci_high})
+    values["frac_pos_smb_mismatch"] = float((s["sm_b_mismatch"][mix] > 0).mean())
+    values["frac_pos_smb_flip"] = float((s["sm_b_flip"][mix] > 0).mean())
+    values["frac_zoom_in_beats_out"] = float((s["delta_b_sym"][mix] > 0).mean())
+    binding = max(parts, key=lambda k: (parts[k].p_value, -parts[k].effect))
+    test = replace(parts[binding], statistic=parts[binding].effect, n=int(mix.sum()),
+                   method=f"intersection-union of 4 exact tests; binding: {BINDING[binding]}")
+    return row(bm.block, test, values=values, note=f"binding: {BINDING[binding]}")
+
+
 @register("C6", "Block features are larger-scale copies of the input features (scale equivariance)", "P1, P2",
-          "per block, within the mix channels (P1 band): exact one-sided sign test that SM_B > 0 in more than half "
-          "(zeros dropped; effect = fraction positive - 0.5) and one-sided paired Wilcoxon that dB(S) > dB(S^-1); "
-          "block p = max of the two (intersection-union); Wilcoxon on SM_B, the SM_I sign test, McNemar vs the "
-          "mismatch and flip nulls and the peak-zoom z* test reported as row values; Holm across blocks",
-          needs=NEEDS_ZOOM,
-          boundary=Boundary(0.10, +1, "share of mix channels above the chance share", "mix channels"))
+          "per block, within the mix channels (P1 band), four exact one-sided tests, all must reject "
+          "(intersection-union, block p = the largest): sign test SM_B > 0; sign test that the branch responds more "
+          "to the zoomed-in than to the zoomed-out input exemplars (symmetric pair S_sym / Sinv_sym); McNemar SM_B > 0 "
+          "on the channel's own vs another channel's exemplars; McNemar vs a flip. Effect = the binding test's share "
+          "excess; z* reported; Holm across blocks",
+          needs=NEEDS_C6,
+          boundary=Boundary(0.10, +1, "share of mix channels above chance (the binding test's)", "mix channels"))
 def equivariance(ctx: ClaimContext):
-    """C6: within mix channels, zooming into the input's exemplars raises the block's response.
+    """C6: within mix channels, zooming into the input's exemplars raises the block's response, specifically.
 
     Example:
-        >>> equivariance(ctx).rows[0].values["frac_pos_smb"]  # doctest: +SKIP
+        >>> equivariance(ctx).rows[0].values["p_mismatch"]  # doctest: +SKIP
     """
-    rows, bars = [], {"SM_B > 0 (zoom in)": [], "reversed SM_B > 0 (zoom out)": [], "SM_I > 0": [],
-                      "z* > 1": []}
+    rows, bars = [], {"SM_B > 0 (zoom in)": [], "on another channel's exemplars": [], "under a flip": [],
+                      "zoom in beats zoom out (symmetric)": [], "z* > 1": []}
     cats, hists, pooled = [], [], []
     floor = min_selected(ctx.options.alpha)
     for bm in ctx.analysed():
-        lacking = ctx.lacking(bm, "scale")
+        lacking = ctx.lacking(bm, "scale", "flip")
+        if lacking is None and "delta_b_sym" not in bm.scale:
+            lacking = row(bm.block, verdict=Verdict.NOT_APPLICABLE,
+                          note="needs the symmetric zoom pair, stimulus variants S_sym and Sinv_sym")
         if lacking is not None:
             rows.append(lacking)
             continue
@@ -136,8 +209,9 @@ def equivariance(ctx: ClaimContext):
         cats.append(bm.block)
         pct = lambda a: 100.0 * float(np.mean(a)) if np.size(a) else math.nan  # noqa: E731
         bars["SM_B > 0 (zoom in)"].append(pct(smb > 0))
-        bars["reversed SM_B > 0 (zoom out)"].append(pct(s["sm_b_rev"][mix] > 0))
-        bars["SM_I > 0"].append(pct(s["sm_i"][mix & np.isfinite(s["sm_i"])] > 0))
+        bars["on another channel's exemplars"].append(pct(s["sm_b_mismatch"][mix] > 0))
+        bars["under a flip"].append(pct(s["sm_b_flip"][mix] > 0))
+        bars["zoom in beats zoom out (symmetric)"].append(pct(s["delta_b_sym"][mix] > 0))
         bars["z* > 1"].append(100.0 * values.get("frac_zstar_gt1", math.nan))
         if "n_zstar" in values and bm.zoom:
             zs = peak_zoom(bm.zoom["pre_on_xi"][mix], bm.zoom["zooms"])
@@ -151,24 +225,10 @@ def equivariance(ctx: ClaimContext):
         if few is not None:
             rows.append(few)
             continue
-        rng = ctx.rng(bm.index)
-        values.update(_safe(lambda: wilcoxon_signed_rank(smb, alternative="greater", rng=rng, n_boot=0), "wilcoxon_smb"))
-        direction = _paired_greater(s["delta_b"][mix], s["delta_b_rev"][mix], rng, 0)
-        values.update(p_direction=direction.p_value, effect_direction=direction.effect)
-        smi = s["sm_i"][mix]
-        values.update(_safe(lambda: sign_test(smi[np.isfinite(smi)], alternative="greater"), "smi"))
-        values.update(_versus_nulls(s, mix))
-        test = sign_test(smb, alternative="greater")
-        values["p_sign"] = test.p_value
-        # Report the excess over a coin flip so that "no tendency" reads as effect 0; the block p is the
-        # larger of the sign test's and the zoom-in-vs-zoom-out test's (intersection-union).
-        test = replace(test, p_value=max(test.p_value, direction.p_value), effect=test.effect - 0.5,
-                       ci_low=test.ci_low - 0.5, ci_high=test.ci_high - 0.5)
-        note = "binding: zoom in vs zoom out" if direction.p_value > values["p_sign"] else ""
-        rows.append(row(bm.block, test, values=values, note=note))
+        rows.append(_c6_row(ctx, bm, s, mix, values))
         pooled.append(smb)
     figures = {"equivariance_fractions": {
-        "type": "bars", "title": "Mix channels (P1) whose block prefers the zoomed-in input feature",
+        "type": "bars", "title": "Mix channels (P1) whose block prefers the zoomed-in input feature, and its nulls",
         "xlabel": "block", "ylabel": "% of mix channels",
         "panels": [{"label": "all blocks", "categories": cats, "series": bars}]}}
     if hists:
@@ -177,25 +237,6 @@ def equivariance(ctx: ClaimContext):
     smb_all = np.concatenate(pooled) if pooled else np.array([])
     values = {"frac_pos_smb": float((smb_all > 0).mean()), "n_mix": smb_all.size} if smb_all.size else {}
     return summarize(ctx, rows, direction=1, values=values, figures=figures, thresholds={"min_selected": floor})
-
-
-def _versus_nulls(s, mix: np.ndarray) -> dict[str, float]:
-    """SM_B > 0 vs the same on another channel's exemplars and under a flip (exact McNemar, reported).
-
-    The sign test's 0.5 ignores that S and S^-1 are not symmetric perturbations (W6): a
-    channel-unspecific preference for zoomed-in images also passes it; these say whether
-    the preference is specific to the channel's own input feature and to scaling.
-    """
-    pos = s["sm_b"][mix] > 0
-    out: dict[str, float] = {}
-    for name, key in (("mismatch", "sm_b_mismatch"), ("flip", "sm_b_flip")):
-        if key not in s:
-            continue
-        other = s[key][mix] > 0
-        b, c = int((pos & ~other).sum()), int((~pos & other).sum())
-        out[f"frac_pos_smb_{name}"] = float(other.mean()) if other.size else math.nan
-        out[f"p_vs_{name}"] = mcnemar_exact(b, c, alternative="greater").p_value if b + c else 1.0
-    return out
 
 
 def _edges(zooms: np.ndarray) -> list[float]:

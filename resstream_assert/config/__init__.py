@@ -13,8 +13,9 @@ KEY=VALUE parsers), :mod:`.run` (RunConfig and build_run_config). Import from he
 from resstream_assert.config.checks import STIMULI
 from resstream_assert.config.options import (DEFAULT_MODEL, FEATVIZ_OPTIONS, OPTION, OPTIONS, Option, check_value,
                                              parse_intervention_options, parse_lesion_options)
-from resstream_assert.config.run import RunConfig, build_run_config
+from resstream_assert.config.run import RunConfig, build_run_config, checked_normalisation
 from resstream_assert.errors import ConfigError
 
 __all__ = ["DEFAULT_MODEL", "FEATVIZ_OPTIONS", "OPTION", "OPTIONS", "STIMULI", "ConfigError", "Option", "RunConfig",
-           "build_run_config", "check_value", "parse_intervention_options", "parse_lesion_options"]
+           "build_run_config", "check_value", "checked_normalisation", "parse_intervention_options",
+           "parse_lesion_options"]

@@ -45,7 +45,7 @@ def min_effects(v: Any) -> str:
     """Per-claim minimum effects: well formed, and naming claims that exist and have a boundary."""
     if not v:
         return ""
-    from resstream_assert.claims import REGISTRY, parse_min_effects  # only when used: numpy stays unimported
+    from resstream_assert.claims import REGISTRY, claim_order, parse_min_effects  # only when used: numpy stays unimported
 
     try:
         pairs = parse_min_effects(v)
@@ -54,7 +54,7 @@ def min_effects(v: Any) -> str:
 
     for claim, _ in pairs:
         if claim not in REGISTRY:
-            return f"unknown claim {claim!r} (known: {', '.join(REGISTRY)})"
+            return f"unknown claim {claim!r} (known: {', '.join(claim_order(REGISTRY))})"
         if REGISTRY[claim].boundary is None:
             return f"{claim} has no minimum effect (it checks a reference value, not an effect size)"
     return ""
@@ -79,6 +79,10 @@ def shard(v: Any) -> str:
 
 def engine(v: Any) -> str:
     return "" if v in (None, "auto", "torch", "onnxruntime") else "must be auto, torch or onnxruntime"
+
+
+def storage(v: Any) -> str:
+    return "" if v in (None, "auto", "float16", "float32") else "must be auto, float16 or float32"
 
 
 def stimuli(v: Any) -> str:
@@ -267,4 +271,54 @@ def probe_dir(v: Any) -> str:
                 f"({', '.join(SHIPPED)}), or leave it unset")
     if not p.is_dir():
         return "is a file, not a folder: give the folder that holds the images"
+    return ""
+
+
+def _three_numbers(v: Any, example: str) -> str:
+    if len(v) != 3:
+        return f"must be 3 numbers, one per colour channel (red, green, blue), e.g. {example}"
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+        return f"must be 3 finite numbers, e.g. {example}"
+    return ""
+
+
+def norm_mean(v: Any) -> str:
+    """The per-channel mean a model's inputs are normalised with, in the units of images in [0, 1]."""
+    if v is None:
+        return ""
+    why = _three_numbers(v, "0.4914 0.4822 0.4465")
+    if not why and not all(0 <= x <= 1 for x in v):
+        why = ("must lie in [0, 1], the range of the images; values in 0-255 units (e.g. 125.3) are divided by 255 "
+               "first (0.4914)")
+    return why
+
+
+def norm_std(v: Any) -> str:
+    """The per-channel standard deviation a model's inputs are divided by, in the units of images in [0, 1]."""
+    if v is None:
+        return ""
+    why = _three_numbers(v, "0.2470 0.2435 0.2616")
+    if not why and not all(0 < x <= 1 for x in v):
+        why = ("must be > 0 and at most 1 (images are in [0, 1]); values in 0-255 units (e.g. 63.0) are divided by "
+               "255 first (0.2470)")
+    return why
+
+
+def resize(v: Any) -> str:
+    return "" if v is None or v in ("crop", "stretch") else "must be crop (shorter side to the input size, then the " \
+        "centre square: torchvision's eval transforms) or stretch (the whole image resized to the square)"
+
+
+def class_index(v: Any) -> str:
+    """A class-index file that reads (checked before any model is loaded)."""
+    if v is None:
+        return ""
+    from resstream_assert.errors import ProbeError
+    from resstream_assert.stimuli.class_index import read_class_index
+
+    try:
+        read_class_index(str(v))
+    except ProbeError as exc:  # the message names the file; the option's name and value come before it
+        text, named = str(exc), f"class-index file {Path(str(v)).expanduser()}"
+        return text[len(named):].lstrip(": ") if text.startswith(named) else text
     return ""

@@ -24,7 +24,8 @@ FEATVIZ_OPTIONS = {"featviz-steps": "steps", "featviz-lr": "lr", "featviz-seeds"
 class Option:
     """One option: ``--resstream-NAME`` on the command line, ``resstream_NAME`` (``-`` -> ``_``) in ini files.
 
-    ``kind`` is ``int``, ``float``, ``str``, ``bool`` or ``list`` (repeatable; a linelist in ini).
+    ``kind`` is ``int``, ``float``, ``str``, ``bool``, ``list`` (repeatable; a linelist in ini) or ``rgb``
+    (three numbers after one flag, one per colour channel; space- or comma-separated in ini).
     """
 
     name: str
@@ -47,6 +48,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("engine", "str", "auto", "what runs a torch model's forward passes (captures, lesions): onnxruntime runs "
            "the model's own ONNX export, about 2.7x faster on CPU; auto = onnxruntime on CPU when the export "
            "reproduces the torch graph's blocks, else torch", checks.engine),
+    Option("storage", "str", "auto", "how captured responses are kept in memory and in the cache: auto (the "
+           "untransformed responses, which pick the exemplars and M, in float32; every transformed variant in "
+           "float16: M exact, every verdict of the zoo models unchanged), float16 (all: for very large probes; "
+           "near-tied exemplars may reorder) or float32", checks.storage),
     Option("providers", "str", "", "onnxruntime execution providers, comma-separated (default: CUDA first when "
            "available)", checks.providers),
     Option("probe", "str", None, "probe images: a folder (ImageFolder-like or flat), embedded (synthetic shapes) or "
@@ -60,6 +65,22 @@ OPTIONS: tuple[Option, ...] = (
            checks.non_negative),
     Option("input-size", "int", None, "input size in px (default: the model's own: its card, timm's config, 224 for "
            "torchvision, or read from a factory model's stem, 32 px for a CIFAR-style stem)", checks.positive),
+    # Preprocessing (README "Preprocessing"): what a model's inputs were normalised with, how photographs are
+    # brought to its square input, and how class folders map to its outputs.
+    Option("mean", "rgb", None, "the model's input normalisation: per-channel mean R G B of images in [0, 1], e.g. "
+           "0.4914 0.4822 0.4465 (CIFAR-10); give --resstream-std with it. Default: the zoo card's for zoo models, "
+           "the file's metadata for an ONNX file written by 'resstream export', else ImageNet's "
+           "(0.485 0.456 0.406)", checks.norm_mean),
+    Option("std", "rgb", None, "the model's input normalisation: per-channel standard deviation R G B, e.g. "
+           "0.2470 0.2435 0.2616 (CIFAR-10); give --resstream-mean with it. Default: as for --resstream-mean "
+           "(ImageNet's: 0.229 0.224 0.225)", checks.norm_std),
+    Option("resize", "str", "crop", "how probe photographs (a folder or a shipped set) are brought to the square "
+           "input: crop (shorter side to the input size, then the centre square, as torchvision's eval "
+           "transforms) or stretch (the whole image resized, aspect ratio lost)", checks.resize),
+    Option("class-index", "str", None, "JSON file mapping the model's class indices to class folder names, like "
+           "torchvision's imagenet_class_index.json: {\"0\": [\"n01440764\", \"tench\"], ...}; each class folder "
+           "of the probe is labelled with its index. Needed for C10 on a folder with some of an ImageNet model's "
+           "classes (WordNet-id folders); without it labels are the folders' sorted order", checks.class_index),
     Option("label", "list", None, "short name of each --resstream-model in reports, the matrix and test ids "
            "(repeatable, in the order of the models). Default: the spec with paths cut to file names"),
     Option("cache-dir", "str", None, "directory of the on-disk response cache (default: pytest's cache dir)",
@@ -86,9 +107,9 @@ OPTIONS: tuple[Option, ...] = (
            "with it. Default: each claim's own (the claims page lists them)", checks.min_effects),
     Option("resamples", "int", 4999, "permutations per permutation test (smallest p = 1/(resamples+1))",
            checks.resamples),
-    Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=100, "
-           "blocks=layer2.1,layer3.1, zooms=1,1.25,1.5,2, max_images=512, min_selected=3, "
-           "sequential=10, precision=fp32|bf16"),
+    Option("lesion", "list", None, "C10 ablation option KEY=VALUE (repeatable): n_random=40, "
+           "blocks=layer2.1,layer3.1, zooms=1,2 (or 1,1.25,1.5,2), max_images=512, min_selected=3, "
+           "sequential=2, precision=fp32|bf16"),
     Option("stability", "int", 0, "re-evaluate each claim that reads responses only (C1-C9) on N random halves of "
            "the probe images with other seeds, and report how often its verdict flips (unstable above 10 percent; "
            "0 = off; else 36 to 1000, enough for 0 flips to show a verdict stable)", checks.stability),
@@ -152,7 +173,8 @@ METAVARS = {
     "featviz-regime": "block|per-layer", "featviz-jitter": "PX", "featviz-size": "PX",
     "featviz-device": "cpu|cuda[:N]", "featviz-batch-size": "N", "featviz-plateau": "N",
     "intervention": "KEY=VALUE", "report-json": "PATH", "report-md": "PATH", "report-html": "PATH",
-    "report-figures": "DIR", "baseline": "PATH", "compare-fail": "EXPR",
+    "report-figures": "DIR", "baseline": "PATH", "compare-fail": "EXPR", "storage": "auto|float16|float32",
+    "mean": "R G B", "std": "R G B", "resize": "crop|stretch", "class-index": "JSON",
 }
 
 
@@ -176,6 +198,7 @@ def help_text(opt: Option) -> str:
 RUN_FIELDS = {
     "model": "models", "backend": "backends", "engine": "engine", "providers": "providers", "probe": "probe",
     "images": "images", "batch-size": "batch_size", "device": "device", "seed": "seed", "input-size": "input_size",
+    "mean": "mean", "std": "std", "resize": "resize", "class-index": "class_index",
     "label": "labels", "cache-dir": "cache_dir", "trust-pickle": "trust_pickle", "shard": "shard",
     "safe-globals": "safe_globals",
     "claims": "claims", "alpha": "claim_options.alpha", "mostly": "claim_options.mostly",
@@ -260,7 +283,8 @@ def check_value(name: str, value: Any) -> None:
         raise ConfigError(f"--resstream-{name} {shown}: {why}")
 
 
-_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple)}
+_KINDS = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list, tuple),
+          "rgb": (list, tuple)}
 
 
 def _wrong_type(opt: Option, value: Any) -> str:
@@ -270,7 +294,10 @@ def _wrong_type(opt: Option, value: Any) -> str:
     ok = isinstance(value, _KINDS[opt.kind]) and (opt.kind == "bool" or not isinstance(value, bool))
     if ok and opt.kind == "list":
         ok = all(isinstance(v, str) for v in value)
+    if ok and opt.kind == "rgb":
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     if ok:
         return ""
     return {"int": "must be a whole number", "float": "must be a number", "str": "must be text",
-            "bool": "must be True or False", "list": "must be a list of text values"}[opt.kind]
+            "bool": "must be True or False", "list": "must be a list of text values",
+            "rgb": "must be 3 numbers (red, green, blue), e.g. (0.4914, 0.4822, 0.4465)"}[opt.kind]

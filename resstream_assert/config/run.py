@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from resstream_assert.config.options import (DEFAULT_MODEL, FEATVIZ_OPTIONS, OPTIONS, RUN_FIELDS, check_value,
                                              parse_intervention_options, parse_lesion_options)
@@ -31,6 +31,7 @@ class RunConfig:
     safe_globals: tuple[str, ...] = ()  # classes a checkpoint may hold besides tensors (torch.serialization)
     backends: tuple[str, ...] = ()
     engine: str = "auto"  # what runs a torch model's forwards: auto (onnxruntime on CPU), torch, onnxruntime
+    storage: str = "auto"  # captured responses: auto (id float32, transformed variants float16), float16, float32
     providers: tuple[str, ...] = ()
     progress: bool = True
     survey: bool = False  # report verdicts without failing tests (the suite xfails failing claims)
@@ -40,8 +41,14 @@ class RunConfig:
     stimuli: str = "exemplars"  # exemplars | featviz | both
     channels: int | None = None  # featviz: channels sampled per block (None = all)
     featviz: dict = field(default_factory=dict)  # featviz settings: steps, lr, seeds, regime, jitter, size, ...
-    stability: int = 0  # re-evaluations on probe half-samples and other seeds (0 = off; claims/stability.py)
+    stability: int = 0  # re-evaluations on probe half-samples and other seeds (0 = off; claims/verdict_stability.py)
     labels: tuple[str, ...] = ()  # --resstream-label: one short name per model, in order (default: ModelSpec.label)
+    # The models' input normalisation (R, G, B of images in [0, 1]); None = each model's own (zoo card, ONNX
+    # metadata, else ImageNet's). Given together, for every model of the run (pipeline.load_model applies them).
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    resize: str = "crop"  # probe photographs to the square input: crop (shorter side, centre) or stretch
+    class_index: str | None = None  # JSON file: model class index -> [class folder name, label]
 
     @property
     def sources(self) -> tuple[str, ...]:
@@ -64,6 +71,7 @@ class RunConfig:
                 check_value(name, value)
         self.model_labels()  # refuses a label count that does not fit, or two models with one label
         _check_models(self)
+        _check_normalisation(self.mean, self.std)
 
     def with_(self, **changes) -> "RunConfig":
         """A copy with some fields changed."""
@@ -160,8 +168,17 @@ class RunConfig:
             skip.add("safe_globals")
         if self.stimuli == "exemplars":
             skip |= {"stimuli", "channels", "featviz"}
+        # Preprocessing left at its defaults is left out, so reports and baselines written before these options
+        # existed compare equal; each model's normalisation in use is in the report's model_info.
+        skip |= {k for k in ("mean", "std", "class_index") if getattr(self, k) is None}
+        if self.resize == "crop":
+            skip.add("resize")
         out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if k not in skip}
         out["models"] = list(self.model_labels())
+        if self.class_index is not None:  # its name, not a machine path (the labels it gives are in the probe digest)
+            import ntpath
+
+            out["class_index"] = ntpath.basename(str(self.class_index).rstrip("/\\"))
         return out
 
 
@@ -215,8 +232,8 @@ def _option_value(cfg: RunConfig, path: str) -> Any:
         return "/".join(map(str, value))
     if head in ("providers", "claims") and isinstance(value, (tuple, list)):
         return ",".join(map(str, value))
-    return list(value) if isinstance(value, tuple) and head in ("models", "backends", "labels", "safe_globals") \
-        else value
+    return list(value) if isinstance(value, tuple) and head in ("models", "backends", "labels", "safe_globals", "mean",
+                                                                "std") else value
 
 
 def _check_key_values(name: str, value: Any) -> None:
@@ -250,6 +267,35 @@ def _check_models(cfg: RunConfig) -> None:
             raise ConfigError(f"--resstream-engine {cfg.engine}: the engine runs a torch model's forward passes, and "
                               "every model of this run runs on onnxruntime (an ONNX file, or --resstream-backend "
                               "onnx), so it would change nothing. Drop the option.")
+
+
+def _check_normalisation(mean: Any, std: Any) -> None:
+    """A mean without a std (or the reverse) would normalise with half of one model's statistics and half of
+    another's: both are given, or neither."""
+    if (mean is None) != (std is None):
+        given, missing = ("mean", "std") if std is None else ("std", "mean")
+        example = {"mean": "0.4914 0.4822 0.4465", "std": "0.2470 0.2435 0.2616"}[missing]
+        raise ConfigError(f"--resstream-{given} was given without --resstream-{missing} (Python: {given}= without "
+                          f"{missing}=): a model's normalisation is (image - mean) / std per channel, so give both, "
+                          f"e.g. --resstream-{missing} {example}, or neither for each model's own.")
+
+
+def checked_normalisation(mean: Sequence[float] | None, std: Sequence[float] | None
+                          ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(mean, std)`` as tuples, checked as ``--resstream-mean`` / ``--resstream-std`` are, or None (neither given:
+    the model's own normalisation).
+
+    Example:
+        >>> checked_normalisation([0.5, 0.5, 0.5], (0.25, 0.25, 0.25))
+        ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    """
+    if mean is None and std is None:
+        return None
+    _check_normalisation(mean, std)
+    mean, std = [list(v) if isinstance(v, tuple) else v for v in (mean, std)]
+    check_value("mean", mean)
+    check_value("std", std)
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)
 
 
 def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None) -> RunConfig:
@@ -295,8 +341,14 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         input_size=get("input-size"), cache_dir=cache_dir, trust_pickle=bool(get("trust-pickle")),
         safe_globals=tuple(get("safe-globals") or ()),
         backends=tuple(get("backend") or ()), engine=str(get("engine")), providers=providers,
+        storage=str(get("storage")),
         survey=bool(get("survey")), claim_options=claim_options, claims=claims,
         shard=tuple(int(x) for x in str(get("shard")).split("/")) if get("shard") else None,
         stimuli=str(get("stimuli")), channels=get("channels"),
         featviz={field_: get(name) for name, field_ in FEATVIZ_OPTIONS.items()}, stability=int(get("stability")),
-        labels=tuple(get("label") or ()))
+        labels=tuple(get("label") or ()), mean=_rgb(get("mean")), std=_rgb(get("std")), resize=str(get("resize")),
+        class_index=get("class-index"))
+
+
+def _rgb(value: Any) -> tuple[float, float, float] | None:
+    return None if value is None else tuple(float(v) for v in value)

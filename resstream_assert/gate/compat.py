@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
+from resstream_assert.formatting import fnorm
 from resstream_assert.keys import model_label
 
 __all__ = ["describe_model", "incompatibilities", "refusal", "CONFIG_KEYS", "PROBE_SIZE_FLAG"]
@@ -36,7 +37,9 @@ def describe_model(architecture: str, loaded: Any, rmap: Any, probe: Any) -> dic
     """
     return {"architecture": architecture, "input_size": int(loaded.input_size),
             "blocks": [[str(b.name), int(b.channels)] for b in rmap],
-            "probe": str(probe.digest), "images": int(len(probe))}
+            "probe": str(probe.digest), "images": int(len(probe)),
+            "normalisation": {"mean": [float(v) for v in loaded.mean], "std": [float(v) for v in loaded.std],
+                              "source": str(loaded.meta.get("normalisation_source") or "unknown")}}
 
 
 def _config_differences(base: Mapping[str, Any], now: Mapping[str, Any], allow_probe_size: bool) -> list[str]:
@@ -64,6 +67,9 @@ def _model_differences(label: str, b: Mapping[str, Any], n: Mapping[str, Any], a
         only_n = [f"{x[0]} ({x[1]} ch)" for x in nb if x not in bb][:3]
         out.append(f"{label}: block list differs ({len(nb)} blocks, the baseline's {len(bb)}; only in the baseline: "
                    f"{', '.join(only_b) or '-'}; only in this run: {', '.join(only_n) or '-'})")
+    bn, nn_ = b.get("normalisation"), n.get("normalisation")  # absent from baselines written before it was recorded
+    if bn and nn_ and (bn.get("mean"), bn.get("std")) != (nn_.get("mean"), nn_.get("std")):
+        out.append(f"{label}: normalisation {fnorm(nn_)}, the baseline's {fnorm(bn)}")
     if b.get("input_size") != n.get("input_size"):
         out.append(f"{label}: input size {n.get('input_size')} px, the baseline's {b.get('input_size')} px")
     same_count = b.get("images") == n.get("images")

@@ -28,8 +28,11 @@ from resstream_assert.interventions import InterventionEnv
 from resstream_assert.interventions.lesion_runner import lesion_correctness
 from resstream_assert.stats import at_chance
 
-#: Zooms of C10 (1.0 first: ΔD is measured from it).
-DEFAULT_ZOOMS: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0)
+#: Zooms of C10 (1.0 first: ΔD is measured from it). ΔD(2) alone: over the zoo model's random sets the slope over
+#: (1, 1.25, 1.5, 2) correlates 0.95-0.97 with it; ``zooms=1,1.25,1.5,2`` restores the four.
+DEFAULT_ZOOMS: tuple[float, ...] = (1.0, 2.0)
+#: The four zooms of the earlier default (the papers' s = 1.5 is zoom 2).
+FOUR_ZOOMS: tuple[float, ...] = (1.0, 1.25, 1.5, 2.0)
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,9 @@ class LesionOptions:
     """Knobs of the lesion run (``--resstream-lesion KEY=VALUE`` sets them).
 
     ``blocks=None`` means the pre-registered default (:func:`default_ablation_blocks`).
-    ``batch_size`` counts images per tail call (sets x images stacked).
+    ``batch_size`` counts images per tail call (sets x images stacked). With ``h = sequential``
+    and ``N = n_random``, ``h / N >= alpha`` keeps every decision at ``alpha`` that of the fixed
+    N-set test (a stopped block has p >= h / N; the defaults 2 / 40 = 0.05).
 
     Example:
         >>> LesionOptions.from_mapping({"n_random": 200}).n_random
@@ -46,13 +51,13 @@ class LesionOptions:
 
     blocks: tuple[str, ...] | None = None
     zooms: tuple[float, ...] = DEFAULT_ZOOMS
-    n_random: int = 100
+    n_random: int = 40
     seed: int = 0
     batch_size: int = 256
     min_selected: int = 3
     min_images: int = 50
     max_images: int = 512  # lesion runs cost N_random x images: beyond this, the first labeled images are used
-    sequential: int = 10  # stop a block's random sets at this many exceedances (Besag-Clifford); 0: run all N
+    sequential: int = 2  # stop a block's random sets at this many exceedances (Besag-Clifford); 0: run all N
     precision: str = "fp32"  # "bf16": tails in bfloat16, ~2x faster on CPUs with bf16 units, not bit-identical
 
     @classmethod
@@ -127,16 +132,25 @@ class LesionRequest:
     #: ``stop(zooms, intact, selected, random_so_far) -> bool`` ends a block's random sets early (the
     #: claim's sequential test); it must be hashable (a frozen dataclass), as it is part of the key.
     stop: Callable[..., bool] | None = None
+    #: Probe rows the lesions are scored on (their labeled images); ``None``: every probe image.
+    score_rows: np.ndarray | None = None
+    #: Probe rows the sets were selected on (recorded, never scored).
+    select_rows: np.ndarray | None = None
+    #: Blocks that may stop early (certain to fail) before the claim can no longer hold; the rest are then
+    #: not run. ``None``: run every block.
+    max_stopped: int | None = None
 
     @property
     def key(self) -> tuple:
         """Options, stopping rule and a digest of every channel set (arrays are not hashable)."""
         h = hashlib.sha256()
+        for rows in (self.score_rows, self.select_rows):
+            h.update(b"-" if rows is None else np.ascontiguousarray(rows, np.int64).tobytes() + b"|")
         for p in self.plans:
             h.update(f"{p.block}|{p.index}|{p.channels}|{p.note}".encode())
             for a in (p.selected, p.anti, p.random_sets):
                 h.update(np.ascontiguousarray(a, np.int64).tobytes() + str(np.shape(a)).encode())
-        return ("lesion", self.options, self.stop, h.hexdigest())
+        return ("lesion", self.options, self.stop, self.max_stopped, h.hexdigest())
 
     def run(self, env: InterventionEnv) -> "LesionData":
         return run_lesions(env, self)
@@ -177,6 +191,8 @@ class LesionData:
     reason: str = ""
     forwards: Mapping[str, int] = field(default_factory=dict)
     sequential: int = 0  # h of the sequential test the random sets were run under (0: all N ran)
+    scored_rows: np.ndarray | None = None  # probe rows of the scored (labeled) images, in order
+    select_rows: np.ndarray | None = None  # probe rows the sets were selected on
 
     @classmethod
     def skipped(cls, status: str, reason: str, opts: LesionOptions, **kw) -> "LesionData":
@@ -228,8 +244,17 @@ def label_problem(loaded, probe, source: str | None) -> str:
         return ("the embedded probe's labels are the synthetic shape classes, which only the zoo models were "
                 "trained on; pass --resstream-probe with a labeled folder of the model's own classes")
     if len(probe_names) != loaded.num_classes:
-        return (f"the probe folder has {len(probe_names)} class folders but the model has {loaded.num_classes} "
-                "outputs; labels (sorted folder names) cannot index its outputs")
+        from resstream_assert.stimuli.class_index import CLASS_INDEX_FORM, is_wnid_folder
+
+        if is_wnid_folder(probe_names) and len(probe_names) < loaded.num_classes:
+            # Sorted WordNet ids are an ImageNet model's class order only when every class is there.
+            return (f"the probe folder has {len(probe_names)} WordNet-id class folders ({', '.join(probe_names[:2])}"
+                    f", ...) of the model's {loaded.num_classes} classes, so their sorted order is not the model's "
+                    "class order; map them with --resstream-class-index FILE (Python: class_index=), a JSON file "
+                    f"like torchvision's imagenet_class_index.json: {CLASS_INDEX_FORM}")
+        return (f"the probe has {len(probe_names)} classes but the model has {loaded.num_classes} outputs; labels "
+                "(sorted folder names) cannot index its outputs: give a folder with one class folder per output, or "
+                "map the folders with --resstream-class-index FILE")
     return ""
 
 
@@ -248,17 +273,26 @@ class _Stop:
             bool(self.rule(self.zooms, intact, corr[0], corr[self.first:]))
 
 
+def _scored(env: InterventionEnv, request: LesionRequest) -> tuple:
+    """The labeled probe images the lesions are scored on (of ``request.score_rows``), capped, and their rows."""
+    rows = np.arange(len(env.probe)) if request.score_rows is None else np.asarray(request.score_rows, np.int64)
+    rows = rows[env.probe.labels[rows] >= 0][:request.options.max_images]
+    return env.probe.subset(rows), rows
+
+
 def run_lesions(env: InterventionEnv, request: LesionRequest) -> LesionData:
-    """Run C10's lesions: each plan's S*, anti and random sets at every zoom, on the labeled probe images.
+    """Run C10's lesions: each plan's S*, anti and random sets at every zoom, on the scored labeled probe images.
 
     Returns a :class:`LesionData` whose ``status`` says when C10 is not applicable or
     inconclusive (no pass is run then): another backend than torch, NC-rand, labels that
-    do not fit the model's classes, too few labeled images, or a model at chance.
+    do not fit the model's classes, too few labeled images, or a model at chance. Once more
+    blocks than ``request.max_stopped`` stopped early (each certain to fail), the claim cannot
+    hold any more and the remaining blocks are not run (their note says so).
 
     Example:
         >>> data = run_lesions(env, LesionRequest(LesionOptions(), plans))  # doctest: +SKIP
         >>> data.blocks[0].correct_random.shape  # doctest: +SKIP
-        (100, 4, 448)
+        (40, 2, 224)
     """
     opts = request.options
     zooms = tuple(sorted({1.0, *map(float, opts.zooms)}))
@@ -273,38 +307,53 @@ def run_lesions(env: InterventionEnv, request: LesionRequest) -> LesionData:
     why = label_problem(loaded, env.probe, env.probe_source)
     if why:
         return skip("not_applicable", why)
-    lab = env.probe.labeled()
-    if len(lab) > opts.max_images:  # the embedded probe's labels cycle through the classes, so a prefix is balanced
-        lab = lab.subset(np.arange(opts.max_images))
+    lab, rows = _scored(env, request)
     if len(lab) < opts.min_images:
-        return skip("inconclusive", f"{len(lab)} labeled probe images < {opts.min_images}; raise --resstream-images")
-    out, intact = [], None
+        return skip("inconclusive", f"{len(lab)} labeled probe images to score on < {opts.min_images}; raise "
+                                    "--resstream-images")
+    out, intact, stopped = [], None, []
     for plan in request.plans:
-        if plan.note:
+        if plan.note or (request.max_stopped is not None and len(stopped) > request.max_stopped):
+            note = plan.note or (f"not run: the claim cannot hold any more ({', '.join(stopped)} stopped "
+                                 "non-significant)")
             out.append(BlockLesion(plan.block, plan.index, plan.channels, plan.selected, plan.anti,
-                                   plan.random_sets, note=plan.note))
+                                   plan.random_sets, note=note))
             continue
-        block = env.rmap[plan.index]
-        sets = [plan.selected] + ([plan.anti] if len(plan.anti) else []) + list(plan.random_sets)
-        env.say(f"[resstream] C10 lesions of {block.name}: {len(sets)} channel sets x {len(zooms)} zooms x "
-                f"{len(lab)} images ...")
-        start = time.perf_counter()
-        first = 1 + bool(len(plan.anti))  # rows of `sets` before the random ones
-        stop = _Stop(request.stop, zooms, lab.labels, first, check_chance=intact is None)
-        corr, intact_b, vals, mode = lesion_correctness(loaded, env.rmap, block, lab.images, lab.labels, zooms, sets,
-                                                        device=env.device, batch_size=opts.batch_size,
-                                                        counters=counters, stop=stop, precision=opts.precision)
-        chance = at_chance(intact_b[0], lab.labels) if intact is None else ""  # zooms[0] is 1
-        if chance:  # at chance (NC-rand and the like), lesion damage means nothing
-            return skip("not_applicable", chance)
-        ran = len(corr) - first
-        env.say(f"[resstream] C10 lesions of {block.name}: done in {time.perf_counter() - start:.0f} s "
-                f"({mode} forwards; {ran} of {len(plan.random_sets)} random sets"
-                f"{', stopped early: the outcome was clear' if ran < len(plan.random_sets) else ''})")
-        counters[f"mode:{block.name}"] = 1 if mode == "tail" else 0
-        intact = intact_b if intact is None else intact
-        has_anti = bool(len(plan.anti))
-        out.append(BlockLesion(plan.block, plan.index, plan.channels, plan.selected, plan.anti, plan.random_sets,
-                               vals, corr[0], corr[1] if has_anti else None, corr[1 + has_anti:], "", intact_b))
+        lesion = _run_block(env, request, plan, zooms, lab, intact is None, counters)
+        if isinstance(lesion, str):  # at chance (NC-rand and the like): lesion damage means nothing
+            return skip("not_applicable", lesion)
+        intact = lesion.correct_intact if intact is None else intact
+        if lesion.correct_random is not None and len(lesion.correct_random) < len(plan.random_sets):
+            stopped.append(plan.block)
+        out.append(lesion)
     return LesionData(zooms, lab.labels.copy(), intact, tuple(out), opts.seed, opts.n_random, forwards=counters,
-                      sequential=opts.sequential if request.stop is not None else 0)
+                      sequential=opts.sequential if request.stop is not None else 0, scored_rows=rows,
+                      select_rows=request.select_rows)
+
+
+def _run_block(env, request: LesionRequest, plan: BlockPlan, zooms, lab, first_block: bool,
+               counters: dict) -> "BlockLesion | str":
+    """One block's lesions (a :class:`BlockLesion`), or why the model is at chance (first block only)."""
+    opts = request.options
+    block = env.rmap[plan.index]
+    sets = [plan.selected] + ([plan.anti] if len(plan.anti) else []) + list(plan.random_sets)
+    env.say(f"[resstream] C10 lesions of {block.name}: up to {len(sets)} channel sets x {len(zooms)} zooms x "
+            f"{len(lab)} images ...")
+    start = time.perf_counter()
+    first = 1 + bool(len(plan.anti))  # rows of `sets` before the random ones
+    stop = _Stop(request.stop, zooms, lab.labels, first, check_chance=first_block)
+    corr, intact_b, vals, mode = lesion_correctness(env.loaded, env.rmap, block, lab.images, lab.labels,
+                                                    zooms, sets, device=env.device, batch_size=opts.batch_size,
+                                                    counters=counters, stop=stop, precision=opts.precision,
+                                                    group=max(1, opts.sequential) if request.stop else 8)
+    chance = at_chance(intact_b[0], lab.labels) if first_block else ""  # zooms[0] is 1
+    if chance:
+        return chance
+    ran = len(corr) - first
+    env.say(f"[resstream] C10 lesions of {block.name}: done in {time.perf_counter() - start:.0f} s "
+            f"({mode} forwards; {ran} of {len(plan.random_sets)} random sets"
+            f"{', stopped early: the outcome was clear' if ran < len(plan.random_sets) else ''})")
+    counters[f"mode:{block.name}"] = 1 if mode == "tail" else 0
+    has_anti = bool(len(plan.anti))
+    return BlockLesion(plan.block, plan.index, plan.channels, plan.selected, plan.anti, plan.random_sets,
+                       vals, corr[0], corr[1] if has_anti else None, corr[1 + has_anti:], "", intact_b)

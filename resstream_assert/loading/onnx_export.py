@@ -80,6 +80,9 @@ def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: st
         props = {"resstream.name": str(getattr(loaded, "name", type(module).__name__)),
                  "resstream.mean": ",".join(repr(float(v)) for v in getattr(loaded, "mean", IMAGENET_MEAN)),
                  "resstream.std": ",".join(repr(float(v)) for v in getattr(loaded, "std", IMAGENET_STD)),
+                 # Where the torch model's normalisation came from (an option, a zoo card, ImageNet's default);
+                 # loading the file back reads mean and std from here ("ONNX metadata") unless overridden.
+                 "resstream.normalisation_source": str(getattr(loaded, "meta", {}).get("normalisation_source", "")),
                  "resstream.input_size": str(size), "resstream.exporter": exporter,
                  # Only when there was BN to fold: a BN-free model (ConvNeXt) exported with fold_bn is not "folded".
                  "resstream.fold_bn": "1" if fold_bn and _has_bn(module) else "0",
@@ -185,7 +188,10 @@ def to_onnx_backend(loaded, providers: tuple[str, ...] = ()):
         if not path.is_file():
             export_onnx(loaded, path)
     onnx_model = load_onnx(ModelSpec("onnx", str(path), None, None, str(path)), loaded.input_size, providers)
-    meta = {**loaded.meta, **onnx_model.meta, "exported_from": loaded.spec}
+    # The export is cached by weights, so its metadata may hold another run's normalisation: the torch model's
+    # (its card's, ImageNet's or the option's) is the one used, and its source with it.
+    meta = {**loaded.meta, **onnx_model.meta, "exported_from": loaded.spec,
+            "normalisation_source": loaded.meta.get("normalisation_source", "ImageNet default")}
     return LoadedModel(spec=loaded.spec, name=loaded.name, backend="onnx", module=None,
                        input_size=onnx_model.input_size, num_classes=loaded.num_classes, digest=onnx_model.digest,
                        mean=loaded.mean, std=loaded.std, control=loaded.control, class_names=loaded.class_names,

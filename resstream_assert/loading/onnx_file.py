@@ -206,12 +206,13 @@ def bn_folded(model) -> bool:
     return False
 
 
-def load_onnx(spec, input_size: int | None = None, providers: tuple[str, ...] = ()):
+def load_onnx(spec, input_size: int | None = None, providers: tuple[str, ...] = (), normalisation=None):
     """Load an ONNX file as a :class:`~resstream_assert.loading.LoadedModel` (``backend="onnx"``).
 
     ``input_size`` comes from the graph when its H and W are static, else the argument,
     else 224. Normalization: an ONNX file does not say which mean/std it expects; files
-    written by ``resstream export`` carry them in their metadata, others get ImageNet's.
+    written by ``resstream export`` carry them in their metadata, others get ImageNet's;
+    ``normalisation=(mean, std)`` (checked by the caller) overrides both.
 
     Example:
         >>> m = load_onnx(ModelSpec.parse("resnet18.onnx"), None, ("cpu",))  # doctest: +SKIP
@@ -242,8 +243,8 @@ def load_onnx(spec, input_size: int | None = None, providers: tuple[str, ...] = 
     dynamo = any(p.key == "pkg.torch.onnx.name_scopes" for n in model.graph.node for p in n.metadata_props)
     exporter = "dynamo" if dynamo else ("torchscript" if model.producer_name == "pytorch" else "unknown")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    mean = tuple(float(v) for v in props["resstream.mean"].split(",")) if "resstream.mean" in props else IMAGENET_MEAN
-    std = tuple(float(v) for v in props["resstream.std"].split(",")) if "resstream.std" in props else IMAGENET_STD
+    mean, std = normalisation or _file_normalisation(props, path)
+    norm_source = "option" if normalisation else "ONNX metadata" if "resstream.mean" in props else "ImageNet default"
     class_names = tuple(json.loads(props["resstream.class_names"])) if "resstream.class_names" in props else None
     return LoadedModel(
         spec=spec.text, name=props.get("resstream.name") or Path(path).name, backend="onnx", module=None,
@@ -252,7 +253,26 @@ def load_onnx(spec, input_size: int | None = None, providers: tuple[str, ...] = 
                               "exporter": exporter, "bn_folded": bn_folded(model), "opset": opset,
                               "providers": tuple(sess.get_providers()), "input_name": inp.name,
                               "input_dtype": np.dtype(dtype).name, "normalization_from_file": "resstream.mean" in props,
+                              "normalisation_source": norm_source,
                               "producer": f"{model.producer_name} {model.producer_version}".strip()})
+
+
+def _file_normalisation(props: dict, path: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean and std ``resstream export`` wrote in the file's metadata, else ImageNet's; metadata that is not
+    three finite numbers each (std > 0) is refused, not used."""
+    if "resstream.mean" not in props and "resstream.std" not in props:
+        return IMAGENET_MEAN, IMAGENET_STD
+    try:
+        mean, std = (tuple(float(v) for v in props[k].split(",")) for k in ("resstream.mean", "resstream.std"))
+        ok = len(mean) == len(std) == 3 and all(np.isfinite(mean + std)) and min(std) > 0
+    except (KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise ModelSpecError(f"ONNX model {path!r}: its metadata resstream.mean = {props.get('resstream.mean')!r}, "
+                             f"resstream.std = {props.get('resstream.std')!r} is not a normalisation (3 finite numbers "
+                             "each, std > 0). Export it again with 'resstream export', or give the model's "
+                             "normalisation with --resstream-mean R G B --resstream-std R G B.")
+    return mean, std
 
 
 def _input_size(inp, props: dict, input_size: int | None, path: str) -> tuple[int, str]:

@@ -40,7 +40,7 @@ def load_zoo(spec: ModelSpec) -> LoadedModel:
                        input_size=entry.input_size, num_classes=entry.num_classes, digest="",
                        mean=tuple(entry.mean), std=tuple(entry.std), class_names=tuple(entry.class_names),
                        meta={"source": "zoo", "sha256": entry.sha256, "accuracy": entry.accuracy,
-                             "input_size_source": "model card"})
+                             "input_size_source": "model card", "normalisation_source": "zoo card"})
 
 
 def load_torch(spec: ModelSpec, *, trust_pickle: bool, safe_globals: tuple[str, ...] = ()) -> LoadedModel:
@@ -56,7 +56,9 @@ def load_torch(spec: ModelSpec, *, trust_pickle: bool, safe_globals: tuple[str, 
     """
     ckpt = read_checkpoint(spec.weights, trust_pickle=trust_pickle, safe_globals=safe_globals) if spec.weights \
         else None
-    meta: dict[str, Any] = {"source": spec.kind}
+    # The normalisation torchvision's and timm's ImageNet weights expect; a user's model may need another
+    # (--resstream-mean/--resstream-std, applied by resstream_assert.pipeline.load_model).
+    meta: dict[str, Any] = {"source": spec.kind, "normalisation_source": "ImageNet default"}
     if ckpt is not None and not isinstance(ckpt.state, dict):  # a trusted, pickled whole model
         module = ckpt.state
         _check_pickled(module, spec)

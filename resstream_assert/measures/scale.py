@@ -15,7 +15,9 @@ from resstream_assert.stimuli.variants import parse_variant
 def scale_quantities(block: Block, resp: Mapping, xi: np.ndarray, xb: np.ndarray, i_id: np.ndarray,
                      b_id: np.ndarray, opts: MeasureOptions,
                      measured: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """SM_B, SM_I (spec §2.7) and their nulls (C5): reversed direction, flip, channel mismatch.
+    """SM_B, SM_I (spec §2.7) and their nulls (C5): reversed direction, flip, channel mismatch; with the
+    symmetric pair (``S_sym``, ``Sinv_sym``) also ``delta_b_sym``, the branch's ReLU'd response to the zoomed-in
+    minus the zoomed-out input exemplars (C6's direction).
 
     ``resp`` holds the stimuli's responses per variant; ``i_id``/``b_id`` are the probe's (floors).
     ``measured`` (given stimuli) limits the mismatch null's derangement to channels that have stimuli.
@@ -46,6 +48,9 @@ def scale_quantities(block: Block, resp: Mapping, xi: np.ndarray, xb: np.ndarray
     if "flip" in resp:
         d_b, d_i = deltas("flip", "flip")
         out.update(delta_b_flip=d_b, sm_b_flip=d_b * norm_b, sm_i_flip=d_i * norm_i)
+    if "S_sym" in resp and "Sinv_sym" in resp:  # C6's direction: zoom in vs out, one kernel, one frame
+        on_xi = lambda v: relu(mean_over(resp[v].get(block, "branch_out"), xi))  # noqa: E731
+        out["delta_b_sym"] = on_xi("S_sym") - on_xi("Sinv_sym")
     rng = np.random.default_rng([opts.seed, block.index])
     if measured is None:
         derange = _derangement(block.channels, rng)

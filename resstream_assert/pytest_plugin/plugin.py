@@ -34,6 +34,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             group.addoption(flag, action="append", default=None, dest=opt.dest, metavar=METAVARS[opt.name],
                             help=arg_help)
             parser.addini(opt.dest, text, type="linelist", default=[])
+        elif opt.kind == "rgb":  # three numbers after one flag: --resstream-mean 0.4914 0.4822 0.4465
+            group.addoption(flag, action="store", nargs=3, type=float, default=None, dest=opt.dest,
+                            metavar=("R", "G", "B"), help=arg_help)
+            parser.addini(opt.dest, text + " (ini: three numbers, e.g. 0.4914 0.4822 0.4465)", default=None)
         else:
             group.addoption(flag, action="store", default=None, dest=opt.dest,
                             type={"int": int, "float": float}.get(opt.kind, str),
@@ -54,6 +58,13 @@ def _get(config: pytest.Config, name: str):
         return bool(ini)
     if ini in (None, ""):
         return None
+    if opt.kind == "rgb":  # the check counts and bounds them; here only numbers are read
+        try:
+            return [float(x) for x in str(ini).replace(",", " ").split()]
+        except ValueError:
+            raise pytest.UsageError(f"ini key {opt.dest} = {ini!r}: expected three numbers (R G B), e.g. "
+                                    f"0.4914 0.4822 0.4465; fix the value in the ini file (or override it with "
+                                    f"--resstream-{opt.name})") from None
     try:
         return {"int": int, "float": float}.get(opt.kind, str)(ini)
     except ValueError:
@@ -218,6 +229,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         return None  # unrelated projects: no header, no cost
     from importlib.metadata import PackageNotFoundError, version
 
+    from resstream_assert.formatting import fnorm
+
     def v(pkg: str) -> str:
         try:
             return version(pkg)
@@ -239,8 +252,11 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
             source = loaded.meta.get("input_size_source", "")
             weights = f"; weights {loaded.meta['weights']}" if loaded.meta.get("weights") else ""
             probe = pipe.probe_source(ref.spec) or "embedded"
+            resize = "" if probe == "embedded" else f" (resize {cfg.resize}" + \
+                (f", class index {Path(cfg.class_index).name})" if cfg.class_index else ")")
+            norm = {"mean": loaded.mean, "std": loaded.std, "source": loaded.meta.get("normalisation_source")}
             lines.append(f"resstream model {ref}: input {loaded.input_size}px{f' ({source})' if source else ''}"
-                         f"{weights}; probe {probe}")
+                         f"{weights}; probe {probe}{resize}; normalisation: {fnorm(norm)}")
     lines += [f"resstream WARNING: {note}" for note in config.stash.get(_NOTES, [])]
     if any(r.backend == "onnx" for r in refs):  # the providers a session really gets (pitfall 6)
         from resstream_assert.loading.ort_session import provider_report

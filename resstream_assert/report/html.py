@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any, Mapping, Sequence
 
-from resstream_assert.formatting import feffect, fnum, fp
+from resstream_assert.formatting import feffect, fnorm, fnum, fp
 from resstream_assert.keys import backend_label, model_label, model_pairs, pair_of, result_key
 from resstream_assert.report._common import (agreement, claim_info, effect_unit, gate_label, gated_tally, matrix,
                                              show_matrix, stability_requested, stability_text, titles)
@@ -93,7 +93,19 @@ def _header(report: Mapping[str, Any]) -> str:
     run = (f"<details><summary>Versions, machine and configuration</summary><h3>Versions</h3>{_kv(v)}"
            f"<h3>Machine</h3>{_kv(report.get('machine') or {})}<h3>Configuration</h3>"
            f"{_kv(report.get('config') or {})}</details>")
-    return f'<h1>Residual-stream claims</h1><p class="meta">{line}</p>{run}'
+    return f'<h1>Residual-stream claims</h1><p class="meta">{line}</p>{_preprocessing(report)}{run}'
+
+
+def _preprocessing(report: Mapping[str, Any]) -> str:
+    """What each model was shown: input size, normalisation (and where it came from), probe images and resize."""
+    info = report.get("model_info") or {}
+    if not info:
+        return ""
+    resize = (report.get("config") or {}).get("resize") or "crop"
+    rows = [[_e(k), _e(i.get("input_size", "")), _e(fnorm(i.get("normalisation"))), _e(i.get("images", ""))]
+            for k, i in info.items()]
+    return (f'<h3>Preprocessing</h3><p class="meta">probe photographs resized by <code>{_e(resize)}</code></p>'
+            + _table(["model[backend]", "input px", "normalisation", "probe images"], rows, num=(1, 3)))
 
 
 def _summary(report: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> str:

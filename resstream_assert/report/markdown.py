@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from resstream_assert.formatting import feffect, fp
+from resstream_assert.formatting import feffect, fnorm, fp
 from resstream_assert.keys import model_label, model_pairs, pair_of
 from resstream_assert.report._common import agreement, gate_label, matrix, show_matrix, stability_requested, stability_text, titles
 
@@ -111,6 +111,10 @@ def render_markdown(report: Mapping[str, Any], *, max_drift_rows: int = 50) -> s
             f" · torch {v.get('torch') or '-'} · onnxruntime {v.get('onnxruntime') or '-'}"
             f" · {report.get('datetime', '')}")
     out = ["## Residual-stream claims (resstream_assert)", "", head, ""]
+    for label, info in (report.get("model_info") or {}).items():  # what each model was shown
+        out += [f"- `{label}`: input {info.get('input_size')} px, normalisation {fnorm(info.get('normalisation'))}"]
+    if report.get("model_info"):
+        out += [f"- probe photographs resized by `{(report.get('config') or {}).get('resize') or 'crop'}`", ""]
     if report.get("baseline"):
         out += ["### Baseline", ""] + _baseline_section(report["baseline"], max_drift_rows)
     if not results:

@@ -1,7 +1,8 @@
 """Statistical tests for residual-stream claims (numpy/scipy only, no torch).
 
-Three rooms: :mod:`.ranks` (tests on measurements), :mod:`.counts` (tests on counts and
-tables), :mod:`.pvalues` (p-values from null draws, Holm, the chance check). Import from here.
+Four rooms: :mod:`.ranks` (rank tests on measurements), :mod:`.means` (Welch's difference of
+means, Cochran's Q across blocks), :mod:`.counts` (tests on counts and tables), :mod:`.pvalues`
+(p-values from null draws, Holm, the chance check). Import from here.
 
 Conventions shared by every test:
 
@@ -26,6 +27,7 @@ from resstream_assert.stats.effects import bootstrap_ci, trend_slope
 from resstream_assert.errors import DegenerateDataError
 from resstream_assert.stats.counts import (binomial_proportion, chi2_independence_mc, cochran_armitage,
                                            fisher_exact_greater, hypergeometric_overlap, mcnemar_exact)
+from resstream_assert.stats.means import cochran_q, welch_difference
 from resstream_assert.stats.pvalues import at_chance, empirical_pvalue, holm, sequential_pvalue
 from resstream_assert.stats.ranks import (kruskal_wallis, mann_whitney, partial_spearman, sign_test,
                                           spearman_permutation, wilcoxon_signed_rank)
@@ -35,5 +37,5 @@ __all__ = [
     "binomial_proportion", "chi2_independence_mc", "fisher_exact_greater", "cochran_armitage",
     "wilcoxon_signed_rank", "sign_test", "mcnemar_exact", "hypergeometric_overlap",
     "empirical_pvalue", "sequential_pvalue", "trend_slope", "bootstrap_ci", "holm", "at_chance",
-    "kruskal_wallis",
+    "kruskal_wallis", "welch_difference", "cochran_q",
 ]

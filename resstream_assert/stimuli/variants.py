@@ -10,10 +10,23 @@ reflect padding are all linear maps that act on each channel alike and preserve 
 pixel space is not 0 in normalized space, which is the point of that sensitivity variant
 (spec W6). Antialiasing is pinned (``antialias=True``) because torchvision changed its
 default between versions (spec §2.6).
+
+``S`` and ``Sinv`` are the papers' operators and are not mirror images of each other: ``S``
+upsamples a crop (blur: a 2x bilinear kernel in output pixels) and fills the frame, ``Sinv``
+downsamples (sharp: antialiased, 1 output pixel) and reflect-pads the border with mirrored
+copies of the content (W6). A test of "the block prefers zooming in to zooming out" on them
+measures those differences too. ``S_sym`` / ``Sinv_sym`` are the symmetric pair C6 compares:
+both are a grid of ``round(H / 2)`` samples of the content (``S_sym``: the centre half of the
+image at its own pixels; ``Sinv_sym``: the whole image, antialiased bilinear resize to that
+size), bilinearly upsampled by ``sqrt(2)`` into the centre ``round(H / sqrt(2))`` window of a
+mid-grey (0.5, about 0 after normalization) frame. Same kernel, same window, same filler, same
+number of samples: the two differ only in the scale of the content, ``sqrt(2)`` in and
+``sqrt(2)`` out (ratio 2).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING
 
@@ -23,7 +36,9 @@ if TYPE_CHECKING:  # torch is imported where images are transformed, so the name
 #: Zoom factors of accuracy-vs-zoom tables and scale-response curves.
 ZOOMS: tuple[float, ...] = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0)
 #: Names with no parameter; ``zoom{z}`` and ``zoomout{z}`` take a factor z in [1, 4].
-FIXED_VARIANTS: tuple[str, ...] = ("id", "S", "Sinv", "Sinv_gray", "flip", "shift")
+FIXED_VARIANTS: tuple[str, ...] = ("id", "S", "Sinv", "Sinv_gray", "flip", "shift", "S_sym", "Sinv_sym")
+#: The zoom of each side of the symmetric pair (S_sym in, Sinv_sym out).
+SYM_ZOOM = math.sqrt(2.0)
 _ZOOM_RE = re.compile(r"^(zoom|zoomout)(\d+(?:\.\d+)?)$")
 
 
@@ -48,6 +63,8 @@ def parse_variant(name: str) -> tuple[str, float]:
         return "zoomout", 2.0
     if name == "Sinv_gray":
         return "zoomout_gray", 2.0
+    if name in ("S_sym", "Sinv_sym"):
+        return ("zoom_sym" if name == "S_sym" else "zoomout_sym"), SYM_ZOOM
     if name in ("flip", "shift"):
         return name, 1.0
     m = _ZOOM_RE.match(name)
@@ -130,6 +147,25 @@ def _shrink_pad(images: torch.Tensor, z: float, fill: float | None) -> torch.Ten
     return F.pad(small, pads, mode="constant", value=fill)
 
 
+def _symmetric(images: torch.Tensor, zoom_in: bool) -> torch.Tensor:
+    """One side of the symmetric pair: content samples bilinearly upsampled by SYM_ZOOM into a grey-framed window."""
+    from torchvision.transforms.v2 import functional as TF
+
+    h, w = images.shape[-2:]
+    sh, sw = max(1, round(h / SYM_ZOOM**2)), max(1, round(w / SYM_ZOOM**2))
+    wh, ww = max(1, round(h / SYM_ZOOM)), max(1, round(w / SYM_ZOOM))
+    if zoom_in:  # the centre sh x sw pixels, at the image's own resolution
+        top, left = (h - sh) // 2, (w - sw) // 2
+        samples = images[..., top:top + sh, left:left + sw]
+    else:  # the whole image resampled to sh x sw (antialiased: a downsampling)
+        samples = TF.resize(images, [sh, sw], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    window = TF.resize(samples, [wh, ww], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+    out = images.new_full(images.shape, 0.5)
+    top, left = (h - wh) // 2, (w - ww) // 2
+    out[..., top:top + wh, left:left + ww] = window
+    return out
+
+
 def _shift(images: torch.Tensor) -> torch.Tensor:
     # Move the content right and down by 1/8 of the side, reflect-filling the uncovered border.
     h, w = images.shape[-2:]
@@ -144,7 +180,8 @@ def apply_variant(images: torch.Tensor, variant: str) -> torch.Tensor:
     ``id``; ``S`` (zoom in 2x: centre crop of half the side, bilinear resize back);
     ``Sinv`` (zoom out 2x: resize to half, reflect-pad back); ``Sinv_gray`` (same, 0.5 grey
     padding); ``flip`` (horizontal); ``shift`` (1/8 side, reflect fill); ``zoom{z}`` (centre
-    crop of side round(H/z), resize back); ``zoomout{z}`` (resize to round(H/z), reflect-pad).
+    crop of side round(H/z), resize back); ``zoomout{z}`` (resize to round(H/z), reflect-pad);
+    ``S_sym`` / ``Sinv_sym`` (the symmetric pair: see the module docstring).
 
     Example:
         >>> import torch
@@ -161,6 +198,8 @@ def apply_variant(images: torch.Tensor, variant: str) -> torch.Tensor:
         return images.flip(-1)
     if kind == "shift":
         return _shift(images)
+    if kind in ("zoom_sym", "zoomout_sym"):
+        return _symmetric(images, kind == "zoom_sym")
     if kind == "zoom":
         return _crop_zoom(images, z)
     if kind == "zoomout":

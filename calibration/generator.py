@@ -23,13 +23,22 @@ other one, so no claim about scale has anything to find.
 
 Planted effects (:class:`Effects`, all off by default):
 
+- ``inhibition`` (C4): the input-branch correlation ``k_c`` falls by ``inhibition`` per SD of
+  ``log s_c`` (clipped to +-0.95), so overwrite channels are inhibited by their input's feature,
+  in every block or in ``inhibition_blocks`` only (heterogeneous block effects);
+
 - ``gain_rho`` (C3): the branch gain is a Gaussian copula of ``log s_c``; ``gain_rho`` is the
   population Spearman correlation between the gain and M (negative = the claim's direction).
 - ``scale_frac`` / ``scale_size`` (C5, C6, C8, C9): on a random fraction of the channels the
   branch's response to ``S`` images gains ``scale_size * s_c * I`` of the original image, centred
   over images (the block sees a zoomed-in copy of the input's feature), the input's response to
   ``Sinv`` gains ``scale_size * B / s_c`` (centred), and along the zoom axis In falls while Pre
-  rises by the same amount, ``scale_size * log2(z) * I`` (centred).
+  rises by the same amount, ``scale_size * log2(z) * I`` (centred); on the symmetric pair the
+  branch's response to ``S_sym`` gains ``scale_size * s_c * I / 2`` (centred), ``Sinv_sym`` nothing.
+- ``zoom_bias`` (C6's channel-unspecific null): every branch channel's response to the papers'
+  blurry zoom-ins (``S``, ``zoom{z}``) rises by ``zoom_bias * s_c * log2(z)`` on every image, and
+  to both sides of the symmetric pair alike: a preference for blur, shared by all channels, that
+  the sign test and the papers' S-vs-S^-1 comparison read as equivariance.
 
 **Measures** (:func:`spectrum_context`) builds ``BlockMeasures`` whose skip / mix / overwrite
 categories are drawn with given probabilities, for C1's least favourable null (a category at
@@ -53,7 +62,8 @@ LAYOUT = (("layer1.0", False), ("layer1.1", False), ("layer2.0", True), ("layer2
           ("layer3.0", True), ("layer3.1", False), ("layer4.0", True), ("layer4.1", False))
 SPATIAL = ((8, 8), (8, 8), (4, 4), (4, 4), (2, 2), (2, 2), (1, 1), (1, 1))
 SCALE_VARIANTS = ("id", "S", "Sinv", "flip")
-ALL_VARIANTS = SCALE_VARIANTS + ZOOM_VARIANTS
+SYM_VARIANTS = ("S_sym", "Sinv_sym")  # C6's symmetric zoom pair (appended last: earlier draws stay the same)
+ALL_VARIANTS = SCALE_VARIANTS + ZOOM_VARIANTS + SYM_VARIANTS
 
 
 @dataclass(frozen=True)
@@ -72,11 +82,16 @@ class Effects:
     log_scale_sd: float = 0.8  # spread of log s_c (the spectrum's width)
     regress: bool = True  # transformed latents shrink toward 0 (True) or only gain noise (False)
     sparsity: tuple[float, float] | None = (0.05, 0.5)  # range of each channel's share of images that drive it
+    zoom_bias: float = 0.0  # every branch channel prefers the papers' blurry zoom-in (S, zoom{z}), on any image
+    inhibition: float = 0.0  # C4: k_c falls by this much per SD of log s_c (overwrite channels more inhibited)
+    inhibition_blocks: tuple[int, ...] | None = None  # blocks that get it (None: all)
 
 
 def _zoom(variant: str) -> float:
     if variant in ("S", "Sinv"):
         return 2.0
+    if variant in SYM_VARIANTS:
+        return math.sqrt(2.0)
     if variant.startswith("zoom"):
         return float(variant[4:])
     return 2.0 if variant == "flip" else 1.0
@@ -108,6 +123,8 @@ def synthetic_block(index: int, n_images: int, channels: int, rng: np.random.Gen
     log_s = effects.log_scale_sd * rng.standard_normal(channels)
     s = np.exp(log_s)
     k = rng.uniform(*effects.kappa, size=channels)
+    if effects.inhibition and (effects.inhibition_blocks is None or index in effects.inhibition_blocks):
+        k = np.clip(k - effects.inhibition * (log_s - log_s.mean()) / (log_s.std() + 1e-12), -0.95, 0.95)
     planted = rng.random(channels) < effects.scale_frac
     share = rng.uniform(*effects.sparsity, size=channels) if effects.sparsity else None
 
@@ -136,9 +153,14 @@ def synthetic_block(index: int, n_images: int, channels: int, rng: np.random.Gen
                 b = b + size * s * own_i
             elif v == "Sinv":
                 i = i + size * own_b
+            elif v == "S_sym":  # zoom in by sqrt(2): half the log-zoom of S
+                b = b + 0.5 * size * s * own_i
             elif v.startswith("zoom"):
                 shift = size * math.log2(_zoom(v)) * own_i
                 i, b = i - shift, b + shift
+        if effects.zoom_bias and (v == "S" or v.startswith("zoom") or v in SYM_VARIANTS):
+            # blur, not scale: the papers' zoom-ins blur by log2(z); the symmetric pair blurs both sides alike
+            b = b + effects.zoom_bias * s * math.log2(_zoom(v))
         total = i + b
         out[v] = {"resid_pre": i, "skip_out": i, "branch_out": b, "resid_sum": total,
                   "resid_post": np.maximum(total, 0.0)}
