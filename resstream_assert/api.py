@@ -2,37 +2,82 @@
 
 Example:
     >>> import resstream_assert as ra
-    >>> results = ra.analyze("zoo:resnet18-synth96", claims=["C1", "C3"])  # doctest: +SKIP
+    >>> results = ra.analyze("zoo:resnet18-synth96", claims=["C1", "C3"], images=256)  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import inspect  # noqa: F401 - the signature's annotation
 import re
 from typing import Any, Callable, Iterable, Sequence
 
-from resstream_assert.config import RunConfig
-from resstream_assert.pipeline import Pipeline
+from resstream_assert.config import DEFAULT_MODEL, RunConfig
+from resstream_assert.pipeline import Pipeline, model_refs
 from resstream_assert.results import ClaimResult
 
 __all__ = ["analyze", "trend"]
 
 
-def analyze(model: str = "zoo:resnet18-synth96", *, claims: Iterable[str] | None = None,
-            config: RunConfig | None = None, options=None, backend: str = "torch",
-            stimuli: str = "exemplars") -> list[ClaimResult]:
-    """Run the claims on a model spec and return the results, without pytest.
+def analyze(model: Any = DEFAULT_MODEL, *, config: RunConfig | None = None, options=None,
+            **settings: Any) -> list[ClaimResult]:
+    """Run the claims on a model and return the results, without pytest.
 
-    ``options`` is a :class:`~resstream_assert.claims.ClaimOptions` (default: the config's);
-    ``stimuli="featviz"`` runs the claims on feature visualizations (settings from ``config``).
+    ``model`` is a model spec (``"zoo:resnet18-synth96"``, ``"mynet.py:make_net@weights.pth"``, ...) or a model
+    loaded by :func:`resstream_assert.load_model`. Every other keyword is an option of the options table by
+    its Python name (``--resstream-input-size`` is ``input_size``; ``claims=["C1", "C3"]``, ``images=256``,
+    ``probe="cifar10"``, ``seed=1``, ``alpha=0.01``, ``backend="onnx"``, ``stimuli="featviz"``, ...), with the
+    command line's defaults and checks; a name that is not an option is a TypeError naming the options.
+    ``config`` is a :class:`RunConfig` the options start from (default: the defaults); ``options`` a
+    :class:`~resstream_assert.claims.ClaimOptions` that replaces the thresholds entirely.
+
+    One result per claim, backend and stimulus source, in claim order.
 
     Example:
-        >>> results = analyze("zoo:resnet18-synth96", claims=["C1", "C3"])  # doctest: +SKIP
+        >>> results = analyze("zoo:cifar-resnet20-synth32", claims=["C1", "C3"], images=64)  # doctest: +SKIP
         >>> [(r.claim, r.verdict.value) for r in results]  # doctest: +SKIP
+        [('C1', 'fails'), ('C3', 'inconclusive')]
+        >>> analyze("zoo:cifar-resnet20-synth32", image=64)
+        Traceback (most recent call last):
+        ...
+        TypeError: analyze(): unknown option 'image' (did you mean images?); the options: ...
     """
-    config = config or RunConfig()
-    label = config.label_of(model) if config.labels and model in config.models else None
-    config = config.with_(models=(model,), labels=(label,) if label else ())
-    return list(Pipeline(config).evaluate(model, backend, claims, options, stimuli=stimuli).values())
+    from resstream_assert.loading import LoadedModel
+
+    loaded = model if isinstance(model, LoadedModel) else None
+    spec = loaded.spec if loaded is not None else model
+    if not isinstance(spec, str):
+        raise TypeError(f"analyze() takes a model spec (e.g. 'mynet.py:make_net@weights.pth') or a model loaded by "
+                        f"resstream_assert.load_model(...), not a {type(model).__name__}")
+    base = config or RunConfig()
+    keep = (base.label_of(spec),) if base.labels and spec in base.models else ()
+    try:
+        config = base.with_(models=(spec,), labels=keep).with_options(**settings)
+    except TypeError as exc:
+        raise TypeError(f"analyze(): {exc}") from None
+    pipe = Pipeline(config)
+    if loaded is not None:
+        pipe.adopt(loaded)
+    return [r for ref in model_refs(config)
+            for r in pipe.evaluate(ref.spec, ref.backend, config.claims, options, stimuli=ref.stimuli).values()]
+
+
+def _signature() -> "inspect.Signature":
+    """``analyze``'s signature as ``help()`` and editors show it: every option of the table by name, with its default
+    (the function takes them as ``**settings``; one table drives the command line and Python)."""
+    import inspect
+
+    from resstream_assert.config.options import OPTION
+    from resstream_assert.config.run import PYTHON_OPTIONS_OF
+
+    kw = inspect.Parameter.KEYWORD_ONLY
+    return inspect.Signature(
+        [inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=DEFAULT_MODEL),
+         inspect.Parameter("config", kw, default=None), inspect.Parameter("options", kw, default=None)]
+        + [inspect.Parameter(n.replace("-", "_"), kw, default=OPTION[n].default) for n in PYTHON_OPTIONS_OF],
+        return_annotation="list[ClaimResult]")
+
+
+analyze.__signature__ = _signature()  # type: ignore[attr-defined]
 
 
 def trend(specs: Sequence[str], *, labels: Sequence[str] | None = None, claims: Iterable[str] | None = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Iterable
@@ -70,6 +71,12 @@ def _opset(text: str) -> int:
     return value
 
 
+#: The suite's common options that ``resstream run`` takes by their short names (``--images`` is
+#: ``--resstream-images``), with the options table's help, metavar and check; the rest go after ``--``.
+RUN_OPTIONS = ("claims", "images", "input-size", "probe", "seed", "survey", "label", "backend", "device",
+               "report-json", "report-md", "report-html", "baseline", "compare-fail")
+
+
 #: pytest options named in library messages, and their flag in each ``resstream`` subcommand.
 _CLI_FLAGS = {"sites": {"trust-pickle": "--trust-pickle", "input-size": "--input-size", "backend": "--backend",
                         "safe-globals": "--safe-globals"},
@@ -79,7 +86,7 @@ _CLI_FLAGS = {"sites": {"trust-pickle": "--trust-pickle", "input-size": "--input
                   "trust-pickle", "input-size", "safe-globals", "channels", "featviz-steps", "featviz-lr",
                   "featviz-seeds", "featviz-regime", "featviz-jitter", "featviz-size", "featviz-device", "device",
                   "images", "seed")},
-              "run": {"trust-pickle": "--trust-pickle"},
+              "run": {"trust-pickle": "--trust-pickle", **{o: f"--{o}" for o in RUN_OPTIONS}},
               "trend": {"mean": "--mean", "std": "--std", "images": "--images", "input-size": "--input-size",
                         "probe": "--probe", "seed": "--seed", "claims": "--claims"}}
 
@@ -91,10 +98,13 @@ def cli_message(text: str, command: str) -> str:
     Example:
         >>> cli_message("pass --resstream-trust-pickle (Python: trust_pickle=True).", "sites")
         'pass --trust-pickle.'
+        >>> cli_message("--resstream-model x: Cannot read model spec 'x'.", "sites")
+        "Cannot read model spec 'x'."
     """
     import re
 
     flags = _CLI_FLAGS.get(command, {})
+    text = re.sub(r"^--resstream-model \S+: (?=Model spec|Cannot read model spec)", "", text)  # the spec is named
 
     def sub(m: "re.Match[str]") -> str:
         flag = flags.get(m.group(1))
@@ -118,6 +128,20 @@ def _zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_table_options(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
+    """``--NAME`` for each option of the table in ``names``: one source for its help, metavar and default."""
+    from resstream_assert.config.options import METAVARS, OPTION, help_text
+
+    for name in names:
+        opt = OPTION[name]
+        text = help_text(opt).replace("%", "%%")
+        if opt.kind == "bool":
+            parser.add_argument(f"--{name}", action="store_true", default=None, help=text)
+        else:
+            parser.add_argument(f"--{name}", action="append" if opt.kind == "list" else "store", default=None,
+                                metavar=METAVARS[name], help=text)
+
+
 def _run(args: argparse.Namespace) -> int:
     from resstream_assert.pytest_plugin import run_suite
 
@@ -127,6 +151,13 @@ def _run(args: argparse.Namespace) -> int:
         argv += ["--resstream-model", spec]
     if args.trust_pickle:
         argv.append("--resstream-trust-pickle")
+    for name in RUN_OPTIONS:  # checked by the plugin at start-up, as the pytest flags are
+        value = getattr(args, name.replace("-", "_"))
+        if value is True:
+            argv.append(f"--resstream-{name}")
+        elif value is not None:
+            for v in value if isinstance(value, list) else [value]:
+                argv += [f"--resstream-{name}", str(v)]
     return run_suite(argv + list(args.pytest_args))
 
 
@@ -212,7 +243,9 @@ def _merge(args: argparse.Namespace) -> int:
     diff = compare(baseline, merged, rules, baseline_path=args.baseline, notes=notes) if baseline is not None else None
     if diff is not None:
         merged["baseline"] = diff.to_dict()
-    for line in claims_table(merged) + ([[("", {})]] + matrix_table(merged) if len(merged["models"]) > 1 else []):
+    width = shutil.get_terminal_size().columns  # reasons wrap to the terminal, never cut
+    for line in claims_table(merged, width) + ([[("", {})]] + matrix_table(merged, width)
+                                               if len(merged["models"]) > 1 else []):
         print(plain(line))
     try:
         write_all(merged, outputs)
@@ -326,11 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the built-in claims suite (pytest --pyargs resstream_assert.suite)",
                        description="Run the built-in claims suite. Further pytest arguments go after '--', e.g. "
-                                   "resstream run zoo:resnet18-synth96 -- --resstream-survey -q")
+                                   "resstream run zoo:resnet18-synth96 --survey -- -q")
     r.add_argument("spec", nargs="*", help="model specs (default: zoo:resnet18-synth96)")
     r.add_argument("--no-cache", action="store_true", help="do not use pytest's cache directory")
     r.add_argument("--trust-pickle", action="store_true",
                    help="allow checkpoints that pickle whole models (runs code from the file)")
+    _add_table_options(r, RUN_OPTIONS)
     r.set_defaults(func=_run, pytest_args=[])
 
     f = sub.add_parser("featviz", help="feature visualizations of one block: a grid PNG, channels x I/B/O")
@@ -341,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--steps", type=int, default=256, help="Adam steps (default 256; the papers: 2560)")
     f.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
     f.add_argument("--seeds", type=int, default=1, help="images per channel and site (the grid shows seed 0)")
-    f.add_argument("--regime", default="block", choices=("block", "per-layer"), help="transform regime (W5)")
+    f.add_argument("--regime", default="block", choices=("block", "per-layer"), help="transform regime: block (one jitter per block) or per-layer (the papers' table)")
     f.add_argument("--jitter", type=int, default=None, help="jitter in px (default: the papers' for the depth)")
     f.add_argument("--size", type=int, default=None, help="image side in px (default: the model's input size)")
     f.add_argument("--images", type=int, default=512, help="probe images for the success check (default 512)")
@@ -440,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     from resstream_assert.errors import ResstreamError, ResstreamWarning
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if os.getcwd() not in sys.path and "" not in sys.path:  # as `python -m pytest` does: mynet:make_net from here
+        sys.path.insert(0, os.getcwd())
     extra: list[str] = []
     if argv[:1] == ["run"] and "--" in argv:  # `resstream run SPEC -- PYTEST ARGS`: the rest goes to pytest as is
         cut = argv.index("--")

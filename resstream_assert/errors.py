@@ -113,7 +113,7 @@ class ClaimAssertionError(AssertionError):
                    + (f", model={r.model}" if r.model else "") + f", backend={r.backend}"
                    + ("" if r.stimuli == "exemplars" else f", stimuli={r.stimuli}"))
         table = r.table(mark=lambda row: row.verdict != exp)
-        return f"{head}\n{summary}\n{table}"
+        return f"{head}\n{table}\n{summary}"  # the answer first: which blocks, then the claim's numbers
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.result, self.expected))

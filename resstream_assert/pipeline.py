@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 from resstream_assert.config import RunConfig
 from resstream_assert.errors import FeatvizUnavailable, ResstreamWarning
 
-__all__ = ["Pipeline", "ModelRef", "model_refs", "load_model"]
+__all__ = ["Pipeline", "ModelRef", "model_refs", "load_model", "enter_run", "leave_run", "current_run"]
 
 
 class ModelRef(NamedTuple):
@@ -109,6 +109,38 @@ def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool =
     return loaded
 
 
+_RUNS: list[Callable[[], "Pipeline"]] = []  # the pytest runs in this process, innermost last (set by the plugin)
+
+
+def enter_run(provider: Callable[[], "Pipeline"]) -> Callable[[], "Pipeline"]:
+    """Make ``provider()`` (the pytest run's pipeline, built on first use) the current run until
+    :func:`leave_run`; returns ``provider``.
+
+    The assertion helpers evaluate a spec in the current run, so they use its options (images, input size,
+    probe, seed, thresholds) and its captures: the same numbers as the run's own claim tests.
+
+    Example:
+        >>> run = enter_run(lambda: Pipeline(RunConfig(images=64)))
+        >>> current_run().config.images
+        64
+        >>> leave_run(run); run in _RUNS  # an enclosing pytest run, if any, is current again
+        False
+    """
+    _RUNS.append(provider)
+    return provider
+
+
+def leave_run(provider: Callable[[], "Pipeline"] | None) -> None:
+    """End the run :func:`enter_run` started with ``provider`` (nothing when it is not current)."""
+    if provider in _RUNS:
+        _RUNS.remove(provider)
+
+
+def current_run() -> "Pipeline | None":
+    """The pipeline of the pytest run this code runs in, or None outside pytest (see :func:`enter_run`)."""
+    return _RUNS[-1]() if _RUNS else None
+
+
 def _normalised(loaded, norm):
     """``loaded`` with the normalisation given to the run, where one was (the one place it is replaced)."""
     if norm is not None:
@@ -144,11 +176,45 @@ class Pipeline:
         return self._memo.get(("model", spec, backend))
 
     def model(self, spec: str, backend: str = "torch"):
-        """The loaded model for ``spec`` on ``backend`` (:func:`load_model`)."""
+        """The loaded model for ``spec`` on ``backend`` (:func:`load_model`). A warning of the loader (a guessed
+        input size) is given once per model and pipeline, not once per backend or engine that loads it."""
         cfg = self.config
-        return self.memo(("model", spec, backend), lambda: load_model(
-            spec, input_size=cfg.input_size, seed=cfg.seed, trust_pickle=cfg.trust_pickle, backend=backend,
-            providers=cfg.providers, safe_globals=cfg.safe_globals, mean=cfg.mean, std=cfg.std))
+        adopted = self._memo.get(("model", spec, "torch"))
+        if backend == "onnx" and adopted is not None and ("model", spec, "onnx") not in self._memo \
+                and ("adopted", spec) in self._memo:
+            from resstream_assert.loading.onnx_export import to_onnx_backend
+
+            return self.memo(("model", spec, backend), lambda: to_onnx_backend(adopted, cfg.providers))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResstreamWarning)
+            loaded = self.memo(("model", spec, backend), lambda: load_model(
+                spec, input_size=cfg.input_size, seed=cfg.seed, trust_pickle=cfg.trust_pickle, backend=backend,
+                providers=cfg.providers, safe_globals=cfg.safe_globals, mean=cfg.mean, std=cfg.std))
+        for w in caught:
+            if not issubclass(w.category, ResstreamWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            elif ("warned", str(w.message)) not in self._memo:
+                self._memo[("warned", str(w.message))] = True
+                warnings.warn(w.message, stacklevel=2)
+        return loaded
+
+    def adopt(self, loaded) -> str:
+        """Use a model loaded already (:func:`load_model`) as its spec's model; returns the spec.
+
+        Example:
+            >>> pipe = Pipeline(RunConfig())
+            >>> pipe.adopt(load_model("zoo:cifar-resnet20-synth32"))  # doctest: +SKIP
+            'zoo:cifar-resnet20-synth32'
+        """
+        if self.config.input_size is not None and self.config.input_size != loaded.input_size:
+            from resstream_assert.errors import ConfigError
+
+            raise ConfigError(f"input_size={self.config.input_size}: the model {loaded.spec} was loaded at "
+                              f"{loaded.input_size} px; load it with input_size={self.config.input_size}, or drop "
+                              "the option")
+        self._memo[("model", loaded.spec, loaded.backend)] = loaded
+        self._memo[("adopted", loaded.spec)] = True
+        return loaded.spec
 
     def map(self, spec: str, backend: str = "torch"):
         """The model's :class:`~resstream_assert.discovery.ResidualMap`."""

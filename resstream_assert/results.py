@@ -289,6 +289,18 @@ class ClaimResult:
     def confidence_interval(self) -> ConfidenceInterval:
         return ConfidenceInterval(self.ci_low, self.ci_high)
 
+    def __repr__(self) -> str:
+        """One line (pytest prints it in tracebacks and assertion messages; the rows are in :meth:`table`).
+
+        Example:
+            >>> ClaimResult("C3", "t", "P1", "fails", 0.1, 0.2, 0.84, -0.26, -0.45, 0.02, 224, (), 0, model="m")
+            <ClaimResult C3 on m[torch]: fails, effect -0.260 [-0.450, +0.020], p_adj 0.8400, n 224, 0 blocks>
+        """
+        where = f"{self.model or '?'}[{self.backend}" + ("" if self.stimuli == "exemplars" else f"+{self.stimuli}")
+        return (f"<ClaimResult {self.claim} on {where}]: {self.verdict.value}, effect "
+                f"{feffect(self.effect, self.ci_low, self.ci_high)}, p_adj {fp(self.p_adjusted)}, n {self.n}, "
+                f"{len(self.rows)} blocks>")
+
     def with_(self, **changes: Any) -> ClaimResult:
         """A copy with some fields replaced (``dataclasses.replace``)."""
         return dataclasses.replace(self, **changes)

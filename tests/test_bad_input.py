@@ -235,6 +235,41 @@ CASES = [
     Case("cli-merge-all-or-nothing", "cli", ("report", "merge", "{d}/shard1.json", "{d}/shard2.json", "--json", "{d}/out/m.json", "--md", "{d}/afile.txt/m.md"), 2, r"--md .*afile\.txt/m\.md: cannot be created", r"give a path in a folder"),
     Case("cli-merge-other-architecture", "cli", ("report", "merge", "{d}/shard1.json", "{d}/shard2.json", "--baseline", "{d}/merged_base_other_arch.json"), 2, r"cannot be compared with the baseline .*r50\[torch\]: model torchvision:resnet50, the baseline's is torchvision:resnet18", r"only another probe size can be allowed, with --allow-probe-size"),
     Case("cli-run-bad-option", "cli", ("run", "--no-cache", "--", "--resstream-alpha", "2"), 4, r"--resstream-alpha 2\.0: must be strictly between 0 and 1", r"e\.g\. 0\.05"),
+    # --- issue 22: every bad form of a factory spec (a module from the current folder, or a .py file) -------------
+    *[Case(f"{entry}-{name}", entry, (*(("--resstream-model",) if entry == "pytest" else ("sites",)), spec), code,
+           problem, fix) for entry, code in (("pytest", 4), ("cli", 2)) for name, spec, problem, fix in (
+        ("spec-path-without-py", "{d}/" + F + ":boom", r"is a path, not a module name Python can import",
+         r"Name the file with its \.py suffix \('.*bad_factories\.py:boom'\)"),
+        ("spec-relative-module", "." + F + ":boom", r"'\.bad_factories' is relative, not a module name",
+         r"'bad_factories:boom', from the folder that holds bad_factories\.py"),
+        ("spec-py-without-factory", "{d}/" + F + ".py", r"Cannot read model spec '.*bad_factories\.py'",
+         r"A Python file needs the factory to call: '.*bad_factories\.py:make_net'"),
+        ("spec-py-empty-factory", "{d}/" + F + ".py:", r"Cannot read model spec '.*bad_factories\.py:'",
+         r"Name what to build after the ':', e\.g\. '.*bad_factories\.py:make_net'"),
+        ("spec-py-missing-file", "{d}/no_such_net.py:make_net", r"the file '.*no_such_net\.py' does not exist",
+         r"Give the path of the Python file that defines the factory"),
+        ("spec-py-is-a-folder", "{d}/folder.py:make_net", r"the file '.*folder\.py' is a folder",
+         r"Give the path of the Python file"),
+        ("spec-py-missing-name", "{d}/" + F + ".py:make_net", r"bad_factories\.py has no 'make_net'\. It defines boom, "
+         r"returns_int", r"name the one that returns the model"),
+        ("spec-module-missing-name", F + ":make_net", r"bad_factories has no 'make_net'",
+         r"name the one that returns the model \('bad_factories:NAME'\)"),
+        ("spec-module-not-found", "no_such_net:make_net", r"No module named 'no_such_net'; looked in the current folder",
+         r"run from the folder that holds no_such_net\.py, name the file"),
+        ("spec-py-syntax-error", "{d}/syntax_error_net.py:make_net", r"importing .*syntax_error_net\.py raised "
+         r"SyntaxError: .*\(line 2\)", r"Fix the module so that it imports"),
+        ("spec-py-raises-on-import", "{d}/raising_net.py:make_net", r"importing .*raising_net\.py raised "
+         r"RuntimeError: no GPU here", r"Fix the module so that it imports"),
+        ("spec-py-exits-on-import", "{d}/exiting_net.py:make_net", r"importing .*exiting_net\.py raised SystemExit",
+         r"Fix the module so that it imports"),
+        ("spec-module-missing-dependency", "needs_dep_net:make_net", r"importing needs_dep_net raised "
+         r"ModuleNotFoundError: No module named 'no_such_dependency'", r"needs 'no_such_dependency', which is not "
+         r"installed: install it"),
+        ("spec-weights-without-architecture", "{d}/a/w.pth", r"Cannot read model spec '.*w\.pth'",
+         r"A weights file needs the architecture it fits, before an '@'"),
+        ("spec-nothing-before-at", "torchvision:@{d}/a/w.pth", r"names nothing to build before '@'",
+         r"Name the architecture, e\.g\. 'torchvision:resnet18'"),
+    )],
 ]
 # fmt: on
 
@@ -291,6 +326,11 @@ def bad_dir(tmp_path_factory) -> Path:
     (d / "base_junk.json").write_text("{not json")
     (d / "base_noresults.json").write_text('{"claims": []}')
     (d / f"{F}.py").write_text(FACTORIES)
+    (d / "folder.py").mkdir()
+    (d / "syntax_error_net.py").write_text("import os\ndef make_net(:\n    pass\n")
+    (d / "raising_net.py").write_text("raise RuntimeError('no GPU here')\n")
+    (d / "exiting_net.py").write_text("import sys\nsys.exit(3)\n")
+    (d / "needs_dep_net.py").write_text("import no_such_dependency\n")
     _issue17_files(d, model)
     return d
 

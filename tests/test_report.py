@@ -204,7 +204,7 @@ def _decode_pngs(page: str) -> list[np.ndarray]:
 
 def test_html_is_self_contained_and_renders_every_figure_type():
     rep = _report(make_result("r18", "C3", with_figures=True, images=True),
-                  make_result("r50", "C3", title="a <script> & c"))
+                  make_result("r50", "C3").with_(reason="a <script> & c"))
     page = render_html(rep)
     assert page.startswith("<!DOCTYPE html>") and "<style>" in page
     assert not re.search(r'(src|href)="(https?:|//|[^"#d][^"]*\.(css|js|png))', page)  # no external assets
@@ -213,6 +213,9 @@ def test_html_is_self_contained_and_renders_every_figure_type():
     for img in images:
         assert img.shape[0] > 150 and img.shape[1] > 200 and float(img[..., :3].std()) > 0.01
     assert "Cross-architecture matrix" in page and "<h2>Summary</h2>" in page
+    # the answer first: the tally, then the matrix, then the summary and the sections
+    assert page.index("2 of 2 gated claims hold, 0 fail, 0 undecided") < page.index("Cross-architecture matrix") \
+        < page.index("<h2>Summary</h2>") < page.index('<h3 id="r-r18')
     assert "a <script>" not in page and "a &lt;script&gt; &amp; c" in page  # result text is escaped
 
 
@@ -229,10 +232,15 @@ def test_terminal_tables():
     rep = _report(make_result("r18", "C3"), make_result("r50", "C3", verdict="fails"),
                   make_result("r50", "C12", verdict="not_applicable", gate=False))
     lines = [plain(line) for line in claims_table(rep)]
-    assert lines[0].split() == ["model[backend]", "claim", "verdict", "effect", "[95%", "CI]", "p_adj", "n", "note"]
+    assert lines[0].split() == ["model[backend]", "claim", "verdict", "effect", "[95%", "CI]", "p_adj", "n"]
+    c12 = next(i for i, line in enumerate(lines) if line.startswith("r50[torch]      C12"))
     assert re.match(r"r50\[torch\]\s+C12\s+not_applicable\s+-0\.300 \[-0\.400, -0\.200\]\s+0\.0040\s+256\s+"
-                    r"report-only", lines[4])
-    verdict_seg = claims_table(rep)[3][2]
+                    r"Claim C12", lines[c12])  # not registered: the result's own title, no unit
+    assert lines[c12 + 1] == "    report-only"
+    # C3's title and unit from the registry (the title does not fit beside the numbers at 120 columns)
+    assert lines[3:5] == ["    Skip channels have lower branch gain (|gamma| of the branch's last norm)",
+                          "    effect: Spearman rho of M with the branch gain (holds < -0.1)"]
+    verdict_seg = claims_table(rep)[5][2]
     assert verdict_seg[0].strip() == "fails" and verdict_seg[1].get("red")
     mat = [plain(line) for line in matrix_table(rep)]
     assert mat[0].split() == ["model[backend]", "C3", "C12"]

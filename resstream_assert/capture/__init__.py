@@ -153,3 +153,14 @@ def _framework_version(backend: str) -> str:
         return version("onnxruntime" if backend == "onnx" else "torch")
     except PackageNotFoundError:
         return "unknown"
+
+
+class _CallablePackage(type(sys)):
+    """Importing this package binds ``resstream_assert.capture`` to it, hiding the public function
+    ``resstream_assert.capture(...)`` of the lazy facade; calling the package calls :func:`capture`."""
+
+    def __call__(self, *args, **kwargs) -> dict[str, Responses]:
+        return capture(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -19,8 +19,7 @@ from resstream_assert.claims.base import (REGISTRY, ClaimContext, ClaimOptions, 
                                          parse_min_effects, register)
 
 __all__ = ["REGISTRY", "ClaimContext", "ClaimOptions", "ClaimSpec", "claim_order", "parse_min_effects", "register",
-           "resolve_claims",
-           "needed_variants"]
+           "resolve_claims", "needed_variants", "catalog"]
 
 
 def resolve_claims(ids: Iterable[str] | None) -> list[str]:
@@ -55,3 +54,25 @@ def needed_variants(claim_ids: Iterable[str]) -> tuple[str, ...]:
     for cid in claim_ids:
         out += [v for v in REGISTRY[cid].needs if v not in out]
     return tuple(out)
+
+
+def catalog(ids: Iterable[str] | None = None) -> dict[str, dict[str, object]]:
+    """What a report says about each claim, from the registry (the one source of titles and units):
+    ``{id: {"title", "unit", "boundary", "gate"}}`` for ``ids`` (default: every registered claim), in claim
+    order; ids that are not registered are left out. ``unit`` is what the claim's effect measures, ``boundary``
+    where it must lie to hold (``""`` for a claim checked against a reference value instead).
+
+    Example:
+        >>> catalog(["C3"])["C3"]["unit"], catalog(["C3"])["C3"]["boundary"]
+        ('Spearman rho of M with the branch gain', '< -0.1')
+        >>> catalog(["C6"])["C6"]["title"]
+        'Block features are larger-scale copies of the input features (scale equivariance)'
+    """
+    wanted = claim_order(REGISTRY if ids is None else [c for c in ids if c in REGISTRY])
+    out: dict[str, dict[str, object]] = {}
+    for cid in wanted:
+        spec = REGISTRY[cid]
+        b = spec.boundary
+        out[cid] = {"title": spec.title, "unit": b.unit if b else "", "gate": spec.gate,
+                    "boundary": f"{'>' if b.direction > 0 else '<'} {b.delta:g}" if b else ""}
+    return out

@@ -243,7 +243,7 @@ def scale_invariant_p1(ctx: ClaimContext):
 @register("C8", "Many channels in intermediate blocks are scale-invariant (P2 criterion)", "P2",
           "per block, the fraction f of defined channels with SM_B>0 and 2/3<M<3/2 (P2 convention) exceeds each "
           "null (McNemar vs reversed, Fisher vs flip and mismatch; p = max of the three); Clopper-Pearson CI on f; "
-          "the spec §5.2 reference fraction (17.97%) reported for ResNet18 blocks 2.1/3.1, never gated",
+          "P2's reference fraction (17.97%) reported for ResNet18 blocks 2.1/3.1, never gated",
           needs=NEEDS_SCALE,
           boundary=Boundary(0.05, +1, "scale-invariant share minus the largest null share"))
 def scale_invariant_p2(ctx: ClaimContext):

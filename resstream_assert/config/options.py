@@ -121,10 +121,10 @@ OPTIONS: tuple[Option, ...] = (
            "(default: all; claims report how many)", checks.positive),
     Option("featviz-steps", "int", 256, "featviz: Adam steps per image (the papers: 2560)", checks.non_negative),
     Option("featviz-lr", "float", 0.05, "featviz: Adam learning rate (the papers: 0.05)", checks.positive_float),
-    Option("featviz-seeds", "int", 1, "featviz: images per channel and site, K (W3; failed seeds are dropped)",
+    Option("featviz-seeds", "int", 1, "featviz: images per channel and site (seeds whose image fails its success check are dropped)",
            checks.positive),
     Option("featviz-regime", "str", "block", "featviz transforms: block (one jitter for I, B and O of a block) or "
-           "per-layer (the papers' per-module jitter table, W5)", checks.regime),
+           "per-layer (the papers' per-module jitter table)", checks.regime),
     Option("featviz-jitter", "int", None, "featviz: jitter in px for the block regime (default: the papers' value "
            "for the block's depth: 0, 4 or 16)", checks.non_negative),
     Option("featviz-size", "int", None, "featviz: image side in px, 8 to 1024 (default: the model's input size)",
@@ -161,6 +161,36 @@ OPTIONS: tuple[Option, ...] = (
            "(--resstream-images); stated in the comparison. Any other difference of model or settings is refused"),
 )
 OPTION = {o.name: o for o in OPTIONS}
+
+#: What each option's value looks like in ``--help`` (``--resstream-images=N``); flags have none.
+METAVARS = {
+    "model": "SPEC", "backend": "torch|onnx", "engine": "auto|torch|onnxruntime", "providers": "PROVIDERS",
+    "probe": "DIR|embedded|cifar10", "images": "N", "batch-size": "N", "device": "cpu|cuda[:N]", "seed": "N",
+    "input-size": "PX", "label": "LABEL", "cache-dir": "DIR", "safe-globals": "MODULE.CLASS", "shard": "I/N",
+    "claims": "C1,C3,...", "alpha": "ALPHA", "mostly": "FRACTION", "min-effect": "CLAIM=VALUE",
+    "resamples": "N", "lesion": "KEY=VALUE", "stability": "N", "stimuli": "exemplars|featviz|both",
+    "channels": "N", "featviz-steps": "N", "featviz-lr": "LR", "featviz-seeds": "K",
+    "featviz-regime": "block|per-layer", "featviz-jitter": "PX", "featviz-size": "PX",
+    "featviz-device": "cpu|cuda[:N]", "featviz-batch-size": "N", "featviz-plateau": "N",
+    "intervention": "KEY=VALUE", "report-json": "PATH", "report-md": "PATH", "report-html": "PATH",
+    "report-figures": "DIR", "baseline": "PATH", "compare-fail": "EXPR", "storage": "auto|float16|float32",
+    "mean": "R G B", "std": "R G B", "resize": "crop|stretch", "class-index": "JSON",
+}
+
+
+def help_text(opt: Option) -> str:
+    """An option's help as ``--help`` shows it: its text with its default named once (a text that names its
+    default itself, or an option without one, gets nothing added).
+
+    Example:
+        >>> help_text(OPTION["images"])
+        'number of probe images (default: 512)'
+        >>> help_text(OPTION["input-size"]).count("default"), help_text(OPTION["seed"])[-12:]
+        (1, '(default: 0)')
+    """
+    if "default" in opt.help.lower() or opt.default is None or opt.default == "" or opt.kind == "bool":
+        return opt.help
+    return f"{opt.help} (default: {opt.default})"
 
 #: Where each option's value lives in a ``RunConfig`` (``claim_options.alpha``: a key of a dict field), so a
 #: RunConfig built in Python is checked by the same checks as the options (``RunConfig.__post_init__``).

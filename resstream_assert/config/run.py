@@ -77,6 +77,40 @@ class RunConfig:
         """A copy with some fields changed."""
         return replace(self, **changes)
 
+    def with_options(self, **options: Any) -> "RunConfig":
+        """A copy with options changed, named as on the command line with ``_`` for ``-`` (``--resstream-input-size``
+        is ``input_size``): one table (:data:`~resstream_assert.config.options.RUN_FIELDS`) for both, so Python
+        takes every option the command line takes, in the same units, checked by the same checks.
+
+        Example:
+            >>> cfg = RunConfig().with_options(images=64, input_size=32, alpha=0.01, claims=["C3", "C1"])
+            >>> cfg.images, cfg.input_size, cfg.claim_options["alpha"], cfg.claims
+            (64, 32, 0.01, ('C1', 'C3'))
+            >>> RunConfig().with_options(image=64)
+            Traceback (most recent call last):
+            ...
+            TypeError: unknown option 'image' (did you mean images?); the options: ...
+        """
+        changes: dict[str, Any] = {}
+        nested = {"claim_options": dict(self.claim_options), "featviz": dict(self.featviz)}
+        for key, value in options.items():
+            name = key.replace("_", "-")
+            path = RUN_FIELDS.get(name) if name != "model" else None
+            if path is None:
+                import difflib
+
+                close = difflib.get_close_matches(name, list(PYTHON_OPTIONS_OF), n=1)
+                hint = f" (did you mean {close[0].replace('-', '_')}?)" if close else ""
+                raise TypeError(f"unknown option {key!r}{hint}; the options: "
+                                + ", ".join(n.replace("-", "_") for n in PYTHON_OPTIONS_OF))
+            head, _, sub = path.partition(".")
+            value = _python_value(name, value)
+            if sub:
+                nested[head][sub] = value
+            else:
+                changes[head] = value
+        return replace(self, **nested, **changes)
+
     def model_labels(self) -> tuple[str, ...]:
         """One label per model: ``--resstream-label`` where given, else the spec with paths cut to file names.
 
@@ -146,6 +180,46 @@ class RunConfig:
 
             out["class_index"] = ntpath.basename(str(self.class_index).rstrip("/\\"))
         return out
+
+
+#: The options a Python caller may set (:meth:`RunConfig.with_options`, ``analyze(..., NAME=value)``), in the
+#: options table's order; the model is the first argument of ``analyze`` instead.
+PYTHON_OPTIONS_OF = tuple(o.name for o in OPTIONS if o.name in RUN_FIELDS and o.name != "model")
+
+
+def _python_value(name: str, value: Any) -> Any:
+    """A Python value of option ``name`` in the form its RunConfig field holds: ``claims=["C1"]`` or ``"C1,C3"``,
+    ``backend="onnx"`` or a list, ``shard="1/2"`` or ``(1, 2)``, ``lesion={"n_random": 20}`` or ``["n_random=20"]``."""
+    if value is None:
+        return None
+    if name == "claims":
+        from resstream_assert.claims import resolve_claims
+
+        ids = [c for c in value.split(",") if c.strip()] if isinstance(value, str) else list(value)
+        try:
+            return tuple(resolve_claims(ids))
+        except ValueError as exc:
+            raise ConfigError(f"claims={value!r}: {exc}") from None
+    if name == "min-effect":  # {"C3": 0.2}, ["C3=0.2"] or "C3=0.2": held as the command line's list
+        from resstream_assert.claims import parse_min_effects
+
+        try:
+            return [f"{c}={v:g}" for c, v in parse_min_effects([value] if isinstance(value, str) else value)]
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"min_effect={value!r}: {exc}") from None
+    if name in ("backend", "label", "safe-globals"):
+        return (value,) if isinstance(value, str) else tuple(value)
+    if name == "providers":
+        return tuple(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else tuple(value)
+    if name == "shard" and isinstance(value, str):
+        parts = value.split("/")
+        if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+            check_value("shard", value)  # raises, naming the form I/N
+        return tuple(int(p) for p in parts)
+    if name in ("lesion", "intervention") and not isinstance(value, Mapping):
+        parse = parse_lesion_options if name == "lesion" else parse_intervention_options
+        return parse([str(v) for v in ([value] if isinstance(value, str) else value)])
+    return dict(value) if isinstance(value, Mapping) else value
 
 
 def _option_value(cfg: RunConfig, path: str) -> Any:

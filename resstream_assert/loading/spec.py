@@ -6,6 +6,7 @@ One grammar everywhere (pytest option, CLI, Python API)::
     torchvision:ARCH[@WEIGHTS]       torchvision architecture (random init without weights)
     timm:ARCH[@WEIGHTS]              timm architecture (needs the optional timm extra)
     package.module:factory[@WEIGHTS] any importable callable returning an nn.Module
+    path/to/file.py:factory[@WEIGHTS] the same, from a Python file
     path/to/model.onnx               an ONNX export, run by onnxruntime
     ...+nc-id | +nc-plain | +nc-perm | +nc-rand   a negative control applied on top
 """
@@ -23,6 +24,31 @@ CONTROLS = ("nc-id", "nc-plain", "nc-perm", "nc-rand")
 #: The normalization torchvision and timm ImageNet models expect (and the default for ONNX files).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+#: ``path/to/mynet.py:make_net[@WEIGHTS]``: a factory in a Python file (the path may contain ':', e.g. C:\\).
+_FILE_FACTORY = re.compile(r"^(.+?\.py):(?![\\/])(.*)$", re.IGNORECASE | re.DOTALL)
+
+GRAMMAR = ("'zoo:NAME', 'torchvision:ARCH[@WEIGHTS]', 'timm:ARCH[@WEIGHTS]', 'package.module:factory[@WEIGHTS]' "
+           "(a module importable from the current folder), 'path/to/file.py:factory[@WEIGHTS]', or a path ending "
+           "in '.onnx'")
+
+
+def _grammar_error(text: str, raw: str) -> str:
+    """What is wrong with a spec that has no ``KIND:TARGET`` form, with the likeliest fix first."""
+    hint = ""
+    if raw.lower().endswith(".py"):
+        hint = (f" A Python file needs the factory to call: '{raw}:make_net' (the function or class in it that "
+                "returns the model).")
+    elif raw.lower().endswith((".pth", ".pt", ".ckpt", ".bin", ".safetensors", ".th", ".tar")):
+        hint = (f" A weights file needs the architecture it fits, before an '@': e.g. "
+                f"'torchvision:resnet18@{raw}' or 'mynet.py:make_net@{raw}'.")
+    elif raw.endswith(":"):
+        example = f"'{raw}make_net'" if raw.lower().endswith(".py:") or raw[:-1] not in ("torchvision", "timm", "zoo") \
+            else f"'{raw}resnet18'"
+        hint = f" Name what to build after the ':', e.g. {example}."
+    return (f"Cannot read model spec {text!r}.{hint} Use one of: {GRAMMAR}; add '+nc-id', '+nc-plain', '+nc-perm' "
+            "or '+nc-rand' for a negative control. Run 'resstream zoo' to list the shipped models.")
 
 
 @dataclass(frozen=True)
@@ -61,14 +87,19 @@ class ModelSpec:
                     "'+nc-...' suffix each.")
         if raw.lower().endswith(".onnx"):
             return cls("onnx", raw, None, control, text)
-        head, sep, rest = raw.partition(":")
-        if not sep or not rest or not head:
-            raise ModelSpecError(
-                f"Cannot read model spec {text!r}. Use one of: 'zoo:NAME', 'torchvision:ARCH[@WEIGHTS]', "
-                "'timm:ARCH[@WEIGHTS]', 'package.module:factory[@WEIGHTS]', or a path ending in '.onnx'; "
-                "add '+nc-id', '+nc-plain', '+nc-perm' or '+nc-rand' for a negative control. "
-                "Run 'resstream zoo' to list the shipped models.")
+        file_spec = _FILE_FACTORY.match(raw)
+        if file_spec:  # path/to/mynet.py:make_net[@WEIGHTS]: the path may hold ':' (C:\\...), the factory may not
+            head, rest = file_spec.group(1), file_spec.group(2)
+        else:
+            head, _, rest = raw.partition(":")
+        if not head or not rest:
+            raise ModelSpecError(_grammar_error(text, raw))
         target, at, weights = rest.partition("@")
+        if not target.strip():
+            what = ("the architecture, e.g. 'torchvision:resnet18'" if head in ("torchvision", "timm") else
+                    "the model, e.g. 'zoo:resnet18-synth96' ('resstream zoo' lists them)" if head == "zoo" else
+                    f"the factory, e.g. '{head}:make_net' (a function or class that returns an nn.Module)")
+            raise ModelSpecError(f"Model spec {text!r} names nothing to build before '@'. Name {what}.")
         if at and not weights.strip():
             raise ModelSpecError(
                 f"Model spec {text!r} has an empty weights path after '@'. Give the weights file "
@@ -79,6 +110,21 @@ class ModelSpec:
         if kind == "zoo" and weights:
             raise ModelSpecError(f"Model spec {text!r}: zoo models carry their own weights; drop '@{weights}'.")
         return cls(kind, target, weights or None, control, text)
+
+    @property
+    def factory_file(self) -> str | None:
+        """The Python file a factory spec names (``path/to/mynet.py:make_net``), or None.
+
+        Example:
+            >>> ModelSpec.parse("models/mynet.py:make_net@w.pth").factory_file
+            'models/mynet.py'
+            >>> ModelSpec.parse("mynet:make_net").factory_file is None
+            True
+        """
+        if self.kind != "factory":
+            return None
+        where = self.target.rpartition(":")[0]
+        return where if where.lower().endswith(".py") else None
 
     @property
     def label(self) -> str:
@@ -103,7 +149,7 @@ class ModelSpec:
         if self.kind == "onnx":
             base = name(self.target)
         else:
-            base = self.target if self.kind == "factory" else f"{self.kind}:{self.target}"
+            base = self._target_text(name) if self.kind == "factory" else f"{self.kind}:{self.target}"
             if self.weights:
                 base += "@" + name(self.weights)
         return base + (f"+{self.control}" if self.control else "")
@@ -121,8 +167,15 @@ class ModelSpec:
         """
         if self.kind == "onnx":
             return "an ONNX file"
-        base = self.target if self.kind == "factory" else f"{self.kind}:{self.target}"
+        base = self._target_text(lambda p: p.replace("\\", "/").rsplit("/", 1)[-1]) if self.kind == "factory" \
+            else f"{self.kind}:{self.target}"
         return base + (f"+{self.control}" if self.control else "")
+
+    def _target_text(self, name) -> str:
+        """A factory's target with the path of its file (if it names one) cut by ``name``: no machine paths."""
+        if self.factory_file is None:
+            return self.target
+        return f"{name(self.factory_file)}:{self.target.rpartition(':')[2]}"
 
     @property
     def default_backend(self) -> str:

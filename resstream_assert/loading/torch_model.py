@@ -8,7 +8,6 @@ A factory is called once; whatever it raises becomes a :class:`ModelSpecError` n
 from __future__ import annotations
 
 import hashlib
-import importlib
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -137,15 +136,9 @@ def _build(spec: ModelSpec, kwargs: dict):
                                  "see timm.list_models('*resnet*').")
         torch.manual_seed(0)
         return _call(lambda: timm.create_model(spec.target, pretrained=False, **kwargs), spec, "timm.create_model")
-    module_name, _, attr = spec.target.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ModelSpecError(f"Cannot import factory {spec.target!r} from spec {spec.text!r} ({exc}). "
-                             "It must be an importable 'package.module:callable' returning an nn.Module.") from exc
-    if not callable(factory):
-        raise ModelSpecError(f"Factory {spec.target!r} in spec {spec.text!r} is a {type(factory).__name__}, not a "
-                             "callable. Name a function or class that returns an nn.Module.")
+    from resstream_assert.loading.factory import find_factory
+
+    factory = find_factory(spec)  # a module from the import path or the current folder, or a .py file
     torch.manual_seed(0)
     call_kwargs = _factory_kwargs(factory, kwargs)
     module = _call(lambda: factory(**call_kwargs), spec, f"{spec.target}({', '.join(f'{k}={v}' for k, v in call_kwargs.items())})")

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from resstream_assert.config import OPTION, OPTIONS, ConfigError, RunConfig, build_run_config
+from resstream_assert.config.options import METAVARS, help_text
 
 # Failures inside our assertion helpers get pytest's rich assertion rewriting (registered here,
 # before any test module imports them, so that `import resstream_assert` never imports pytest).
@@ -24,22 +25,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("resstream", "residual-stream claims (resstream_assert)")
     for opt in OPTIONS:
         flag = f"--resstream-{opt.name}"
-        text = opt.help.replace("%", "%%")  # argparse %-formats help texts ("gained <= 1%" broke --help)
+        text = help_text(opt)  # the default named once, in the help; ini keys share it
+        arg_help = text.replace("%", "%%")  # argparse formats help with %: "1%" would break --help
         if opt.kind == "bool":
-            group.addoption(flag, action="store_true", default=None, dest=opt.dest, help=text)
-            parser.addini(opt.dest, opt.help, type="bool", default=opt.default)
+            group.addoption(flag, action="store_true", default=None, dest=opt.dest, help=arg_help)
+            parser.addini(opt.dest, text, type="bool", default=opt.default)
         elif opt.kind == "list":
-            group.addoption(flag, action="append", default=None, dest=opt.dest, metavar="SPEC", help=text)
-            parser.addini(opt.dest, opt.help, type="linelist", default=[])
+            group.addoption(flag, action="append", default=None, dest=opt.dest, metavar=METAVARS[opt.name],
+                            help=arg_help)
+            parser.addini(opt.dest, text, type="linelist", default=[])
         elif opt.kind == "rgb":  # three numbers after one flag: --resstream-mean 0.4914 0.4822 0.4465
             group.addoption(flag, action="store", nargs=3, type=float, default=None, dest=opt.dest,
-                            metavar=("R", "G", "B"), help=opt.help)
-            parser.addini(opt.dest, opt.help + " (ini: three numbers, e.g. 0.4914 0.4822 0.4465)", default=None)
+                            metavar=("R", "G", "B"), help=arg_help)
+            parser.addini(opt.dest, text + " (ini: three numbers, e.g. 0.4914 0.4822 0.4465)", default=None)
         else:
             group.addoption(flag, action="store", default=None, dest=opt.dest,
                             type={"int": int, "float": float}.get(opt.kind, str),
-                            metavar=opt.name.split("-")[-1].upper(), help=text + f" (default: {opt.default})")
-            parser.addini(opt.dest, opt.help, default=None if opt.default is None else str(opt.default))
+                            metavar=METAVARS[opt.name], help=arg_help)
+            parser.addini(opt.dest, text, default=None if opt.default is None else str(opt.default))
 
 
 def _get(config: pytest.Config, name: str):
@@ -95,6 +98,15 @@ def pytest_configure(config: pytest.Config) -> None:
                             "(alpha, mostly, min_effect, n_resamples, n_boot, min_channels, ...; see ClaimOptions)")
     _checked(config)  # a bad value stops the run here, before any test
     _register_reports(config)
+    from resstream_assert.pipeline import enter_run  # no torch: the pipeline is built on first use
+
+    config.stash[_RUN] = enter_run(lambda: _pipeline(config))  # assertion helpers in a test use this run
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    from resstream_assert.pipeline import leave_run
+
+    leave_run(config.stash.get(_RUN, None))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -159,15 +171,16 @@ def _pipeline(config: pytest.Config):
         log = None
         if reporter is not None and capman is not None and not hasattr(config, "workerinput") \
                 and config.get_verbosity() >= 0:
-            def log(line: str) -> None:  # long captures: tell the user what is happening, past pytest's capture
-                with capman.global_and_fixture_disabled():
-                    reporter.ensure_newline()
-                    reporter.write_line(line)
+            from resstream_assert.pytest_plugin.progress import ProgressLog
+
+            log = ProgressLog(reporter, capman)  # long captures: tell the user what is happening
+            config.pluginmanager.register(log, "resstream-progress")
         pipe = config.stash[_PIPELINE] = Pipeline(run_config(config), log=log)
     return pipe
 
 
 _PIPELINE = pytest.StashKey[object]()
+_RUN = pytest.StashKey[object]()  # this run's entry in resstream_assert.pipeline's current runs
 _NOTES = pytest.StashKey[list]()
 _MODEL_INFO = pytest.StashKey[list]()  # (label, backend label, model_info entry) of every model, from start-up
 

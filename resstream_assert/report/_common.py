@@ -87,12 +87,56 @@ def gate_label(result: Mapping[str, Any]) -> str:
     return "" if result.get("gate", True) else "report-only"
 
 
-def titles(results: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Claim id -> title (first one seen), for legends under the matrix."""
+def titles(results: Sequence[Mapping[str, Any]], report: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Claim id -> title, for legends under the matrix: the registry's (the report's ``claims``), else the first
+    result's.
+
+    Example:
+        >>> titles([{"claim": "C6", "title": "old"}], {"claims": {"C6": {"title": "scale equivariance"}}})
+        {'C6': 'scale equivariance'}
+    """
     out: dict[str, str] = {}
     for r in results:
-        out.setdefault(str(r.get("claim", "")), str(r.get("title", "")))
+        out.setdefault(str(r.get("claim", "")), claim_info(report or {}, r)["title"])
     return out
+
+
+def claim_info(report: Mapping[str, Any], result: Mapping[str, Any]) -> dict[str, str]:
+    """A result's claim as the report's ``claims`` (written from the registry) describes it: ``title``, ``unit``
+    (what its effect measures) and ``boundary`` (where the effect must lie to hold); a report without them (or a
+    claim not registered) falls back to the result's own title and no unit.
+
+    Example:
+        >>> rep = {"claims": {"C3": {"title": "Skip channels ...", "unit": "Spearman rho", "boundary": "< -0.1"}}}
+        >>> claim_info(rep, {"claim": "C3"})["unit"], claim_info({}, {"claim": "C9", "title": "t"})
+        ('Spearman rho', {'title': 't', 'unit': '', 'boundary': ''})
+    """
+    c = (report.get("claims") or {}).get(str(result.get("claim", ""))) or {}
+    return {"title": str(c.get("title") or result.get("title") or ""), "unit": str(c.get("unit") or ""),
+            "boundary": str(c.get("boundary") or "")}
+
+
+def effect_unit(info: Mapping[str, str]) -> str:
+    """``'effect: Spearman rho of M with the branch gain (holds < -0.1)'``, or ``""`` for a claim with no unit."""
+    if not info.get("unit"):
+        return ""
+    return f"effect: {info['unit']}" + (f" (holds {info['boundary']})" if info.get("boundary") else "")
+
+
+def gated_tally(results: Sequence[Mapping[str, Any]]) -> str:
+    """The report's answer in one line: ``'2 of 9 gated claims hold, 1 fail, 6 undecided'`` (inconclusive gated
+    claims are undecided; not-applicable ones are counted apart).
+
+    Example:
+        >>> gated_tally([{"verdict": "holds"}, {"verdict": "fails"}, {"verdict": "inconclusive"},
+        ...              {"verdict": "fails", "gate": False}, {"verdict": "not_applicable"}])
+        '1 of 4 gated claims hold, 1 fail, 1 undecided, 1 not applicable'
+    """
+    gated = [str(r.get("verdict", "")) for r in results if r.get("gate", True)]
+    n_na = gated.count("not_applicable")
+    text = (f"{gated.count('holds')} of {len(gated)} gated claims hold, {gated.count('fails')} fail, "
+            f"{gated.count('inconclusive')} undecided")
+    return text + (f", {n_na} not applicable" if n_na else "")
 
 
 def stability_text(result: Mapping[str, Any], short: bool = False) -> str:

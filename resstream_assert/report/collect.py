@@ -21,7 +21,7 @@ import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from resstream_assert.keys import claim_sort_key, model_pairs, result_key
 
@@ -175,8 +175,19 @@ class ReportCollector:
             "backends": sorted({str(r.get("backend", "")) for r in results}),
             "duplicates": [{"model": k[0], "backend": k[1], "claim": k[2], "nodeids": sorted(v)}
                            for k, v in sorted(self._duplicates.items())],
+            "claims": _catalog(results),
             "results": results,
         }
+
+
+def _catalog(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The registry's title, unit and boundary of each claim in ``results`` (renderers read titles and units here,
+    so a stored report carries them); nothing to import for a run without results."""
+    if not results:
+        return {}
+    from resstream_assert.claims import catalog
+
+    return catalog({str(r.get("claim", "")) for r in results})
 
 
 def write_report(report: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -73,7 +73,7 @@ def _model_table(results: Sequence[Mapping[str, Any]], stability: bool = False) 
 def _matrix_table(report: Mapping[str, Any]) -> str:
     pairs, claims, cells = matrix(report)
     rows = [[model_label(m, b)] + [_verdict(cells.get((m, b, c), "")) for c in claims] for m, b in pairs]
-    legend = "; ".join(f"**{c}** {t}" for c, t in titles(report.get("results", [])).items() if t)
+    legend = "; ".join(f"**{c}** {t}" for c, t in titles(report.get("results", []), report).items() if t)
     return md_table(["model[backend]"] + claims, rows) + (f"\n\n{legend}" if legend else "")
 
 

@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 from resstream_assert.formatting import to_float
 from resstream_assert.keys import backend_label, result_key
 
-__all__ = ["render_figure", "result_figures", "render_all", "write_pngs", "image_grid_png", "FIGURE_TYPES"]
+__all__ = ["render_figure", "result_figures", "has_data", "render_all", "write_pngs", "image_grid_png", "FIGURE_TYPES"]
 
 FIGURE_TYPES = ("hist", "scatter", "bars", "lines", "images")
 _MAX_COLS = 4
@@ -177,8 +177,9 @@ def render_figure(spec: Mapping[str, Any], *, dpi: int = 100) -> bytes:
         max_cols = max(1, int(14 // pw))
     ncols = min(max_cols, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    title_h = 0.5 if spec.get("title") else 0.0
-    fig = Figure(figsize=(max(4.8, pw * ncols), ph * nrows + title_h), dpi=dpi, layout="constrained")
+    fig_w = max(4.8, pw * ncols)
+    title_h = 0.3 + 0.2 * len(_fit(str(spec["title"]), fig_w, 11).splitlines()) if spec.get("title") else 0.0
+    fig = Figure(figsize=(fig_w, ph * nrows + title_h), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     colors = [f"C{i}" for i in range(10)]
     axes = fig.subplots(nrows, ncols, squeeze=False)
@@ -202,11 +203,43 @@ def render_figure(spec: Mapping[str, Any], *, dpi: int = 100) -> bytes:
         # One legend per figure, outside the axes: the series are the same in every panel,
         # and a legend inside a panel hides the curves it explains.
         fig.legend(*legend, loc="outside right center", fontsize=8, frameon=False)
-    if spec.get("title"):
-        fig.suptitle(str(spec["title"]), fontsize=11)
+    if spec.get("title"):  # wrapped to the figure's width: a long title is never cropped at both sides
+        fig.suptitle(_fit(str(spec["title"]), fig.get_figwidth(), 11), fontsize=11)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+def _fit(title: str, width_in: float, fontsize: float) -> str:
+    """``title`` wrapped to lines that fit ``width_in`` inches at ``fontsize`` points (a character is at most
+    about 0.62 em wide in the default sans-serif face)."""
+    import textwrap
+
+    per_line = max(12, int(width_in * 72 / (fontsize * 0.62)) - 2)
+    return "\n".join(textwrap.wrap(title, per_line, break_long_words=False)) or title
+
+
+def has_data(spec: Mapping[str, Any]) -> bool:
+    """True when some panel of a figure holds a finite number (or an image) to draw: an inconclusive claim's
+    figure of NaNs or empty lists is left out of the reports rather than drawn as empty axes.
+
+    Example:
+        >>> has_data({"type": "lines", "panels": [{"x": [1, 2], "series": {"S*": [None, None]}}]})
+        False
+        >>> has_data({"type": "hist", "panels": [{"edges": [0, 1], "counts": [3]}]})
+        True
+    """
+    def finite(xs: Any) -> bool:
+        return any(math.isfinite(to_float(x)) for x in (xs or []) if not isinstance(x, (list, tuple, dict)))
+
+    for p in spec.get("panels") or []:
+        if not isinstance(p, Mapping):
+            continue
+        if p.get("png_base64") or finite(p.get("counts")) or finite(p.get("y")):
+            return True
+        if any(finite(ys) for ys in dict(p.get("series") or {}).values()):
+            return True
+    return False
 
 
 def result_figures(result: Mapping[str, Any]) -> list[tuple[str, str, bytes | str]]:
@@ -223,6 +256,8 @@ def result_figures(result: Mapping[str, Any]) -> list[tuple[str, str, bytes | st
     for name in sorted(result.get("figures") or {}):
         spec = result["figures"][name]
         title = str(spec.get("title", name)) if isinstance(spec, Mapping) else name
+        if isinstance(spec, Mapping) and spec.get("type") in _DRAW and not has_data(spec):
+            continue  # nothing to draw (e.g. an inconclusive C10 without curves): no empty axes
         try:
             out.append((name, title, render_figure(spec)))
         except Exception as exc:  # a report must survive a bad figure; the message is shown instead

@@ -7,11 +7,14 @@ and the same lines can be rendered without colour in tests.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fp
 from resstream_assert.keys import backend_label, model_label
-from resstream_assert.report._common import SHORT_VERDICT, agreement, gate_label, matrix, show_matrix, stability_requested, stability_text, titles
+from resstream_assert.report._common import (SHORT_VERDICT, agreement, claim_info, effect_unit, gate_label,
+                                             gated_tally, matrix, show_matrix, stability_requested,
+                                             stability_text, titles)
 
 __all__ = ["VERDICT_MARKUP", "claims_table", "matrix_table", "stability_lines", "plain", "write_summary"]
 
@@ -38,35 +41,47 @@ def _grid(header: Sequence[str], rows: Sequence[Sequence[str]], coloured: Sequen
     return out
 
 
-def claims_table(report: Mapping[str, Any], reason_width: int = 60, width: int | None = None) -> list[Line]:
-    """One line per claim result: model[backend], claim, verdict, effect [CI], adjusted p, n, note.
-    The note is cut to ``reason_width`` characters, or to what a terminal of ``width`` leaves.
+def claims_table(report: Mapping[str, Any], width: int | None = None) -> list[Line]:
+    """One line per claim result: model[backend], claim, verdict, effect [CI], adjusted p, n and the claim's title;
+    under it, indented and wrapped to ``width`` columns (never cut), what the effect measures and the note (the
+    reason for the verdict, report-only, an unstable verdict).
 
     Example:
-        >>> lines = claims_table({"results": [{"model": "m", "backend": "torch", "claim": "C1",
-        ...     "verdict": "holds", "effect": 0.5, "ci_low": 0.4, "ci_high": 0.6, "p_adjusted": 0.01, "n": 9}]})
-        >>> plain(lines[2])
-        'm[torch]        C1     holds    +0.500 [+0.400, +0.600]  0.0100  9'
+        >>> lines = claims_table({"results": [{"model": "m", "backend": "torch", "claim": "C1", "title": "Spectrum",
+        ...     "verdict": "holds", "effect": 0.5, "ci_low": 0.4, "ci_high": 0.6, "p_adjusted": 0.01, "n": 9,
+        ...     "reason": "every block has all three kinds"}]}, width=80)
+        >>> [plain(line) for line in lines[2:]]
+        ['m[torch]        C1     holds    +0.500 [+0.400, +0.600]  0.0100  9  Spectrum', '    every block has all three kinds']
     """
-    rows, verdicts = [], []
+    width = width or 120
+    rows, verdicts, extra = [], [], []
     for r in report.get("results", []):
         unstable = stability_text(r, short=True) if (r.get("stability") or {}).get("unstable") else ""
+        info = claim_info(report, r)
         note = "; ".join(x for x in (unstable.replace("unstable", "UNSTABLE", 1), gate_label(r),
                                      str(r.get("reason", ""))) if x)
         v = str(r.get("verdict", ""))
         rows.append([model_label(str(r.get("model", "")), backend_label(r)), str(r.get("claim", "")), v,
                      feffect(r.get("effect"), r.get("ci_low"), r.get("ci_high")), fp(r.get("p_adjusted")),
-                     str(r.get("n", "")), note])
+                     str(r.get("n", ""))])
         verdicts.append([v])
-    if width and rows:  # fit the terminal: the other columns plus 2-space gaps, the note gets the rest
-        fixed = sum(max(len(h), *(len(row[i]) for row in rows)) + 2 for i, h in
-                    enumerate(["model[backend]", "claim", "verdict", "effect [95% CI]", "p_adj", "n"]))
-        reason_width = max(24, min(reason_width, width - fixed - 1))
-    for row in rows:
-        if len(row[-1]) > reason_width:
-            row[-1] = row[-1][: reason_width - 1] + "…"
-    return _grid(["model[backend]", "claim", "verdict", "effect [95% CI]", "p_adj", "n", "note"], rows, [2],
-                 verdicts)
+        extra.append((info["title"], [t for t in (effect_unit(info), note) if t]))
+    grid = _grid(["model[backend]", "claim", "verdict", "effect [95% CI]", "p_adj", "n"], rows, [2], verdicts)
+    out = grid[:2]
+    for line, (title, notes) in zip(grid[2:], extra):
+        used = len(plain(line))
+        if title and used + 2 + len(title) <= width:
+            line = line + [("  " + title, {})]
+            title = ""
+        out.append(line)
+        out += [[(text, {})] for item in ([title] if title else []) + notes for text in _wrap(item, width)]
+    return out
+
+
+def _wrap(text: str, width: int, indent: str = "    ") -> list[str]:
+    """``text`` wrapped to ``width`` columns under ``indent``; words are never cut (a longer word overflows)."""
+    return textwrap.wrap(text, width=max(20, width - 1), initial_indent=indent, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False) or [indent.rstrip()]
 
 
 def matrix_table(report: Mapping[str, Any], width: int = 120) -> list[Line]:
@@ -85,8 +100,8 @@ def matrix_table(report: Mapping[str, Any], width: int = 120) -> list[Line]:
         rows.append([model_label(m, b)] + [SHORT_VERDICT.get(v, v or "-") for v in vs])
         verdicts.append(vs)
     out = _grid(["model[backend]"] + claims, rows, list(range(1, len(claims) + 1)), verdicts)
-    legend = [f"  {c}: {t}" for c, t in titles(report.get("results", [])).items() if t]
-    legend = [text if len(text) <= width else text[: width - 1] + "…" for text in legend]
+    names = titles(report.get("results", []), report)
+    legend = [text for c in claims if names.get(c) for text in _wrap(f"{c}: {names[c]}", width, "  ")]
     return out + [[(text, {})] for text in legend]
 
 
@@ -165,10 +180,10 @@ def write_summary(tr: Any, report: Mapping[str, Any], diff: Any = None, written:
     except Exception:  # a reporter stand-in without a terminal writer
         width = 120
     if results:
-        tr.write_sep("=", f"resstream claims (seed {report.get('seed')})")
+        tr.write_sep("=", f"resstream claims (seed {report.get('seed')}): {gated_tally(results)}")
         _write(tr, claims_table(report, width=width))
         if show_matrix(report):
-            tr.write_sep("-", "cross-architecture matrix (claim C6: universality)")
+            tr.write_sep("-", "cross-architecture matrix: one row per model and backend")
             _write(tr, matrix_table(report, width=width))
         agree = agreement_tables(report)
         if agree:
