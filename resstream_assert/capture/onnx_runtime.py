@@ -165,7 +165,7 @@ def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, va
                 h, w = fmap.shape[2:]
                 reduced[tensor] = (fmap[:, :, h // 2, w // 2].astype(np.float32),
                                    fmap.mean(axis=(2, 3), dtype=np.float32))
-        for tensor, how, (skip, branch) in (p for p in plan if p[1] == "sum"):
+        for tensor, _how, (skip, branch) in (p for p in plan if p[1] == "sum"):
             # Both reductions are linear: equal to reducing the graph's own add up to float32 rounding
             # (~1e-7 relative; onnxruntime itself rounds it differently when it fuses the add into a conv).
             reduced[tensor] = (reduced[skip][0] + reduced[branch][0], reduced[skip][1] + reduced[branch][1])

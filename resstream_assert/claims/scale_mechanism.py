@@ -321,8 +321,8 @@ def summation(ctx: ClaimContext):
         values.update(p_sum_vs_best=main.p_value, effect_sum_vs_best=main.effect,
                       p_cf_in=cf_in.p_value, effect_cf_in=cf_in.effect,
                       p_cf_pre=cf_pre.p_value, effect_cf_pre=cf_pre.effect)
-        values.update(_safe(lambda: mann_whitney(f_post[sel], f_post[others], alternative="greater", rng=rng,
-                                                 n_boot=0), "selected_vs_others"))
+        values.update(_safe(lambda: mann_whitney(f_post[sel], f_post[others], alternative="greater", rng=rng,  # noqa: B023
+                                                 n_boot=0), "selected_vs_others"))  # (_safe calls it at once)
         # Intersection-union: the block holds only if all three comparisons do; the effect is
         # the weakest of the three rank-biserial effects.
         weakest = min((main, cf_in, cf_pre), key=lambda t: t.effect)
