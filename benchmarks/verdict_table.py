@@ -44,11 +44,11 @@ def claim_line(result: ClaimResult) -> str:
     bound = ""
     if "delta" in th:
         bound = f"{'>' if th['direction'] > 0 else '<'} {th['delta']:g}"
-    blocks = (f"{v.get('blocks_hold', '-')}/{v.get('blocks_fail', '-')}/{v.get('blocks_undecided', '-')}"
-              f" of {v.get('blocks_analysed', '-')}" if "blocks_analysed" in v else "-")
+    blocks = ("/".join(f"{int(v[k])}" for k in ("blocks_hold", "blocks_fail", "blocks_undecided"))
+              + f" of {int(v['blocks_analysed'])}" if "blocks_analysed" in v else "-")
     decide = ""
-    if result.verdict == Verdict.INCONCLUSIVE and math.isfinite(v.get("mde", math.nan)):
-        decide = f"mde {_num(v['mde'])}; n to decide ~{_num(v.get('n_to_decide', math.nan), '{:.0f}')}"
+    if result.verdict == Verdict.INCONCLUSIVE and "undecided: " in result.reason:
+        decide = result.reason.split("undecided: ", 1)[1]  # the summary's own words: smallest effect, n that decides
     ci = f"[{_num(result.ci_low)}, {_num(result.ci_high)}]"
     return (f"| {result.claim} | **{result.verdict.value}** | {_num(result.effect)} {ci} | {bound} | {blocks} | "
             f"{decide} | {old_rule(result)} |")
