@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -43,10 +42,6 @@ from resstream_assert.claims.verdict_stability import evaluate_responses
 RESULTS = Path(__file__).parent / "results"
 POWER = RESULTS / "power.json"
 SCALE_CLAIMS = ("C5", "C6", "C8", "C9")
-EFFECT_NAMES = {"C1": "rarest category share", "C3": "planted rho(M, gain)", "C5": "scale_size (30% of channels)",
-                "C6": "scale_size (30% of channels)", "C8": "scale_size (30% of channels)",
-                "C9": "scale_size (30% of channels)", "X1/X2": "net share of channels",
-                "C10": "excess damage per unit zoom"}
 
 
 def _scale_instance(size: float, channels: int, images: int, seed: int, frac: float = 0.3) -> dict:
@@ -161,78 +156,6 @@ def converted_c1_c3(old: dict) -> list[dict]:
     return cells
 
 
-def _grid(cells: list[dict], images: int = 512) -> str:
-    at = [c for c in cells if c["images"] == images]
-    effects, chans = sorted({c["effect"] for c in at}), sorted({c["channels"] for c in at})
-    value = {(c["effect"], c["channels"]): c["power"] for c in at}
-    out = ["| effect \\ channels | " + " | ".join(str(c) for c in chans) + " |", "|---|" + "---:|" * len(chans)]
-    for e in effects:
-        out.append(f"| {e:g} | " + " | ".join(f"{value[(e, c)]:.2f}" if (e, c) in value else "" for c in chans)
-                   + " |")
-    return "\n".join(out)
-
-
-def power_markdown(result: dict, figures: Path | None = None) -> str:
-    """Per claim: the power table at 512 probe images (rows: effect; columns: channels per block, or for C10
-    random sets), the images table where measured, and the figure (written when ``figures`` is given)."""
-    from calibration.report import power_figure
-
-    parts = []
-    cells = result["cells"]
-    for claim in ("C1", "C3", "C5", "C6", "C8", "C9", "X1/X2", "C10"):
-        mine = [c for c in cells if c["claim"] == claim]
-        if not mine:
-            continue
-        n = max(c["instances"] for c in mine)
-        parts += [f"### {claim}: power against {EFFECT_NAMES[claim]} ({n} instances per cell)", ""]
-        if claim in ("C1", "C3"):
-            parts += [("From the previous release's power run (`python -m calibration.power --instances 60` there); "
-                       "the claim's test is unchanged. " + ("Synthetic measures: probe images do not enter."
-                                                            if claim == "C1" else "")).strip(), ""]
-        groups = {c.get("config", "") for c in mine}
-        for g in sorted(groups):
-            sub = [c for c in mine if c.get("config", "") == g]
-            if g and claim == "C10":
-                parts += [f"{g} (columns: images scored; mean random sets run in brackets):", "",
-                          _c10_table(sub), ""]
-                continue
-            if g:
-                parts += [f"{g}:", "", _grid(sub), ""]
-                continue
-            parts += [_grid(sub), ""]
-            other = sorted({c["images"] for c in sub} - {512})
-            if other:
-                parts += ["Against probe images:", "", _grid_images(sub), ""]
-        if figures is not None:
-            slug = claim.replace("/", "-")
-            power_figure(claim, [c for c in mine if c.get("config", "") in ("", "defaults: N=40, h=2, zooms 1,2")],
-                         figures / f"power-{slug}.png", EFFECT_NAMES[claim])
-            parts += [f"![{claim} power](power-{slug}.png)", ""]
-    return "\n".join(parts)
-
-
-def _grid_images(cells: list[dict]) -> str:
-    keys = sorted({(c["effect"], c["channels"]) for c in cells if c["images"] != 512})
-    imgs = sorted({c["images"] for c in cells})
-    value = {(c["effect"], c["channels"], c["images"]): c["power"] for c in cells}
-    out = ["| effect, channels \\ images | " + " | ".join(map(str, imgs)) + " |", "|---|" + "---:|" * len(imgs)]
-    for e, ch in keys:
-        out.append(f"| {e:g}, {ch} | " + " | ".join(f"{value[(e, ch, n)]:.2f}" if (e, ch, n) in value else ""
-                                                   for n in imgs) + " |")
-    return "\n".join(out)
-
-
-def _c10_table(cells: list[dict]) -> str:
-    imgs = sorted({c["images"] for c in cells})
-    effects = sorted({c["effect"] for c in cells})
-    value = {(c["effect"], c["images"]): c for c in cells}
-    out = ["| excess \\ images | " + " | ".join(map(str, imgs)) + " |", "|---|" + "---:|" * len(imgs)]
-    for e in effects:
-        out.append(f"| {e:g} | " + " | ".join(f"{value[(e, n)]['power']:.2f} ({value[(e, n)]['mean_sets_run']:.0f})"
-                                              for n in imgs) + " |")
-    return "\n".join(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instances", type=int, default=40)
@@ -253,6 +176,8 @@ def main() -> None:
         commands[fam] = f"python -m calibration.power --claims {fam} --instances {args.instances}" + \
             ("" if fam.startswith("scale") else f" (this family runs max(instances, 200) = {max(args.instances, 200)})")
         POWER.write_text(json.dumps({"commands": commands, "cells": cells}, indent=1) + "\n")
+    from calibration.report import power_markdown
+
     print(power_markdown({"cells": cells}))
     print(f"\npower: {time.perf_counter() - t0:.0f} s; written {POWER}")
 

@@ -240,7 +240,7 @@ def train_natural(name: str, *, data_dir: Path = DEFAULT_DATA, work_dir: Path | 
 
 
 def _variant_accuracy(model, images_u8: np.ndarray, labels: np.ndarray, entry: zoo.ZooEntry) -> dict:
-    from model_zoo.train import predict
+    from model_zoo.shipping import predict
 
     x = torch.from_numpy(upsample_u8(images_u8, entry.input_size)).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(labels)
@@ -262,7 +262,7 @@ def finalize(name: str, *, work_dir: Path | None = None, data_dir: Path = DEFAUL
     import torchvision
     from safetensors.torch import load_file
 
-    from model_zoo.train import _save_weights, _weights_fields, _write_card
+    from model_zoo.shipping import _save_weights, _weights_fields, _write_card
     from resstream_assert.stimuli.probe import SHIPPED, load_probe
 
     recipe, entry = NATURAL_RECIPES[name], zoo.get(name)

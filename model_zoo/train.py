@@ -37,10 +37,10 @@ import torch.nn.functional as F
 
 from resstream_assert import zoo
 from resstream_assert.stimuli.synthetic import CLASS_NAMES, SCALE_RANGE, make_split
-from resstream_assert.stimuli.variants import apply_variant, zoom_variant
+from resstream_assert.stimuli.variants import zoom_variant
 
-FP16_MAX_SOFTMAX_DIFF = 1e-2
-FP16_MIN_ARGMAX_AGREEMENT = 0.999
+from model_zoo.shipping import _normalize, _save_weights, _weights_fields, _write_card, predict
+
 TABLE_ZOOMS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 2.0)
 CONTROL_VARIANTS = ("Sinv", "flip", "shift")
 
@@ -63,10 +63,6 @@ RECIPES = {
 }
 
 
-def _normalize(x: torch.Tensor, mean=zoo.IMAGENET_MEAN, std=zoo.IMAGENET_STD) -> torch.Tensor:
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
-
-
 def _augment(batch_u8: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     # Flips and small translations only: the generator already varies scale, and we want
     # the model's scale behaviour to come from the data, not from a zoom augmentation.
@@ -82,45 +78,6 @@ def _augment(batch_u8: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, images_u8: torch.Tensor, variant: str = "id",
-            batch_size: int = 250, mean=zoo.IMAGENET_MEAN, std=zoo.IMAGENET_STD) -> torch.Tensor:
-    """Logits of a model on uint8 images ``(N, 3, H, W)`` under a stimulus variant.
-
-    Example:
-        >>> predict(zoo.get("cifar-resnet20-synth32").build().eval(),
-        ...         torch.zeros(4, 3, 32, 32, dtype=torch.uint8)).shape
-        torch.Size([4, 10])
-    """
-    model.eval()
-    out = []
-    for i in range(0, len(images_u8), batch_size):
-        x = apply_variant(images_u8[i:i + batch_size].float() / 255, variant)
-        out.append(model(_normalize(x, mean, std).contiguous(memory_format=torch.channels_last)))
-    return torch.cat(out)
-
-
-def _fp16_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    keep32 = ("running_mean", "running_var")
-    return {k: (v.half() if v.is_floating_point() and not k.endswith(keep32) else v).contiguous()
-            for k, v in model.state_dict().items()}
-
-
-def _fp16_check(entry, model: torch.nn.Module, test_x: torch.Tensor) -> dict:
-    norm = dict(mean=entry.mean, std=entry.std)
-    ref = F.softmax(predict(model, test_x, **norm), 1)
-    m16 = entry.build()
-    m16.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in _fp16_state(model).items()})
-    m16 = m16.to(memory_format=torch.channels_last)
-    got = F.softmax(predict(m16, test_x, **norm), 1)
-    diff = float((ref - got).abs().max())
-    agree = float((ref.argmax(1) == got.argmax(1)).float().mean())
-    return {"max_softmax_abs_diff": diff, "argmax_agreement": agree,
-            "tolerance": {"max_softmax_abs_diff": FP16_MAX_SOFTMAX_DIFF,
-                          "min_argmax_agreement": FP16_MIN_ARGMAX_AGREEMENT},
-            "passed": diff <= FP16_MAX_SOFTMAX_DIFF and agree >= FP16_MIN_ARGMAX_AGREEMENT,
-            "n_images": len(test_x)}
-
-
 def _chunk_means(values: list[float], k: int = 10) -> list[float]:
     chunks = np.array_split(np.asarray(values, dtype=np.float64), min(k, max(1, len(values))))
     return [round(float(c.mean()), 4) for c in chunks if len(c)]
@@ -167,31 +124,6 @@ def _markdown(card: dict) -> str:
 {repacked}"""
 
 
-def _save_weights(entry, model: torch.nn.Module, te_x: torch.Tensor, out_dir: Path,
-                  seed: int) -> tuple[dict, Path]:
-    import safetensors.torch
-
-    check = _fp16_check(entry, model, te_x)
-    state = _fp16_state(model) if check["passed"] else {k: v.contiguous() for k, v in model.state_dict().items()}
-    (out_dir / "weights").mkdir(parents=True, exist_ok=True)
-    wpath = out_dir / "weights" / f"{entry.name}.safetensors"
-    safetensors.torch.save_file(state, str(wpath), metadata={"model": entry.name, "seed": str(seed)})
-    wpath.chmod(0o644)  # safetensors writes 0600; shipped package data must be world-readable
-    return check, wpath
-
-
-def _weights_fields(wpath: Path, check: dict) -> dict:
-    return {"weights_file": wpath.name, "sha256": zoo._sha256(wpath), "weights_bytes": wpath.stat().st_size,
-            "weights_dtype": "float16 (BN running stats float32)" if check["passed"] else "float32",
-            "fp16_check": check}
-
-
-def _write_card(card: dict, out_dir: Path, markdown=None) -> None:
-    (out_dir / "cards").mkdir(parents=True, exist_ok=True)
-    (out_dir / "cards" / f"{card['name']}.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out_dir / "cards" / f"{card['name']}.md").write_text((markdown or _markdown)(card))
-
-
 def repack(name: str, out_dir: Path | None = None, threads: int = 2, command: str | None = None) -> dict:
     """Re-run the fp16 check on a trained model's saved weights; store fp16 if it passes.
 
@@ -226,7 +158,7 @@ def repack(name: str, out_dir: Path | None = None, threads: int = 2, command: st
     card["repack"] = {"command": command or f"python -m model_zoo.train {name} --repack",
                       "at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                       "accuracy_of_stored_weights": acc16 if acc16 is not None else card["accuracy"]}
-    _write_card(card, out_dir)
+    _write_card(card, out_dir, _markdown)
     print(f"[{name}] repacked: {card['weights_dtype']}, {card['weights_bytes']} bytes, check {check}, "
           f"accuracy of stored weights {card['repack']['accuracy_of_stored_weights']}", flush=True)
     return card
@@ -328,7 +260,7 @@ def train(name: str, *, epochs: int | None = None, train_size: int | None = None
         "command": command or f"python -m model_zoo.train {name}",
         "trained_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
-    _write_card(card, out_dir)
+    _write_card(card, out_dir, _markdown)
     print(f"[{name}] wrote {wpath.name} ({card['weights_bytes']} bytes, {card['weights_dtype']}), "
           f"fp16 check {check}; total {card['wall_time_s']:.0f} s", flush=True)
     return card

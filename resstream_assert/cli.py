@@ -11,30 +11,10 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Iterable
-
-
-def print_sites(pipeline, refs: Iterable, as_json: bool = False) -> int:
-    """Print the residual blocks and canonical sites of each (spec, backend); returns the exit status 0.
-
-    Shared by ``resstream sites`` and ``pytest --resstream-list-sites``.
-
-    Example:
-        >>> print_sites(Pipeline(RunConfig()), [ModelRef("zoo:resnet18-synth96", "torch")])  # doctest: +SKIP
-    """
-    for ref in refs:
-        rmap = pipeline.map(ref.spec, ref.backend)
-        loaded = pipeline.loaded(ref.spec, ref.backend)
-        notes = [] if loaded is None else [f"{k}: {loaded.meta[m]}" for k, m in (
-            ("input size", "input_size_source"), ("weights", "weights")) if loaded.meta.get(m)]
-        if as_json:
-            print(json.dumps(dict(rmap.to_dict(), notes=notes), indent=2), end="\n\n")
-        else:
-            print("\n".join([rmap.table()] + [f"  {n}" for n in notes]), end="\n\n")
-    return 0
 
 
 def _sites(args: argparse.Namespace) -> int:
+    from resstream_assert.report.terminal import print_sites
     from resstream_assert.config import RunConfig
     from resstream_assert.pipeline import ModelRef, Pipeline
 

@@ -72,5 +72,5 @@ def test_tiny_runs_produce_complete_tables_and_resume(tmp_path, monkeypatch):
     assert ok and used == 80  # both blocks significant: every set ran
     cells = [{"claim": "C6", "effect": e, "channels": 64, "images": 512, "instances": 30, "power": p}
              for e, p in ((0.0, 0.0), (2.0, 0.9))]
-    table = power.power_markdown({"cells": cells}, tmp_path)
+    table = report.power_markdown({"cells": cells}, tmp_path)
     assert "| 2 | 0.90 |" in table and (tmp_path / "power-C6.png").exists()

@@ -298,7 +298,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_cmdline_main(config: pytest.Config):
     if not config.getoption("resstream_list_sites"):
         return None
-    from resstream_assert.cli import print_sites
+    from resstream_assert.report.terminal import print_sites
     from resstream_assert.errors import ResstreamError
     from resstream_assert.pipeline import Pipeline
 

@@ -7,8 +7,10 @@ and the same lines can be rendered without colour in tests.
 
 from __future__ import annotations
 
+import json
+
 import textwrap
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from resstream_assert.formatting import feffect, fp
 from resstream_assert.keys import backend_label, model_label
@@ -207,3 +209,25 @@ def write_summary(tr: Any, report: Mapping[str, Any], diff: Any = None, written:
             tr.write_line(text, red=loud, bold=loud)
     for path in written:
         tr.write_line(f"resstream report: {path}")
+
+
+def print_sites(pipeline, refs: Iterable, as_json: bool = False) -> int:
+    """Print the residual blocks and canonical sites of each (spec, backend); returns the exit status 0.
+
+    Shared by ``resstream sites`` and ``pytest --resstream-list-sites``.
+
+    Example:
+        >>> from resstream_assert.config import RunConfig
+        >>> from resstream_assert.pipeline import ModelRef, Pipeline
+        >>> print_sites(Pipeline(RunConfig()), [ModelRef("zoo:resnet18-synth96", "torch")])  # doctest: +SKIP
+    """
+    for ref in refs:
+        rmap = pipeline.map(ref.spec, ref.backend)
+        loaded = pipeline.loaded(ref.spec, ref.backend)
+        notes = [] if loaded is None else [f"{k}: {loaded.meta[m]}" for k, m in (
+            ("input size", "input_size_source"), ("weights", "weights")) if loaded.meta.get(m)]
+        if as_json:
+            print(json.dumps(dict(rmap.to_dict(), notes=notes), indent=2), end="\n\n")
+        else:
+            print("\n".join([rmap.table()] + [f"  {n}" for n in notes]), end="\n\n")
+    return 0
