@@ -359,6 +359,8 @@ def summarize(ctx: ClaimContext, rows: list[BlockRow], *, direction: int = 1,
         effect, lo, hi = tested_rows[0].effect, tested_rows[0].ci_low, tested_rows[0].ci_high
     else:
         effect, lo, hi = pooled.effect, pooled.ci_low, pooled.ci_high
+    if bound is not None:
+        lo, hi = bound.clip(lo), bound.clip(hi)
     base["values"].update(blocks_hold=tally.holds, blocks_fail=tally.fails, blocks_undecided=tally.inconclusive,
                           blocks_analysed=tally.analysed, blocks_needed=tally.need, tau2=pooled.tau2,
                           p_heterogeneity=pooled.p_heterogeneity, blocks_pooled=pooled.k)

@@ -52,10 +52,22 @@ class Boundary:
     direction: int
     unit: str
     replication: str = "channels"
+    # The effect's possible range (a share, a correlation): the pooled interval is clipped to it, since a
+    # random-effects interval of blocks near a limit can reach past it (a net share of +1.02 means nothing).
+    limits: tuple[float, float] = (-math.inf, math.inf)
 
     def __post_init__(self) -> None:
         if self.direction not in (1, -1):
             raise ValueError(f"Boundary.direction must be +1 or -1, got {self.direction}")
+
+    def clip(self, value: float) -> float:
+        """``value`` within :attr:`limits` (NaN stays NaN).
+
+        Example:
+            >>> Boundary(0.5, 1, "net share", limits=(-1.0, 1.0)).clip(1.021)
+            1.0
+        """
+        return value if math.isnan(value) else min(max(value, self.limits[0]), self.limits[1])
 
     def beyond(self, value: float) -> bool:
         """True when ``value`` lies strictly on the claim's side of δ."""

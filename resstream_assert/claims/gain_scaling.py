@@ -176,7 +176,8 @@ def _gain_m(ctx, data, bl, variant):
           "per channel Spearman of M (P1, exemplars fixed) vs log gain factor, gamma scaled with beta held; exact sign "
           "test across channels that M rises as the gain falls; effect: net share of channels; Holm across blocks",
           prepare=plan_scaling,
-          boundary=Boundary(0.5, +1, "net share of sampled channels moving with the dose", "sampled channels"))
+          boundary=Boundary(0.5, +1, "net share of sampled channels moving with the dose", "sampled channels",
+                            limits=(-1.0, 1.0)))
 def gain_dose_response(ctx: ClaimContext):
     """X1 on the recaptured sites in ``ctx.intervention`` (see the module docstring).
 
@@ -267,7 +268,8 @@ def _secondary(ctx, data, bl, m2: np.ndarray, primary: str) -> dict[str, float]:
           "ours", "per channel Spearman of M (P1, exemplars fixed) vs log shortcut factor; exact sign test across "
           "channels that M rises with the shortcut; effect: net share of channels; Holm across blocks; symmetry with "
           "X1 (gamma and beta scaled by 1/g) as row values", prepare=plan_scaling,
-          boundary=Boundary(0.5, +1, "net share of sampled channels moving with the dose", "sampled channels"))
+          boundary=Boundary(0.5, +1, "net share of sampled channels moving with the dose", "sampled channels",
+                            limits=(-1.0, 1.0)))
 def shortcut_dose_response(ctx: ClaimContext):
     """X2 on the recaptured sites in ``ctx.intervention`` (see the module docstring).
 

@@ -103,7 +103,7 @@ def category_test(ctx: ClaimContext, block: str, values: np.ndarray, cat: np.nda
           "single-channel gain edits (beta held): KL of the output per unit change of gain; Kruskal-Wallis across "
           "skip/mix/overwrite channels (permutation p, epsilon-squared); Holm across blocks",
           gate=False, prepare=plan_downstream, opt_in=True,
-          boundary=Boundary(0.01, +1, "epsilon-squared across categories"))
+          boundary=Boundary(0.01, +1, "epsilon-squared across categories", limits=(0.0, 1.0)))
 def downstream_effect(ctx: ClaimContext):
     """X3 on the logits in ``ctx.intervention`` (see the module docstring).
 
@@ -153,7 +153,7 @@ def plan_attribution(ctx: ClaimContext) -> AttributionRequest:
           "captum layer integrated gradients (or conductance) of the predicted class; importance = mean |channel "
           "attribution|; Kruskal-Wallis across categories (permutation p, epsilon-squared); Holm across blocks",
           gate=False, prepare=plan_attribution, opt_in=True,
-          boundary=Boundary(0.01, +1, "epsilon-squared across categories"))
+          boundary=Boundary(0.01, +1, "epsilon-squared across categories", limits=(0.0, 1.0)))
 def attribution_by_category(ctx: ClaimContext):
     """X4 on the attributions in ``ctx.intervention`` (see the module docstring).
 

@@ -229,7 +229,7 @@ def fraction_figure(ctx: ClaimContext, convention: str) -> dict:
           "exact McNemar vs direction-reversed, one-sided Fisher vs flip and vs channel-mismatch; block p = max of "
           "the three (intersection-union); effect f - max null f with a channel-bootstrap CI; Holm across blocks",
           needs=NEEDS_SCALE,
-          boundary=Boundary(0.05, +1, "scale-invariant share minus the largest null share"))
+          boundary=Boundary(0.05, +1, "scale-invariant share minus the largest null share", limits=(-1.0, 1.0)))
 def scale_invariant_p1(ctx: ClaimContext):
     """C5: f_b(P1 criterion) exceeds the direction-reversed, flip and channel-mismatch nulls.
 
@@ -245,7 +245,7 @@ def scale_invariant_p1(ctx: ClaimContext):
           "null (McNemar vs reversed, Fisher vs flip and mismatch; p = max of the three); Clopper-Pearson CI on f; "
           "P2's reference fraction (17.97%) reported for ResNet18 blocks 2.1/3.1, never gated",
           needs=NEEDS_SCALE,
-          boundary=Boundary(0.05, +1, "scale-invariant share minus the largest null share"))
+          boundary=Boundary(0.05, +1, "scale-invariant share minus the largest null share", limits=(-1.0, 1.0)))
 def scale_invariant_p2(ctx: ClaimContext):
     """C8: f_b(P2 criterion) exceeds the nulls; reference fractions reported where they apply.
 
@@ -271,7 +271,7 @@ def _stage_key(ctx: ClaimContext, bm) -> float:
           "the last stage's (stage = blocks with the same spatial size; last = smallest); Cochran-Armitage trend "
           "over block depth (decreasing) reported beside it. Low confidence in the direction: report-only",
           needs=NEEDS_SCALE, gate=False,
-          boundary=Boundary(0.05, +1, "early-to-mid minus last-stage scale-invariant share"))
+          boundary=Boundary(0.05, +1, "early-to-mid minus last-stage scale-invariant share", limits=(-1.0, 1.0)))
 def early_concentration(ctx: ClaimContext):
     """C7: pooled f over early/mid stages > pooled f over the last stage (single "all blocks" row).
 

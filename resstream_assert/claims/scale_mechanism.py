@@ -178,7 +178,8 @@ def _c6_row(ctx: ClaimContext, bm, s, mix: np.ndarray, values: dict):
           "on the channel's own vs another channel's exemplars; McNemar vs a flip. Effect = the binding test's share "
           "excess; z* reported; Holm across blocks",
           needs=NEEDS_C6,
-          boundary=Boundary(0.10, +1, "share of mix channels above chance (the binding test's)", "mix channels"))
+          boundary=Boundary(0.10, +1, "share of mix channels above chance (the binding test's)", "mix channels",
+                            limits=(-1.0, 1.0)))
 def equivariance(ctx: ClaimContext):
     """C6: within mix channels, zooming into the input's exemplars raises the block's response, specifically.
 
@@ -276,7 +277,8 @@ def _curve_panel(bm, sel: np.ndarray, others: np.ndarray) -> dict:
           "zooms lowers Post's flatness; block p = max of the three (intersection-union); Mann-Whitney of flat "
           "Post, selected vs other channels, reported; Holm across blocks",
           needs=NEEDS_ZOOM,
-          boundary=Boundary(0.20, +1, "rank-biserial r, the weakest of three comparisons", "selected channels"))
+          boundary=Boundary(0.20, +1, "rank-biserial r, the weakest of three comparisons", "selected channels",
+                            limits=(-1.0, 1.0)))
 def summation(ctx: ClaimContext):
     """C9: the sum is flatter over zoom than either summand, and needs both to be (counterfactuals).
 

@@ -27,7 +27,8 @@ def _counts(cat: np.ndarray) -> dict[str, int]:
 @register("C1", "Skip-overwrite-mix spectrum exists within blocks", "P1",
           "exact binomial (Clopper-Pearson) test that each of skip, mix and overwrite exceeds 5% of a block's "
           "defined channels; a block holds when all three do (intersection-union: p = max of the three)",
-          boundary=Boundary(0.05, +1, "share of channels in the rarest of skip / mix / overwrite"))
+          boundary=Boundary(0.05, +1, "share of channels in the rarest of skip / mix / overwrite",
+                            limits=(0.0, 1.0)))
 def spectrum(ctx: ClaimContext):
     """C1: per block, every category is non-negligible (each proportion > 5%).
 
@@ -78,7 +79,7 @@ def _share_agreement(bm, ctx: ClaimContext) -> float:
 @register("C2", "Category proportions differ between blocks (flexible feature manager)", "P1",
           "chi-square test of independence (blocks x categories) with a Monte-Carlo p-value; effect Cramer's V",
           mostly=1.0, gate=False,
-          boundary=Boundary(0.10, +1, "Cramer's V of blocks x categories"))
+          boundary=Boundary(0.10, +1, "Cramer's V of blocks x categories", limits=(0.0, 1.0)))
 def heterogeneity(ctx: ClaimContext):
     """C2 (descriptive): skip/mix/overwrite proportions are not homogeneous across blocks.
 

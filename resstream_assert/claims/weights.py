@@ -17,7 +17,7 @@ from resstream_assert.stats import partial_spearman, spearman_permutation
 @register("C3", "Skip channels have lower branch gain (|gamma| of the branch's last norm)", "P1",
           "one-sided Spearman (M vs branch gain) with a seeded permutation p-value, Holm across non-downsample "
           "blocks; conv magnitude, partial and log-M versions reported beside it", mostly=1.0,
-          boundary=Boundary(-0.10, -1, "Spearman rho of M with the branch gain"))
+          boundary=Boundary(-0.10, -1, "Spearman rho of M with the branch gain", limits=(-1.0, 1.0)))
 def branch_gain(ctx: ClaimContext):
     """C3: in every non-downsample block, Spearman(M_c, |gamma_c|) < 0.
 
