@@ -331,3 +331,14 @@ def test_torch_map_is_refused_and_file_is_not_modified(small_onnx):
         capture_onnx(loaded, discover_torch(resnet20(), 32), [_images(2, 32)])
     capture_onnx(loaded, discover(loaded), [_images(2, 32)])
     assert small_onnx.read_bytes() == before and read_model(small_onnx)[1] == loaded.digest
+
+
+def test_an_onnx_file_is_named_by_its_file_and_remembers_what_it_was_exported_from(tmp_path):
+    """``resstream export zoo:cifar-resnet20-synth32 r20.onnx`` then ``--resstream-model r20.onnx``: the run is
+    labelled r20.onnx (not the torch spec in the file's metadata), which stays readable as ``exported_from``."""
+    torch_model = load_model("zoo:cifar-resnet20-synth32")
+    path = tmp_path / "r20.onnx"
+    export_onnx(torch_model, path)
+    loaded = load_model(str(path))
+    assert loaded.name == "r20.onnx" and loaded.backend == "onnx"
+    assert loaded.meta["exported_from"] == "zoo:cifar-resnet20-synth32"

@@ -247,13 +247,16 @@ def load_onnx(spec, input_size: int | None = None, providers: tuple[str, ...] = 
     norm_source = "option" if normalisation else "ONNX metadata" if "resstream.mean" in props else "ImageNet default"
     class_names = tuple(json.loads(props["resstream.class_names"])) if "resstream.class_names" in props else None
     return LoadedModel(
-        spec=spec.text, name=props.get("resstream.name") or Path(path).name, backend="onnx", module=None,
+        # An ONNX file is named by its file, not by the torch spec it was exported from (that is kept in meta):
+        # a report of r18.onnx must not read as a run of torchvision:resnet18@w.pth.
+        spec=spec.text, name=Path(path).name, backend="onnx", module=None,
         input_size=size, num_classes=num_classes, digest=digest, mean=mean, std=std, class_names=class_names,
         onnx_path=path, meta={"source": "onnx", "input_size_source": source, "input_size_guessed": source == "guessed",
                               "exporter": exporter, "bn_folded": bn_folded(model), "opset": opset,
                               "providers": tuple(sess.get_providers()), "input_name": inp.name,
                               "input_dtype": np.dtype(dtype).name, "normalization_from_file": "resstream.mean" in props,
                               "normalisation_source": norm_source,
+                              **({"exported_from": props["resstream.source"]} if props.get("resstream.source") else {}),
                               "producer": f"{model.producer_name} {model.producer_version}".strip()})
 
 
