@@ -15,6 +15,7 @@ from resstream_assert.stimuli.synthetic import CLASS_NAMES, make_split
 
 NAMES = ["resnet18-synth96", "bottleneck-synth64", "cifar-resnet20-synth32"]  # trained on the generator's shapes
 NATURAL = "resnet18-cifar64"  # trained on CIFAR-10 photographs
+NATURAL_ALL = [NATURAL, "cifar-resnet20-cifar32"]  # the second family trained on them
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -26,13 +27,14 @@ def _trained(name):
 
 
 def test_registry_lists_the_synthetic_models_then_the_natural_one():
-    assert [e.name for e in zoo.entries()] == NAMES + [NATURAL]
+    assert [e.name for e in zoo.entries()] == NAMES + NATURAL_ALL
     for e in zoo.entries()[:3]:
         assert e.num_classes == len(CLASS_NAMES) and e.class_names == CLASS_NAMES
         assert e.mean == (0.485, 0.456, 0.406) and e.std == (0.229, 0.224, 0.225)
-    natural = zoo.get(NATURAL)
-    assert tuple(natural.class_names) == CIFAR_CLASSES and natural.input_size == 64
-    assert natural.mean == (0.4914, 0.4822, 0.4465) and natural.std == (0.247, 0.2435, 0.2616)
+    for name, size in zip(NATURAL_ALL, (64, 32)):
+        natural = zoo.get(name)
+        assert tuple(natural.class_names) == CIFAR_CLASSES and natural.input_size == size and natural.probe == "cifar10"
+        assert natural.mean == (0.4914, 0.4822, 0.4465) and natural.std == (0.247, 0.2435, 0.2616)
 
 
 def test_unknown_name_lists_known_ones():
@@ -41,7 +43,8 @@ def test_unknown_name_lists_known_ones():
 
 
 @pytest.mark.parametrize("name, final_hw", [("resnet18-synth96", 3), ("bottleneck-synth64", 2),
-                                            ("cifar-resnet20-synth32", 8), (NATURAL, 2)])
+                                            ("cifar-resnet20-synth32", 8), (NATURAL, 2),
+                                            ("cifar-resnet20-cifar32", 8)])
 def test_architectures(name, final_hw):
     entry = zoo.get(name)
     model = entry.build().eval()
@@ -65,7 +68,7 @@ def test_cifar_resnet20_module_names():
     assert not pad[:, :8].any() and not pad[:, 24:].any()
 
 
-@pytest.mark.parametrize("name", NAMES + [NATURAL])
+@pytest.mark.parametrize("name", NAMES + NATURAL_ALL)
 def test_every_model_has_weights_and_card(name):
     entry = zoo.get(name)
     assert entry.weights_path.is_file(), f"missing: python -m model_zoo.train {name}"
@@ -89,13 +92,14 @@ def test_loaded_model_classifies_far_above_chance(name):
     assert acc >= 0.6, f"{name}: accuracy {acc:.2f} on 60 test images (chance 0.10)"
 
 
-def test_natural_model_accuracy_on_its_shipped_probe_matches_its_card():
-    """The 1,000 shipped CIFAR-10 test photographs, read as the pipeline reads them (PIL bilinear to 64 px),
-    through the weights as the zoo loads them: within a point of the card's figure, and above 80%."""
+@pytest.mark.parametrize("name", NATURAL_ALL)
+def test_natural_model_accuracy_on_its_shipped_probe_matches_its_card(name):
+    """The 1,000 shipped CIFAR-10 test photographs, read as the pipeline reads them (PIL bilinear to the model's
+    size), through the weights as the zoo loads them: within a point of the card's figure, and above 80%."""
     from resstream_assert.stimuli.probe import load_probe
 
-    entry = _trained(NATURAL)
-    card = json.loads((zoo.CARDS_DIR / f"{NATURAL}.json").read_text())
+    entry = _trained(name)
+    card = json.loads((zoo.CARDS_DIR / f"{name}.json").read_text())
     probe = load_probe(entry.probe, n=1000, size=entry.input_size)
     assert len(probe) == 1000 and np.bincount(probe.labels).tolist() == [100] * 10
     model = entry.load()

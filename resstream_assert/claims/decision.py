@@ -117,7 +117,8 @@ def block_verdict(row: BlockRow, b: Boundary, *, alpha: float, p_adjusted: float
             return Verdict.HOLDS, {}
         if not b.beyond(far) and far != b.delta:
             return Verdict.FAILS, {}
-    return Verdict.INCONCLUSIVE, {"mde": _mde(row, b, alpha_block), "n_to_decide": _n_to_decide(row, b)}
+    # (an mde past the effect's range, e.g. rho < -1, means no reachable effect would be detected: shown at the limit)
+    return Verdict.INCONCLUSIVE, {"mde": b.clip(_mde(row, b, alpha_block)), "n_to_decide": _n_to_decide(row, b)}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ lazily here, so the registry's numbers are data, never hand-copied constants.
 Example:
     >>> from resstream_assert import zoo
     >>> [e.name for e in zoo.entries()]
-    ['resnet18-synth96', 'bottleneck-synth64', 'cifar-resnet20-synth32', 'resnet18-cifar64']
+    ['resnet18-synth96', 'bottleneck-synth64', 'cifar-resnet20-synth32', 'resnet18-cifar64', 'cifar-resnet20-cifar32']
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ _RECIPES: dict[str, Recipe] = {
     "resnet18-cifar64": Recipe("torchvision resnet18 (BasicBlock [2,2,2,2], ImageNet stem) trained on CIFAR-10 "
                                "photographs upsampled to 64 px; layer4 is 2x2", _resnet18, 64,
                                CIFAR10_MEAN, CIFAR10_STD, probe="cifar10"),
+    "cifar-resnet20-cifar32": Recipe("CIFAR ResNet-20 (He et al.; 3x3 BasicBlocks, 16/32/64 channels, option-A "
+                                     "zero-pad identity shortcut) trained on CIFAR-10 photographs at 32 px",
+                                     _cifar20, 32, CIFAR10_MEAN, CIFAR10_STD, probe="cifar10"),
 }
 
 
@@ -198,7 +201,7 @@ def entries() -> list[ZooEntry]:
 
     Example:
         >>> len(entries())
-        4
+        5
     """
     return [get(name) for name in _RECIPES]
 
