@@ -30,9 +30,24 @@ def randomize_bn(module: nn.Module, seed: int = 0) -> nn.Module:
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) * 1.5 + 0.1)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                draw_bn(m, g)
     return module
+
+
+def draw_bn(m: nn.modules.batchnorm._BatchNorm, g: torch.Generator) -> None:
+    """Draw one BatchNorm's affine parameters and running statistics from ``g`` (in place, in this order:
+    gamma in [0.1, 1.6), beta, running mean, running var in [0.5, 1.5)); callers that interleave other
+    draws on the same generator keep their sequence.
+
+    Example:
+        >>> bn = nn.BatchNorm2d(4)
+        >>> with torch.no_grad():
+        ...     draw_bn(bn, torch.Generator().manual_seed(0))
+        >>> bool((bn.running_var >= 0.5).all())
+        True
+    """
+    n = m.num_features
+    m.weight.copy_(torch.rand(n, generator=g) * 1.5 + 0.1)
+    m.bias.copy_(torch.randn(n, generator=g) * 0.3)
+    m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+    m.running_var.copy_(torch.rand(n, generator=g) + 0.5)

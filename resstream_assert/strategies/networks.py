@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
+from resstream_assert.loading.random_weights import draw_bn
+
 __all__ = ["BLOCK_KINDS", "SHORTCUT_KINDS", "ADD_OPS", "BlockSpec", "NetworkBlueprint",
            "network_blueprints", "build_network", "residual_networks", "int_range", "choices"]
 
@@ -297,11 +299,7 @@ def build_network(bp: NetworkBlueprint) -> nn.Module:
                 if m.bias is not None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
             elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) * 1.5 + 0.1)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                draw_bn(m, g)
             elif isinstance(m, nn.LayerNorm):
                 m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.3)
