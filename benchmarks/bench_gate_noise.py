@@ -58,16 +58,14 @@ def changed(loaded, how: str, seed: int = 1):
     if how == "perm":
         from resstream_assert.pipeline import load_model
         return load_model(loaded.spec + "+nc-perm", input_size=loaded.input_size)
-    out = copy.copy(loaded)
-    out.module = copy.deepcopy(loaded.module)
+    out = loaded.with_(module=copy.deepcopy(loaded.module))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for block in discover(loaded):
             if block.gain_source:
                 bn = out.module.get_submodule(block.gain_source)
                 bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) * 1.5 + 0.1)
-    out.digest = loaded.digest + f"+gains{seed}"
-    return out
+    return out.with_(digest=loaded.digest + f"+gains{seed}")
 
 
 def gate(baseline: dict, report: dict) -> tuple[bool, list[str]]:

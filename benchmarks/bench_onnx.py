@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         path = export_onnx(tl, Path(tmp) / f"{args.arch}.onnx")
         ol = load_model(str(path), providers=("CPUExecutionProvider",))
         omap = discover_onnx(ol)
-        sess = plain_session(path, ol.digest, ol.meta["providers"])
+        sess = plain_session(path, ol.digest, ol.onnx.providers)
         mean = np.asarray(ol.mean, np.float32).reshape(1, 3, 1, 1)
         std = np.asarray(ol.std, np.float32).reshape(1, 3, 1, 1)
         norm = normalizer(tl.mean, tl.std, "cpu")

@@ -70,12 +70,11 @@ def _evaluate(spec: str, claim: str, options: Mapping) -> ClaimResult:
     """``claim`` on ``spec``: in the current pytest run (its options and captures) when there is one."""
     from resstream_assert.claims import ClaimOptions
     from resstream_assert.config import RunConfig
-    from resstream_assert.loading import ModelSpec
     from resstream_assert.pipeline import Pipeline, current_run
 
     pipe = current_run() or Pipeline(RunConfig(models=(spec,)))
     cfg = pipe.config
-    backend = cfg.backends[0] if cfg.backends else ModelSpec.parse(spec).default_backend
+    backend = cfg.backends[0] if cfg.backends else cfg.spec_of(spec).default_backend
     opts = ClaimOptions.from_run(cfg.claim_options, **options)
     return pipe.evaluate(spec, backend, [claim], opts)[claim.upper()]
 

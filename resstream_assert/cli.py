@@ -144,7 +144,7 @@ def _run(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from resstream_assert.discovery import discover
     from resstream_assert.errors import ModelSpecError, OutputError
-    from resstream_assert.loading import ModelSpec
+    from resstream_assert.loading import as_spec
     from resstream_assert.formatting import fnorm
     from resstream_assert.loading.onnx_export import check_opset, export_onnx
     from resstream_assert.pipeline import load_model
@@ -154,9 +154,10 @@ def _export(args: argparse.Namespace) -> int:
         raise OutputError(f"Output path {args.out!r} is a directory. Give the file to write, e.g. "
                           f"{os.path.join(args.out, 'model.onnx')!r}.")
     _check_output(args.out, ".onnx", "model specs know an ONNX file by its .onnx name")
-    if ModelSpec.parse(args.spec).kind == "onnx":
+    spec = as_spec(args.spec)  # read once, here at the edge; the parsed spec travels on
+    if spec.kind == "onnx":
         raise ModelSpecError(f"{args.spec!r} is already an ONNX file; export takes a torch model spec.")
-    loaded = load_model(args.spec, input_size=args.input_size, trust_pickle=args.trust_pickle,
+    loaded = load_model(spec, input_size=args.input_size, trust_pickle=args.trust_pickle,
                         safe_globals=tuple(args.safe_globals or ()), mean=args.mean, std=args.std)
     discover(loaded)  # a network without residual blocks is refused before anything is written
     path = export_onnx(loaded, args.out, fold_bn=args.fold_bn, exporter=args.exporter, opset=args.opset)
@@ -166,11 +167,12 @@ def _export(args: argparse.Namespace) -> int:
     except Exception:  # an export that cannot be tested is not left behind
         path.unlink(missing_ok=True)
         raise
-    m = onnx_model.meta
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): exporter {m['exporter']}, opset {m['opset']}, "
-          f"BN {'folded into Conv (gains are proxies)' if m['bn_folded'] else 'kept'}, "
+    m = onnx_model.onnx
+    assert m is not None  # an ONNX file's record always has it
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): exporter {m.exporter}, opset {m.opset}, "
+          f"BN {'folded into Conv (gains are proxies)' if m.bn_folded else 'kept'}, "
           f"input {onnx_model.input_size}px, {len(rmap)} residual blocks; normalisation in the metadata: "
-          f"{fnorm({'mean': onnx_model.mean, 'std': onnx_model.std, 'source': loaded.meta['normalisation_source']})}")
+          f"{fnorm({'mean': onnx_model.mean, 'std': onnx_model.std, 'source': loaded.normalisation_source})}")
     return 0
 
 

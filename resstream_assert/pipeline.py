@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Sequence
 
 from resstream_assert.config import RunConfig
 from resstream_assert.errors import FeatvizUnavailable, ResstreamWarning
+from resstream_assert.kinds import Backend, StimulusSource
+
+if TYPE_CHECKING:
+    from resstream_assert.loading import LoadedModel, ModelSpec
 
 __all__ = ["Pipeline", "ModelRef", "model_refs", "load_model", "enter_run", "leave_run", "current_run"]
 
@@ -24,8 +28,8 @@ class ModelRef(NamedTuple):
     """
 
     spec: str
-    backend: str
-    stimuli: str = "exemplars"
+    backend: Backend
+    stimuli: StimulusSource = "exemplars"
     label: str = ""
 
     def __str__(self) -> str:
@@ -46,67 +50,77 @@ def model_refs(config: RunConfig) -> list[ModelRef]:
         [ModelRef(spec='zoo:resnet18-synth96', backend='torch', stimuli='exemplars', label='zoo:resnet18-synth96'),
          ModelRef(spec='r18.onnx', backend='onnx', stimuli='exemplars', label='r18.onnx')]
     """
-    from resstream_assert.loading import ModelSpec
-
     refs = []
-    pairs = list(zip(config.models, config.model_labels()))
+    rows = list(zip(config.models, config.specs, config.model_labels()))
     if config.shard is not None:
-        pairs = pairs[config.shard[0] - 1::config.shard[1]]
-    for spec, label in pairs:
-        backends = config.backends or (ModelSpec.parse(spec).default_backend,)
+        rows = rows[config.shard[0] - 1::config.shard[1]]
+    for spec, parsed, label in rows:
+        backends = config.backends or (parsed.default_backend,)
         refs += [ModelRef(spec, b, s, label) for b in backends for s in config.sources]
     return refs
 
 
-def load_model(spec: str, *, input_size: int | None = None, trust_pickle: bool = False, seed: int = 0,
-               backend: str = "torch", providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = (),
-               mean: Sequence[float] | None = None, std: Sequence[float] | None = None):
-    """Load a model spec the way a run sees it: stored model, then its negative control, then its backend.
+def load_model(spec: "str | ModelSpec", *, input_size: int | None = None, trust_pickle: bool = False, seed: int = 0,
+               backend: Backend = "torch", providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = (),
+               mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> LoadedModel:
+    """Load a model spec the way a run sees it, one loading step after another: the stored model, its
+    normalisation, its input size, its negative control, its backend. Each step returns a new (frozen)
+    :class:`~resstream_assert.loading.LoadedModel`.
 
     ``backend="onnx"`` runs a torch model through its own ONNX export (cached on disk). A factory
     model's input size, when not given, is read from its stem (32 px for a CIFAR-style stem that
     does not downsample before its first block), with a :class:`~resstream_assert.errors.ResstreamWarning`.
     ``mean`` and ``std`` (given together) replace the model's own normalisation (its zoo card's, its ONNX
-    file's metadata, else ImageNet's); ``meta["normalisation_source"]`` says which one the model uses.
+    file's metadata, else ImageNet's); ``normalisation_source`` says which one the model uses.
 
     Example:
         >>> m = load_model("torchvision:resnet18+nc-id")  # doctest: +SKIP
         >>> m.control, m.backend  # doctest: +SKIP
         ('nc-id', 'torch')
     """
-    from resstream_assert.loading import ModelSpec, weights_digest
+    from resstream_assert.config import checked_normalisation
+    from resstream_assert.loading import as_spec
     from resstream_assert.loading import load_model as load_stored
 
-    from resstream_assert.config import checked_normalisation
-
     norm = checked_normalisation(mean, std)
-    parsed = ModelSpec.parse(spec) if isinstance(spec, str) else spec
+    parsed = as_spec(spec)
     if parsed.kind == "onnx":
         from resstream_assert.loading.onnx_file import load_onnx
 
         return load_onnx(parsed, input_size, providers, norm)  # refuses a control: it would need the torch model
-    loaded = _normalised(load_stored(replace(parsed, control=None), input_size=input_size,
-                                     trust_pickle=trust_pickle, safe_globals=safe_globals), norm)
-    if input_size is None and loaded.meta.get("input_size_source") == "default":
-        from resstream_assert.discovery.stem import guess_input_size
-
-        loaded.input_size, why = guess_input_size(loaded.module)
-        loaded.meta.update(input_size_source=why, input_size_guessed=True)
-        warnings.warn(ResstreamWarning(
-            f"{parsed.label}: input size {loaded.input_size} px, {why}. Pass the size the model was trained at "
-            "with --resstream-input-size N (Python: input_size=N) to silence this."), stacklevel=2)
+    loaded = load_stored(replace(parsed, control=None), input_size=input_size, trust_pickle=trust_pickle,
+                         safe_globals=safe_globals)
+    if norm is not None:  # the one place a model's normalisation is replaced
+        loaded = loaded.with_(mean=norm[0], std=norm[1], normalisation_source="option")
+    if input_size is None and loaded.input_size_source == "default":
+        loaded = _guessed_input_size(loaded, parsed.label)
     if parsed.control:
-        from resstream_assert.interventions.controls import apply_control
-
-        loaded.module = apply_control(loaded.module, parsed.control, seed=seed, input_size=loaded.input_size)
-        loaded.module.eval()
-        loaded.control = parsed.control
-        loaded.digest = weights_digest(loaded.module, parsed.text)
+        loaded = _with_control(loaded, parsed, seed)
     if backend == "onnx":
         from resstream_assert.loading.onnx_export import to_onnx_backend
 
         return to_onnx_backend(loaded, providers)
     return loaded
+
+
+def _guessed_input_size(loaded: LoadedModel, label: str) -> LoadedModel:
+    """A factory model without a stated input size: the size its stem implies, with a warning that says so."""
+    from resstream_assert.discovery.stem import guess_input_size
+
+    size, why = guess_input_size(loaded.module)
+    warnings.warn(ResstreamWarning(
+        f"{label}: input size {size} px, {why}. Pass the size the model was trained at "
+        "with --resstream-input-size N (Python: input_size=N) to silence this."), stacklevel=3)
+    return loaded.with_(input_size=size, input_size_source=why, input_size_guessed=True)
+
+
+def _with_control(loaded: LoadedModel, parsed: ModelSpec, seed: int) -> LoadedModel:
+    """The model with its negative control applied (a model edit: a new module, a new digest)."""
+    from resstream_assert.interventions.controls import apply_control
+    from resstream_assert.loading import weights_digest
+
+    module = apply_control(loaded.module, parsed.control, seed=seed, input_size=loaded.input_size).eval()
+    return loaded.with_(module=module, control=parsed.control, digest=weights_digest(module, parsed.text))
 
 
 _RUNS: list[Callable[[], "Pipeline"]] = []  # the pytest runs in this process, innermost last (set by the plugin)
@@ -139,14 +153,6 @@ def leave_run(provider: Callable[[], "Pipeline"] | None) -> None:
 def current_run() -> "Pipeline | None":
     """The pipeline of the pytest run this code runs in, or None outside pytest (see :func:`enter_run`)."""
     return _RUNS[-1]() if _RUNS else None
-
-
-def _normalised(loaded, norm):
-    """``loaded`` with the normalisation given to the run, where one was (the one place it is replaced)."""
-    if norm is not None:
-        loaded.mean, loaded.std = norm
-        loaded.meta["normalisation_source"] = "option"
-    return loaded
 
 
 class Pipeline:
@@ -188,7 +194,7 @@ class Pipeline:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ResstreamWarning)
             loaded = self.memo(("model", spec, backend), lambda: load_model(
-                spec, input_size=cfg.input_size, seed=cfg.seed, trust_pickle=cfg.trust_pickle, backend=backend,
+                cfg.spec_of(spec), input_size=cfg.input_size, seed=cfg.seed, trust_pickle=cfg.trust_pickle, backend=backend,
                 providers=cfg.providers, safe_globals=cfg.safe_globals, mean=cfg.mean, std=cfg.std))
         for w in caught:
             if not issubclass(w.category, ResstreamWarning):
@@ -238,9 +244,7 @@ class Pipeline:
         its zoo entry names (``cifar10`` for the models trained on photographs), else the embedded set (None)."""
         if self.config.probe:
             return self.config.probe
-        from resstream_assert.loading import ModelSpec
-
-        parsed = ModelSpec.parse(spec)
+        parsed = self.config.spec_of(spec)
         if parsed.kind != "zoo":
             return None
         from resstream_assert import zoo

@@ -21,7 +21,7 @@ PACKAGE = "resstream_assert"
 
 #: Floors of the flow, lowest first: a module may import its own floor or a lower one, never a higher one.
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "formatting", "results", "keys", "stats", "paper", "cache_dir", "torch_utils", "paths"),
+    ("errors", "formatting", "results", "keys", "stats", "paper", "cache_dir", "torch_utils", "paths", "kinds"),
     ("loading", "zoo"),
     ("discovery",),
     ("stimuli",),

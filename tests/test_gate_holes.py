@@ -227,7 +227,7 @@ def test_a_dynamic_size_onnx_model_says_its_size_was_guessed(tmp_path):
 
     path = _onnx(tmp_path / "dyn.onnx", ["N", 3, "H", "W"])
     with pytest.warns(ResstreamWarning, match=r"dyn\.onnx: input size 224 px, guessed: the graph's height and width"):
-        assert load_model(path).meta["input_size_guessed"]
+        assert load_model(path).input_size_guessed
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResstreamWarning)  # controls: a given size, a fixed graph, say nothing
         assert load_model(path, input_size=32).input_size == 32

@@ -81,9 +81,9 @@ def exports(r18, tmp_path_factory):
 def test_resnet18_parity_with_torch(kind, exports, r18_torch):
     tmap, ref = r18_torch
     loaded = load_model(str(exports[kind]), providers=("cpu",))
-    assert loaded.meta["providers"] == ("CPUExecutionProvider",) and loaded.input_size == SIZE
-    assert loaded.meta["bn_folded"] == (kind != "ts")
-    assert loaded.meta["exporter"] == ("dynamo" if kind.startswith("dynamo") else "torchscript")
+    assert loaded.onnx.providers == ("CPUExecutionProvider",) and loaded.input_size == SIZE
+    assert loaded.onnx.bn_folded == (kind != "ts")
+    assert loaded.onnx.exporter == ("dynamo" if kind.startswith("dynamo") else "torchscript")
     omap = discover(loaded)
     _same_structure(tmap, omap)
     assert [b.gain_kind for b in omap] == ["bn" if kind == "ts" else "fused_conv_proxy"] * 8
@@ -140,7 +140,7 @@ def test_folded_and_unfolded_exports_give_the_same_responses(exports):
 def test_dynamo_names_come_from_name_scopes(r18, tmp_path):
     path = export_onnx(r18, tmp_path / "dyn.onnx", exporter="dynamo")  # BN kept (optimize=False)
     loaded = load_model(str(path))
-    assert loaded.meta["exporter"] == "dynamo" and not loaded.meta["bn_folded"]
+    assert loaded.onnx.exporter == "dynamo" and not loaded.onnx.bn_folded
     omap = discover(loaded)
     assert [b.name for b in omap] == ["layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1",
                                       "layer4.0", "layer4.1"]
@@ -208,7 +208,7 @@ def test_torch_spec_on_onnx_backend_exports_once_and_reuses(tmp_path, monkeypatc
     a = load_model("tests.cifar_user_model:resnet20", input_size=32, backend="onnx")
     files = list((tmp_path / "onnx").glob("*.onnx"))
     assert a.backend == "onnx" and a.module is None and len(files) == 1 and a.onnx_path == str(files[0])
-    assert a.meta["exported_from"] == "tests.cifar_user_model:resnet20" and a.num_classes == 10
+    assert a.exported_from == "tests.cifar_user_model:resnet20" and a.num_classes == 10
     mtime = files[0].stat().st_mtime_ns
     b = load_model("tests.cifar_user_model:resnet20", input_size=32, backend="onnx")
     assert b.digest == a.digest and files[0].stat().st_mtime_ns == mtime
@@ -222,7 +222,7 @@ def test_cli_export_writes_normalization_metadata(tmp_path, capsys):
     assert main(["export", "tests.cifar_user_model:resnet20", str(out), "--input-size", "32", "--fold-bn"]) == 0
     assert "9 residual blocks" in capsys.readouterr().out
     m = load_model(str(out))
-    assert m.meta["bn_folded"] and m.meta["normalization_from_file"] and m.input_size == 32
+    assert m.onnx.bn_folded and m.onnx.normalisation_in_file and m.input_size == 32
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert props["resstream.fold_bn"] == "1" and "resstream.mean" in props
     assert main(["export", str(out), str(tmp_path / "again.onnx")]) == 2  # already ONNX: a clear error
@@ -341,4 +341,4 @@ def test_an_onnx_file_is_named_by_its_file_and_remembers_what_it_was_exported_fr
     export_onnx(torch_model, path)
     loaded = load_model(str(path))
     assert loaded.name == "r20.onnx" and loaded.backend == "onnx"
-    assert loaded.meta["exported_from"] == "zoo:cifar-resnet20-synth32"
+    assert loaded.exported_from == "zoo:cifar-resnet20-synth32"

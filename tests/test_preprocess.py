@@ -42,8 +42,8 @@ def test_the_right_normalisation_gives_other_responses_and_higher_accuracy(recog
     for name, pipe in recogniser_runs.items():
         r, probe = pipe.responses(RECOGNISER)["id"], pipe.model_probe(RECOGNISER)
         out[name] = (r.get(0, "resid_post"), float((r.logits.argmax(1) == probe.labels).mean()), len(probe))
-    assert recogniser_runs["cifar"].model(RECOGNISER).meta["normalisation_source"] == "option"
-    assert recogniser_runs["default"].model(RECOGNISER).meta["normalisation_source"] == "ImageNet default"
+    assert recogniser_runs["cifar"].model(RECOGNISER).normalisation_source == "option"
+    assert recogniser_runs["default"].model(RECOGNISER).normalisation_source == "ImageNet default"
     assert out["cifar"][2] == out["default"][2] == 1000
     diff = np.abs(out["cifar"][0] - out["default"][0])
     assert diff.max() > 1e-2 * np.abs(out["cifar"][0]).max()  # other responses, not float noise
@@ -92,9 +92,9 @@ def test_the_export_round_trips_the_normalisation(tmp_path, capsys):
     assert "normalisation in the metadata: mean 0.4914 0.4822 0.4465 std 0.247 0.2435 0.2616 (from: option)" \
         in capsys.readouterr().out
     back = load_model(str(out))
-    assert (back.mean, back.std, back.meta["normalisation_source"]) == (CIFAR10_MEAN, CIFAR10_STD, "ONNX metadata")
+    assert (back.mean, back.std, back.normalisation_source) == (CIFAR10_MEAN, CIFAR10_STD, "ONNX metadata")
     over = load_model(str(out), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    assert (over.mean, over.std, over.meta["normalisation_source"]) == ((0.5,) * 3, (0.25,) * 3, "option")
+    assert (over.mean, over.std, over.normalisation_source) == ((0.5,) * 3, (0.25,) * 3, "option")
     # The file's responses are the torch model's under the recorded normalisation.
     onnx_r = Pipeline(RunConfig(models=(str(out),), probe="cifar10", images=16, progress=False)).responses(
         str(out), backend="onnx")["id"]
@@ -104,9 +104,9 @@ def test_the_export_round_trips_the_normalisation(tmp_path, capsys):
 
 def test_a_zoo_model_uses_its_card_and_a_torchvision_model_imagenet():
     zoo = load_model("zoo:cifar-resnet20-synth32")
-    assert zoo.meta["normalisation_source"] == "zoo card"
+    assert zoo.normalisation_source == "zoo card"
     tv = load_model("torchvision:resnet18")
-    assert (tv.mean, tv.std, tv.meta["normalisation_source"]) == (IMAGENET_MEAN, IMAGENET_STD, "ImageNet default")
+    assert (tv.mean, tv.std, tv.normalisation_source) == (IMAGENET_MEAN, IMAGENET_STD, "ImageNet default")
 
 
 def test_onnx_metadata_that_is_not_a_normalisation_is_refused(tmp_path):

@@ -56,7 +56,7 @@ def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id"
     for variant in variants:
         key = cache_key(model=loaded.digest, probe=probe.digest, variant=variant, sites=sites, keep=keep_maps,
                         size=rmap.input_size, backend=loaded.backend, version=__version__,
-                        framework=_framework_version(loaded.backend), provider=loaded.meta.get("providers"),
+                        framework=_framework_version(loaded.backend), provider=loaded.onnx.providers if loaded.onnx else None,
                         storage=storage, reducers=reducers,
                         normalisation=[list(map(float, loaded.mean)), list(map(float, loaded.std))])
         before = cache.hits

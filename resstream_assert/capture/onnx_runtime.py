@@ -40,13 +40,13 @@ def _tap_session(loaded, model, rmap: ResidualMap, sites: tuple[str, ...], hw: t
     """The instrumented session for inputs of spatial size ``hw`` and its plan (cached)."""
     from onnx import helper
 
-    providers = tuple(loaded.meta.get("providers") or ())
+    providers = (loaded.onnx.providers if loaded.onnx else ())
     tensors, derived = _taps(rmap, sites)
     key = (loaded.digest, providers, "tap", hw, tuple(tensors), in_graph)
     hit = cached(key)
     if hit is not None:
         return hit
-    input_name = loaded.meta.get("input_name") or image_input(model)[0].name
+    input_name = loaded.onnx.input_name if loaded.onnx else image_input(model)[0].name
     shapes = value_shapes(model, input_name, tensors, hw)
     inst = type(model)()
     inst.CopyFrom(model)  # in memory only: the user's file is never written
@@ -129,8 +129,8 @@ def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, va
     if reduce not in ("graph", "numpy"):
         raise ValueError(f"reduce must be 'graph' or 'numpy', got {reduce!r}")
     model, _ = read_model(loaded.onnx_path)
-    input_name = loaded.meta.get("input_name") or image_input(model)[0].name
-    dtype = np.dtype(loaded.meta.get("input_dtype", "float32"))
+    input_name = loaded.onnx.input_name if loaded.onnx else image_input(model)[0].name
+    dtype = np.dtype(loaded.onnx.input_dtype if loaded.onnx else "float32")
     mean = np.asarray(loaded.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(loaded.std, np.float32).reshape(1, 3, 1, 1)
     store: dict[str, dict[str, list]] = {"center": {}, "mean": {}}
@@ -191,7 +191,7 @@ def _check_faithful(loaded, input_name: str, x: np.ndarray, outs: list) -> None:
     # Two images suffice (the graph is per-image); re-running the whole first batch would cost
     # a full extra batch per capture (+12% for 8 batches).
     k = min(len(x), 2)
-    plain = plain_session(loaded.onnx_path, loaded.digest, loaded.meta.get("providers") or ())
+    plain = plain_session(loaded.onnx_path, loaded.digest, loaded.onnx.providers if loaded.onnx else ())
     refs = plain.run(None, {input_name: x[:k]})
     for ref, got in zip(refs, outs):
         ref, got = np.asarray(ref, np.float64), np.asarray(got, np.float64)

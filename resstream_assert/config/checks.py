@@ -18,7 +18,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-STIMULI = ("exemplars", "featviz", "both")
+from resstream_assert.kinds import Backend, Engine, Resize, Stimuli, Storage, values
+
+STIMULI = values(Stimuli)
 
 
 def positive(v: Any) -> str:
@@ -78,11 +80,11 @@ def shard(v: Any) -> str:
 
 
 def engine(v: Any) -> str:
-    return "" if v in (None, "auto", "torch", "onnxruntime") else "must be auto, torch or onnxruntime"
+    return "" if v is None or v in values(Engine) else "must be auto, torch or onnxruntime"
 
 
 def storage(v: Any) -> str:
-    return "" if v in (None, "auto", "float16", "float32") else "must be auto, float16 or float32"
+    return "" if v is None or v in values(Storage) else "must be auto, float16 or float32"
 
 
 def stimuli(v: Any) -> str:
@@ -155,7 +157,7 @@ def positive_float(v: Any) -> str:
 
 
 def backends(v: Any) -> str:
-    bad = [b for b in (v or ()) if b not in ("torch", "onnx")]
+    bad = [b for b in (v or ()) if b not in values(Backend)]
     return (f"unknown backend {', '.join(map(str, bad))}: use torch or onnx (an ONNX file runs on onnx; a torch "
             "model can run on both)") if bad else ""
 
@@ -305,7 +307,7 @@ def norm_std(v: Any) -> str:
 
 
 def resize(v: Any) -> str:
-    return "" if v is None or v in ("crop", "stretch") else "must be crop (shorter side to the input size, then the " \
+    return "" if v is None or v in values(Resize) else "must be crop (shorter side to the input size, then the " \
         "centre square: torchvision's eval transforms) or stretch (the whole image resized to the square)"
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from resstream_assert.config.options import (DEFAULT_MODEL, FEATVIZ_OPTIONS, OPTIONS, RUN_FIELDS, check_value,
                                              parse_intervention_options, parse_lesion_options)
 from resstream_assert.errors import ConfigError
+from resstream_assert.kinds import Backend, Engine, Resize, Stimuli, StimulusSource, Storage
+
+if TYPE_CHECKING:
+    from resstream_assert.loading.spec import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -29,16 +33,16 @@ class RunConfig:
     cache_dir: str | None = None
     trust_pickle: bool = False
     safe_globals: tuple[str, ...] = ()  # classes a checkpoint may hold besides tensors (torch.serialization)
-    backends: tuple[str, ...] = ()
-    engine: str = "auto"  # what runs a torch model's forwards: auto (onnxruntime on CPU), torch, onnxruntime
-    storage: str = "auto"  # captured responses: auto (id float32, transformed variants float16), float16, float32
+    backends: tuple[Backend, ...] = ()
+    engine: Engine = "auto"  # what runs a torch model's forwards: auto (onnxruntime on CPU), torch, onnxruntime
+    storage: Storage = "auto"  # captured responses: auto (id float32, transformed variants float16), float16, float32
     providers: tuple[str, ...] = ()
     progress: bool = True
     survey: bool = False  # report verdicts without failing tests (the suite xfails failing claims)
     claim_options: dict = field(default_factory=dict)
     claims: tuple[str, ...] | None = None  # the claims this run evaluates; None = every registered claim
     shard: tuple[int, int] | None = None  # (i, n): this run tests models i, i+n, i+2n, ... (1-based) of `models`
-    stimuli: str = "exemplars"  # exemplars | featviz | both
+    stimuli: Stimuli = "exemplars"  # exemplars | featviz | both
     channels: int | None = None  # featviz: channels sampled per block (None = all)
     featviz: dict = field(default_factory=dict)  # featviz settings: steps, lr, seeds, regime, jitter, size, ...
     stability: int = 0  # re-evaluations on probe half-samples and other seeds (0 = off; claims/verdict_stability.py)
@@ -47,11 +51,13 @@ class RunConfig:
     # metadata, else ImageNet's). Given together, for every model of the run (pipeline.load_model applies them).
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
-    resize: str = "crop"  # probe photographs to the square input: crop (shorter side, centre) or stretch
+    resize: Resize = "crop"  # probe photographs to the square input: crop (shorter side, centre) or stretch
     class_index: str | None = None  # JSON file: model class index -> [class folder name, label]
+    # The models parsed, once, in order (set by __post_init__; not an option): what travels with the run.
+    specs: tuple["ModelSpec", ...] = field(init=False, repr=False, compare=False)
 
     @property
-    def sources(self) -> tuple[str, ...]:
+    def sources(self) -> tuple[StimulusSource, ...]:
         """The stimulus sources this run evaluates claims on, in report order.
 
         Example:
@@ -69,6 +75,7 @@ class RunConfig:
                 _check_key_values(name, value)
             else:
                 check_value(name, value)
+        object.__setattr__(self, "specs", _parse_models(self.models))
         self.model_labels()  # refuses a label count that does not fit, or two models with one label
         _check_models(self)
         _check_normalisation(self.mean, self.std)
@@ -118,21 +125,10 @@ class RunConfig:
             >>> RunConfig(models=("torchvision:resnet18@/runs/v2/r18.pth",)).model_labels()
             ('torchvision:resnet18@r18.pth',)
         """
-        from resstream_assert.errors import ModelSpecError
-        from resstream_assert.loading.spec import ModelSpec
-
         if self.labels and len(self.labels) != len(self.models):
             raise ConfigError(f"--resstream-label was given {len(self.labels)} time(s) for {len(self.models)} "
                               "model(s): give one label per --resstream-model, in the same order, or none.")
-        labels = []
-        for i, spec in enumerate(self.models):
-            if self.labels:
-                labels.append(str(self.labels[i]).strip())
-                continue
-            try:
-                labels.append(ModelSpec.parse(spec).label)
-            except ModelSpecError as exc:
-                raise ConfigError(f"--resstream-model {spec}: {exc}") from None
+        labels = [str(x).strip() for x in self.labels] if self.labels else [s.label for s in self.specs]
         bad = [x for x in labels if not x or any(c.isspace() or c in "[]" for c in x)]
         if bad:
             raise ConfigError(f"--resstream-label {bad[0]!r}: a label must be non-empty, without spaces or brackets "
@@ -150,18 +146,30 @@ class RunConfig:
             >>> RunConfig(models=("zoo:resnet18-synth96",), labels=("r18",)).label_of("zoo:resnet18-synth96")
             'r18'
         """
-        from resstream_assert.loading.spec import ModelSpec
-
         if spec in self.models:
             return self.model_labels()[self.models.index(spec)]
-        return ModelSpec.parse(spec).label
+        return self.spec_of(spec).label
+
+    def spec_of(self, spec: str) -> "ModelSpec":
+        """``spec`` parsed: the run's own parse for one of its models, else parsed at this edge (a model an
+        assertion helper names that the run does not list).
+
+        Example:
+            >>> RunConfig(models=("zoo:resnet18-synth96",)).spec_of("zoo:resnet18-synth96").kind
+            'zoo'
+        """
+        if spec in self.models:
+            return self.specs[self.models.index(spec)]
+        from resstream_assert.loading.spec import as_spec
+
+        return as_spec(spec)
 
     def to_dict(self) -> dict:
         """JSON-ready form (stored in reports). The cache directory is left out: it is a local
         path, says nothing about the results, and would make committed baselines machine-specific.
         ``claims``, ``shard`` and ``stability`` appear only when set, the feature-visualization settings only
         when used. For the same reason ``models`` holds the models' labels (file names, not paths)."""
-        skip = {"cache_dir", "labels"} | {k for k in ("claims", "shard") if getattr(self, k) is None}
+        skip = {"cache_dir", "labels", "specs"} | {k for k in ("claims", "shard") if getattr(self, k) is None}
         if not self.stability:
             skip.add("stability")
         if not self.safe_globals:
@@ -252,6 +260,20 @@ def _check_key_values(name: str, value: Any) -> None:
         raise ConfigError(f"--resstream-{name}: {exc}") from None
 
 
+def _parse_models(models: Sequence[str]) -> tuple["ModelSpec", ...]:
+    """The run's model specs parsed, each refused with the option it came from when it cannot be read."""
+    from resstream_assert.errors import ModelSpecError
+    from resstream_assert.loading.spec import as_spec
+
+    specs = []
+    for spec in models:
+        try:
+            specs.append(as_spec(spec))
+        except ModelSpecError as exc:
+            raise ConfigError(f"--resstream-model {spec}: {exc}") from None
+    return tuple(specs)
+
+
 def _check_models(cfg: RunConfig) -> None:
     """What the model list makes pointless: an empty shard, an engine no model runs on."""
     if cfg.shard is not None and cfg.shard[0] > len(cfg.models):
@@ -259,9 +281,7 @@ def _check_models(cfg: RunConfig) -> None:
                           f"so shard {cfg.shard[0]} gets none and would check nothing. Use at most {len(cfg.models)} "
                           "shard(s), or give more models.")
     if cfg.engine != "auto":
-        from resstream_assert.loading.spec import ModelSpec
-
-        torch_backed = [m for m in cfg.models if ModelSpec.parse(m).kind != "onnx" and
+        torch_backed = [m for m in cfg.specs if m.kind != "onnx" and
                         (not cfg.backends or "torch" in cfg.backends)]
         if not torch_backed:
             raise ConfigError(f"--resstream-engine {cfg.engine}: the engine runs a torch model's forward passes, and "

@@ -39,7 +39,7 @@ def describe_model(architecture: str, loaded: Any, rmap: Any, probe: Any) -> dic
             "blocks": [[str(b.name), int(b.channels)] for b in rmap],
             "probe": str(probe.digest), "images": int(len(probe)),
             "normalisation": {"mean": [float(v) for v in loaded.mean], "std": [float(v) for v in loaded.std],
-                              "source": str(loaded.meta.get("normalisation_source") or "unknown")}}
+                              "source": str(loaded.normalisation_source or "unknown")}}
 
 
 def _config_differences(base: Mapping[str, Any], now: Mapping[str, Any], allow_probe_size: bool) -> list[str]:

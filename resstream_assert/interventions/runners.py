@@ -57,9 +57,10 @@ class OnnxRunner:
         self.model, _ = read_model(env.loaded.onnx_path)
         self.graph = OnnxGraph(self.model)
         self.types = elem_types(self.model)
-        self.input_name = env.loaded.meta.get("input_name") or image_input(self.model)[0].name
-        self.dtype = np.dtype(env.loaded.meta.get("input_dtype", "float32"))
-        self.providers = tuple(env.loaded.meta.get("providers") or ())
+        info = env.loaded.onnx
+        self.input_name = info.input_name if info else image_input(self.model)[0].name
+        self.dtype = np.dtype(info.input_dtype if info else "float32")
+        self.providers = info.providers if info else ()
         self.mean = np.asarray(env.loaded.mean, np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(env.loaded.std, np.float32).reshape(1, 3, 1, 1)
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from resstream_assert.errors import ModelSpecError
 from resstream_assert.loading.checkpoint import Checkpoint, check_finite, read_checkpoint
-from resstream_assert.loading.spec import CONTROLS, IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelSpec
+from resstream_assert.loading.spec import (CONTROLS, IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelSpec, OnnxInfo,
+                                           as_spec)
 from resstream_assert.loading.torch_model import read_weights, weights_digest
 
-__all__ = ["CONTROLS", "IMAGENET_MEAN", "IMAGENET_STD", "Checkpoint", "LoadedModel", "ModelSpec", "check_finite",
-           "check_input_size", "load_model", "read_checkpoint", "read_weights", "weights_digest"]
+__all__ = ["CONTROLS", "IMAGENET_MEAN", "IMAGENET_STD", "Checkpoint", "LoadedModel", "ModelSpec", "OnnxInfo", "as_spec",
+           "check_finite", "check_input_size", "load_model", "read_checkpoint", "read_weights", "weights_digest"]
 
 
 def load_model(spec: str | ModelSpec, *, input_size: int | None = None, trust_pickle: bool = False,
@@ -32,7 +33,7 @@ def load_model(spec: str | ModelSpec, *, input_size: int | None = None, trust_pi
         >>> m.input_size, m.num_classes  # doctest: +SKIP
         (224, 1000)
     """
-    spec = spec if isinstance(spec, ModelSpec) else ModelSpec.parse(spec)
+    spec = as_spec(spec)
     if spec.control:
         raise ModelSpecError(f"Model spec {spec.text!r} asks for the negative control +{spec.control}, a model edit "
                              "applied after loading: load it with resstream_assert.load_model(...).")
@@ -47,11 +48,9 @@ def load_model(spec: str | ModelSpec, *, input_size: int | None = None, trust_pi
                                                                    safe_globals=tuple(safe_globals))
     check_finite(loaded.module.state_dict().items(), f"The model of spec {spec.text!r}")
     if input_size:
-        loaded.input_size = int(input_size)
-        loaded.meta["input_size_source"] = "given"
+        loaded = loaded.with_(input_size=int(input_size), input_size_source="given")
     loaded.module.eval()
-    loaded.digest = weights_digest(loaded.module)
-    return loaded
+    return loaded.with_(digest=weights_digest(loaded.module))
 
 
 def check_input_size(input_size) -> None:

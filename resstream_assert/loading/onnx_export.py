@@ -165,7 +165,7 @@ def _has_bn(module) -> bool:
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-def to_onnx_backend(loaded, providers: tuple[str, ...] = ()):
+def to_onnx_backend(loaded: LoadedModel, providers: tuple[str, ...] = ()) -> LoadedModel:
     """Export a torch model once (cached under the response cache directory) and load it on onnxruntime.
 
     The file is ``<cache>/onnx/<torch digest>-<size>px.onnx`` (the size is part of the name
@@ -174,7 +174,7 @@ def to_onnx_backend(loaded, providers: tuple[str, ...] = ()):
     Example:
         >>> from resstream_assert.loading import load_model
         >>> m = load_model("torchvision:resnet18", backend="onnx")  # doctest: +SKIP
-        >>> m.backend, m.meta["exported_from"]  # doctest: +SKIP
+        >>> m.backend, m.exported_from  # doctest: +SKIP
         ('onnx', 'torchvision:resnet18')
     """
     from filelock import FileLock
@@ -190,9 +190,7 @@ def to_onnx_backend(loaded, providers: tuple[str, ...] = ()):
     onnx_model = load_onnx(ModelSpec("onnx", str(path), None, None, str(path)), loaded.input_size, providers)
     # The export is cached by weights, so its metadata may hold another run's normalisation: the torch model's
     # (its card's, ImageNet's or the option's) is the one used, and its source with it.
-    meta = {**loaded.meta, **onnx_model.meta, "exported_from": loaded.spec,
-            "normalisation_source": loaded.meta.get("normalisation_source", "ImageNet default")}
-    return LoadedModel(spec=loaded.spec, name=loaded.name, backend="onnx", module=None,
-                       input_size=onnx_model.input_size, num_classes=loaded.num_classes, digest=onnx_model.digest,
-                       mean=loaded.mean, std=loaded.std, control=loaded.control, class_names=loaded.class_names,
-                       onnx_path=str(path), meta=meta)
+    return loaded.with_(backend="onnx", module=None, input_size=onnx_model.input_size, digest=onnx_model.digest,
+                        onnx_path=str(path), exported_from=loaded.spec, onnx=onnx_model.onnx, source=onnx_model.source,
+                        input_size_source=onnx_model.input_size_source,
+                        input_size_guessed=onnx_model.input_size_guessed)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from resstream_assert.errors import CheckpointError, DiscoveryError, ModelSpecError
-from resstream_assert.loading.spec import IMAGENET_MEAN, IMAGENET_STD, LoadedModel
+from resstream_assert.loading.spec import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, OnnxInfo
 
 __all__ = ["read_model", "image_input", "value_shapes", "bn_folded", "load_onnx"]
 
@@ -216,7 +216,7 @@ def load_onnx(spec, input_size: int | None = None, providers: tuple[str, ...] = 
 
     Example:
         >>> m = load_onnx(ModelSpec.parse("resnet18.onnx"), None, ("cpu",))  # doctest: +SKIP
-        >>> m.backend, m.meta["providers"]  # doctest: +SKIP
+        >>> m.backend, m.onnx.providers  # doctest: +SKIP
         ('onnx', ('CPUExecutionProvider',))
     """
     import json
@@ -251,13 +251,12 @@ def load_onnx(spec, input_size: int | None = None, providers: tuple[str, ...] = 
         # a report of r18.onnx must not read as a run of torchvision:resnet18@w.pth.
         spec=spec.text, name=Path(path).name, backend="onnx", module=None,
         input_size=size, num_classes=num_classes, digest=digest, mean=mean, std=std, class_names=class_names,
-        onnx_path=path, meta={"source": "onnx", "input_size_source": source, "input_size_guessed": source == "guessed",
-                              "exporter": exporter, "bn_folded": bn_folded(model), "opset": opset,
-                              "providers": tuple(sess.get_providers()), "input_name": inp.name,
-                              "input_dtype": np.dtype(dtype).name, "normalization_from_file": "resstream.mean" in props,
-                              "normalisation_source": norm_source,
-                              **({"exported_from": props["resstream.source"]} if props.get("resstream.source") else {}),
-                              "producer": f"{model.producer_name} {model.producer_version}".strip()})
+        onnx_path=path, source="onnx", input_size_source=source, input_size_guessed=source == "guessed",
+        normalisation_source=norm_source, exported_from=props.get("resstream.source") or None,
+        onnx=OnnxInfo(providers=tuple(sess.get_providers()), input_name=inp.name, input_dtype=np.dtype(dtype).name,
+                      exporter=exporter, bn_folded=bn_folded(model), opset=opset,
+                      producer=f"{model.producer_name} {model.producer_version}".strip(),
+                      normalisation_in_file="resstream.mean" in props))
 
 
 def _file_normalisation(props: dict, path: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -13,11 +13,13 @@ One grammar everywhere (pytest option, CLI, Python API)::
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 from resstream_assert.errors import ModelSpecError
+from resstream_assert.kinds import Backend
 
 #: Negative controls (DESIGN.md decision 9), by spec suffix; applied by ``interventions.controls``.
 CONTROLS = ("nc-id", "nc-plain", "nc-perm", "nc-rand")
@@ -178,7 +180,7 @@ class ModelSpec:
         return f"{name(self.factory_file)}:{self.target.rpartition(':')[2]}"
 
     @property
-    def default_backend(self) -> str:
+    def default_backend(self) -> Backend:
         """``onnx`` for an ONNX file, ``torch`` for everything else.
 
         Example:
@@ -188,17 +190,45 @@ class ModelSpec:
         return "onnx" if self.kind == "onnx" else "torch"
 
 
-@dataclass
-class LoadedModel:
-    """A model ready for discovery and capture, with what the rest of the pipeline needs.
+@dataclass(frozen=True)
+class OnnxInfo:
+    """What an ONNX file says about itself and the session that runs it (``LoadedModel.onnx``).
 
-    ``module`` is an ``nn.Module`` in eval mode (torch backend) or ``None`` (onnx);
-    ``digest`` is a content hash of the weights, used as a cache key.
+    ``providers`` are the ones the session really got (onnxruntime falls back to CPU silently, pitfall 6);
+    ``bn_folded`` says BatchNorm was folded into the convolutions at export, so gains are proxies.
+    """
+
+    providers: tuple[str, ...]
+    input_name: str
+    input_dtype: str
+    exporter: str  # dynamo | torchscript | unknown
+    bn_folded: bool
+    opset: int | None
+    producer: str
+    normalisation_in_file: bool  # the file's metadata carries resstream.mean / resstream.std
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for discovery and capture, with what the rest of the pipeline needs. Frozen: a loading
+    step (a negative control, another normalisation, the ONNX backend) returns a new record
+    (``dataclasses.replace``), so a model memoized by one run is never changed under another's feet.
+
+    ``module`` is an ``nn.Module`` in eval mode (torch backend) or ``None`` (onnx); ``digest`` is a content
+    hash of the weights, used as a cache key. The ``*_source`` fields say where a value came from, for the
+    pytest header and the report: ``input_size_source`` (``model card``, ``given``, ``timm pretrained_cfg``, a
+    stem guess, ...), ``normalisation_source`` (``zoo card``, ``option``, ``ONNX metadata``, ``ImageNet
+    default``). ``weights`` says which key and prefix of the weights file were used.
+
+    Example:
+        >>> m = LoadedModel("zoo:x", "x", "torch", None, input_size=32, num_classes=10, digest="")
+        >>> m.input_size_guessed, m.normalisation_source, m.onnx is None
+        (False, 'ImageNet default', True)
     """
 
     spec: str
     name: str
-    backend: str
+    backend: Backend
     module: Any
     input_size: int
     num_classes: int
@@ -208,7 +238,39 @@ class LoadedModel:
     control: str | None = None
     class_names: tuple[str, ...] | None = None
     onnx_path: str | None = None
-    meta: dict = field(default_factory=dict)
+    source: str = ""  # the spec's kind: zoo | torchvision | timm | factory | onnx
+    input_size_source: str = ""
+    input_size_guessed: bool = False
+    normalisation_source: str = "ImageNet default"
+    weights: str | None = None
+    exported_from: str | None = None  # an ONNX file: the torch spec it was exported from, when it says
+    onnx: OnnxInfo | None = None
 
     def __repr__(self) -> str:
         return f"LoadedModel({self.spec!r}, backend={self.backend}, input={self.input_size}px)"
+
+    def with_(self, **changes: Any) -> "LoadedModel":
+        """A copy with some fields changed (a loading step).
+
+        Example:
+            >>> LoadedModel("zoo:x", "x", "torch", None, 32, 10, "").with_(input_size=64).input_size
+            64
+        """
+        return replace(self, **changes)
+
+
+def as_spec(spec: "str | ModelSpec") -> ModelSpec:
+    """``spec`` parsed (a :class:`ModelSpec` passes through): the one place a spec string is read. A run parses
+    its models once (``RunConfig.specs``) and hands the parsed specs on; strings reach this only at the edges
+    (the Python API, the ``resstream`` commands). Memoized, so an edge that parses again costs nothing.
+
+    Example:
+        >>> as_spec("zoo:resnet18-synth96").kind, as_spec(as_spec("r18.onnx")).kind
+        ('zoo', 'onnx')
+    """
+    return spec if isinstance(spec, ModelSpec) else _parse(str(spec))
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(text: str) -> ModelSpec:
+    return ModelSpec.parse(text)

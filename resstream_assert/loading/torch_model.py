@@ -39,15 +39,14 @@ def load_zoo(spec: ModelSpec) -> LoadedModel:
     return LoadedModel(spec=spec.text, name=f"zoo:{entry.name}", backend="torch", module=module,
                        input_size=entry.input_size, num_classes=entry.num_classes, digest="",
                        mean=tuple(entry.mean), std=tuple(entry.std), class_names=tuple(entry.class_names),
-                       meta={"source": "zoo", "sha256": entry.sha256, "accuracy": entry.accuracy,
-                             "input_size_source": "model card", "normalisation_source": "zoo card"})
+                       source="zoo", input_size_source="model card", normalisation_source="zoo card")
 
 
 def load_torch(spec: ModelSpec, *, trust_pickle: bool, safe_globals: tuple[str, ...] = ()) -> LoadedModel:
     """A torchvision / timm / factory architecture, with its weights when the spec names a file.
 
     The weights file is read by content (:mod:`~resstream_assert.loading.checkpoint`); a trusted,
-    pickled whole model must be the architecture the spec names. ``meta["weights"]`` says
+    pickled whole model must be the architecture the spec names. ``LoadedModel.weights`` says
     which key and prefix of the file were used.
 
     Example:
@@ -56,9 +55,6 @@ def load_torch(spec: ModelSpec, *, trust_pickle: bool, safe_globals: tuple[str, 
     """
     ckpt = read_checkpoint(spec.weights, trust_pickle=trust_pickle, safe_globals=safe_globals) if spec.weights \
         else None
-    # The normalisation torchvision's and timm's ImageNet weights expect; a user's model may need another
-    # (--resstream-mean/--resstream-std, applied by resstream_assert.pipeline.load_model).
-    meta: dict[str, Any] = {"source": spec.kind, "normalisation_source": "ImageNet default"}
     if ckpt is not None and not isinstance(ckpt.state, dict):  # a trusted, pickled whole model
         module = ckpt.state
         _check_pickled(module, spec)
@@ -70,13 +66,13 @@ def load_torch(spec: ModelSpec, *, trust_pickle: bool, safe_globals: tuple[str, 
             state, more = fit_prefix(state, module.state_dict().keys())
             ckpt.prefix += more
             _load_state(module, state, spec.weights)
-    if ckpt is not None:
-        meta["weights"] = ckpt.describe()
     size, why = _default_input_size(spec, module)
-    meta["input_size_source"] = why
     n_out = _infer_num_classes(dict(module.state_dict())) or 1000
     return LoadedModel(spec=spec.text, name=replace(spec, control=None).label, backend="torch", module=module,
-                       input_size=size, num_classes=n_out, digest="", meta=meta)
+                       # normalisation: ImageNet's (LoadedModel's default), what torchvision's and timm's weights
+                       # expect; another is --resstream-mean/--resstream-std (applied by pipeline.load_model).
+                       input_size=size, num_classes=n_out, digest="", source=spec.kind, input_size_source=why,
+                       weights=ckpt.describe() if ckpt is not None else None)
 
 
 def _default_input_size(spec: ModelSpec, module) -> tuple[int, str]:

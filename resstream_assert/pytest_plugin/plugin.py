@@ -196,8 +196,6 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     import warnings
 
     from resstream_assert.errors import ResstreamError, ResstreamWarning
-
-    from resstream_assert.loading import ModelSpec
     from resstream_assert.keys import backend_label
     from resstream_assert.gate.compat import describe_model
 
@@ -216,7 +214,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
             except ResstreamError as exc:
                 raise pytest.UsageError(f"--resstream-probe {pipe.probe_source(ref.spec)}: {exc}") from None
             info.append((ref.label, backend_label({"backend": ref.backend, "stimuli": ref.stimuli}),
-                         describe_model(ModelSpec.parse(ref.spec).architecture, loaded, rmap, probe)))
+                         describe_model(pipe.config.spec_of(ref.spec).architecture, loaded, rmap, probe)))
     config.stash[_NOTES] = list(dict.fromkeys(str(w.message) for w in caught if issubclass(w.category,
                                                                                            ResstreamWarning)))
     for w in caught:
@@ -249,12 +247,12 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     for ref in refs:
         loaded = pipe.loaded(ref.spec, ref.backend) if pipe is not None else None
         if loaded is not None:
-            source = loaded.meta.get("input_size_source", "")
-            weights = f"; weights {loaded.meta['weights']}" if loaded.meta.get("weights") else ""
+            source = loaded.input_size_source
+            weights = f"; weights {loaded.weights}" if loaded.weights else ""
             probe = pipe.probe_source(ref.spec) or "embedded"
             resize = "" if probe == "embedded" else f" (resize {cfg.resize}" + \
                 (f", class index {Path(cfg.class_index).name})" if cfg.class_index else ")")
-            norm = {"mean": loaded.mean, "std": loaded.std, "source": loaded.meta.get("normalisation_source")}
+            norm = {"mean": loaded.mean, "std": loaded.std, "source": loaded.normalisation_source}
             lines.append(f"resstream model {ref}: input {loaded.input_size}px{f' ({source})' if source else ''}"
                          f"{weights}; probe {probe}{resize}; normalisation: {fnorm(norm)}")
     lines += [f"resstream WARNING: {note}" for note in config.stash.get(_NOTES, [])]

@@ -224,8 +224,8 @@ def print_sites(pipeline, refs: Iterable, as_json: bool = False) -> int:
     for ref in refs:
         rmap = pipeline.map(ref.spec, ref.backend)
         loaded = pipeline.loaded(ref.spec, ref.backend)
-        notes = [] if loaded is None else [f"{k}: {loaded.meta[m]}" for k, m in (
-            ("input size", "input_size_source"), ("weights", "weights")) if loaded.meta.get(m)]
+        notes = [] if loaded is None else [f"{k}: {v}" for k, v in (
+            ("input size", loaded.input_size_source), ("weights", loaded.weights)) if v]
         if as_json:
             print(json.dumps(dict(rmap.to_dict(), notes=notes), indent=2), end="\n\n")
         else:

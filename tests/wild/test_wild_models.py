@@ -38,7 +38,7 @@ def test_saved_model_loads_is_discovered_and_c3_analyses_its_identity_blocks(nam
     spec = f"{arch.__name__}:{name}@{path}"
     pipe = Pipeline(RunConfig(models=(spec,), images=64, input_size=arch.INPUT_SIZE, progress=False))
     loaded, rmap = pipe.model(spec), pipe.map(spec)
-    assert loaded.meta["weights"].startswith(path.name)
+    assert loaded.weights.startswith(path.name)
     e = arch.EXPECTED[name]
     assert len(rmap) == e.n_blocks, rmap.table()
     assert tuple(b.projection for b in rmap) == e.projection, rmap.table()
@@ -61,8 +61,8 @@ def test_input_size_is_read_from_the_stem(name):
         warnings.simplefilter("always")
         loaded = load_model(f"{arch.__name__}:{name}")
     want = 224 if name.startswith("timm_") else 32
-    assert loaded.input_size == want, loaded.meta
-    assert loaded.meta["input_size_guessed"] and "guessed from the stem" in loaded.meta["input_size_source"]
+    assert loaded.input_size == want, loaded
+    assert loaded.input_size_guessed and "guessed from the stem" in loaded.input_size_source
     notes = [str(w.message) for w in caught if issubclass(w.category, ResstreamWarning)]
     assert len(notes) == 1 and f"input size {want} px" in notes[0] and "--resstream-input-size" in notes[0]
 
@@ -73,5 +73,5 @@ def test_stated_sizes_are_not_guessed():
         assert load_model(f"{arch.__name__}:resnet20", input_size=48).input_size == 48
         timm_model = load_model("timm:resnet18")
         zoo = load_model("zoo:cifar-resnet20-synth32")
-    assert timm_model.input_size == 224 and timm_model.meta["input_size_source"] == "timm pretrained_cfg"
-    assert zoo.input_size == 32 and zoo.meta["input_size_source"] == "model card"
+    assert timm_model.input_size == 224 and timm_model.input_size_source == "timm pretrained_cfg"
+    assert zoo.input_size == 32 and zoo.input_size_source == "model card"
