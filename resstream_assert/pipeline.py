@@ -9,118 +9,21 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from resstream_assert.config import RunConfig
 from resstream_assert.errors import FeatvizUnavailable, ResstreamWarning
 from resstream_assert.kinds import Backend, StimulusSource
+# A run's models and their loading live in run_models; imported from here too, where callers have always found them.
+from resstream_assert.run_models import ModelRef, load_model, model_refs
 
 if TYPE_CHECKING:
-    from resstream_assert.loading import LoadedModel, ModelSpec
+    from resstream_assert.claims import ClaimOptions
+    from resstream_assert.discovery import ResidualMap
+    from resstream_assert.loading import LoadedModel
+    from resstream_assert.results import ClaimResult
 
 __all__ = ["Pipeline", "ModelRef", "model_refs", "load_model", "enter_run", "leave_run", "current_run"]
-
-
-class ModelRef(NamedTuple):
-    """One model of a run on one backend with one stimulus source (one parametrization of the model fixtures).
-
-    ``label`` is the model's short name in reports and test ids (``RunConfig.model_labels``).
-    """
-
-    spec: str
-    backend: Backend
-    stimuli: StimulusSource = "exemplars"
-    label: str = ""
-
-    def __str__(self) -> str:
-        name = self.label or self.spec
-        tag = self.backend if self.stimuli == "exemplars" else \
-            (self.stimuli if self.backend == "torch" else f"{self.backend}+{self.stimuli}")
-        return name if tag == "torch" else f"{name}[{tag}]"
-
-
-def model_refs(config: RunConfig) -> list[ModelRef]:
-    """Every (model, backend, stimulus source) of a run: the chosen backends, else each spec's own (onnx for
-    .onnx files), times the stimulus sources (``--resstream-stimuli both``: exemplars and featviz).
-
-    With ``config.shard = (i, n)`` only models ``i, i + n, ...`` (1-based) of the list are kept.
-
-    Example:
-        >>> model_refs(RunConfig(models=("zoo:resnet18-synth96", "r18.onnx")))  # doctest: +NORMALIZE_WHITESPACE
-        [ModelRef(spec='zoo:resnet18-synth96', backend='torch', stimuli='exemplars', label='zoo:resnet18-synth96'),
-         ModelRef(spec='r18.onnx', backend='onnx', stimuli='exemplars', label='r18.onnx')]
-    """
-    refs = []
-    rows = list(zip(config.models, config.specs, config.model_labels()))
-    if config.shard is not None:
-        rows = rows[config.shard[0] - 1::config.shard[1]]
-    for spec, parsed, label in rows:
-        backends = config.backends or (parsed.default_backend,)
-        refs += [ModelRef(spec, b, s, label) for b in backends for s in config.sources]
-    return refs
-
-
-def load_model(spec: "str | ModelSpec", *, input_size: int | None = None, trust_pickle: bool = False, seed: int = 0,
-               backend: Backend = "torch", providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = (),
-               mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> LoadedModel:
-    """Load a model spec the way a run sees it, one loading step after another: the stored model, its
-    normalisation, its input size, its negative control, its backend. Each step returns a new (frozen)
-    :class:`~resstream_assert.loading.LoadedModel`.
-
-    ``backend="onnx"`` runs a torch model through its own ONNX export (cached on disk). A factory
-    model's input size, when not given, is read from its stem (32 px for a CIFAR-style stem that
-    does not downsample before its first block), with a :class:`~resstream_assert.errors.ResstreamWarning`.
-    ``mean`` and ``std`` (given together) replace the model's own normalisation (its zoo card's, its ONNX
-    file's metadata, else ImageNet's); ``normalisation_source`` says which one the model uses.
-
-    Example:
-        >>> m = load_model("torchvision:resnet18+nc-id")  # doctest: +SKIP
-        >>> m.control, m.backend  # doctest: +SKIP
-        ('nc-id', 'torch')
-    """
-    from resstream_assert.config import checked_normalisation
-    from resstream_assert.loading import as_spec
-    from resstream_assert.loading import load_model as load_stored
-
-    norm = checked_normalisation(mean, std)
-    parsed = as_spec(spec)
-    if parsed.kind == "onnx":
-        from resstream_assert.loading.onnx_file import load_onnx
-
-        return load_onnx(parsed, input_size, providers, norm)  # refuses a control: it would need the torch model
-    loaded = load_stored(replace(parsed, control=None), input_size=input_size, trust_pickle=trust_pickle,
-                         safe_globals=safe_globals)
-    if norm is not None:  # the one place a model's normalisation is replaced
-        loaded = loaded.with_(mean=norm[0], std=norm[1], normalisation_source="option")
-    if input_size is None and loaded.input_size_source == "default":
-        loaded = _guessed_input_size(loaded, parsed.label)
-    if parsed.control:
-        loaded = _with_control(loaded, parsed, seed)
-    if backend == "onnx":
-        from resstream_assert.loading.onnx_export import to_onnx_backend
-
-        return to_onnx_backend(loaded, providers)
-    return loaded
-
-
-def _guessed_input_size(loaded: LoadedModel, label: str) -> LoadedModel:
-    """A factory model without a stated input size: the size its stem implies, with a warning that says so."""
-    from resstream_assert.discovery.stem import guess_input_size
-
-    size, why = guess_input_size(loaded.module)
-    warnings.warn(ResstreamWarning(
-        f"{label}: input size {size} px, {why}. Pass the size the model was trained at "
-        "with --resstream-input-size N (Python: input_size=N) to silence this."), stacklevel=3)
-    return loaded.with_(input_size=size, input_size_source=why, input_size_guessed=True)
-
-
-def _with_control(loaded: LoadedModel, parsed: ModelSpec, seed: int) -> LoadedModel:
-    """The model with its negative control applied (a model edit: a new module, a new digest)."""
-    from resstream_assert.interventions.controls import apply_control
-    from resstream_assert.loading import weights_digest
-
-    module = apply_control(loaded.module, parsed.control, seed=seed, input_size=loaded.input_size).eval()
-    return loaded.with_(module=module, control=parsed.control, digest=weights_digest(module, parsed.text))
 
 
 _RUNS: list[Callable[[], "Pipeline"]] = []  # the pytest runs in this process, innermost last (set by the plugin)
@@ -177,11 +80,11 @@ class Pipeline:
             self._memo[key] = compute()
         return self._memo[key]
 
-    def loaded(self, spec: str, backend: str = "torch"):
+    def loaded(self, spec: str, backend: Backend = "torch") -> LoadedModel | None:
         """The model if it was loaded already, else None (loads nothing)."""
         return self._memo.get(("model", spec, backend))
 
-    def model(self, spec: str, backend: str = "torch"):
+    def model(self, spec: str, backend: Backend = "torch") -> LoadedModel:
         """The loaded model for ``spec`` on ``backend`` (:func:`load_model`). A warning of the loader (a guessed
         input size) is given once per model and pipeline, not once per backend or engine that loads it."""
         cfg = self.config
@@ -204,7 +107,7 @@ class Pipeline:
                 warnings.warn(w.message, stacklevel=2)
         return loaded
 
-    def adopt(self, loaded) -> str:
+    def adopt(self, loaded: LoadedModel) -> str:
         """Use a model loaded already (:func:`load_model`) as its spec's model; returns the spec.
 
         Example:
@@ -222,7 +125,7 @@ class Pipeline:
         self._memo[("adopted", loaded.spec)] = True
         return loaded.spec
 
-    def map(self, spec: str, backend: str = "torch"):
+    def map(self, spec: str, backend: Backend = "torch") -> ResidualMap:
         """The model's :class:`~resstream_assert.discovery.ResidualMap`."""
         from resstream_assert.discovery import discover
 
@@ -251,7 +154,7 @@ class Pipeline:
 
         return zoo.get(parsed.target).probe
 
-    def model_probe(self, spec: str, backend: str = "torch"):
+    def model_probe(self, spec: str, backend: Backend = "torch"):
         """The probe set a model is measured on: from :meth:`probe_source`, at the model's input size."""
         return self.probe(self.model(spec, backend).input_size, self.probe_source(spec))
 
@@ -264,7 +167,7 @@ class Pipeline:
             self._cache = ResponseCache(self.config.cache_dir)
         return self._cache
 
-    def engine(self, spec: str, backend: str = "torch") -> str:
+    def engine(self, spec: str, backend: Backend = "torch") -> str:
         """What runs ``spec``'s forward passes on ``backend``: ``"onnxruntime"`` or ``"torch"``.
 
         A torch model runs through its own ONNX export (same weights, BN kept; parity with torch is
@@ -296,7 +199,7 @@ class Pipeline:
             self.log(f"[resstream] {spec}: running on torch ({why})")
         return "torch"
 
-    def responses(self, spec: str, variants: Iterable[str] = ("id",), backend: str = "torch") -> dict:
+    def responses(self, spec: str, variants: Iterable[str] = ("id",), backend: Backend = "torch") -> dict:
         """Captured responses of ``spec`` to each stimulus variant of the probe set.
 
         Each transform is captured once: names for the same transform (``S`` and ``zoom2.0``)
@@ -311,7 +214,7 @@ class Pipeline:
         for v in variants:
             if key(v) not in self._memo and all(key(m) != key(v) for m in missing):
                 missing.append(v)
-        run_on = "onnx" if missing and self.engine(spec, backend) == "onnxruntime" else "torch"
+        run_on: Backend = "onnx" if missing and self.engine(spec, backend) == "onnxruntime" else "torch"
         for storage, group in storage_groups(missing, self.config.storage):
             loaded = self.model(spec, run_on)
             got = capture(loaded, self.map(spec, run_on), self.model_probe(spec, backend), variants=group,
@@ -322,7 +225,7 @@ class Pipeline:
                 self._memo[key(v)] = r
         return {v: replace(self._memo[key(v)], variant=v) for v in variants}
 
-    def measures(self, spec: str, backend: str, variants: tuple[str, ...], stimuli: str = "exemplars") -> tuple:
+    def measures(self, spec: str, backend: Backend, variants: tuple[str, ...], stimuli: str = "exemplars") -> tuple:
         """Per-block measures from the responses to ``variants`` (scale and zoom quantities need theirs),
         on the probe set's top-k exemplars or (``stimuli="featviz"``) on feature visualizations."""
         from resstream_assert.measures import MeasureOptions, measure_all
@@ -333,7 +236,7 @@ class Pipeline:
             self.map(spec, backend), self.responses(spec, variants, backend), MeasureOptions(seed=seed),
             stimuli=self.block_stimuli(spec, backend, variants) if stimuli == "featviz" else None)))
 
-    def featviz(self, spec: str, backend: str = "torch", variants: tuple[str, ...] = ("id",)):
+    def featviz(self, spec: str, backend: Backend = "torch", variants: tuple[str, ...] = ("id",)):
         """The model's feature visualizations with their responses to ``variants`` and their success check
         (:class:`~resstream_assert.capture.featviz_responses.FeatvizStimuli`); optimised on the torch
         model, captured on ``backend``, cached on disk."""
@@ -364,7 +267,7 @@ class Pipeline:
         # channels_last paid 1.2-1.3x on CPU in benchmarks/bench_featviz.py, and is the fast layout on CUDA too.
         return FeatvizSettings(**{"device": device, "channels_last": True, "seed": cfg.seed, **given}).check()
 
-    def block_stimuli(self, spec: str, backend: str, variants: tuple[str, ...]) -> dict:
+    def block_stimuli(self, spec: str, backend: Backend, variants: tuple[str, ...]) -> dict:
         """Block index -> :class:`~resstream_assert.measures.BlockStimuli` of the featviz source."""
         from resstream_assert.measures import BlockStimuli
 
@@ -372,7 +275,7 @@ class Pipeline:
         return {b: BlockStimuli(fz.responses, idx["skip_out"], idx["branch_out"], idx["resid_sum"], idx["resid_sum"])
                 for b, idx in fz.indices.items()}
 
-    def context(self, spec: str, backend: str = "torch", claims: Iterable[str] | None = None, options=None,
+    def context(self, spec: str, backend: Backend = "torch", claims: Iterable[str] | None = None, options=None,
                 stimuli: str = "exemplars"):
         """The :class:`~resstream_assert.claims.ClaimContext` the claims of ``spec`` are evaluated in.
 
@@ -390,8 +293,8 @@ class Pipeline:
                             responses=self.responses(spec, variants, backend),
                             options=options or ClaimOptions.from_run(cfg.claim_options), seed=cfg.seed)
 
-    def evaluate(self, spec: str, backend: str = "torch", claims: Iterable[str] | None = None,
-                 options=None, stimuli: str = "exemplars") -> dict:
+    def evaluate(self, spec: str, backend: Backend = "torch", claims: Iterable[str] | None = None,
+                 options: ClaimOptions | None = None, stimuli: StimulusSource = "exemplars") -> dict[str, ClaimResult]:
         """Claim id -> :class:`~resstream_assert.results.ClaimResult` on one model (``claims`` default: the run's),
         on the given stimulus source (``exemplars`` or ``featviz``).
 
@@ -455,7 +358,7 @@ class Pipeline:
     def _label(results: dict, stimuli: str) -> dict:
         return results if stimuli == "exemplars" else {k: r.with_(stimuli=stimuli) for k, r in results.items()}
 
-    def agreement(self, spec: str, backend: str = "torch"):
+    def agreement(self, spec: str, backend: Backend = "torch"):
         """The exemplar vs featviz agreement of one model: per block, Cohen's kappa of the skip / mix /
         overwrite categories (a report-only :class:`~resstream_assert.results.ClaimResult`, id ``C1-agree``)."""
         from resstream_assert.claims import ClaimOptions, needed_variants, resolve_claims
@@ -477,7 +380,7 @@ class Pipeline:
 
         return self.memo(("agreement", spec, backend, variants), run)
 
-    def intervention(self, spec: str, backend: str, request) -> Any:
+    def intervention(self, spec: str, backend: Backend, request) -> Any:
         """Run an intervention request (see :mod:`resstream_assert.interventions`) on ``spec``, once per key.
 
         Example:
@@ -493,8 +396,8 @@ class Pipeline:
 
         return self.memo(("intervention", spec, backend, request.key), run)
 
-    def claim_results(self, spec: str, backend: str = "torch", claims: Iterable[str] | None = None,
-                      stimuli: str = "exemplars") -> dict:
+    def claim_results(self, spec: str, backend: Backend = "torch", claims: Iterable[str] | None = None,
+                      stimuli: StimulusSource = "exemplars") -> dict[str, ClaimResult]:
         """The claims (default: the run's selection, else all) evaluated on ``spec`` with the run's options, once."""
         from resstream_assert.claims import resolve_claims
 

@@ -99,7 +99,7 @@ class RunConfig:
             TypeError: unknown option 'image' (did you mean images?); the options: ...
         """
         changes: dict[str, Any] = {}
-        nested = {"claim_options": dict(self.claim_options), "featviz": dict(self.featviz)}
+        nested: dict[str, dict] = {"claim_options": dict(self.claim_options), "featviz": dict(self.featviz)}
         for key, value in options.items():
             name = key.replace("_", "-")
             path = RUN_FIELDS.get(name) if name != "model" else None
@@ -116,7 +116,8 @@ class RunConfig:
                 nested[head][sub] = value
             else:
                 changes[head] = value
-        return replace(self, **nested, **changes)
+        changes.update(nested)
+        return replace(self, **changes)
 
     def model_labels(self) -> tuple[str, ...]:
         """One label per model: ``--resstream-label`` where given, else the spec with paths cut to file names.
@@ -250,10 +251,10 @@ def _check_key_values(name: str, value: Any) -> None:
         return
     if not isinstance(value, Mapping):
         raise ConfigError(f"--resstream-{name}: expected a mapping of KEY: VALUE, got {type(value).__name__}")
-    if name == "lesion":
-        from resstream_assert.interventions.lesion import LesionOptions as options
-    else:
-        from resstream_assert.interventions.settings import InterventionOptions as options
+    from resstream_assert.interventions.lesion import LesionOptions
+    from resstream_assert.interventions.settings import InterventionOptions
+
+    options = LesionOptions if name == "lesion" else InterventionOptions
     try:
         options.from_mapping(value).check()
     except (TypeError, ValueError) as exc:
@@ -312,6 +313,7 @@ def checked_normalisation(mean: Sequence[float] | None, std: Sequence[float] | N
     if mean is None and std is None:
         return None
     _check_normalisation(mean, std)
+    assert mean is not None and std is not None  # given together (checked just above)
     mean, std = [list(v) if isinstance(v, tuple) else v for v in (mean, std)]
     check_value("mean", mean)
     check_value("std", std)
@@ -360,15 +362,24 @@ def build_run_config(values: Mapping[str, Any], *, cache_dir: str | None = None)
         batch_size=int(get("batch-size")), device=str(get("device")), seed=int(get("seed")),
         input_size=get("input-size"), cache_dir=cache_dir, trust_pickle=bool(get("trust-pickle")),
         safe_globals=tuple(get("safe-globals") or ()),
-        backends=tuple(get("backend") or ()), engine=str(get("engine")), providers=providers,
-        storage=str(get("storage")),
+        backends=tuple(get("backend") or ()), engine=get("engine"), providers=providers,
+        storage=get("storage"),
         survey=bool(get("survey")), claim_options=claim_options, claims=claims,
-        shard=tuple(int(x) for x in str(get("shard")).split("/")) if get("shard") else None,
-        stimuli=str(get("stimuli")), channels=get("channels"),
+        shard=_shard(get("shard")), stimuli=get("stimuli"), channels=get("channels"),
         featviz={field_: get(name) for name, field_ in FEATVIZ_OPTIONS.items()}, stability=int(get("stability")),
-        labels=tuple(get("label") or ()), mean=_rgb(get("mean")), std=_rgb(get("std")), resize=str(get("resize")),
+        labels=tuple(get("label") or ()), mean=_rgb(get("mean")), std=_rgb(get("std")), resize=get("resize"),
         class_index=get("class-index"))
 
 
 def _rgb(value: Any) -> tuple[float, float, float] | None:
-    return None if value is None else tuple(float(v) for v in value)
+    if value is None:
+        return None
+    r, g, b = (float(v) for v in value)  # three numbers: checked by the option's check
+    return r, g, b
+
+
+def _shard(value: Any) -> tuple[int, int] | None:
+    if not value:
+        return None
+    i, n = (int(x) for x in str(value).split("/"))  # I/N: checked by the option's check
+    return i, n

@@ -233,8 +233,8 @@ class LoadedModel:
     input_size: int
     num_classes: int
     digest: str
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN  # R, G, B
+    std: tuple[float, ...] = IMAGENET_STD
     control: str | None = None
     class_names: tuple[str, ...] | None = None
     onnx_path: str | None = None

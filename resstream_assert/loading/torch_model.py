@@ -62,8 +62,8 @@ def load_torch(spec: ModelSpec, *, trust_pickle: bool, safe_globals: tuple[str, 
         state = ckpt.state if ckpt is not None else None
         n_cls = _infer_num_classes(state) if state is not None else None
         module = _build(spec, {"num_classes": n_cls} if n_cls else {})
-        if state is not None:
-            state, more = fit_prefix(state, module.state_dict().keys())
+        if ckpt is not None and spec.weights:
+            state, more = fit_prefix(ckpt.state, module.state_dict().keys())
             ckpt.prefix += more
             _load_state(module, state, spec.weights)
     size, why = _default_input_size(spec, module)
