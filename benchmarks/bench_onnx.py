@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from resstream_assert.capture.torch_fx import capture_torch, normalizer
     from resstream_assert.discovery.onnx_graph import discover_onnx
     from resstream_assert.discovery.torch_graph import discover_torch
-    from resstream_assert.loading import LoadedModel, load_model
+    from resstream_assert import load_model
+    from resstream_assert.loading import LoadedModel
     from resstream_assert.loading.random_weights import randomize_bn
 
     torch.manual_seed(0)

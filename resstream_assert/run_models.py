@@ -78,7 +78,7 @@ def load_model(spec: "str | ModelSpec", *, input_size: int | None = None, trust_
     """
     from resstream_assert.config import checked_normalisation
     from resstream_assert.loading import as_spec
-    from resstream_assert.loading import load_model as load_stored
+    from resstream_assert.loading import load_stored
 
     norm = checked_normalisation(mean, std)
     parsed = as_spec(spec)

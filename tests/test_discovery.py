@@ -10,7 +10,7 @@ from resstream_assert.discovery import discover
 from resstream_assert.discovery.residual_map import SITES
 from resstream_assert.discovery.torch_graph import discover_torch
 from resstream_assert.errors import DiscoveryError
-from resstream_assert.loading import load_model
+from resstream_assert import load_model
 from tests.cifar_user_model import resnet20
 
 EXPECTED = {  # arch: (blocks, channels of first block, first block has a projection shortcut)

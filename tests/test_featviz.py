@@ -85,7 +85,7 @@ def known_result(known):
 
 @pytest.fixture(scope="module")
 def zoo():
-    from resstream_assert.loading import load_model
+    from resstream_assert import load_model
 
     return load_model("zoo:resnet18-synth96")
 

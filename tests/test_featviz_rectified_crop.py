@@ -183,7 +183,7 @@ def test_crop_is_refused_where_it_would_change_the_unit():
 def test_crop_and_whole_image_optimise_the_same_images(native_kernels_1):
     """Over steps, the crop changes nothing but float rounding: on zoo:resnet18-synth96's layer1.1 at
     96 px, images optimised with and without the crop agree to 1e-3 after 8 steps."""
-    from resstream_assert.loading import load_model
+    from resstream_assert import load_model
 
     zoo = load_model("zoo:resnet18-synth96")
     targets = [fv.Target(1, s, c) for s in ("skip_out", "branch_out", "resid_sum") for c in (0, 7)]
@@ -228,7 +228,7 @@ def test_rectifier_follows_the_copy_ops_of_shortcuts():
     and zero pad (``F.pad`` traced with ``value=None``), not through a projection's BN."""
     from resstream_assert.discovery.torch_graph import block_nodes, trace
     from resstream_assert.stimuli.featviz_graph import rectifier
-    from resstream_assert.loading import load_model
+    from resstream_assert import load_model
 
     for spec, expect in (("zoo:cifar-resnet20-synth32", [True] * 9),
                          ("zoo:resnet18-synth96", [True, True, False, True, False, True, False, True])):

@@ -8,7 +8,8 @@ import torchvision
 from safetensors.torch import save_file
 
 from resstream_assert.errors import BackendUnavailable, CheckpointError, ModelSpecError
-from resstream_assert.loading import ModelSpec, load_model, read_weights
+from resstream_assert import load_model
+from resstream_assert.loading import ModelSpec, read_weights
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ def discover(model, input_size: int | None = None) -> ResidualMap:
     """Return the :class:`ResidualMap` of a loaded model (torch or ONNX).
 
     Example:
-        >>> from resstream_assert.loading import load_model
+        >>> from resstream_assert import load_model
         >>> rmap = discover(load_model("torchvision:resnet18"))  # doctest: +SKIP
         >>> len(rmap)  # doctest: +SKIP
         8

@@ -132,7 +132,7 @@ def discover_onnx(loaded, input_size: int | None = None) -> ResidualMap:
     """Build the :class:`ResidualMap` of an ONNX model (a ``LoadedModel`` with ``onnx_path``, or a path).
 
     Example:
-        >>> from resstream_assert.loading import load_model
+        >>> from resstream_assert import load_model
         >>> rmap = discover_onnx(load_model("resnet18.onnx"))  # doctest: +SKIP
         >>> rmap[2].name, rmap[2].sites["branch_out"]  # doctest: +SKIP
         ('layer2.0', '/layer2/layer2.0/bn2/BatchNormalization_output_0')

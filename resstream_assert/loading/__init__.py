@@ -5,8 +5,9 @@ record; ``checkpoint`` reads weights files by content (``weights_only=True``), f
 dict in the wrappers people publish and refuses what is not weights; ``torch_model`` builds
 architectures and loads weights into them;
 ``onnx_file`` reads ONNX files; ``ort_session`` opens onnxruntime sessions; ``onnx_export``
-turns a torch model into an ONNX file. Negative controls (``+nc-...``) are model edits,
-applied after loading by :func:`resstream_assert.pipeline.load_model` (they need discovery).
+turns a torch model into an ONNX file. :func:`load_stored` is the first loading step; the one function that
+loads a model is :func:`resstream_assert.load_model` (``run_models``), whose later steps apply the negative
+controls (``+nc-...``: model edits that need discovery), the normalisation and the backend.
 """
 
 from __future__ import annotations
@@ -18,25 +19,26 @@ from resstream_assert.loading.spec import (CONTROLS, IMAGENET_MEAN, IMAGENET_STD
 from resstream_assert.loading.torch_model import read_weights, weights_digest
 
 __all__ = ["CONTROLS", "IMAGENET_MEAN", "IMAGENET_STD", "Checkpoint", "LoadedModel", "ModelSpec", "OnnxInfo", "as_spec",
-           "check_finite", "check_input_size", "load_model", "read_checkpoint", "read_weights", "weights_digest"]
+           "check_finite", "check_input_size", "load_stored", "read_checkpoint", "read_weights", "weights_digest"]
 
 
-def load_model(spec: str | ModelSpec, *, input_size: int | None = None, trust_pickle: bool = False,
-               providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = ()) -> LoadedModel:
-    """Load what ``spec`` names, as it is stored: a torch model in eval mode, or an ONNX file.
+def load_stored(spec: str | ModelSpec, *, input_size: int | None = None, trust_pickle: bool = False,
+                providers: tuple[str, ...] = (), safe_globals: tuple[str, ...] = ()) -> LoadedModel:
+    """The first loading step: what ``spec`` names, as it is stored (a torch model in eval mode, or an ONNX file).
 
-    A spec with a negative control is refused here: use :func:`resstream_assert.load_model`,
-    which applies the control (and runs a torch model through ONNX when asked).
+    The one function that loads a model is :func:`resstream_assert.load_model`; it calls this, then applies
+    the later steps (normalisation, input size, negative control, backend). A spec with a negative control
+    is refused here, since the control is one of those later steps.
 
     Example:
-        >>> m = load_model("torchvision:resnet18")  # doctest: +SKIP
+        >>> m = load_stored("torchvision:resnet18")  # doctest: +SKIP
         >>> m.input_size, m.num_classes  # doctest: +SKIP
         (224, 1000)
     """
     spec = as_spec(spec)
     if spec.control:
         raise ModelSpecError(f"Model spec {spec.text!r} asks for the negative control +{spec.control}, a model edit "
-                             "applied after loading: load it with resstream_assert.load_model(...).")
+                             "applied by a later loading step: load it with resstream_assert.load_model(...).")
     check_input_size(input_size)
     if spec.kind == "onnx":
         from resstream_assert.loading.onnx_file import load_onnx

@@ -35,7 +35,7 @@ def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: st
     the dynamo exporter runs with ``optimize=False``, its only switch that keeps BN.
 
     Example:
-        >>> from resstream_assert.loading import load_model
+        >>> from resstream_assert import load_model
         >>> export_onnx(load_model("torchvision:resnet18"), "r18.onnx", fold_bn=True)  # doctest: +SKIP
         PosixPath('r18.onnx')
     """
@@ -172,7 +172,7 @@ def to_onnx_backend(loaded: LoadedModel, providers: tuple[str, ...] = ()) -> Loa
     because H and W are fixed at export). BN is kept, so gains are true gammas.
 
     Example:
-        >>> from resstream_assert.loading import load_model
+        >>> from resstream_assert import load_model
         >>> m = load_model("torchvision:resnet18", backend="onnx")  # doctest: +SKIP
         >>> m.backend, m.exported_from  # doctest: +SKIP
         ('onnx', 'torchvision:resnet18')
