@@ -9,8 +9,9 @@ test run as the lesion runner runs it, and recorded lesion outcomes of a zoo mod
   ``h``, and the test on them (what ``evaluate_c10`` reads).
 - :func:`recorded_power` (``python -m calibration.lesions power``): on the recording, the power of
   the defaults against N = 100 / four zooms at the model's own effect (paired image bootstrap).
-- :func:`load_recorded` / ``record`` (``python -m calibration.lesions record``): per-image
-  correctness of every random set at four zooms on ``zoo:resnet18-synth96``, S* picked on one
+- :func:`load_recorded` / ``record`` (``python -m calibration.lesions record [--model M --out F.npz]``):
+  per-image correctness of every random set at four zooms on a zoo model (default ``zoo:resnet18-synth96``;
+  ``c10_recorded_cifar64.npz`` holds the natural-image model's), S* picked on one
   half of the probe images and scored on the other, so that the N = 40 / 2-zoom defaults can be
   compared with N = 100 / 4 zooms on a real model without running it again.
 """
@@ -73,7 +74,9 @@ def load_recorded(path: Path = RECORDED) -> dict:
     with ``zooms``; bool arrays unpacked."""
     with np.load(path, allow_pickle=False) as f:
         zooms = f["zooms"]
-        out = {"zooms": zooms, "blocks": [str(b) for b in f["blocks"]]}
+        out = {"zooms": zooms, "blocks": [str(b) for b in f["blocks"]],
+               # recordings made before the model was stored are of the zoo model named in the module docstring
+               "model": str(f["model"]) if "model" in f else "zoo:resnet18-synth96"}
         for b in out["blocks"]:
             shape = tuple(f[f"{b}/shape"])
             n = int(np.prod(shape))
@@ -96,7 +99,8 @@ def record(model: str, images: int, n_random: int, out: Path) -> None:
     pipe = Pipeline(RunConfig(models=(model,), images=images, progress=False))
     ctx = pipe.context(model, claims=["C10"], options=opts)
     data = pipe.intervention(model, "torch", REGISTRY["C10"].prepare(ctx.for_claim(REGISTRY["C10"])))
-    arrays = {"zooms": np.asarray(data.zooms), "blocks": np.array([bl.block for bl in data.blocks if not bl.note])}
+    arrays = {"zooms": np.asarray(data.zooms), "blocks": np.array([bl.block for bl in data.blocks if not bl.note]),
+              "model": np.array(model)}
     for bl in data.blocks:
         if bl.note:
             continue
@@ -153,11 +157,13 @@ def main() -> None:
     if args.what == "record":
         record(args.model, args.images, args.n_random, Path(args.out))
         return
-    rows = recorded_power(load_recorded(Path(args.out)))
-    out = Path(args.out).with_name("c10_recorded_power.json")
+    rec = load_recorded(Path(args.out))
+    rows = recorded_power(rec)
+    out = Path(args.out).with_name(Path(args.out).stem + "_power.json")  # c10_recorded.npz -> c10_recorded_power.json
     import json
 
-    out.write_text(json.dumps({"command": "python -m calibration.lesions power", "rows": rows}, indent=1) + "\n")
+    command = "python -m calibration.lesions power" + ("" if Path(args.out) == RECORDED else f" --out {args.out}")
+    out.write_text(json.dumps({"command": command, "model": rec["model"], "rows": rows}, indent=1) + "\n")
     for r in rows:
         print(f"{r['block']} {r['config']}: p {r['p']:.3g} (sets run {r['sets_run']}), excess {r['excess']:+.3f} "
               f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], power {r['power']:.2f}, mean sets run "

@@ -108,17 +108,16 @@ def _extra_sections() -> list[str]:
     if welch:
         parts += ["## C4 with Welch's own p (before the image permutations)", "", welch[0]["note"] + ".", "",
                   fpr_markdown(welch[0]["rows"]), ""]
-    rec = _load("c10_recorded_power.json")
-    if rec:
-        parts += ["## C10 on recorded lesion outcomes of zoo:resnet18-synth96", "",
+    for rec in _load("c10_recorded*_power.json"):
+        parts += [f"## C10 on recorded lesion outcomes of {rec.get('model', 'zoo:resnet18-synth96')}", "",
                   "S* picked on one half of the probe images, every random set at four zooms scored on the other "
                   "half; power = share of 200 paired image-bootstrap resamples with p < 0.05 "
-                  f"(`{rec[0]['command']}`).", "",
+                  f"(`{rec['command']}`).", "",
                   "| block | configuration | p (all images) | sets run | excess [95% CI] | power | mean sets run | "
                   "corr(4-zoom slope, ΔD(2)) |", "|---|---|---:|---:|---|---:|---:|---:|"]
         parts += [f"| {r['block']} | {r['config']} | {r['p']:.3g} | {r['sets_run']} | {r['excess']:+.3f} "
                   f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['power']:.2f} | {r['mean_sets_run']:.1f} | "
-                  f"{r['corr_four_zoom_slope_vs_dD2']:.3f} |" for r in rec[0]["rows"]]
+                  f"{r['corr_four_zoom_slope_vs_dD2']:.3f} |" for r in rec["rows"]]
         parts.append("")
     return parts
 
