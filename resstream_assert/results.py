@@ -49,7 +49,7 @@ def _no_bool(self: object) -> bool:
     )
 
 
-class _FrozenDict(dict):  # type: ignore[type-arg]
+class _FrozenDict(dict):
     """A read-only, hashable dict (equal to a plain dict with the same items)."""
 
     def _readonly(self, *args: object, **kwargs: object) -> None:

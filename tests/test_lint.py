@@ -1,4 +1,5 @@
-"""The package passes its stated lint rules (``[tool.ruff]`` in pyproject.toml) and ships a ``py.typed`` marker."""
+"""The package passes its stated lint rules (``[tool.ruff]`` in pyproject.toml), type-checks under its stated
+mypy configuration (``[tool.mypy]``) and ships a ``py.typed`` marker."""
 
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ def test_ruff_finds_nothing_in_the_package():
     pytest.importorskip("ruff", reason="the test extra: pip install -e '.[test]'")
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "resstream_assert"],
                          cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mypy_finds_nothing_in_the_package():
+    """The package promises types (py.typed): mypy, configured by pyproject.toml, finds no error in it."""
+    pytest.importorskip("mypy", reason="the test extra: pip install -e '.[test]'")
+    out = subprocess.run([sys.executable, "-m", "mypy", "resstream_assert"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+import types
 from typing import Callable, Iterable
 
 from resstream_assert.capture.cache import ResponseCache, cache_key
@@ -59,13 +60,15 @@ def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id"
                         framework=_framework_version(loaded.backend), provider=loaded.onnx.providers if loaded.onnx else None,
                         storage=storage, reducers=reducers,
                         normalisation=[list(map(float, loaded.mean)), list(map(float, loaded.std))])
+
+        def compute(v: str = variant) -> Responses:  # the default binds this iteration's variant
+            return check_finite(_run(loaded, rmap, probe, v, sites, batch_size, device, progress, keep_maps,
+                                     (storage, reducers)), rmap, loaded.name)
+
         before = cache.hits
         start = time.perf_counter()
         # Checked after the cache too: a non-finite entry read back is the same error as one just computed.
-        out[variant] = check_finite(cache.get_or_compute(key, lambda v=variant: check_finite(
-            _run(loaded, rmap, probe, v, sites, batch_size, device, progress, keep_maps, (storage, reducers)), rmap,
-            loaded.name)),
-            rmap, loaded.name)
+        out[variant] = check_finite(cache.get_or_compute(key, compute), rmap, loaded.name)
         COUNTERS["cache_hits"] += cache.hits - before
         if log is not None:
             how = "from cache" if cache.hits > before else f"{len(probe)} images in {time.perf_counter() - start:.1f} s"
@@ -155,7 +158,7 @@ def _framework_version(backend: str) -> str:
         return "unknown"
 
 
-class _CallablePackage(type(sys)):
+class _CallablePackage(types.ModuleType):
     """Importing this package binds ``resstream_assert.capture`` to it, hiding the public function
     ``resstream_assert.capture(...)`` of the lazy facade; calling the package calls :func:`capture`."""
 

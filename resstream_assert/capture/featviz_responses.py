@@ -75,7 +75,7 @@ class BlockImages:
     steps_run: np.ndarray | None = None  # steps each image ran (early stop); None: settings.steps for all
 
 
-def visualize_block(loaded, block: Block, channels: Sequence[int], seeds: int, settings: FeatvizSettings,
+def visualize_block(loaded, block: Block, channels: Sequence[int] | np.ndarray, seeds: int, settings: FeatvizSettings,
                     cache: ArrayCache | None = None, progress: Callable[[int, int], None] | None = None) -> BlockImages:
     """Optimise I, B and O images for ``channels`` of ``block`` (``seeds`` each), from the disk cache if there.
 

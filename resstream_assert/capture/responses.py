@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -204,7 +205,9 @@ def save_checked(path: str | Path, arrays: dict[str, np.ndarray], key: str) -> N
         [0.0, 1.0, 2.0]
     """
     tmp = Path(str(path) + ".tmp.npz")
-    np.savez(tmp, **arrays, **{_KEY: np.array(key), _SUM: np.array(checksum(key, arrays))})
+    # Typed loosely: the arrays' names are keywords, which mypy would match against savez's bool options.
+    savez: Callable[..., None] = np.savez
+    savez(tmp, **arrays, **{_KEY: np.array(key), _SUM: np.array(checksum(key, arrays))})
     tmp.replace(path)
 
 

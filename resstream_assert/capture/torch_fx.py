@@ -107,8 +107,8 @@ def instrument(module: nn.Module, rmap: ResidualMap, sites: Iterable[str] = SITE
     return gm, store
 
 
-def normalizer(mean, std, device) -> Callable[[np.ndarray], torch.Tensor]:
-    """A function mapping a float [0, 1] (B, 3, H, W) batch to a normalized tensor on ``device``."""
+def normalizer(mean, std, device) -> Callable[[np.ndarray | torch.Tensor], torch.Tensor]:
+    """A function mapping a float [0, 1] (B, 3, H, W) batch (array or tensor) to a normalized tensor on ``device``."""
     m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     return lambda x: (torch.as_tensor(x, dtype=torch.float32, device=device) - m) / s

@@ -182,8 +182,8 @@ def inhibition(ctx: ClaimContext):
     n_inh = sum(r.verdict == Verdict.HOLDS for r in tested)
     n_none = sum(r.verdict == Verdict.FAILS for r in tested)
     try:
-        q = cochran_q([r.effect for r in tested], [r.values["se_bootstrap"] for r in tested])
-        p_q = q.p_value
+        het = cochran_q([r.effect for r in tested], [r.values["se_bootstrap"] for r in tested])
+        p_q = het.p_value
     except DegenerateDataError as exc:
         return result.with_(verdict=Verdict.INCONCLUSIVE, reason=f"heterogeneity not testable: {exc}",
                             values={**result.values, "n_significant": n_inh, "n_tests": len(tested)})
@@ -198,9 +198,9 @@ def inhibition(ctx: ClaimContext):
            "heterogeneous, but no block shows inhibition" if p_q < ctx.options.alpha else
            "block effects not shown to differ and not all decided: more images would decide")
     return result.with_(
-        verdict=verdict, statistic=q.statistic,
-        values={**result.values, "n_significant": n_inh, "n_tests": len(tested), "q": q.statistic,
-                "p_heterogeneity": p_q, "i2": q.effect,
-                "pooled_effect": q.values["pooled_effect"], "pooled_se": q.values["pooled_se"]},
-        reason=f"Cochran's Q = {q.statistic:.3g} on {len(tested) - 1} df (p = {p_q:.3g}, I2 = "
-               f"{q.effect:.2f}); {n_inh}/{len(tested)} blocks inhibited after Holm: {how}")
+        verdict=verdict, statistic=het.statistic,
+        values={**result.values, "n_significant": n_inh, "n_tests": len(tested), "q": het.statistic,
+                "p_heterogeneity": p_q, "i2": het.effect,
+                "pooled_effect": het.values["pooled_effect"], "pooled_se": het.values["pooled_se"]},
+        reason=f"Cochran's Q = {het.statistic:.3g} on {len(tested) - 1} df (p = {p_q:.3g}, I2 = "
+               f"{het.effect:.2f}); {n_inh}/{len(tested)} blocks inhibited after Holm: {how}")

@@ -67,6 +67,7 @@ def criterion_outcomes(bm, convention: str) -> Outcomes:
     """
     s = bm.scale
     cat = bm.category(convention)
+    used: tuple[str, ...]
     if convention == "p1":
         used = ("sm_b", "sm_i", "sm_b_rev", "sm_i_rev", "sm_b_flip", "sm_i_flip", "sm_b_mismatch")
         scale = (s["sm_b"] > 0) & (s["sm_i"] > 0)

@@ -7,10 +7,14 @@ checked by its option's check (:mod:`.checks`) before any model is loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from resstream_assert.config import checks
 from resstream_assert.errors import ConfigError
+
+if TYPE_CHECKING:  # for the annotation only: the parsers below import them where they are used
+    from resstream_assert.interventions.lesion import LesionOptions
+    from resstream_assert.interventions.settings import InterventionOptions
 
 DEFAULT_MODEL = "zoo:resnet18-cifar64"  # trained on CIFAR-10 photographs, tested on its shipped probe
 #: featviz option name -> FeatvizSettings field (see resstream_assert/interventions/featviz.py).
@@ -212,7 +216,8 @@ _MULTI_LESION_KEYS = ("blocks", "zooms")
 _MULTI_INTERVENTION_KEYS = ("factors", "variants", "x3_factors")
 
 
-def _key_values(flag: str, items: list[str], multi: tuple[str, ...], options: type) -> dict:
+def _key_values(flag: str, items: list[str], multi: tuple[str, ...],
+                options: type[InterventionOptions] | type[LesionOptions]) -> dict:
     """``["a=1", "b=x,y"]`` -> ``{"a": 1, "b": ("x", "y")}`` for the keys in ``multi`` (numbers parsed),
     checked by ``options.from_mapping(...).check()`` (a ValueError or TypeError there is a ConfigError)."""
     out: dict = {}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ _META_ONLY = {"Shape": (), "Size": (), "CastLike": (0,), "EyeLike": ()}
 _TRANSPARENT = {"Identity", "Dropout"}
 _ACTIVATIONS = {"Relu", "LeakyRelu", "Elu", "Gelu", "Clip", "Selu", "Celu", "Mish", "HardSwish", "Softplus"}
 _LINEAR_OPS = {"Conv", "MatMul", "Gemm"}
+
+if TYPE_CHECKING:  # onnx is imported where it is used: importing the package does not load it
+    from onnx import NodeProto
 
 
 class OnnxGraph:
@@ -225,7 +229,8 @@ def _toposort(nodes, available: set[str]) -> list:
     else:
         return nodes
     produced = set(available) | {""}
-    pending, order = nodes, []
+    pending: list = nodes
+    order: list = []
     while pending:
         ready = [n for n in pending if all(i in produced for i in n.input)]
         if not ready:  # inputs from nowhere (subgraph captures): keep the file's order for the rest
@@ -267,6 +272,8 @@ def _fold(node, args: list, attrs: dict) -> np.ndarray | None:
             if "axes" in attrs else None
         if op == "Squeeze":
             return np.squeeze(x, axis=tuple(axes) if axes else None)
+        if axes is None:  # an Unsqueeze without axes: nothing to fold (const() reads None either way)
+            return None
         for ax in sorted(a % (x.ndim + len(axes)) for a in axes):
             x = np.expand_dims(x, ax)
         return x
@@ -295,7 +302,7 @@ def _per_channel(values: np.ndarray | None) -> bool:
     return sum(1 for s in values.shape if s != 1) == 1
 
 
-def gain_op(g: OnnxGraph, branch: str) -> tuple[str, object | None]:
+def gain_op(g: OnnxGraph, branch: str) -> tuple[str, NodeProto | None]:
     """The branch's last affine op ending at tensor ``branch``: ``(kind, node)``.
 
     ``kind`` is ``bn`` (a BatchNormalization with a constant scale), ``layer_scale`` (a
@@ -331,18 +338,27 @@ def _gain_and_conv(g: OnnxGraph, branch: str):
     kind, node = gain_op(g, branch)
     source, gain, start = None, None, branch
     if kind == "bn":
-        source, gain, start = g.module_path(node) or node.name, np.abs(g.const(node.input[1])).astype(
+        assert node is not None  # gain_op pairs every kind but "none" with its node
+        source, gain, start = g.module_path(node) or node.name, np.abs(_checked_const(g, node.input[1])).astype(
             np.float64).ravel(), node.input[0]
     elif kind == "layer_scale":
+        assert node is not None
         other = next(i for i in node.input if i not in g.anc)
-        gain, start = np.abs(g.const(other)).astype(np.float64).ravel(), g.data_inputs(node)[0]
+        gain, start = np.abs(_checked_const(g, other)).astype(np.float64).ravel(), g.data_inputs(node)[0]
         source = _param_name(g, node, other, "layer_scale")
     elif kind == "fused_conv_proxy":
-        w = g.const(node.input[1])
+        assert node is not None
+        w = _checked_const(g, node.input[1])
         source = _conv_name(g, node)
         gain = np.sqrt((w.astype(np.float64) ** 2).reshape(w.shape[0], -1).sum(1))
     conv_source, conv = _conv_magnitude(g, start)
     return kind, source, gain, conv_source, conv
+
+
+def _checked_const(g: OnnxGraph, name: str) -> np.ndarray:
+    value = g.const(name)
+    assert value is not None  # gain_op has already found this constant
+    return value
 
 
 def _conv_magnitude(g: OnnxGraph, value: str) -> tuple[str | None, np.ndarray | None]:

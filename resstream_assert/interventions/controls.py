@@ -16,6 +16,8 @@ DESIGN.md decision 9):
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn as nn
@@ -44,7 +46,7 @@ def apply_control(module: nn.Module, kind: str, *, seed: int = 0, input_size: in
 
 
 def _param(module: nn.Module, target: str) -> nn.Parameter:
-    obj = module
+    obj: Any = module  # a module, then its submodules, then the parameter
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj

@@ -152,7 +152,9 @@ class _Onnx(OnnxRunner):
     def base(self, images) -> np.ndarray:
         from resstream_assert.loading.ort_session import plain_session
 
-        sess = plain_session(self.env.loaded.onnx_path, self.env.loaded.digest, self.providers)
+        path = self.env.loaded.onnx_path
+        assert path is not None  # this runner serves ONNX models only, and they come from a file
+        sess = plain_session(path, self.env.loaded.digest, self.providers)
         return np.concatenate([np.asarray(sess.run(None, {self.input_name: self.inputs(images[i:i + 64])})[0], np.float32)
                                for i in range(0, len(images), 64)])
 

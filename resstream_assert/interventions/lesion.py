@@ -311,7 +311,9 @@ def run_lesions(env: InterventionEnv, request: LesionRequest) -> LesionData:
     if len(lab) < opts.min_images:
         return skip("inconclusive", f"{len(lab)} labeled probe images to score on < {opts.min_images}; raise "
                                     "--resstream-images")
-    out, intact, stopped = [], None, []
+    out: list[BlockLesion] = []
+    intact = None
+    stopped: list[str] = []
     for plan in request.plans:
         if plan.note or (request.max_stopped is not None and len(stopped) > request.max_stopped):
             note = plan.note or (f"not run: the claim cannot hold any more ({', '.join(stopped)} stopped "

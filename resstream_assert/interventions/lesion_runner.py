@@ -155,6 +155,7 @@ def lesion_correctness(loaded, rmap, block, images: np.ndarray, labels: np.ndarr
     while done < len(masks):
         rows = slice(done, min(len(masks), done + step))
         for z in range(len(zs)):
+            assert values is not None  # the loop over the zooms above set it
             correct[rows, z] = run.predict(feats[z], masks[rows], values) == labels[None]
         done = rows.stop
         if stop is not None and done < len(masks) and stop(correct[1:done], correct[0]):

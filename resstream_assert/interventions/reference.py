@@ -84,11 +84,11 @@ def imagenet_shards(folder, shard: int = 1024):
     for i in range(0, len(files), shard):
         imgs = []
         for f, _ in files[i:i + shard]:
-            with Image.open(f) as im:
-                im = im.convert("RGB")
+            with Image.open(f) as raw:
+                im = raw.convert("RGB")
                 w, h = im.size
                 nw, nh = (256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256)
-                im = im.resize((nw, nh), Image.BILINEAR)
+                im = im.resize((nw, nh), Image.Resampling.BILINEAR)
                 top, left = int(round((nh - 224) / 2.0)), int(round((nw - 224) / 2.0))
                 imgs.append(np.asarray(im.crop((left, top, left + 224, top + 224)), np.uint8))
         yield np.stack(imgs).transpose(0, 3, 1, 2), np.array([y for _, y in files[i:i + shard]], np.int64)
@@ -112,10 +112,11 @@ def reference_data(loaded, rmap, source, *, device: str = "cpu", counters: dict 
     counters = {} if counters is None else counters
     blocks = {name: rmap[name] for name in sets}
     runners = {name: _Runner(loaded, rmap, b, device, 256, counters) for name, b in blocks.items()}
-    sums, n = dict.fromkeys(sets, 0.0), 0
+    sums: dict[str, np.ndarray] = {}  # per set: the sum over images of the block's ablation values
+    n = 0
     for images, _ in imagenet_shards(source, shard):
         for name, run in runners.items():
-            sums[name] = sums[name] + run.values(images) * len(images)
+            sums[name] = sums.get(name, 0.0) + run.values(images) * len(images)
         n += len(images)
     hits = dict.fromkeys(sets, 0)
     empty = 0

@@ -179,6 +179,7 @@ class _TorchRunner(TorchRunner):
         images = self.env.probe.images[:n]
         with torch.inference_mode():
             for i in range(0, n if head is not None else 0, 64):  # one pass to every block's frontier
+                assert head is not None  # the range is empty without a frontier
                 x = self.inputs(images[i:i + 64])
                 values = dict(zip(frontier, head(x)))
                 for p in prepared:
@@ -252,6 +253,7 @@ class _OnnxRunner(OnnxRunner):
         head = head_session(self.model, frontier, self.providers, key=(self.env.loaded.digest,)) if frontier else None
         images = self.env.probe.images[:n]
         for i in range(0, n if head is not None else 0, 64):  # one pass to every block's frontier
+            assert head is not None  # the range is empty without a frontier
             x = self.inputs(images[i:i + 64])
             values = dict(zip(frontier, head.run(frontier, {self.input_name: x})))
             for p in prepared:

@@ -85,10 +85,10 @@ class InterventionOptions:
         """
         ints = {"channels": 1, "images": 1, "batch_size": 1, "x3_channels": 1, "x3_images": 1, "n_steps": 2,
                 "x4_images": 1, "seed": 0}
-        for name, low in ints.items():
+        for name, least in ints.items():
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"{name}={v}: must be a whole number >= {low}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < least:
+                raise ValueError(f"{name}={v}: must be a whole number >= {least}")
         f = tuple(self.factors)
         if len(f) < 3 or not _positive(f) or 1.0 not in [float(x) for x in f] or len(set(map(float, f))) != len(f):
             raise ValueError(f"factors={f}: need at least 3 positive factors including 1, e.g. factors=0.25,0.5,1,2,4")

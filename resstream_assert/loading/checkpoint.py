@@ -239,6 +239,7 @@ def _refused_global(p: Path, exc: Exception) -> CheckpointError:
 def _torch_load(p: Path, fmt: str, trust_pickle: bool, safe_globals: tuple[str, ...] = ()) -> Any:
     import pickle
 
+    cause: Exception
     try:
         return _load_with(p, trust_pickle, safe_globals)
     except CheckpointError:

@@ -49,5 +49,6 @@ def draw_bn(m: nn.modules.batchnorm._BatchNorm, g: torch.Generator) -> None:
     n = m.num_features
     m.weight.copy_(torch.rand(n, generator=g) * 1.5 + 0.1)
     m.bias.copy_(torch.randn(n, generator=g) * 0.3)
+    assert m.running_mean is not None and m.running_var is not None, "a BatchNorm without running statistics"
     m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
     m.running_var.copy_(torch.rand(n, generator=g) + 0.5)

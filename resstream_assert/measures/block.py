@@ -81,7 +81,7 @@ class BlockStimuli:
     @property
     def measured(self) -> np.ndarray:
         """Boolean (C,): channels with at least one stimulus at some site."""
-        return ((self.xi >= 0) | (self.xb >= 0) | (self.xo_p1 >= 0) | (self.xo_p2 >= 0)).any(axis=1)
+        return np.any((self.xi >= 0) | (self.xb >= 0) | (self.xo_p1 >= 0) | (self.xo_p2 >= 0), axis=1)
 
 
 #: The sites whose exemplars the measures use (X_I, X_B, X_O in P1's and P2's convention).
@@ -171,8 +171,8 @@ def block_measures(block: Block, resp: Mapping, opts: MeasureOptions = MeasureOp
     i_id, b_id = r.get(block, "skip_out"), r.get(block, "branch_out")
     post, total = r.get(block, "resid_post"), r.get(block, "resid_sum")
     if stimuli is None and exemplars:
-        stimuli = BlockStimuli(resp, *(_given_exemplars(exemplars, site, r.get(block, site), opts.k)
-                                       for site in EXEMPLAR_SITES), source="given")
+        gi, gb, go1, go2 = (_given_exemplars(exemplars, site, r.get(block, site), opts.k) for site in EXEMPLAR_SITES)
+        stimuli = BlockStimuli(resp, gi, gb, go1, go2, source="given")
     if stimuli is None:  # the parameter `exemplars` is empty here; the top-k come from _given_exemplars
         stim, measured = resp, None
         xi, xb = _given_exemplars(None, "skip_out", i_id, opts.k), _given_exemplars(None, "branch_out", b_id, opts.k)

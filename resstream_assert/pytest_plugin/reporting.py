@@ -95,12 +95,13 @@ class ReportPlugin:
             raise pytest.UsageError(f"--resstream-compare-fail {' '.join(options.compare_fail)}: a tolerance needs a "
                                     "baseline to compare with; add --resstream-baseline PATH (create it once with "
                                     "--resstream-update-baseline)")
-        for flag, value in options.outputs() if options.baseline else ():
-            if same_file(self._path(value), self._path(options.baseline)):
-                raise pytest.UsageError(
-                    f"--resstream-{flag} {value}: is the baseline file (--resstream-baseline {options.baseline}; "
-                    "symlinks followed). Writing the report there would overwrite the baseline, and the next run "
-                    "would be compared with this one instead. Give the report another path.")
+        if options.baseline:
+            for flag, value in options.outputs():
+                if same_file(self._path(value), self._path(options.baseline)):
+                    raise pytest.UsageError(
+                        f"--resstream-{flag} {value}: is the baseline file (--resstream-baseline {options.baseline}; "
+                        "symlinks followed). Writing the report there would overwrite the baseline, and the next "
+                        "run would be compared with this one instead. Give the report another path.")
         if options.baseline and not options.update_baseline:
             self.baseline = self._read_baseline(options.baseline)
             unknown = unknown_quantities(self.rules, self.baseline)
@@ -308,6 +309,7 @@ class ReportPlugin:
                                  "baseline must hold every model's results: fix the run and write it again.")
             self._fail(session)
             return
+        assert o.baseline is not None  # __init__ refuses --resstream-update-baseline without a baseline path
         write_report(baseline_from_report(report), self._path(o.baseline))
         self.messages.append(f"resstream: baseline written to {o.baseline} ({len(report['results'])} claim results)")
 

@@ -271,12 +271,13 @@ def check_report(data: Any, name: str = "the report") -> None:
         ident = [r.get(k) for k in ("model", "backend", "claim")]
         if not all(isinstance(x, str) for x in ident):
             raise ValueError(f"{bad}: result {i} lacks a text model, backend and claim")
+        who = " ".join(map(str, ident))  # all text (checked above)
         for key, kind in (("rows", list), ("values", dict), ("thresholds", dict), ("stability", dict)):
             if r.get(key) is not None and not isinstance(r[key], kind):
-                raise ValueError(f"{bad}: result {i} ({' '.join(ident)}) has {key!r} that is not a "
+                raise ValueError(f"{bad}: result {i} ({who}) has {key!r} that is not a "
                                  f"{'list' if kind is list else 'object'}")
         if any(not isinstance(row, dict) for row in r.get("rows") or []):
-            raise ValueError(f"{bad}: result {i} ({' '.join(ident)}) has a row that is not an object")
+            raise ValueError(f"{bad}: result {i} ({who}) has a row that is not an object")
 
 
 def strip_volatile(report: Mapping[str, Any]) -> dict[str, Any]:

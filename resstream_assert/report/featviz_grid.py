@@ -20,6 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from resstream_assert.capture.featviz_responses import FEATVIZ_SITES, SITE_LABELS, FeatvizStimuli
+from resstream_assert.results import ClaimResult
 
 #: Channels shown per block in a report's grid (the CLI draws all it is asked for).
 GRID_CHANNELS = 16
@@ -66,7 +67,7 @@ def success_text(fz: FeatvizStimuli, block: int, percent: bool = True) -> str:
     return ", ".join(parts)
 
 
-def label_featviz_results(results: Mapping[str, object], fz: FeatvizStimuli, rmap) -> dict:
+def label_featviz_results(results: Mapping[str, ClaimResult], fz: FeatvizStimuli, rmap) -> dict[str, ClaimResult]:
     """``results`` (claim id -> ClaimResult) labelled as featviz results, with sampling and success counts.
 
     Example:

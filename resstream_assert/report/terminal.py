@@ -148,7 +148,8 @@ def agreement_tables(report: Mapping[str, Any]) -> list[Line]:
     if kappa:
         rows = [[k[0], k[1], feffect(k[2], k[3], k[4]), str(k[5] if k[5] is not None else ""), fp(k[6]), k[7], k[8]]
                 for k in kappa]
-        out += [[("", {})]] + _grid(["model[backend]", "block", "kappa [95% CI]", "n", "p_adj", "verdict", "note"],
+        out.append([("", {})])
+        out += _grid(["model[backend]", "block", "kappa [95% CI]", "n", "p_adj", "verdict", "note"],
                                     rows, [5], [[k[7]] for k in kappa])
     return out
 

@@ -9,7 +9,7 @@ operation instead of a Python loop. Randomness only ever comes from an explicit
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from typing import Any, Callable, overload
 
 import numpy as np
 import scipy.stats as st
@@ -114,6 +114,10 @@ def partial_spearman_rows(x: NDArray[np.float64], y: NDArray[np.float64],
     return pearson_rows(resid(x), resid(y))
 
 
+@overload
+def rank_biserial(u: float, n1: int, n2: int) -> float: ...
+@overload
+def rank_biserial(u: NDArray[np.float64], n1: int, n2: int) -> NDArray[np.float64]: ...
 def rank_biserial(u: float | NDArray[np.float64], n1: int, n2: int) -> float | NDArray[np.float64]:
     """Rank-biserial correlation ``2U/(n1 n2) - 1`` from the Mann-Whitney U of the first sample.
 
@@ -125,6 +129,10 @@ def rank_biserial(u: float | NDArray[np.float64], n1: int, n2: int) -> float | N
     return 2.0 * u / (n1 * n2) - 1.0
 
 
+@overload
+def cramers_v(chi2: float, n: int, r: int, c: int) -> float: ...
+@overload
+def cramers_v(chi2: NDArray[np.float64], n: int, r: int, c: int) -> NDArray[np.float64]: ...
 def cramers_v(chi2: float | NDArray[np.float64], n: int, r: int, c: int) -> float | NDArray[np.float64]:
     """Cramér's V ``sqrt(chi2 / (n (min(r, c) - 1)))``, in [0, 1].
 
@@ -192,7 +200,7 @@ def _wants_axis(fn: Callable[..., object]) -> bool:
         return False
 
 
-def bootstrap_ci(stat_fn: Callable[..., object], *arrays: ArrayLike, n_resamples: int,
+def bootstrap_ci(stat_fn: Callable[..., Any], *arrays: ArrayLike, n_resamples: int,
                  rng: np.random.Generator | int, level: float = 0.95, paired: bool = True,
                  vectorized: bool | None = None) -> tuple[float, float]:
     """Percentile bootstrap confidence interval ``(low, high)`` of ``stat_fn(*arrays)``.
@@ -318,7 +326,7 @@ def rank_biserial_rows(x: NDArray[np.float64], y: NDArray[np.float64], axis: int
     return rank_biserial(ranks[..., :n1].sum(axis=-1) - n1 * (n1 + 1) / 2.0, n1, y.shape[-1])
 
 
-def chi2_rows(tables: NDArray[np.float64]) -> NDArray[np.float64]:
+def chi2_rows(tables: NDArray[np.number]) -> NDArray[np.float64]:
     """Pearson chi-square of each (r, c) table in a (B, r, c) stack; empty margins add 0."""
     n = tables.sum(axis=(1, 2), keepdims=True)
     expected = tables.sum(axis=2, keepdims=True) * tables.sum(axis=1, keepdims=True) / n

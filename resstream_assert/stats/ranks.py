@@ -62,23 +62,23 @@ def partial_spearman(x: ArrayLike, y: ArrayLike, z: ArrayLike, *, alternative: s
     z2 = z2[:, None] if z2.ndim == 1 else z2
     if z2.ndim != 2:
         raise ValueError(f"z must be 1-D or 2-D (n, k), got shape {np.shape(z)}")
-    x, y = as_1d(x, "x"), as_1d(y, "y")
-    if not (x.size == y.size == z2.shape[0]):
-        raise ValueError(f"x, y, z must have equal length, got {x.size}, {y.size}, {z2.shape[0]}")
-    keep = ~(np.isnan(x) | np.isnan(y) | np.isnan(z2).any(axis=1))
-    x, y, z2 = x[keep], y[keep], z2[keep]
-    check_not_constant(z2.shape[1] + 3, x=x, y=y)
+    xs, ys = as_1d(x, "x"), as_1d(y, "y")
+    if not (xs.size == ys.size == z2.shape[0]):
+        raise ValueError(f"x, y, z must have equal length, got {xs.size}, {ys.size}, {z2.shape[0]}")
+    keep = ~(np.isnan(xs) | np.isnan(ys) | np.isnan(z2).any(axis=1))
+    xs, ys, z2 = xs[keep], ys[keep], z2[keep]
+    check_not_constant(z2.shape[1] + 3, x=xs, y=ys)
     q = covariate_basis(z2)
-    ex, ey = (v - q @ (q.T @ v) for v in (st.rankdata(x), st.rankdata(y)))
+    ex, ey = (v - q @ (q.T @ v) for v in (st.rankdata(xs), st.rankdata(ys)))
     if np.allclose(ex, 0) or np.allclose(ey, 0):
         raise DegenerateDataError("x or y is fully explained by z: the partial correlation is undefined")
     rho = float(pearson_rows(ex, ey))
     null = freedman_lane_null(ex, ey, q, n_resamples, gen)
     p = perm_pvalue(count_extreme(null, rho, alternative), n_resamples)
-    boots = [partial_spearman_rows(x[idx], y[idx], z2[idx]) for idx in
-             (gen.integers(0, x.size, size=(b, x.size)) for b in chunks(n_boot, x.size * (z2.shape[1] + 2)))]
+    boots = [partial_spearman_rows(xs[idx], ys[idx], z2[idx]) for idx in
+             (gen.integers(0, xs.size, size=(b, xs.size)) for b in chunks(n_boot, xs.size * (z2.shape[1] + 2)))]
     lo, hi = percentile_ci(np.concatenate(boots)) if boots else (math.nan, math.nan)
-    return TestResult(rho, p, rho, lo, hi, x.size, "partial spearman (Freedman-Lane permutation)",
+    return TestResult(rho, p, rho, lo, hi, xs.size, "partial spearman (Freedman-Lane permutation)",
                       alternative, "partial_spearman_rho", n_resamples, int((~keep).sum()))
 
 

@@ -154,7 +154,7 @@ class FeatvizResult:
     steps_run: np.ndarray | None = None
 
 
-def make_targets(blocks: Sequence[int], sites: Sequence[str], channels: Sequence[int],
+def make_targets(blocks: Sequence[int], sites: Sequence[str], channels: Sequence[int] | np.ndarray,
                  seeds: int = 1) -> list[Target]:
     """All combinations, in block, site, channel, seed order.
 

@@ -68,7 +68,8 @@ def gather(outs: Sequence[torch.Tensor], groups: list, check: bool = True) -> to
 
 
 def stats(mean, std, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    return tuple(torch.tensor(v, dtype=torch.float32, device=dev).view(1, 3, 1, 1) for v in (mean, std))
+    mean_t, std_t = (torch.tensor(v, dtype=torch.float32, device=dev).view(1, 3, 1, 1) for v in (mean, std))
+    return mean_t, std_t
 
 
 def site_list(targets) -> list[tuple[int, str]]:
@@ -117,7 +118,8 @@ class Plateau:
     """
 
     def __init__(self, n: int, images: int, steps: int | None = None):
-        self.n, self.values = n, []
+        self.n = n
+        self.values: list[torch.Tensor] = []
         self.kept: dict[int, torch.Tensor] = {}
         self.steps_run = np.full(images, steps if steps is not None else 0, np.int64)
 

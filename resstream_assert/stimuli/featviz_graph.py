@@ -16,7 +16,7 @@ pre-activation, which has the same maximiser. The surrogate is a separate branch
 from __future__ import annotations
 
 import operator
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.fx as fx
@@ -49,6 +49,7 @@ def pass_relu(z: torch.Tensor) -> torch.Tensor:
 
 def _is_relu(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_module":
+        assert isinstance(node.target, str)  # a call_module's target is the module's path
         return type(gm.get_submodule(node.target)) is nn.ReLU
     if node.op == "call_function":
         return node.target in _RELU_FUNCTIONS
@@ -59,6 +60,7 @@ def _is_copy(gm: fx.GraphModule, node: fx.Node) -> bool:
     if len(node.all_input_nodes) != 1:
         return False
     if node.op == "call_module":
+        assert isinstance(node.target, str)
         return isinstance(gm.get_submodule(node.target), _COPY_MODULES)
     if node.op == "call_function":
         return node.target in _COPY_FUNCTIONS  # a pad's fill is a constant: no gradient either way
@@ -140,5 +142,10 @@ def _surrogate_on_copy(traced: fx.GraphModule, site: fx.Node, graph: fx.Graph,
     for node in chain:
         src, prev = by_name[node.all_input_nodes[0].name], last
         with graph.inserting_after(prev):
-            last = graph.node_copy(by_name[node.name], lambda n, s=src, p=prev: p if n is s else n)
+            last = graph.node_copy(by_name[node.name], _swap(src, prev))
     return last
+
+
+def _swap(old: fx.Node, new: fx.Node) -> Callable[[fx.Node], fx.Node]:
+    """``node_copy``'s argument map: ``old`` becomes ``new``, every other node stays."""
+    return lambda n: new if n is old else n

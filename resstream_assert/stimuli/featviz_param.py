@@ -112,7 +112,10 @@ def to_rgb(p: torch.Tensor, size: int, *, fft: bool, decorrelate: bool, color: t
         ...        fscale=freq_scale(8, torch.device("cpu"))).shape
         torch.Size([2, 3, 8, 8])
     """
-    img = torch.fft.irfftn(torch.view_as_complex(fscale * p), s=(size, size), norm="ortho") / FFT_MAGIC if fft else p
+    img = p
+    if fft:
+        assert fscale is not None, "fft=True needs fscale (freq_scale)"
+        img = torch.fft.irfftn(torch.view_as_complex(fscale * p), s=(size, size), norm="ortho") / FFT_MAGIC
     if decorrelate:
         img = torch.einsum("dc,nchw->ndhw", color, img)
     return torch.sigmoid(img)

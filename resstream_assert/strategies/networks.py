@@ -209,7 +209,7 @@ class _Block(nn.Module):
         if spec.shortcut == "projection":
             self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
         elif spec.shortcut == "nn_identity":
-            self.shortcut = nn.Identity()
+            self.shortcut: nn.Module = nn.Identity()
         elif spec.shortcut == "empty_sequential":
             self.shortcut = nn.Sequential()
         self.pad = ((cout - cin) // 2, cout - cin - (cout - cin) // 2)
