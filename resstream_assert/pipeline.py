@@ -18,6 +18,7 @@ from resstream_assert.kinds import Backend, StimulusSource
 from resstream_assert.run_models import ModelRef, load_model, model_refs
 
 if TYPE_CHECKING:
+    from resstream_assert.capture.cache import ResponseCache
     from resstream_assert.claims import ClaimOptions
     from resstream_assert.discovery import ResidualMap
     from resstream_assert.loading import LoadedModel
@@ -72,7 +73,7 @@ class Pipeline:
         self.config = config
         self.log = log  # optional callable(str) for progress lines
         self._memo: dict = {}
-        self._cache = None
+        self._cache: ResponseCache | None = None
 
     def memo(self, key, compute: Callable[[], Any]) -> Any:
         """Compute ``compute()`` once per ``key`` for the life of this pipeline."""
@@ -159,7 +160,7 @@ class Pipeline:
         return self.probe(self.model(spec, backend).input_size, self.probe_source(spec))
 
     @property
-    def cache(self):
+    def cache(self) -> ResponseCache:
         """The on-disk response cache (``None`` directory disables it)."""
         if self._cache is None:
             from resstream_assert.capture.cache import ResponseCache

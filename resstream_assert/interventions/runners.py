@@ -54,6 +54,7 @@ class OnnxRunner:
         from resstream_assert.loading.onnx_file import image_input, read_model
 
         self.env, self.opts = env, opts
+        assert env.loaded.onnx_path is not None  # this runner is chosen for models on the onnx backend only
         self.model, _ = read_model(env.loaded.onnx_path)
         self.graph = OnnxGraph(self.model)
         self.types = elem_types(self.model)
