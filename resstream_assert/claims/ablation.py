@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -76,7 +76,7 @@ def delta_d_slopes(zooms, intact: np.ndarray, sets: np.ndarray) -> np.ndarray:
         [0.5]
     """
     d = intact.mean(-1)[None] - sets.astype(np.float64).mean(-1)
-    return trend_slope(np.asarray(zooms, float), d - d[:, :1])
+    return np.asarray(trend_slope(np.asarray(zooms, float), d - d[:, :1]))  # 2-D in: one slope per row
 
 
 @dataclass(frozen=True)
@@ -136,6 +136,34 @@ def lesion_test(zooms, intact: np.ndarray, selected: np.ndarray, random: np.ndar
         p, _ = sequential_pvalue(s_rand >= s_sel, n_max or n_rand, sequential)
     else:
         p = empirical_pvalue(s_sel, s_rand, alternative="greater")
+    values = _lesion_values(z, intact, sets, dd, s_rand, n_img)
+    if anti is not None:
+        values.update(anti_slope=float(slopes[-1]), anti_excess_slope=float(slopes[-1] - s_rand.mean()),
+                      p_anti=empirical_pvalue(float(slopes[-1]), s_rand, alternative="greater"))
+    values["mcnemar_frac_sig_max_zoom"] = _mcnemar_fraction(selected, random)
+    lo = hi = gap_lo = gap_hi = math.nan
+    if n_boot > 0:
+        lo, hi, gap_lo, gap_hi = _bootstrap_intervals(z, intact, sets, n_rand, n_boot, np.random.default_rng(rng))
+    values.update(gap_max_zoom_ci_low=float(gap_lo), gap_max_zoom_ci_high=float(gap_hi))
+    values.update(_prediction_and_confound(s_sel, s_rand, d[0, 0], d[1:1 + n_rand, 0]))
+    test = TestResult(s_sel, p, s_sel - float(s_rand.mean()), float(lo), float(hi), n_img,
+                      "rank of the ΔD-vs-zoom slope among random equal-size lesions", "greater", "excess_slope",
+                      n_rand, values={})
+    return test, values, _lesion_figure(z, intact, sets, dd, n_rand)
+
+
+def _lesion_values(z: np.ndarray, intact: np.ndarray, sets: np.ndarray, dd: np.ndarray, s_rand: np.ndarray,
+                   n_img: int) -> dict[str, float]:
+    """C10's row values beside the test: the random sets' mean slope, the placebo p, and per zoom the
+    accuracies, S*'s ΔD rank p and its excess over the random sets' mean ΔD.
+
+    Example:
+        >>> sets = np.ones((3, 2, 4))
+        >>> v = _lesion_values(np.array([1.0, 2.0]), np.ones((2, 4)), sets, np.zeros((3, 2)), np.zeros(2), 4)
+        >>> v["n_random"], v["acc_intact_z2"], v["excess_dD_z2"]
+        (2, 1.0, 0.0)
+    """
+    n_rand = len(s_rand)
     gap = dd[0] - dd[1:1 + n_rand].mean(0)
     values: dict[str, float] = {"n_random": n_rand, "n_images": n_img, "slope_random_mean": float(s_rand.mean()),
                                 "p_placebo": empirical_pvalue(float(s_rand[0]), s_rand[1:], alternative="greater"),
@@ -148,42 +176,51 @@ def lesion_test(zooms, intact: np.ndarray, selected: np.ndarray, random: np.ndar
         if j:
             values[f"p_zoom{key}"] = empirical_pvalue(float(dd[0, j]), dd[1:1 + n_rand, j], alternative="greater")
             values[f"excess_dD_z{key}"] = float(gap[j])
-    if anti is not None:
-        values.update(anti_slope=float(slopes[-1]), anti_excess_slope=float(slopes[-1] - s_rand.mean()),
-                      p_anti=empirical_pvalue(float(slopes[-1]), s_rand, alternative="greater"))
-    # Secondary (spec C10): exact McNemar of S* vs each random set at the largest zoom, one-sided (S* worse).
+    return values
+
+
+def _mcnemar_fraction(selected: np.ndarray, random: np.ndarray) -> float:
+    """Secondary (spec C10): the fraction of random sets from which S* differs by an exact one-sided McNemar
+    test (S* worse) at p < 0.05, at the largest zoom.
+
+    Example:
+        >>> _mcnemar_fraction(np.zeros((1, 20), bool), np.ones((3, 1, 20), bool))
+        1.0
+    """
     from scipy.stats import binom
 
     b = (~selected[-1] & random[:, -1]).sum(-1)
     c = (selected[-1] & ~random[:, -1]).sum(-1)
     p_mc = np.where(b + c > 0, binom.sf(b - 1, np.maximum(b + c, 1), 0.5), 1.0)
-    values["mcnemar_frac_sig_max_zoom"] = float(np.mean(p_mc < 0.05))
-    lo = hi = gap_lo = gap_hi = math.nan
-    if n_boot > 0:
-        gen = np.random.default_rng(rng)
-        w = _resample_counts(n_img, n_boot, gen)
-        acc_b = (sets.reshape(-1, n_img) @ w.T / n_img).reshape(sets.shape[0], len(z), n_boot)
-        int_b = intact.astype(np.float64) @ w.T / n_img  # (Z, B)
-        dd_b = int_b[None] - acc_b
-        dd_b = dd_b - dd_b[:, :1]
-        sl_b = trend_slope(z, dd_b.transpose(0, 2, 1).reshape(-1, len(z))).reshape(sets.shape[0], n_boot)
-        excess = sl_b[0] - sl_b[1:1 + n_rand].mean(0)
-        gaps = dd_b[0, -1] - dd_b[1:1 + n_rand, -1].mean(0)
-        lo, hi = np.percentile(excess, [2.5, 97.5])
-        gap_lo, gap_hi = np.percentile(gaps, [2.5, 97.5])
-    values.update(gap_max_zoom_ci_low=float(gap_lo), gap_max_zoom_ci_high=float(gap_hi))
-    values.update(_prediction_and_confound(s_sel, s_rand, d[0, 0], d[1:1 + n_rand, 0]))
-    test = TestResult(s_sel, p, s_sel - float(s_rand.mean()), float(lo), float(hi), n_img,
-                      "rank of the ΔD-vs-zoom slope among random equal-size lesions", "greater", "excess_slope",
-                      n_rand, values={})
-    # One panel of the shared "lines" figure contract: extra damage under zoom, S* vs the random band.
-    figure = {"x": z.tolist(), "series": {"scale-invariant set": dd[0].tolist(),
-                                          "random sets (mean)": dd[1:1 + n_rand].mean(0).tolist()},
-              "bands": {"random sets (mean)": {"low": np.percentile(dd[1:1 + n_rand], 5, axis=0).tolist(),
-                                               "high": np.percentile(dd[1:1 + n_rand], 95, axis=0).tolist()}},
-              "acc_intact": intact.mean(-1).tolist(), "acc_selected": sets[0].mean(-1).tolist(),
-              "acc_random_mean": sets[1:1 + n_rand].mean(-1).mean(0).tolist()}
-    return test, values, figure
+    return float(np.mean(p_mc < 0.05))
+
+
+def _bootstrap_intervals(z: np.ndarray, intact: np.ndarray, sets: np.ndarray, n_rand: int, n_boot: int,
+                         gen: np.random.Generator) -> tuple[float, float, float, float]:
+    """Paired bootstrap over the scored images: 95% intervals of S*'s excess slope and of its ΔD gap at the
+    largest zoom, ``(lo, hi, gap_lo, gap_hi)``."""
+    n_img = intact.shape[-1]
+    w = _resample_counts(n_img, n_boot, gen)
+    acc_b = (sets.reshape(-1, n_img) @ w.T / n_img).reshape(sets.shape[0], len(z), n_boot)
+    int_b = intact.astype(np.float64) @ w.T / n_img  # (Z, B)
+    dd_b = int_b[None] - acc_b
+    dd_b = dd_b - dd_b[:, :1]
+    sl_b = np.asarray(trend_slope(z, dd_b.transpose(0, 2, 1).reshape(-1, len(z)))).reshape(sets.shape[0], n_boot)
+    excess = sl_b[0] - sl_b[1:1 + n_rand].mean(0)
+    gaps = dd_b[0, -1] - dd_b[1:1 + n_rand, -1].mean(0)
+    lo, hi = np.percentile(excess, [2.5, 97.5])
+    gap_lo, gap_hi = np.percentile(gaps, [2.5, 97.5])
+    return lo, hi, gap_lo, gap_hi
+
+
+def _lesion_figure(z: np.ndarray, intact: np.ndarray, sets: np.ndarray, dd: np.ndarray, n_rand: int) -> dict:
+    """One panel of the shared "lines" figure contract: extra damage under zoom, S* vs the random band."""
+    return {"x": z.tolist(), "series": {"scale-invariant set": dd[0].tolist(),
+                                       "random sets (mean)": dd[1:1 + n_rand].mean(0).tolist()},
+            "bands": {"random sets (mean)": {"low": np.percentile(dd[1:1 + n_rand], 5, axis=0).tolist(),
+                                             "high": np.percentile(dd[1:1 + n_rand], 95, axis=0).tolist()}},
+            "acc_intact": intact.mean(-1).tolist(), "acc_selected": sets[0].mean(-1).tolist(),
+            "acc_random_mean": sets[1:1 + n_rand].mean(-1).mean(0).tolist()}
 
 
 def _prediction_and_confound(s_sel: float, s_rand: np.ndarray, d_sel: float, d_rand: np.ndarray) -> dict:
@@ -328,8 +365,8 @@ def reference_check(n_images: int, acc_empty: float, acc_lesion: Mapping[str, fl
         [True, True]
     """
     se = lambda a: 100 * math.sqrt(max(a * (1 - a), 0.0) / max(n_images, 1))  # noqa: E731
-    out = [{"name": "empty lesion", "measured": 100 * acc_empty, "reference": INTACT_TOP1,
-            "tolerance": TOL_EMPTY, "se": se(acc_empty)}]
+    out: list[dict[str, Any]] = [{"name": "empty lesion", "measured": 100 * acc_empty, "reference": INTACT_TOP1,
+                                  "tolerance": TOL_EMPTY, "se": se(acc_empty)}]
     for name, acc in acc_lesion.items():
         ref = INTACT_TOP1 - LESION_TOP1[name]
         out.append({"name": f"{name} drop", "measured": 100 * (acc_empty - acc), "reference": ref,
