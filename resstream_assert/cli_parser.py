@@ -124,7 +124,8 @@ def _add_featviz(sub: argparse._SubParsersAction, func: Command) -> None:
     f.add_argument("--steps", type=int, default=256, help="Adam steps (default 256; the papers: 2560)")
     f.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
     f.add_argument("--seeds", type=int, default=1, help="images per channel and site (the grid shows seed 0)")
-    f.add_argument("--regime", default="block", choices=("block", "per-layer"), help="transform regime: block (one jitter per block) or per-layer (the papers' table)")
+    f.add_argument("--regime", default="block", choices=("block", "per-layer"),
+                   help="transform regime: block (one jitter per block) or per-layer (the papers' table)")
     f.add_argument("--jitter", type=int, default=None, help="jitter in px (default: the papers' for the depth)")
     f.add_argument("--size", type=int, default=None, help="image side in px (default: the model's input size)")
     f.add_argument("--images", type=int, default=512, help="probe images for the success check (default 512)")
@@ -143,7 +144,8 @@ def _add_export(sub: argparse._SubParsersAction, func: Command, exporters: tuple
     e.add_argument("out", help="output .onnx path")
     e.add_argument("--fold-bn", action="store_true",
                    help="fold BatchNorm into Conv (smaller, like production exports; gains become proxies)")
-    e.add_argument("--exporter", default="torchscript", choices=exporters, help="torch.onnx exporter (default: torchscript)")
+    e.add_argument("--exporter", default="torchscript", choices=exporters,
+                   help="torch.onnx exporter (default: torchscript)")
     e.add_argument("--input-size", type=_positive_int, default=None,
                    help="input size in px (default: the model's own; a factory's is read from its stem)")
     e.add_argument("--opset", type=_opset, default=None, help="ONNX opset (default: the exporter's)")
