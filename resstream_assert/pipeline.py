@@ -289,7 +289,7 @@ class Pipeline:
 
         cfg = self.config
         variants = needed_variants(resolve_claims(claims if claims is not None else cfg.claims))
-        return ClaimContext(model=cfg.label_of(str(spec)), backend=backend, rmap=self.map(spec, backend),
+        return ClaimContext(model=cfg.label_of(str(spec)), model_spec=cfg.spec_of(str(spec)), backend=backend, rmap=self.map(spec, backend),
                             measures=self.measures(spec, backend, variants, stimuli),
                             responses=self.responses(spec, variants, backend),
                             options=options or ClaimOptions.from_run(cfg.claim_options), seed=cfg.seed)
@@ -314,7 +314,7 @@ class Pipeline:
         options = options or ClaimOptions.from_run(cfg.claim_options)
         variants = needed_variants(ids)
         probe = self.model_probe(spec, backend)
-        ctx = ClaimContext(model=cfg.label_of(str(spec)), backend=backend, rmap=self.map(spec, backend), measures=(),
+        ctx = ClaimContext(model=cfg.label_of(str(spec)), model_spec=cfg.spec_of(str(spec)), backend=backend, rmap=self.map(spec, backend), measures=(),
                            responses={}, options=options, seed=cfg.seed)
         if len(probe) < options.min_images:
             why = (f"{len(probe)} probe images < {options.min_images} (min_images): top-k exemplars would not be "

@@ -24,7 +24,7 @@ providers and plan; a silent provider fallback is an error there).
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def _tap_session(loaded, model, rmap: ResidualMap, sites: tuple[str, ...], hw: t
     inst.CopyFrom(model)  # in memory only: the user's file is never written
     n_orig = len(inst.graph.output)
     existing = {o.name for o in inst.graph.output}
-    plan = []  # (tensor, how, info): "pool" -> (mean, center) outputs | "raw" -> the map | "sum" -> operands
+    plan: list[tuple[str, str, Any]] = []  # (tensor, how, info): "pool" -> (mean, center) outputs | "raw" -> the map | "sum" -> operands
     for i, t in enumerate(tensors):
         shape = shapes.get(t)
         if shape is not None and len(shape) != 4:
@@ -101,6 +101,80 @@ def _taps(rmap: ResidualMap, sites: tuple[str, ...]) -> tuple[list[str], dict[st
     return tensors, derived
 
 
+def _check_capturable(loaded, rmap: ResidualMap, reduce: str) -> None:
+    """Refuse what capture_onnx cannot run: a model that is not ONNX, a torch map, an unknown ``reduce``."""
+    if getattr(loaded, "backend", None) != "onnx" or not loaded.onnx_path:
+        raise CaptureError("capture_onnx needs an ONNX model (load_model('file.onnx') or backend='onnx'), "
+                           f"got {loaded!r}")
+    if rmap.backend != "onnx":
+        raise CaptureError("capture_onnx needs the ResidualMap of the ONNX graph (discover(onnx_model)); the torch "
+                           "map names FX nodes, not ONNX tensors.")
+    if reduce not in ("graph", "numpy"):
+        raise ValueError(f"reduce must be 'graph' or 'numpy', got {reduce!r}")
+
+
+def _model_input(batch: np.ndarray, transform: Callable | None, mean: np.ndarray, std: np.ndarray,
+                 dtype: np.dtype) -> np.ndarray:
+    """One [0, 1] batch as the graph's input: ``transform`` (on a torch tensor), then normalised, in ``dtype``.
+
+    Example:
+        >>> x = _model_input(np.ones((1, 3, 2, 2)), None, np.full((1, 3, 1, 1), 0.5, np.float32),
+        ...                  np.full((1, 3, 1, 1), 0.25, np.float32), np.dtype("float32"))
+        >>> float(x.max()), x.dtype
+        (2.0, dtype('float32'))
+    """
+    if transform is not None:
+        import torch
+
+        batch = transform(torch.as_tensor(np.asarray(batch, np.float32))).cpu().numpy()
+    return ((np.asarray(batch, np.float32) - mean) / std).astype(dtype, copy=False)
+
+
+def _reduce(plan: list, outs: list, storage: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each tapped tensor's (center, mean) per channel from the session's outputs, stored as ``storage``.
+
+    ``pool`` entries read the in-graph reductions, ``raw`` ones reduce the whole map in numpy, ``sum``
+    ones add their two operands' reductions (a residual sum left untapped).
+
+    Example:
+        >>> fmap = np.arange(2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+        >>> center, mean = _reduce([("t", "raw", 0)], [fmap], "float32")["t"]
+        >>> center.shape, float(center[0, 0]), float(mean[0, 0])
+        ((2, 3), 10.0, 7.5)
+    """
+    reduced = {}
+    for tensor, how, info in plan:
+        if how == "pool":
+            m_idx, c_idx, kh, kw = info
+            n, c = outs[m_idx].shape[:2]
+            reduced[tensor] = (outs[c_idx][:, :, kh, kw].astype(np.float32),
+                               outs[m_idx].reshape(n, c).astype(np.float32))
+        elif how == "raw":
+            fmap = outs[info]
+            if fmap.ndim != 4:
+                raise CaptureError(f"site tensor {tensor!r} produced a {fmap.ndim}-D tensor; expected NCHW")
+            h, w = fmap.shape[2:]
+            reduced[tensor] = (fmap[:, :, h // 2, w // 2].astype(np.float32),
+                               fmap.mean(axis=(2, 3), dtype=np.float32))
+    for tensor, _how, (skip, branch) in (p for p in plan if p[1] == "sum"):
+        # Both reductions are linear: equal to reducing the graph's own add up to float32 rounding
+        # (~1e-7 relative; onnxruntime itself rounds it differently when it fuses the add into a conv).
+        reduced[tensor] = (reduced[skip][0] + reduced[branch][0], reduced[skip][1] + reduced[branch][1])
+    # Stored per batch (a tensor tapped under several keys stays one object, so sites keep sharing it).
+    return {t: (compact(c, storage), compact(m, storage)) for t, (c, m) in reduced.items()}
+
+
+def _store(store: dict[str, dict[str, list]], reduced: dict[str, tuple[np.ndarray, np.ndarray]], rmap: ResidualMap,
+           sites: tuple[str, ...], reducers: Iterable[str]) -> None:
+    """Append one batch's reductions to ``store`` under each block's site keys (means only when asked for)."""
+    for block in rmap:
+        for site in sites:
+            center, avg = reduced[block.sites[site]]
+            store["center"].setdefault(site_key(block.index, site), []).append(center)
+            if "mean" in reducers:
+                store["mean"].setdefault(site_key(block.index, site), []).append(avg)
+
+
 def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, variant: str = "id",
                  sites: Iterable[str] = SITES, transform: Callable | None = None, progress=None,
                  check_faithful: bool = True, reduce: str = "graph", storage: str = "float32",
@@ -119,15 +193,8 @@ def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, va
         >>> r.get(0, "branch_out").shape  # doctest: +SKIP
         (512, 64)
     """
-    if getattr(loaded, "backend", None) != "onnx" or not loaded.onnx_path:
-        raise CaptureError("capture_onnx needs an ONNX model (load_model('file.onnx') or backend='onnx'), "
-                           f"got {loaded!r}")
-    if rmap.backend != "onnx":
-        raise CaptureError("capture_onnx needs the ResidualMap of the ONNX graph (discover(onnx_model)); the torch "
-                           "map names FX nodes, not ONNX tensors.")
+    _check_capturable(loaded, rmap, reduce)
     sites = tuple(sites)
-    if reduce not in ("graph", "numpy"):
-        raise ValueError(f"reduce must be 'graph' or 'numpy', got {reduce!r}")
     model, _ = read_model(loaded.onnx_path)
     input_name = loaded.onnx.input_name if loaded.onnx else image_input(model)[0].name
     dtype = np.dtype(loaded.onnx.input_dtype if loaded.onnx else "float32")
@@ -136,11 +203,7 @@ def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, va
     store: dict[str, dict[str, list]] = {"center": {}, "mean": {}}
     logits, first = [], True
     for batch in batches:
-        if transform is not None:
-            import torch
-
-            batch = transform(torch.as_tensor(np.asarray(batch, np.float32))).cpu().numpy()
-        x = ((np.asarray(batch, np.float32) - mean) / std).astype(dtype, copy=False)
+        x = _model_input(batch, transform, mean, std, dtype)
         sess, plan, n_orig, names = _tap_session(loaded, model, rmap, sites, (int(x.shape[2]), int(x.shape[3])),
                                                  reduce == "graph")
         try:
@@ -151,32 +214,7 @@ def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, va
         if first and check_faithful:
             _check_faithful(loaded, input_name, x, outs[:n_orig])
         first = False
-        reduced = {}
-        for tensor, how, info in plan:
-            if how == "pool":
-                m_idx, c_idx, kh, kw = info
-                n, c = outs[m_idx].shape[:2]
-                reduced[tensor] = (outs[c_idx][:, :, kh, kw].astype(np.float32),
-                                   outs[m_idx].reshape(n, c).astype(np.float32))
-            elif how == "raw":
-                fmap = outs[info]
-                if fmap.ndim != 4:
-                    raise CaptureError(f"site tensor {tensor!r} produced a {fmap.ndim}-D tensor; expected NCHW")
-                h, w = fmap.shape[2:]
-                reduced[tensor] = (fmap[:, :, h // 2, w // 2].astype(np.float32),
-                                   fmap.mean(axis=(2, 3), dtype=np.float32))
-        for tensor, _how, (skip, branch) in (p for p in plan if p[1] == "sum"):
-            # Both reductions are linear: equal to reducing the graph's own add up to float32 rounding
-            # (~1e-7 relative; onnxruntime itself rounds it differently when it fuses the add into a conv).
-            reduced[tensor] = (reduced[skip][0] + reduced[branch][0], reduced[skip][1] + reduced[branch][1])
-        # Stored per batch (a tensor tapped under several keys stays one object, so sites keep sharing it).
-        reduced = {t: (compact(c, storage), compact(m, storage)) for t, (c, m) in reduced.items()}
-        for block in rmap:
-            for site in sites:
-                center, avg = reduced[block.sites[site]]
-                store["center"].setdefault(site_key(block.index, site), []).append(center)
-                if "mean" in reducers:
-                    store["mean"].setdefault(site_key(block.index, site), []).append(avg)
+        _store(store, _reduce(plan, outs, storage), rmap, sites, reducers)
         logits.append(np.asarray(outs[0], np.float32).reshape(len(x), -1))
         if progress is not None:
             progress(len(x))

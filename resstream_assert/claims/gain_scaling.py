@@ -165,7 +165,7 @@ def _category_shares(cat: np.ndarray) -> dict[str, list[float]]:
 
 
 def _gain_m(ctx, data, bl, variant):
-    block = ctx.rmap[bl.index]
+    block = ctx.map[bl.index]
     sites = bl.gain[variant]
     ms = [mix_ratios(ctx, block, bl.channels, data.n_images, {s: sites[s][k] for s in sites})
           for k in range(len(data.factors))]
@@ -288,7 +288,7 @@ def shortcut_dose_response(ctx: ClaimContext):
         if bad is not None:
             rows.append(bad)
             continue
-        block = ctx.rmap[bl.index]
+        block = ctx.map[bl.index]
         ms = [mix_ratios(ctx, block, bl.channels, data.n_images, {s: bl.shortcut[s][k] for s in bl.shortcut})[0]
               for k in range(len(data.factors))]
         m = np.stack(ms)

@@ -86,7 +86,7 @@ def category_test(ctx: ClaimContext, block: str, values: np.ndarray, cat: np.nda
         return row(block, verdict=Verdict.INCONCLUSIVE, n=int(sum(v.size for v in groups.values())), values=info,
                    note=f"fewer than 2 categories with >= {MIN_PER_CATEGORY} channels "
                         f"({', '.join(f'{k} {v.size}' for k, v in groups.items())})")
-    rng = ctx.rng(ctx.rmap[block].index if ctx.rmap is not None else 0)
+    rng = ctx.rng(ctx.map[block].index if ctx.rmap is not None else 0)
     try:
         test = kruskal_wallis(used, rng=rng, n_resamples=ctx.options.n_resamples, n_boot=ctx.options.n_boot)
     except DegenerateDataError as exc:

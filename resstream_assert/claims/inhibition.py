@@ -56,7 +56,7 @@ N_BOOT_SE = 200
 def _block_quantities(ctx: ClaimContext, bm, halves) -> dict[str, np.ndarray]:
     """M on half A; on half B the input's exemplars, the branch's responses, standardized and raw B(X_I), and the
     tuning rho."""
-    block = ctx.rmap[bm.index]
+    block = ctx.map[bm.index]
     resp = ctx.responses["id"]
     r_a, r_b = resp.subset(halves[0]), resp.subset(halves[1])
     m_a = block_measures(block, {"id": r_a}, MeasureOptions(seed=ctx.seed, tuning=False)).m_p1

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,8 @@ from resstream_assert.errors import DegenerateDataError
 from resstream_assert.measures import MIX, UNDEFINED
 from resstream_assert.paper import BLOCK_CHANNELS, SCALE_INVARIANT_CHANNELS
 from resstream_assert.results import BlockRow, TestResult, Verdict
+if TYPE_CHECKING:
+    from resstream_assert.loading.spec import ModelSpec
 from resstream_assert.stats import (cochran_armitage, fisher_exact_greater,
                                     hypergeometric_overlap, mcnemar_exact)
 
@@ -134,13 +137,9 @@ def _mix_association(out: Outcomes) -> dict[str, float]:
     return vals
 
 
-def _author_weights(model: str) -> bool:
+def _author_weights(spec: "ModelSpec | None") -> bool:
     """True for torchvision ResNet18 with the author's weights (IMAGENET1K_V1 = DEFAULT) and no control."""
-    from resstream_assert.loading import ModelSpec
-
-    try:
-        spec = ModelSpec.parse(model)
-    except Exception:  # noqa: BLE001 - a free-form model label is simply not the reference model
+    if spec is None:  # synthetic responses: not the reference model
         return False
     weights = (spec.weights or "").upper().rsplit(".", 1)[-1]
     return (spec.kind == "torchvision" and spec.target == "resnet18" and spec.control is None
@@ -155,7 +154,7 @@ def _reference(ctx: ClaimContext, bm, out: Outcomes) -> dict[str, float]:
     f = float(out.hit.mean()) if out.hit.size else math.nan
     vals = {"reference_frac": len(ref) / bm.channels, "reference_diff": f - len(ref) / bm.channels}
     # Tolerance and channel numbers only mean something for the author's weights.
-    if _author_weights(ctx.model):
+    if _author_weights(ctx.model_spec):
         vals["within_reference_tolerance"] = float(abs(vals["reference_diff"]) <= REFERENCE_TOLERANCE)
         chosen = set(out.index[out.hit].tolist())
         try:
@@ -261,7 +260,7 @@ def scale_invariant_p2(ctx: ClaimContext):
 def _stage_key(ctx: ClaimContext, bm) -> float:
     """Spatial area of the block's map (smaller = deeper stage); -channels when the map size is unknown."""
     try:
-        spatial = ctx.rmap[bm.block].spatial
+        spatial = ctx.map[bm.block].spatial
     except (TypeError, IndexError, KeyError, AttributeError):
         spatial = None
     return float(spatial[0] * spatial[1]) if spatial else -float(bm.channels)

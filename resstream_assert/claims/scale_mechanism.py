@@ -44,7 +44,7 @@ from resstream_assert.claims.decision import Boundary
 from resstream_assert.claims.base import ZOOM_VARIANTS, ClaimContext, register, row, summarize
 from resstream_assert.errors import DegenerateDataError
 from resstream_assert.measures import MIX, UNDEFINED, flatness, p2_selected
-from resstream_assert.results import TestResult, Verdict
+from resstream_assert.results import BlockRow, TestResult, Verdict
 from resstream_assert.stats import binomial_proportion, mann_whitney, mcnemar_exact, sign_test, wilcoxon_signed_rank
 
 NEEDS_ZOOM = ("id", "S", "Sinv") + ZOOM_VARIANTS
@@ -186,8 +186,9 @@ def equivariance(ctx: ClaimContext):
     Example:
         >>> equivariance(ctx).rows[0].values["p_mismatch"]  # doctest: +SKIP
     """
-    rows, bars = [], {"SM_B > 0 (zoom in)": [], "on another channel's exemplars": [], "under a flip": [],
-                      "zoom in beats zoom out (symmetric)": [], "z* > 1": []}
+    rows: list[BlockRow] = []
+    bars: dict[str, list] = {"SM_B > 0 (zoom in)": [], "on another channel's exemplars": [], "under a flip": [],
+                             "zoom in beats zoom out (symmetric)": [], "z* > 1": []}
     cats, hists, pooled = [], [], []
     floor = min_selected(ctx.options.alpha)
     for bm in ctx.analysed():
@@ -288,52 +289,12 @@ def summation(ctx: ClaimContext):
     rows, panels, pooled = [], [], []
     floor = min_selected(ctx.options.alpha)
     for bm in ctx.analysed():
-        lacking = ctx.lacking(bm, "scale", "zoom")
-        if lacking is not None:
-            rows.append(lacking)
-            continue
-        z = bm.zoom
-        f_post, f_in, f_pre = flatness(z["post"]), flatness(z["in"]), flatness(z["pre"])
-        with np.errstate(invalid="ignore"):
-            # A summand that is never positive has no flatness; the better summand is then the other one.
-            best = np.fmax(f_in, f_pre)
-        frozen_in = flatness(z["in"].mean(axis=1, keepdims=True) + z["pre"])
-        frozen_pre = flatness(z["in"] + z["pre"].mean(axis=1, keepdims=True))
-        chosen = p2_selected(bm)
-        # Only channels whose selection is defined count, so "others" are truly non-selected.
-        ok = (np.isfinite(f_post) & np.isfinite(best) & np.isfinite(bm.scale["sm_b"])
-              & (bm.category("p2") != UNDEFINED))
-        sel, others = ok & chosen, ok & ~chosen
-        values = {"n_defined": int(ok.sum()), "n_selected": int(sel.sum()), "n_others": int(others.sum()),
-                  "median_flat_post_sel": _median(f_post[sel]), "median_flat_best_sel": _median(best[sel]),
-                  "median_flat_post_others": _median(f_post[others])}
-        panels.append(_curve_panel(bm, sel, others))
-        few = ctx.too_few(bm, int(ok.sum()), what="channels with defined flatness", values=values)
-        if few is None:
-            few = ctx.too_few(bm, int(sel.sum()), what="selected channels", floor=floor, values=values,
-                              suffix=": the signed-rank test cannot reach alpha")
-        if few is not None:
-            rows.append(few)
-            continue
-        rng = ctx.rng(bm.index)
-        nb = ctx.options.n_boot
-        main = _paired_greater(f_post[sel], best[sel], rng, nb)
-        cf_in = _paired_greater(f_post[sel], frozen_in[sel], rng, nb)
-        cf_pre = _paired_greater(f_post[sel], frozen_pre[sel], rng, nb)
-        values.update(p_sum_vs_best=main.p_value, effect_sum_vs_best=main.effect,
-                      p_cf_in=cf_in.p_value, effect_cf_in=cf_in.effect,
-                      p_cf_pre=cf_pre.p_value, effect_cf_pre=cf_pre.effect)
-        values.update(_safe(lambda: mann_whitney(f_post[sel], f_post[others], alternative="greater", rng=rng,  # noqa: B023
-                                                 n_boot=0), "selected_vs_others"))  # (_safe calls it at once)
-        # Intersection-union: the block holds only if all three comparisons do; the effect is
-        # the weakest of the three rank-biserial effects.
-        weakest = min((main, cf_in, cf_pre), key=lambda t: t.effect)
-        test = replace(main, p_value=max(main.p_value, cf_in.p_value, cf_pre.p_value), effect=weakest.effect,
-                       ci_low=weakest.ci_low, ci_high=weakest.ci_high, n=int(sel.sum()))
-        note = {id(main): "weakest: sum vs best summand", id(cf_in): "weakest: freeze In",
-                id(cf_pre): "weakest: freeze Pre"}[id(weakest)]
-        rows.append(row(bm.block, test, values=values, note=note))
-        pooled.append((f_post[sel], best[sel]))
+        block_row, panel, pair = _summation_block(ctx, bm, floor)
+        rows.append(block_row)
+        if panel is not None:
+            panels.append(panel)
+        if pair is not None:
+            pooled.append(pair)
     figures = {"zoom_response": {"type": "lines", "title": "Zoom-response curves (ReLU'd, / max), P2-criterion channels",
                                  "xlabel": "zoom", "ylabel": "normalised response", "panels": panels}}
     values = {}
@@ -342,6 +303,59 @@ def summation(ctx: ClaimContext):
         values = {"median_flat_post_sel": _median(post), "median_flat_best_sel": _median(best),
                   "frac_sum_flatter": float((post > best).mean()), "n_selected": post.size}
     return summarize(ctx, rows, direction=1, values=values, figures=figures, thresholds={"min_selected": floor})
+
+
+def _summation_block(ctx: ClaimContext, bm, floor: int
+                     ) -> tuple[BlockRow, dict | None, tuple[np.ndarray, np.ndarray] | None]:
+    """C9 on one block: its row, its curve panel (None when it lacks the zoom quantities), and the sum's and
+    the better summand's flatness over its selected channels for the pooled values (None when untested).
+
+    Example:
+        >>> block_row, panel, pair = _summation_block(ctx, ctx.analysed()[0], 6)  # doctest: +SKIP
+    """
+    lacking = ctx.lacking(bm, "scale", "zoom")
+    if lacking is not None:
+        return lacking, None, None
+    z = bm.zoom
+    f_post, f_in, f_pre = flatness(z["post"]), flatness(z["in"]), flatness(z["pre"])
+    with np.errstate(invalid="ignore"):
+        # A summand that is never positive has no flatness; the better summand is then the other one.
+        best = np.fmax(f_in, f_pre)
+    frozen_in = flatness(z["in"].mean(axis=1, keepdims=True) + z["pre"])
+    frozen_pre = flatness(z["in"] + z["pre"].mean(axis=1, keepdims=True))
+    chosen = p2_selected(bm)
+    # Only channels whose selection is defined count, so "others" are truly non-selected.
+    ok = (np.isfinite(f_post) & np.isfinite(best) & np.isfinite(bm.scale["sm_b"])
+          & (bm.category("p2") != UNDEFINED))
+    sel, others = ok & chosen, ok & ~chosen
+    values = {"n_defined": int(ok.sum()), "n_selected": int(sel.sum()), "n_others": int(others.sum()),
+              "median_flat_post_sel": _median(f_post[sel]), "median_flat_best_sel": _median(best[sel]),
+              "median_flat_post_others": _median(f_post[others])}
+    panel = _curve_panel(bm, sel, others)
+    few = ctx.too_few(bm, int(ok.sum()), what="channels with defined flatness", values=values)
+    if few is None:
+        few = ctx.too_few(bm, int(sel.sum()), what="selected channels", floor=floor, values=values,
+                          suffix=": the signed-rank test cannot reach alpha")
+    if few is not None:
+        return few, panel, None
+    rng = ctx.rng(bm.index)
+    nb = ctx.options.n_boot
+    main = _paired_greater(f_post[sel], best[sel], rng, nb)
+    cf_in = _paired_greater(f_post[sel], frozen_in[sel], rng, nb)
+    cf_pre = _paired_greater(f_post[sel], frozen_pre[sel], rng, nb)
+    values.update(p_sum_vs_best=main.p_value, effect_sum_vs_best=main.effect,
+                  p_cf_in=cf_in.p_value, effect_cf_in=cf_in.effect,
+                  p_cf_pre=cf_pre.p_value, effect_cf_pre=cf_pre.effect)
+    values.update(_safe(lambda: mann_whitney(f_post[sel], f_post[others], alternative="greater", rng=rng,
+                                             n_boot=0), "selected_vs_others"))
+    # Intersection-union: the block holds only if all three comparisons do; the effect is
+    # the weakest of the three rank-biserial effects.
+    weakest = min((main, cf_in, cf_pre), key=lambda t: t.effect)
+    test = replace(main, p_value=max(main.p_value, cf_in.p_value, cf_pre.p_value), effect=weakest.effect,
+                   ci_low=weakest.ci_low, ci_high=weakest.ci_high, n=int(sel.sum()))
+    note = {id(main): "weakest: sum vs best summand", id(cf_in): "weakest: freeze In",
+            id(cf_pre): "weakest: freeze Pre"}[id(weakest)]
+    return row(bm.block, test, values=values, note=note), panel, (f_post[sel], best[sel])
 
 
 def _median(a: np.ndarray) -> float:

@@ -30,7 +30,7 @@ def branch_gain(ctx: ClaimContext):
     """
     rows, panels = [], []
     for bm in ctx.analysed():
-        if ctx.rmap[bm.index].projection:
+        if ctx.map[bm.index].projection:
             continue  # the papers analyse identity-shortcut blocks only (1.1, 2.1, 3.1)
         if bm.branch_gain is None:
             rows.append(row(bm.block, verdict=Verdict.NOT_APPLICABLE, note="the branch has no norm or layer scale"))

@@ -9,35 +9,24 @@ because it never looks at module names; names are only used to label what was fo
 
 from __future__ import annotations
 
-import operator
 import weakref
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from resstream_assert.discovery.fx_trace import Traced, copy_graph, edited_module, split_at, trace
+from resstream_assert.discovery.node_roles import (add_operands, ancestor_sets, conv_before, gain_source,
+                                                   identity_root, post_node)
 from resstream_assert.discovery.residual_map import Block, ResidualMap
 from resstream_assert.errors import DiscoveryError
 from resstream_assert.loading.torch_model import eval_mode
 
-_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
-_ADD_METHODS = {"add", "add_"}
-# Ops that pass the branch output through unchanged in eval mode (walked over to find the gain op).
-_TRANSPARENT_MODULES = (nn.Identity, nn.Dropout, nn.Dropout2d)
-_TRANSPARENT_NAMES = ("stochastic_depth", "drop_path", "dropout", "identity", "contiguous", "DropPath",
-                      "StochasticDepth", "Identity")
-_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.LeakyReLU, nn.ELU)
-_ACTIVATION_NAMES = ("relu", "relu_", "gelu", "silu", "leaky_relu", "elu", "relu6")
-
-
-@dataclass
-class Traced:
-    """A model's FX graph plus the native (qualified) name of every node."""
-
-    gm: fx.GraphModule
-    qualname: dict[str, str]  # fx node name -> native qualified name (e.g. 'layer1.0.add')
+__all__ = ["BlockNodes", "Traced", "block_nodes", "copy_graph", "discover_torch", "edited_module", "split_at",
+           "trace"]
 
 
 @dataclass(frozen=True)
@@ -55,118 +44,7 @@ class BlockNodes:
     gain_node: str | None = None  # the FX node of the branch's last affine op (BN call, layer-scale mul)
 
 
-_TRACES: "weakref.WeakKeyDictionary[nn.Module, Traced]" = weakref.WeakKeyDictionary()
 _NODES: "weakref.WeakKeyDictionary[nn.Module, tuple[BlockNodes, ...]]" = weakref.WeakKeyDictionary()
-
-
-def trace(module: nn.Module) -> Traced:
-    """Trace ``module`` with torch.fx (torchvision's NodePathTracer names), cached per module.
-
-    Example:
-        >>> import torchvision
-        >>> t = trace(torchvision.models.resnet18())
-        >>> t.qualname["add"]
-        'layer1.0.add'
-    """
-    if module in _TRACES:
-        return _TRACES[module]
-    from torchvision.models.feature_extraction import NodePathTracer
-
-    tracer = NodePathTracer()
-    try:
-        with eval_mode(module):  # forward() may branch on self.training (dropout): trace the eval-mode graph
-            graph = tracer.trace(module)
-    except Exception as exc:  # fx raises many types (TraceError, TypeError, AssertionError...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DiscoveryError(
-            f"torch.fx could not trace {type(module).__name__} ({type(exc).__name__}: {first}). Residual blocks are "
-            "found from the traced graph; data-dependent control flow in forward() prevents tracing. Export the model "
-            "to ONNX and pass the .onnx file, or make forward() traceable (no Python branching on tensor values).") from exc
-    gm = fx.GraphModule(module, graph)
-    qual = {n.name: tracer.node_to_qualname.get(n, n.name) for n in graph.nodes}
-    _TRACES[module] = Traced(gm, qual)
-    return _TRACES[module]
-
-
-def copy_graph(module: nn.Module) -> tuple[fx.Graph, dict[str, fx.Node]]:
-    """A fresh copy of the module's traced graph (to edit) and its nodes by original name.
-
-    Example:
-        >>> import torchvision
-        >>> graph, by_name = copy_graph(torchvision.models.resnet18())
-        >>> by_name["add"].target.__name__
-        'add'
-    """
-    graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {}
-    graph.output(graph.graph_copy(trace(module).gm.graph, env))
-    return graph, {old.name: new for old, new in env.items()}
-
-
-def edited_module(module: nn.Module, graph: fx.Graph, by_name: dict[str, fx.Node],
-                  added: dict[fx.Node, str] | None = None) -> fx.GraphModule:
-    """A ``GraphModule`` running ``graph`` (an edited :func:`copy_graph` of ``module``) that keeps the native names.
-
-    Tracing a ``GraphModule`` again loses the module path of every function node (its adds
-    all run in the root's ``forward``), so discovery would have to guess block names from
-    the branch's modules. Instead the edited module's trace is recorded here with the
-    original qualified names, so its blocks and sites are named as the original's.
-    ``by_name`` is the mapping :func:`copy_graph` returned; ``added`` names nodes the edit
-    inserted (default: their node names).
-
-    Example:
-        >>> import torchvision
-        >>> model = torchvision.models.resnet18()
-        >>> graph, by_name = copy_graph(model)
-        >>> edited = edited_module(model, graph, by_name)
-        >>> trace(edited).qualname[by_name["add"].name]
-        'layer1.0.add'
-    """
-    qual = trace(module).qualname
-    gm = fx.GraphModule(module, graph)
-    names = {new.name: qual.get(old, new.name) for old, new in by_name.items()}
-    names.update({node.name: text for node, text in (added or {}).items()})
-    copy, env = fx.Graph(), {}
-    copy.output(copy.graph_copy(gm.graph, env))
-    renamed = {old.name: new.name for old, new in env.items()}
-    # A separate GraphModule holds the trace: the cache's value must not keep its key (gm) alive.
-    _TRACES[gm] = Traced(fx.GraphModule(gm, copy), {renamed[n]: names.get(n, n) for n in renamed}
-                         | {n.name: n.name for n in copy.nodes if n.op == "output"})
-    return gm
-
-
-def split_at(module: nn.Module, node_name: str) -> tuple[fx.GraphModule, fx.GraphModule | None]:
-    """Cut ``module``'s FX graph at ``node_name``: ``(head, tail)``; ``tail`` is None if tensors cross the cut.
-
-    ``head(x)`` returns the node's value; ``tail(v)`` runs the rest of the network on it.
-    Parameters (``get_attr``) may cross; any other live tensor makes the cut invalid.
-
-    Example:
-        >>> head, tail = split_at(resnet18, "add_3")  # doctest: +SKIP
-        >>> torch.allclose(tail(head(x)), resnet18(x))  # doctest: +SKIP
-        True
-    """
-    traced = trace(module)
-    nodes = list(traced.gm.graph.nodes)
-    cut = next(i for i, n in enumerate(nodes) if n.name == node_name)
-    head_graph, env = fx.Graph(), {}
-    for n in nodes[:cut + 1]:
-        env[n] = head_graph.node_copy(n, lambda a: env[a])
-    head_graph.output(env[nodes[cut]])
-    head = fx.GraphModule(traced.gm, head_graph)
-    before = set(nodes[:cut + 1])
-    tail_graph = fx.Graph()
-    tenv = {nodes[cut]: tail_graph.placeholder("cut")}
-    for n in nodes[cut + 1:]:
-        for a in n.all_input_nodes:
-            if a in tenv:
-                continue
-            if a in before and a.op == "get_attr":
-                tenv[a] = tail_graph.node_copy(a)
-            else:
-                return head, None  # e.g. a skip over the cut: the tail would need more than resid_sum
-        tenv[n] = tail_graph.node_copy(n, lambda a: tenv[a])
-    return head, fx.GraphModule(traced.gm, tail_graph)
 
 
 def block_nodes(module: nn.Module) -> tuple[BlockNodes, ...]:
@@ -182,15 +60,14 @@ def block_nodes(module: nn.Module) -> tuple[BlockNodes, ...]:
     traced = trace(module)
     nodes = list(traced.gm.graph.nodes)
     order = {n: i for i, n in enumerate(nodes)}
-    ancestors = _ancestor_sets(nodes)
+    ancestors = ancestor_sets(nodes)
     found = []
     for node in nodes:
-        operands = _add_operands(node)
+        operands = add_operands(node)
         if operands is None:
             continue
         a, b = operands
-        common = (ancestors[a] | {a}) & (ancestors[b] | {b})
-        common = {n for n in common if n.op != "get_attr"}
+        common = {n for n in (ancestors[a] | {a}) & (ancestors[b] | {b}) if n.op != "get_attr"}
         if not common:
             continue
         pre = max(common, key=order.__getitem__)
@@ -200,9 +77,9 @@ def block_nodes(module: nn.Module) -> tuple[BlockNodes, ...]:
         skip, branch = (a, b) if len_a < len_b else (b, a)
         if branch is pre:
             continue
-        gain_module, gain_param, gain_node = _gain_source(traced.gm, branch, ancestors)
-        found.append(BlockNodes(pre.name, skip.name, branch.name, node.name, _post(node).name,
-                                gain_module, gain_param, _identity_root(traced.gm, skip) is pre, gain_node))
+        gain_module, gain_param, gain_node = gain_source(traced.gm, branch, ancestors)
+        found.append(BlockNodes(pre.name, skip.name, branch.name, node.name, post_node(node).name,
+                                gain_module, gain_param, identity_root(traced.gm, skip) is pre, gain_node))
     _NODES[module] = tuple(found)
     return _NODES[module]
 
@@ -218,7 +95,7 @@ def discover_torch(loaded, input_size: int | None = None) -> ResidualMap:
     """
     module = getattr(loaded, "module", loaded)
     name = getattr(loaded, "name", type(module).__name__)
-    size = int(input_size or getattr(loaded, "input_size", 224))
+    size = int(input_size) if input_size else int(getattr(loaded, "input_size", 224))
     with eval_mode(module):  # the user's module keeps its own train/eval state
         return _discover(module, name, size)
 
@@ -226,7 +103,7 @@ def discover_torch(loaded, input_size: int | None = None) -> ResidualMap:
 def _discover(module: nn.Module, name: str, size: int) -> ResidualMap:
     found = block_nodes(module)
     if not found:
-        n_adds = sum(1 for n in trace(module).gm.graph.nodes if _add_operands(n) is not None)
+        n_adds = sum(1 for n in trace(module).gm.graph.nodes if add_operands(n) is not None)
         raise DiscoveryError(
             f"No residual block found in {name}: searched the traced graph's {n_adds} tensor additions for one "
             "of the form x + f(x) (an add whose two operands share an input). Networks without skip connections "
@@ -256,136 +133,28 @@ def _discover(module: nn.Module, name: str, size: int) -> ResidualMap:
 
 # --- helpers -----------------------------------------------------------------------------
 
-def _ancestor_sets(nodes: list[fx.Node]) -> dict[fx.Node, frozenset]:
-    anc: dict[fx.Node, frozenset] = {}
-    for n in nodes:  # fx graphs are topologically ordered
-        s: set = set()
-        for inp in n.all_input_nodes:
-            s.add(inp)
-            s |= anc[inp]
-        anc[n] = frozenset(s)
-    return anc
-
-
-def _add_operands(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
-    is_add = (node.op == "call_function" and node.target in _ADD_FUNCTIONS) or \
-             (node.op == "call_method" and node.target in _ADD_METHODS)
-    if not is_add or len(node.args) < 2:
-        return None
-    a, b = node.args[0], node.args[1]
-    if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)) or "get_attr" in (a.op, b.op):
-        return None
-    return a, b
-
-
-def _target_name(gm: fx.GraphModule, node: fx.Node) -> str:
-    if node.op == "call_module":
-        return type(gm.get_submodule(node.target)).__name__
-    return getattr(node.target, "__name__", str(node.target))
-
-
-def _is_transparent(gm: fx.GraphModule, node: fx.Node) -> bool:
-    if node.op == "call_module" and isinstance(gm.get_submodule(node.target), _TRANSPARENT_MODULES):
-        return True
-    return node.op in ("call_function", "call_method", "call_module") and _target_name(gm, node) in _TRANSPARENT_NAMES
-
-
-def _post(add: fx.Node) -> fx.Node:
-    """The block's activation after the add, or the add itself when there is none (ConvNeXt)."""
-    users = list(add.users)
-    if len(users) != 1:
-        return add
-    u = users[0]
-    if u.op == "call_module":
-        root = u.graph.owning_module
-        return u if isinstance(root.get_submodule(u.target), _ACTIVATIONS) else add
-    if u.op in ("call_function", "call_method") and getattr(u.target, "__name__", u.target) in _ACTIVATION_NAMES:
-        return u
-    return add
-
-
-def _param_behind(node) -> str | None:
-    """The get_attr target behind ``node`` (through reshape/view), if any."""
-    while isinstance(node, fx.Node):
-        if node.op == "get_attr":
-            return node.target
-        if node.op == "call_method" and node.target in ("reshape", "view", "unsqueeze", "to"):
-            node = node.args[0]
-            continue
-        return None
-    return None
-
-
-def _identity_root(gm: fx.GraphModule, node: fx.Node) -> fx.Node:
-    """The node behind parameter-free identity ops (nn.Identity, eval-mode dropout, ...): a shortcut
-    written as ``self.shortcut = nn.Identity()`` is an identity shortcut, not a projection."""
-    for _ in range(8):
-        if _is_transparent(gm, node) and node.args and isinstance(node.args[0], fx.Node):
-            node = node.args[0]
-            continue
-        break
-    return node
-
-
-def _gain_source(gm: fx.GraphModule, branch: fx.Node,
-                 ancestors: dict) -> tuple[str | None, str | None, str | None]:
-    """(BN module target, layer-scale parameter, the gain op's node name) of the branch ending at ``branch``."""
-    node = branch
-    for _ in range(8):
-        if _is_transparent(gm, node) and node.args and isinstance(node.args[0], fx.Node):
-            node = node.args[0]
-            continue
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.modules.batchnorm._BatchNorm):
-            return node.target, None, node.name
-        if node.op in ("call_function", "call_method") and _target_name(gm, node) in ("mul", "mul_"):
-            for arg in node.args:
-                param = _param_behind(arg)
-                if param is not None:
-                    return None, param, node.name
-            # A gate computed from the branch itself (squeeze-excitation: x * sigmoid(fc(mean(x)))): the
-            # per-channel gain is the norm before the gate, so walk on into x.
-            tensors = [a for a in node.args[:2] if isinstance(a, fx.Node)]
-            if len(tensors) == 2:
-                x, gate = tensors
-                if x in ancestors[gate] or gate in ancestors[x]:
-                    node = x if x in ancestors[gate] else gate
-                    continue
-        if node.op == "call_module" and hasattr(gm.get_submodule(node.target), "gamma"):  # timm LayerScale
-            return None, f"{node.target}.gamma", node.name
-        break
-    return None, None, None
-
-
-def _conv_before(gm: fx.GraphModule, node: fx.Node) -> str | None:
-    for _ in range(12):
-        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), (nn.Conv2d, nn.Linear)):
-            return node.target
-        inputs = [a for a in node.all_input_nodes if a.op != "get_attr"]
-        if len(inputs) != 1:
-            return None
-        node = inputs[0]
-    return None
-
-
-def _weights(gm: fx.GraphModule, bn: BlockNodes, module: nn.Module):
+def _weights(gm: fx.GraphModule, bn: BlockNodes,
+             module: nn.Module) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """The branch's per-channel |gain| (BN gamma or layer scale), its conv's mean |weight| per output channel,
+    and that conv's target (None each where there is none)."""
     gain = None
     if bn.gain_module:
-        w = gm.get_submodule(bn.gain_module).weight
+        w = cast("torch.Tensor | None", gm.get_submodule(bn.gain_module).weight)  # None: BN without affine
         gain = None if w is None else w.detach().abs().flatten().cpu().numpy().astype(np.float64)
     elif bn.gain_param:
         gain = _get_attr(module, bn.gain_param).detach().abs().flatten().cpu().numpy().astype(np.float64)
     branch = gm.graph.find_nodes(op="call_module", target=bn.gain_module)[0] if bn.gain_module else \
         next(n for n in gm.graph.nodes if n.name == bn.branch_out)
-    conv_name = _conv_before(gm, branch)
+    conv_name = conv_before(gm, branch)
     conv = None
     if conv_name:
-        w = gm.get_submodule(conv_name).weight.detach()
+        w = cast(torch.Tensor, gm.get_submodule(conv_name).weight).detach()
         conv = w.abs().reshape(w.shape[0], -1).mean(1).cpu().numpy().astype(np.float64)
     return gain, conv, conv_name
 
 
 def _get_attr(module: nn.Module, target: str) -> torch.Tensor:
-    obj = module
+    obj: Any = module
     for part in target.split("."):
         obj = getattr(obj, part)
     return obj

@@ -13,251 +13,24 @@ report-only claim (``gate: false``) are shown as ``warn`` and never fail.
 Matching is by (model, backend, claim) and block name. When a backend has exactly one model
 on each side and their names differ (``resnet18@v1.pth`` vs ``@v2.pth``), the two are paired
 and a note says so: that is the release-gate case.
+
+This module matches a run's results with the baseline's; one claim's comparison is
+:mod:`.claim_diff`, the entries and their table :mod:`.baseline_diff` (names re-exported here).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-
 from resstream_assert.errors import BaselineDriftError
-from resstream_assert.formatting import fnum, to_float
-from resstream_assert.keys import claim_sort_key, model_label, result_key
+from resstream_assert.gate.baseline_diff import ABSENT, TABLE_HEADER, BaselineDiff, DiffEntry, absent_entry
+from resstream_assert.gate.claim_diff import compare_claim, within_noise
 from resstream_assert.gate.rules import FIELDS, GRAMMAR, Rule, parse_rule, parse_rules
+from resstream_assert.keys import claim_sort_key, model_label, result_key
 
-__all__ = ["Rule", "parse_rule", "parse_rules", "DiffEntry", "BaselineDiff",
+__all__ = ["Rule", "parse_rule", "parse_rules", "DiffEntry", "BaselineDiff", "TABLE_HEADER",
            "compare", "compare_result", "check", "baseline_from_report", "GRAMMAR",
            "quantities", "unknown_quantities", "find_baseline_result", "pair_models", "within_noise"]
-
-_MISSING = object()
-
-
-@dataclass(frozen=True)
-class DiffEntry:
-    """One compared quantity. ``block`` is ``""`` at claim level. ``status`` is ``ok``, ``FAIL``,
-    ``warn`` (beyond tolerance in a report-only claim), ``unstable`` (a verdict that changed within
-    the noise of the two intervals: shown, not failing), ``missing`` (in the baseline only) or
-    ``new`` (in this run only); the last two become ``FAIL`` under the ``missing`` rule."""
-
-    model: str
-    backend: str
-    claim: str
-    block: str
-    quantity: str
-    baseline: Any
-    now: Any
-    change: str
-    tolerance: str
-    status: str
-    note: str = ""
-
-    def row(self) -> list[str]:
-        """The entry as table cells."""
-        return [model_label(self.model, self.backend), self.claim, self.block or "(claim)", self.quantity,
-                _cell(self.baseline), _cell(self.now), self.change, self.tolerance,
-                self.status + (f" ({self.note})" if self.note else "")]
-
-
-TABLE_HEADER = ["model", "claim", "block", "quantity", "baseline", "now", "change", "tolerance", "status"]
-
-
-def _cell(v: Any) -> str:
-    return v if isinstance(v, str) else fnum(v)
-
-
-_ABSENT = "-"  # shown where a claim, block or quantity does not exist on that side
-
-
-def _absent(key: tuple[str, str, str], block: str, quantity: str, now_has: bool, base: Any, now: Any,
-            strict: bool, tol: str = "") -> DiffEntry:
-    """An entry for something present on one side only; FAIL only under the ``missing`` rule."""
-    kind = "new" if now_has else "missing"
-    return DiffEntry(*key, block, quantity, base, now, "", "missing" if strict else tol,
-                     "FAIL" if strict else kind, kind if strict else "")
-
-
-@dataclass(frozen=True)
-class BaselineDiff:
-    """The outcome of a comparison. ``failed`` is True when any entry has status ``FAIL``.
-
-    There is deliberately no truth value (``bool(diff)`` raises): test ``diff.failed``.
-    """
-
-    entries: tuple[DiffEntry, ...]
-    rules: tuple[Rule, ...]
-    notes: tuple[str, ...] = ()
-    baseline_path: str = ""
-
-    @property
-    def failed(self) -> bool:
-        return any(e.status == "FAIL" for e in self.entries)
-
-    def failures(self) -> list[DiffEntry]:
-        """Entries that fail the gate."""
-        return [e for e in self.entries if e.status == "FAIL"]
-
-    def notable(self) -> list[DiffEntry]:
-        """Entries worth showing: everything that is not ``ok``."""
-        return [e for e in self.entries if e.status != "ok"]
-
-    def counts(self) -> dict[str, int]:
-        """How many entries have each status."""
-        out: dict[str, int] = {}
-        for e in self.entries:
-            out[e.status] = out.get(e.status, 0) + 1
-        return out
-
-    def table(self, all: bool = False) -> str:
-        """A fixed-width table of the non-ok entries (every entry with ``all=True``).
-
-        Example:
-            >>> r = {"results": [{"model": "m", "backend": "torch", "claim": "C1", "verdict": "holds"}]}
-            >>> print(compare(r, r, ["verdict"]).table())
-            no differences beyond tolerance (1 quantities compared; rules: verdict)
-        """
-        rows = [e.row() for e in (self.entries if all else self.notable())]
-        rules = ", ".join(str(r) for r in self.rules)
-        if not rows:
-            return f"no differences beyond tolerance ({len(self.entries)} quantities compared; rules: {rules})"
-        lines = [TABLE_HEADER] + rows
-        widths = [max(len(line[i]) for line in lines) for i in range(len(TABLE_HEADER))]
-        out = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines]
-        out.insert(1, "-" * max(len(s) for s in out))
-        c = self.counts()
-        out.append(f"{c.get('FAIL', 0)} FAIL, {c.get('unstable', 0)} unstable, {c.get('warn', 0)} warn, "
-                   f"{c.get('missing', 0)} missing, "
-                   f"{c.get('new', 0)} new, {c.get('ok', 0)} ok; rules: {rules}")
-        return "\n".join(list(self.notes) + out)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (stored under ``report["baseline"]``)."""
-        return {"path": self.baseline_path, "rules": [str(r) for r in self.rules], "failed": self.failed,
-                "counts": self.counts(), "notes": list(self.notes),
-                "entries": [asdict(e) for e in self.entries]}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> BaselineDiff:
-        """Inverse of :meth:`to_dict`."""
-        return cls(tuple(DiffEntry(**e) for e in d.get("entries", [])), parse_rules(d.get("rules", [])),
-                   tuple(d.get("notes", [])), str(d.get("path", "")))
-
-    def __bool__(self) -> bool:
-        raise TypeError("BaselineDiff has no truth value: use `diff.failed`")
-
-
-# --- comparison ------------------------------------------------------------------------------
-
-def _quantity(d: Mapping[str, Any], name: str) -> Any:
-    if name in FIELDS and name in d:
-        return d[name]
-    values = d.get("values") or {}
-    return values[name] if name in values else _MISSING
-
-
-def _compare_level(key: tuple[str, str, str], block: str, base: Mapping[str, Any], now: Mapping[str, Any],
-                   rules: Sequence[Rule], fail_word: str, strict: bool) -> list[DiffEntry]:
-    model, backend, claim = key
-    out = []
-    for rule in rules:
-        if rule.mode == "missing":
-            continue
-        if rule.mode == "verdict":
-            b, n = base.get("verdict"), now.get("verdict")
-            noise = b != n and within_noise(base, now)
-            status = "ok" if b == n else ("unstable" if noise else fail_word)
-            out.append(DiffEntry(model, backend, claim, block, "verdict", b, n, "changed" if b != n else "",
-                                 "beyond noise", status, "the two intervals overlap" if noise else ""))
-            continue
-        if rule.mode == "ci":
-            out.append(_ci_entry(key, block, base, now, rule, fail_word))
-            continue
-        b, n = _quantity(base, rule.quantity), _quantity(now, rule.quantity)
-        if b is _MISSING and n is _MISSING:
-            continue  # this claim/block does not define the quantity: nothing to compare
-        tol = f"{rule.mode}>{rule.limit:g}"
-        if b is _MISSING or n is _MISSING:
-            out.append(_absent(key, block, rule.quantity, n is not _MISSING, _ABSENT if b is _MISSING else b,
-                               _ABSENT if n is _MISSING else n, strict, tol))
-            continue
-        bv, nv = to_float(b), to_float(n)
-        if math.isnan(bv) and math.isnan(nv):
-            out.append(DiffEntry(model, backend, claim, block, rule.quantity, b, n, "", tol, "ok"))
-            continue
-        if math.isnan(bv) or math.isnan(nv):
-            out.append(DiffEntry(model, backend, claim, block, rule.quantity, b, n, "", tol, fail_word,
-                                 "became undefined" if math.isnan(nv) else "became defined"))
-            continue
-        delta = nv - bv if not (math.isinf(nv) and nv == bv) else 0.0
-        if rule.mode == "abs":
-            size, change = abs(delta), f"{delta:+.4g}"
-        else:
-            size = 0.0 if delta == 0 else (abs(delta) / abs(bv) * 100 if bv != 0 else math.inf)
-            change = f"{math.copysign(size, delta):+.3g}%"
-        out.append(DiffEntry(model, backend, claim, block, rule.quantity, b, n, change, tol,
-                             fail_word if size > rule.limit else "ok"))
-    return out
-
-
-def _interval(d: Mapping[str, Any]) -> tuple[float, float]:
-    return to_float(d.get("ci_low")), to_float(d.get("ci_high"))
-
-
-def within_noise(base: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
-    """Whether a verdict change between two results (claim level or one block row) is within noise:
-    not holds <-> fails (intervals on opposite sides of the boundary), and the two effects' 95%
-    intervals are not disjoint (a side without an interval, an untestable block, shows no change).
-
-    Example:
-        >>> within_noise({"verdict": "holds", "ci_low": 0.06, "ci_high": 0.2},
-        ...              {"verdict": "inconclusive", "ci_low": 0.03, "ci_high": 0.15})
-        True
-        >>> within_noise({"verdict": "holds", "ci_low": 0.3, "ci_high": 0.5},
-        ...              {"verdict": "inconclusive", "ci_low": 0.01, "ci_high": 0.2})
-        False
-    """
-    if {str(base.get("verdict")), str(now.get("verdict"))} == {"holds", "fails"}:
-        return False
-    (bl, bh), (nl, nh) = _interval(base), _interval(now)
-    if not all(math.isfinite(v) for v in (bl, bh, nl, nh)):
-        return True
-    return bl <= nh and nl <= bh
-
-
-def _ci_entry(key: tuple[str, str, str], block: str, base: Mapping[str, Any], now: Mapping[str, Any],
-              rule: Rule, fail_word: str) -> DiffEntry:
-    """``effect:ci>K``: the effect moved by more than K combined half-widths of the two intervals."""
-    model, backend, claim = key
-    b, n = to_float(base.get("effect")), to_float(now.get("effect"))
-    (bl, bh), (nl, nh) = _interval(base), _interval(now)
-    half = math.hypot((bh - bl) / 2, (nh - nl) / 2)
-    tol = f"ci>{rule.limit:g}"
-    if not all(math.isfinite(v) for v in (b, n, half)) or half == 0:
-        defined = math.isfinite(b) == math.isfinite(n)
-        return DiffEntry(model, backend, claim, block, "effect", base.get("effect"), now.get("effect"), "", tol,
-                         "ok" if defined else fail_word, "" if defined else "defined on one side only")
-    size = abs(n - b) / half
-    return DiffEntry(model, backend, claim, block, "effect", b, n, f"{size:.2f} half-widths", tol,
-                     fail_word if size > rule.limit else "ok")
-
-
-def _compare_claim(key: tuple[str, str, str], base: Mapping[str, Any], now: Mapping[str, Any],
-                   rules: Sequence[Rule]) -> list[DiffEntry]:
-    gate = bool(now.get("gate", True)) and bool(base.get("gate", True))
-    fail_word = "FAIL" if gate else "warn"
-    strict = any(r.mode == "missing" for r in rules) and gate
-    out = _compare_level(key, "", base, now, rules, fail_word, strict)
-    base_rows = {r["block"]: r for r in base.get("rows", [])}
-    now_rows = {r["block"]: r for r in now.get("rows", [])}
-    for block in list(base_rows) + [b for b in now_rows if b not in base_rows]:
-        if block in base_rows and block in now_rows:
-            out += _compare_level(key, block, base_rows[block], now_rows[block], rules, fail_word, strict)
-        else:
-            has = block in now_rows
-            out.append(_absent(key, block, "block", has, _ABSENT if has else "present",
-                               "present" if has else _ABSENT, strict))
-    return out
 
 
 def _pairing(base_keys: Iterable[tuple[str, str, str]], now_pairs: Iterable[tuple[str, str]]) -> tuple[dict[tuple[str, str], str], list[str]]:
@@ -311,17 +84,17 @@ def compare(baseline: Mapping[str, Any], current: Mapping[str, Any], rules: Iter
         bkey = (mapping.get((model, backend), model), backend, claim)
         if bkey in base_idx:
             matched.add(bkey)
-            entries += _compare_claim(key, base_idx[bkey], now_idx[key], rules_t)
+            entries += compare_claim(key, base_idx[bkey], now_idx[key], rules_t)
         else:
             strict = strict_missing and bool(now_idx[key].get("gate", True))
-            entries.append(_absent(key, "", "claim", True, _ABSENT, "present", strict))
+            entries.append(absent_entry(key, "", "claim", True, ABSENT, "present", strict))
     for bkey in sorted(set(base_idx) - matched, key=lambda k: (k[0], k[1], claim_sort_key(k[2]))):
         strict = strict_missing and bool(base_idx[bkey].get("gate", True))
-        entries.append(_absent(bkey, "", "claim", False, "present", _ABSENT, strict))
+        entries.append(absent_entry(bkey, "", "claim", False, "present", ABSENT, strict))
     if base_idx or now_idx:  # a rule whose quantity exists nowhere would compare nothing and pass: it fails
         for name in unknown_quantities(rules_t, baseline, current):
             rule = next(r for r in rules_t if r.quantity == name)
-            entries.append(DiffEntry("*", "*", "*", "", name, _ABSENT, _ABSENT, "", f"{rule.mode}>{rule.limit:g}",
+            entries.append(DiffEntry("*", "*", "*", "", name, ABSENT, ABSENT, "", f"{rule.mode}>{rule.limit:g}",
                                      "FAIL", "no claim or block has this quantity: check the name"))
     if not matched:
         what = "this run recorded no claim result" if not now_idx else "no claim result of this run is in the baseline"
@@ -408,10 +181,10 @@ def compare_result(result: Any, baseline: Mapping[str, Any], rules: Iterable[str
     bkey = (mapping.get((model, backend), model), backend, claim)
     if bkey not in base_idx:
         strict = any(r.mode == "missing" for r in rules_t) and bool(d.get("gate", True))
-        entry = _absent((model, backend, claim), "", "claim", True, _ABSENT, "present", strict)
+        entry = absent_entry((model, backend, claim), "", "claim", True, ABSENT, "present", strict)
         return BaselineDiff((entry,), rules_t, (), baseline_path)
     notes = [n for n in notes if model_label(model, backend) in n]
-    return BaselineDiff(tuple(_compare_claim((model, backend, claim), base_idx[bkey], d, rules_t)), rules_t,
+    return BaselineDiff(tuple(compare_claim((model, backend, claim), base_idx[bkey], d, rules_t)), rules_t,
                         tuple(notes), baseline_path)
 
 

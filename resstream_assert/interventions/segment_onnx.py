@@ -18,10 +18,12 @@ bias). ``shortcut`` inserts ``Mul(skip, scale)`` on the residual Add's shortcut 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from resstream_assert.discovery.onnx_graph import OnnxGraph, gain_op
+from resstream_assert.discovery.residual_map import Block
 from resstream_assert.errors import InterventionError
 
 READ_SITES = ("skip_out", "branch_out", "resid_sum", "resid_post")
@@ -40,7 +42,7 @@ class OnnxSegment:
     ``layer_scale``, ``fused_conv_proxy``) or ``shortcut``.
     """
 
-    session: object
+    session: Any  # an onnxruntime.InferenceSession (onnxruntime ships no type information)
     frontier: tuple[str, ...]
     outputs: tuple[str, ...]
     sites: dict[str, tuple[str, str]]
@@ -94,80 +96,110 @@ def _descendant_nodes(g: OnnxGraph, start_nodes) -> list:
     return list(seen.values())
 
 
-def build_onnx_segment(model, g: OnnxGraph, block, mode: str, outputs: str = "sites", providers=(),
-                       types: dict[str, int] | None = None) -> OnnxSegment:
-    """The part of the graph that an edit of ``block`` changes, as an onnxruntime session.
+@dataclass
+class _Edit:
+    """What an edit does to the graph: the overridable initializers it adds (``params``, with their
+    ``roles``), the inputs it renames per node (node id -> {old input: new input}), the nodes it
+    inserts, the tensor the residual Add reads as its shortcut, and the nodes whose value changes."""
 
-    ``block`` is a :class:`~resstream_assert.discovery.residual_map.Block` of the ONNX map
-    (its sites are tensor names); ``mode`` is ``gain`` or ``shortcut``; ``outputs`` is
-    ``sites`` (the maps of :data:`READ_SITES`) or ``logits`` (the graph's first output).
+    kind: str
+    params: dict[str, np.ndarray]
+    roles: dict[str, str]
+    rename: dict[int, dict[str, str]]
+    extra_nodes: list[Any]
+    skip_value: str
+    changed: list[Any]
+
+
+def _gain_edit(g: OnnxGraph, block: Block) -> _Edit:
+    """``gain``: the branch's last affine op reads its scale (and bias), or the fused Conv its weight (and
+    bias), from overridable initializers.
 
     Example:
-        >>> seg = build_onnx_segment(model, OnnxGraph(model), rmap[3], "gain")  # doctest: +SKIP
-        >>> seg.session.run(None, {**frontier_values, **seg.feeds(np.full(128, 0.5))})  # doctest: +SKIP
+        >>> _gain_edit(OnnxGraph(model), rmap[3]).kind  # doctest: +SKIP
+        'bn'
     """
-    from onnx import TensorProto, helper, numpy_helper
-
-    if mode not in ("gain", "shortcut") or outputs not in ("sites", "logits"):
-        raise ValueError(f"mode must be 'gain' or 'shortcut' and outputs 'sites' or 'logits', got {mode!r}, {outputs!r}")
-    sites = block.sites
-    add = g.producer[sites["resid_sum"]]
-    c = block.channels
+    kind, found = gain_op(g, block.sites["branch_out"])
+    if found is None:
+        raise InterventionError(f"block {block.name}: the branch ends in no BatchNormalization, layer-scale Mul or "
+                                "fused Conv whose gain could be scaled")
+    node: Any = found  # an onnx NodeProto
+    if kind == "bn":
+        slots = {1: "scale", 2: "bias"}
+    elif kind == "layer_scale":
+        slots = {next(i for i, x in enumerate(node.input) if x not in g.anc): "scale"}
+    else:
+        slots = {1: "weight", **({2: "bias"} if len(node.input) > 2 and node.input[2] else {})}
     params: dict[str, np.ndarray] = {}
     roles: dict[str, str] = {}
-    rename: dict[int, dict[str, str]] = {}  # node id -> {old input: new input}
-    extra_nodes = []
-    skip_value = sites["skip_out"]
-    if mode == "gain":
-        kind, node = gain_op(g, sites["branch_out"])
-        if node is None:
-            raise InterventionError(f"block {block.name}: the branch ends in no BatchNormalization, layer-scale Mul or "
-                                    "fused Conv whose gain could be scaled")
-        if kind == "bn":
-            slots = {1: "scale", 2: "bias"}
-        elif kind == "layer_scale":
-            slots = {next(i for i, x in enumerate(node.input) if x not in g.anc): "scale"}
-        else:
-            slots = {1: "weight", **({2: "bias"} if len(node.input) > 2 and node.input[2] else {})}
-        rename[id(node)] = {}
-        for slot, role in slots.items():
-            value = g.const(node.input[slot])
-            if value is None:
-                raise InterventionError(f"block {block.name}: the gain op's {role} is not a constant")
-            new = f"_rs_{role}"
-            params[new], roles[new] = np.asarray(value), role
-            rename[id(node)][node.input[slot]] = new
-        changed = _descendant_nodes(g, [node])
-    else:
-        kind = "shortcut"
-        params["_rs_skip_scale"] = np.ones((1, c, 1, 1), np.float32)
-        roles["_rs_skip_scale"] = "skip_scale"
-        skip_value = "_rs_skip_scaled"
-        extra_nodes.append(helper.make_node("Mul", [sites["skip_out"], "_rs_skip_scale"], [skip_value],
-                                            name="_rs_skip_mul"))
-        rename[id(add)] = {sites["skip_out"]: skip_value}
-        changed = _descendant_nodes(g, [add])
+    rename: dict[int, dict[str, str]] = {id(node): {}}
+    for slot, role in slots.items():
+        value = g.const(node.input[slot])
+        if value is None:
+            raise InterventionError(f"block {block.name}: the gain op's {role} is not a constant")
+        new = f"_rs_{role}"
+        params[new], roles[new] = np.asarray(value), role
+        rename[id(node)][node.input[slot]] = new
+    return _Edit(kind, params, roles, rename, [], block.sites["skip_out"], _descendant_nodes(g, [node]))
+
+
+def _shortcut_edit(g: OnnxGraph, block: Block) -> _Edit:
+    """``shortcut``: a ``Mul(skip, scale)`` inserted on the residual Add's shortcut input, ``scale`` overridable.
+
+    Example:
+        >>> _shortcut_edit(OnnxGraph(model), rmap[3]).skip_value  # doctest: +SKIP
+        '_rs_skip_scaled'
+    """
+    from onnx import helper
+
+    sites = block.sites
+    add = g.producer[sites["resid_sum"]]
+    skip_value = "_rs_skip_scaled"
+    mul = helper.make_node("Mul", [sites["skip_out"], "_rs_skip_scale"], [skip_value], name="_rs_skip_mul")
+    return _Edit("shortcut", {"_rs_skip_scale": np.ones((1, block.channels, 1, 1), np.float32)},
+                 {"_rs_skip_scale": "skip_scale"}, {id(add): {sites["skip_out"]: skip_value}}, [mul], skip_value,
+                 _descendant_nodes(g, [add]))
+
+
+def _read_out(model, block: Block, skip_value: str, outputs: str) -> tuple[tuple[str, ...], list[str]]:
+    """The sites read out and their tensors: the block's :data:`READ_SITES` (the shortcut as the Add
+    reads it), or none and the graph's first output (``logits``).
+
+    Example:
+        >>> _read_out(model, rmap[3], "_rs_skip_scaled", "sites")[1][0]  # doctest: +SKIP
+        '_rs_skip_scaled'
+    """
     if outputs == "logits":
-        targets = [model.graph.output[0].name]
-        read: tuple[str, ...] = ()
-    else:
-        read = READ_SITES
-        targets = [skip_value if s == "skip_out" else sites[s] for s in read]
+        return (), [model.graph.output[0].name]
+    return READ_SITES, [skip_value if s == "skip_out" else block.sites[s] for s in READ_SITES]
+
+
+def _needed(g: OnnxGraph, changed: list[Any], targets: list[str]) -> list[Any]:
+    """The changed nodes that some read-out tensor depends on, in graph order."""
     mask = 0
     for t in targets:
         if t in g.vid:
             mask |= g.anc[t] | (1 << g.vid[t])
     keep = {id(n) for n in changed if any(o in g.vid and mask >> g.vid[o] & 1 for o in n.output)}
-    seg = [n for n in g.nodes if id(n) in keep]
-    produced = {o for n in seg + extra_nodes for o in n.output}
+    return [n for n in g.nodes if id(n) in keep]
+
+
+def _sources(g: OnnxGraph, block: Block, seg: list[Any], edit: _Edit,
+             targets: list[str]) -> tuple[list[str], dict[str, Any], list[Any], set[str]]:
+    """Where each tensor the segment reads comes from: ``(frontier, initializers, added nodes, produced)``.
+
+    A tensor is a frontier input (a data value of the unmodified graph), an initializer, or a constant
+    computed by nodes (``Constant``, ``Shape`` of a frontier tensor, ...), which are added to the segment.
+    """
+    produced = {o for n in seg + edit.extra_nodes for o in n.output}
     frontier: list[str] = []
-    inits: dict[str, object] = {}
-    todo = [rename.get(id(n), {}).get(i, i) for n in seg + extra_nodes for i in n.input]
+    inits: dict[str, Any] = {}
+    todo = [edit.rename.get(id(n), {}).get(i, i) for n in seg + edit.extra_nodes for i in n.input]
     todo += [t for t in targets if t not in produced]
-    added: list = []
+    added: list[Any] = []
     while todo:
         name = todo.pop()
-        if not name or name in produced or name in frontier or name in inits or name in params:
+        if not name or name in produced or name in frontier or name in inits or name in edit.params:
             continue
         if name in g.inits:
             inits[name] = g.inits[name]
@@ -180,39 +212,83 @@ def build_onnx_segment(model, g: OnnxGraph, block, mode: str, outputs: str = "si
             todo.extend(p.input)
         else:
             raise InterventionError(f"tensor {name!r} needed by the segment of block {block.name} has no source")
+    return frontier, inits, added, produced
+
+
+def _ordered_nodes(g: OnnxGraph, nodes: list[Any], edit: _Edit, add: Any) -> list[Any]:
+    """``nodes`` in graph order with the edit's renamed inputs, and its inserted nodes before the residual Add."""
+    from onnx import helper
+
     order = {id(n): i for i, n in enumerate(g.nodes)}
-    nodes = sorted(seg + added, key=lambda n: order[id(n)])
     out_nodes = []
-    for n in nodes:
-        if id(n) in rename:
-            m = helper.make_node(n.op_type, [rename[id(n)].get(i, i) for i in n.input], list(n.output), name=n.name,
-                                 domain=n.domain)
+    for n in sorted(nodes, key=lambda n: order[id(n)]):
+        if id(n) in edit.rename:
+            m = helper.make_node(n.op_type, [edit.rename[id(n)].get(i, i) for i in n.input], list(n.output),
+                                 name=n.name, domain=n.domain)
             m.attribute.extend(n.attribute)
             n = m
         out_nodes.append(n)
-    if extra_nodes:  # the Mul must precede the Add that reads it
+    if edit.extra_nodes:  # the Mul must precede the Add that reads it
         pos = next(i for i, n in enumerate(out_nodes) if n.output[0] == add.output[0])
-        out_nodes[pos:pos] = extra_nodes
-    outs = [t for t in targets if t in produced]  # the others are unchanged frontier values
-    where = {site: ("out" if t in produced else "in", t) for site, t in zip(read, targets)}
-    types = types or {}
+        out_nodes[pos:pos] = edit.extra_nodes
+    return out_nodes
+
+
+def _segment_model(model, name: str, out_nodes: list[Any], frontier: list[str], params: dict[str, np.ndarray],
+                   inits: dict[str, Any], outs: list[str], types: dict[str, int]):
+    """The segment as an ONNX model: frontier tensors and the overridable initializers in, ``outs`` out."""
+    from onnx import TensorProto, helper, numpy_helper
+
     elem = lambda name: types.get(name, TensorProto.FLOAT)  # noqa: E731
     graph = helper.make_graph(
-        out_nodes, f"segment_{block.name}_{mode}",
+        out_nodes, name,
         [helper.make_tensor_value_info(f, elem(f), None) for f in frontier]
         + [helper.make_tensor_value_info(p, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for p, v in params.items()],
         [helper.make_empty_tensor_value_info(t) for t in outs],
         initializer=list(inits.values()) + [numpy_helper.from_array(v, p) for p, v in params.items()])
-    seg_model = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=max(model.ir_version, 4))
+    return helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=max(model.ir_version, 4))
+
+
+def _pointwise(out_nodes: list[Any], inits: dict[str, Any], params: dict[str, np.ndarray]) -> bool:
+    """Every op acts per position and channel, and no constant an arithmetic op reads has a spatial extent."""
+    from onnx import numpy_helper
+
+    consts = {**{k: numpy_helper.to_array(v) for k, v in inits.items()}, **params}
+    arith = {i for n in out_nodes if n.op_type in ("Add", "Mul", "Sub", "Div") for i in n.input}
+    spatial = any(v.ndim >= 2 and (v.shape[-1] > 1 or v.shape[-2] > 1) for k, v in consts.items() if k in arith)
+    return not spatial and all(n.op_type in _POINTWISE for n in out_nodes)
+
+
+def build_onnx_segment(model, g: OnnxGraph, block: Block, mode: str, outputs: str = "sites", providers=(),
+                       types: dict[str, int] | None = None) -> OnnxSegment:
+    """The part of the graph that an edit of ``block`` changes, as an onnxruntime session.
+
+    ``block`` is a :class:`~resstream_assert.discovery.residual_map.Block` of the ONNX map
+    (its sites are tensor names); ``mode`` is ``gain`` or ``shortcut``; ``outputs`` is
+    ``sites`` (the maps of :data:`READ_SITES`) or ``logits`` (the graph's first output).
+
+    Example:
+        >>> seg = build_onnx_segment(model, OnnxGraph(model), rmap[3], "gain")  # doctest: +SKIP
+        >>> seg.session.run(None, {**frontier_values, **seg.feeds(np.full(128, 0.5))})  # doctest: +SKIP
+    """
+    if mode not in ("gain", "shortcut") or outputs not in ("sites", "logits"):
+        raise ValueError(f"mode must be 'gain' or 'shortcut' and outputs 'sites' or 'logits', got {mode!r}, {outputs!r}")
+    edit = _gain_edit(g, block) if mode == "gain" else _shortcut_edit(g, block)
+    read, targets = _read_out(model, block, edit.skip_value, outputs)
+    seg = _needed(g, edit.changed, targets)
+    frontier, inits, added, produced = _sources(g, block, seg, edit, targets)
+    out_nodes = _ordered_nodes(g, seg + added, edit, g.producer[block.sites["resid_sum"]])
+    outs = [t for t in targets if t in produced]  # the others are unchanged frontier values
+    where = {site: ("out" if t in produced else "in", t) for site, t in zip(read, targets)}
+    seg_model = _segment_model(model, f"segment_{block.name}_{mode}", out_nodes, frontier, edit.params, inits, outs,
+                               types or {})
     from resstream_assert.loading.ort_session import new_session, resolve_providers
 
     names, explicit = resolve_providers(providers)
     session = new_session(seg_model.SerializeToString(), names, explicit, f"<segment of {block.name}>")
-    consts = {**{k: numpy_helper.to_array(v) for k, v in inits.items()}, **params}
-    arith = {i for n in out_nodes if n.op_type in ("Add", "Mul", "Sub", "Div") for i in n.input}
-    spatial = any(v.ndim >= 2 and (v.shape[-1] > 1 or v.shape[-2] > 1) for k, v in consts.items() if k in arith)
-    pointwise = outputs == "sites" and not spatial and all(n.op_type in _POINTWISE for n in out_nodes)
-    return OnnxSegment(session, tuple(frontier), tuple(outs), where, params, kind, c, roles, pointwise)
+    pointwise = outputs == "sites" and _pointwise(out_nodes, inits, edit.params)
+    return OnnxSegment(session, tuple(frontier), tuple(outs), where, edit.params, edit.kind, block.channels,
+                       edit.roles, pointwise)
 
 
 def head_session(model, tensors, providers=(), key: tuple | None = None):

@@ -146,61 +146,58 @@ def _ancestors_or_self(nodes) -> set[fx.Node]:
     return _reachable(nodes, lambda n: n.all_input_nodes)
 
 
-def build_segment(module: nn.Module, bn: BlockNodes, mode: str, outputs: str = "sites",
-                  channels: int | None = None) -> Segment:
-    """The part of ``module``'s graph that an edit of block ``bn`` changes, as a runnable :class:`Segment`.
-
-    ``mode`` is ``gain``, ``shortcut`` or ``sum`` (module docstring); ``outputs`` is ``sites``
-    (the block's :data:`READ_SITES`, reduced) or ``logits`` (the model's output).
-    ``channels`` is the block's channel count (the edit's width).
+def _edited(bn: BlockNodes, by_name: dict[str, fx.Node], mode: str) -> tuple[fx.Node, set[fx.Node]]:
+    """The node the edit acts at (the gain op, or the residual add) and the nodes whose value it changes.
 
     Example:
-        >>> seg = build_segment(model, block_nodes(model)[3], "gain", "sites", 128)  # doctest: +SKIP
-        >>> head = build_head(model, seg.frontier)  # doctest: +SKIP
+        >>> root, changed = _edited(bn, by_name, "shortcut")  # doctest: +SKIP
+        >>> root in changed  # doctest: +SKIP
+        True
     """
-    if mode not in MODES or outputs not in ("sites", "logits"):
-        raise ValueError(f"mode must be one of {MODES} and outputs 'sites' or 'logits', got {mode!r}, {outputs!r}")
-    traced = trace(module)
-    graph = traced.gm.graph
-    nodes = list(graph.nodes)
-    by_name = {n.name: n for n in nodes}
-    add, skip = by_name[bn.resid_sum], by_name[bn.skip_out]
     if mode == "gain":
         if bn.gain_node is None:
             raise InterventionError("the block's branch ends in no affine op (BN or layer scale) whose gain could be "
                                     "scaled")
         root = by_name[bn.gain_node]
-        changed = _descendants(root)
-    else:
-        root = add
-        changed = {add} | _descendants(add)
+        return root, _descendants(root)
+    add = by_name[bn.resid_sum]
+    return add, {add} | _descendants(add)
+
+
+def _read_out(bn: BlockNodes, nodes: list[fx.Node], by_name: dict[str, fx.Node],
+              outputs: str) -> tuple[tuple[str, ...], list[fx.Node]]:
+    """The sites read out and their nodes: the block's :data:`READ_SITES`, or none and the logits node."""
     if outputs == "logits":
         out_node = next(n for n in nodes if n.op == "output")
         result = out_node.args[0]
         if not isinstance(result, fx.Node):
             raise InterventionError("the model's forward returns a structure, not one logits tensor; the downstream "
                                     "effect needs a single output")
-        targets = [result]
-        sites: tuple[str, ...] = ()
-    else:
-        sites = READ_SITES
-        targets = [by_name[getattr(bn, s)] for s in sites]
-    needed = _ancestors_or_self(targets)
-    seg = [n for n in nodes if n in changed and n in needed]
+        return (), [result]
+    return READ_SITES, [by_name[getattr(bn, s)] for s in READ_SITES]
+
+
+def _frontier(seg: list[fx.Node], targets: list[fx.Node]) -> list[fx.Node]:
+    """The values that cross into the segment: its nodes' inputs from outside it (parameters aside), and the
+    read-out nodes it does not compute (unchanged values, read as they are)."""
     seg_set = set(seg)
     frontier: list[fx.Node] = []
     for n in seg + [t for t in targets if t not in seg_set]:
         for a in ([n] if n not in seg_set else n.all_input_nodes):
             if a not in seg_set and a.op != "get_attr" and a not in frontier:
                 frontier.append(a)
-    if mode == "gain" and root not in frontier:
-        raise InterventionError("the gain op's output does not reach the block's sites")
-    frontier.sort(key=nodes.index)
-    new = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {}
-    for n in frontier:
-        env[n] = new.placeholder(f"in_{n.name}")
-    gm_root = traced.gm
+    return frontier
+
+
+def _edit_modules(mode: str, channels: int | None) -> tuple[GroupScale | None, SitePoint | None, nn.Module]:
+    """The edit's modules (a :class:`GroupScale` for ``gain`` and ``shortcut``, a :class:`SitePoint` for
+    ``sum``) and the module holding them under the names the segment calls (``_rs_edit``, ``_rs_point``).
+
+    Example:
+        >>> edit, point, holder = _edit_modules("sum", None)
+        >>> edit is None, [name for name, _ in holder.named_children()]
+        (True, ['_rs_point'])
+    """
     edit = GroupScale(channels or 0) if mode in ("gain", "shortcut") else None
     point = SitePoint() if mode == "sum" else None
     holder = nn.Module()
@@ -208,11 +205,31 @@ def build_segment(module: nn.Module, bn: BlockNodes, mode: str, outputs: str = "
         holder.add_module("_rs_edit", edit)
     if point is not None:
         holder.add_module("_rs_point", point)
+    return edit, point, holder
+
+
+def _inputs(new: fx.Graph, frontier: list[fx.Node], mode: str, root: fx.Node,
+            skip: fx.Node) -> tuple[dict[fx.Node, fx.Node], fx.Node | None]:
+    """The segment graph's inputs: a placeholder per frontier value (the gain op's edited in ``gain`` mode),
+    and in ``shortcut`` mode the edited shortcut the residual add reads instead of ``skip``."""
+    env: dict[fx.Node, fx.Node] = {}
+    for n in frontier:
+        env[n] = new.placeholder(f"in_{n.name}")
     skip_edit = None
     if mode == "gain":
         env[root] = new.call_module("_rs_edit", (env[root],))
     elif mode == "shortcut":
         skip_edit = new.call_module("_rs_edit", (env[skip],))
+    return env, skip_edit
+
+
+def _copy_segment(new: fx.Graph, env: dict[fx.Node, fx.Node], seg: list[fx.Node], bn: BlockNodes,
+                  by_name: dict[str, fx.Node], sites: tuple[str, ...], skip_edit: fx.Node | None,
+                  hook: bool) -> dict[str, fx.Node]:
+    """Copy the segment's nodes into ``new`` (the add reading the edited shortcut; with ``hook`` a
+    :class:`SitePoint` after it) and reduce each read-out site: ``{site: reduce_site node}``."""
+    add, skip = by_name[bn.resid_sum], by_name[bn.skip_out]
+    seg_set = set(seg)
     reductions: dict[str, fx.Node] = {}
 
     def value(site: str) -> fx.Node:
@@ -231,30 +248,62 @@ def build_segment(module: nn.Module, bn: BlockNodes, mode: str, outputs: str = "
             env[n] = new.node_copy(n, lambda a: skip_edit if a is skip else env[a])
         else:
             env[n] = new.node_copy(n, lambda a: env[a])
-        if n is add and point is not None:
+        if n is add and hook:
             hooked = new.call_module("_rs_point", (env[n],))
             env[n] = new.call_method("clone", (hooked,))  # in-place ReLU after the add must not touch the hook's tensor
         for s in sites:
             if by_name[getattr(bn, s)] is n:
                 reductions[s] = new.call_function(reduce_site, (env[n],))
+    return reductions
+
+
+def build_segment(module: nn.Module, bn: BlockNodes, mode: str, outputs: str = "sites",
+                  channels: int | None = None) -> Segment:
+    """The part of ``module``'s graph that an edit of block ``bn`` changes, as a runnable :class:`Segment`.
+
+    ``mode`` is ``gain``, ``shortcut`` or ``sum`` (module docstring); ``outputs`` is ``sites``
+    (the block's :data:`READ_SITES`, reduced) or ``logits`` (the model's output).
+    ``channels`` is the block's channel count (the edit's width).
+
+    Example:
+        >>> seg = build_segment(model, block_nodes(model)[3], "gain", "sites", 128)  # doctest: +SKIP
+        >>> head = build_head(model, seg.frontier)  # doctest: +SKIP
+    """
+    if mode not in MODES or outputs not in ("sites", "logits"):
+        raise ValueError(f"mode must be one of {MODES} and outputs 'sites' or 'logits', got {mode!r}, {outputs!r}")
+    traced = trace(module)
+    nodes = list(traced.gm.graph.nodes)
+    by_name = {n.name: n for n in nodes}
+    root, changed = _edited(bn, by_name, mode)
+    sites, targets = _read_out(bn, nodes, by_name, outputs)
+    needed = _ancestors_or_self(targets)
+    seg = [n for n in nodes if n in changed and n in needed]
+    frontier = _frontier(seg, targets)
+    if mode == "gain" and root not in frontier:
+        raise InterventionError("the gain op's output does not reach the block's sites")
+    frontier.sort(key=nodes.index)
+    edit, point, holder = _edit_modules(mode, channels)
+    new = fx.Graph()
+    env, skip_edit = _inputs(new, frontier, mode, root, by_name[bn.skip_out])
+    reductions = _copy_segment(new, env, seg, bn, by_name, sites, skip_edit, point is not None)
     if outputs == "logits":
         new.output(env[targets[0]])
     else:
         new.output(tuple(reductions[s] for s in sites))
     new.lint()
-    gm = _graph_module(gm_root, new, holder)  # the segment's own modules live beside the traced model's
-    pointwise = outputs == "sites" and all(_is_pointwise(gm_root, n) for n in seg)
+    gm = _graph_module(traced.gm, new, holder)  # the segment's own modules live beside the traced model's
+    pointwise = outputs == "sites" and all(_is_pointwise(traced.gm, n) for n in seg)
     return Segment(gm, tuple(n.name for n in frontier), sites, edit, point, mode, pointwise)
 
 
 def _is_pointwise(root: fx.GraphModule, node: fx.Node) -> bool:
     for a in node.all_input_nodes:  # a constant with a spatial extent (not per channel) mixes positions' roles
         if a.op == "get_attr":
-            t = _get_attr(root, a.target)
+            t = _get_attr(root, str(a.target))
             if getattr(t, "dim", lambda: 0)() >= 2 and (t.shape[-1] > 1 or t.shape[-2] > 1):
                 return False
     if node.op == "call_module":
-        return isinstance(root.get_submodule(node.target), _POINTWISE_MODULES)
+        return isinstance(root.get_submodule(str(node.target)), _POINTWISE_MODULES)
     if node.op in ("call_function", "call_method"):
         name = getattr(node.target, "__name__", str(node.target))
         return name in _POINTWISE_FUNCTIONS
@@ -310,7 +359,9 @@ def build_head(module: nn.Module, names) -> fx.GraphModule:
     if missing:
         raise InterventionError(f"nodes {sorted(missing)} are not in the traced graph")
     last = max(i for i, n in enumerate(nodes) if n.name in wanted)
-    new, env, clones = fx.Graph(), {}, {}
+    new = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    clones: dict[str, fx.Node] = {}
     for n in nodes[:last + 1]:
         env[n] = new.node_copy(n, lambda a: env[a])
         if n.name in wanted:  # a copy at once: later in-place ops (out += identity) would change the value

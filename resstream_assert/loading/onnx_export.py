@@ -17,6 +17,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 from resstream_assert.errors import BackendUnavailable, ModelSpecError, OutputError
 from resstream_assert.loading.spec import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, ModelSpec
@@ -39,19 +40,9 @@ def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: st
         >>> export_onnx(load_model("torchvision:resnet18"), "r18.onnx", fold_bn=True)  # doctest: +SKIP
         PosixPath('r18.onnx')
     """
-    import onnx
     import torch
 
-    if exporter not in EXPORTERS:
-        raise ModelSpecError(f"Unknown ONNX exporter {exporter!r}; use one of {', '.join(EXPORTERS)}.")
-    check_opset(opset, exporter)
-    path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"Output path {str(path)!r} is a directory. Give the file to write, e.g. "
-                          f"{str(path / 'model.onnx')!r}.")
-    module = getattr(loaded, "module", loaded)
-    if not isinstance(module, torch.nn.Module):
-        raise ModelSpecError(f"export_onnx needs a torch model, got {type(module).__name__} (is it already ONNX?).")
+    path, module = _export_target(loaded, path, exporter, opset)
     size = int(getattr(loaded, "input_size", 224))
     param = next(module.parameters(), None)
     # Batch 2: the dynamo exporter specializes a size-1 axis to a constant.
@@ -63,36 +54,8 @@ def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: st
                           "writable folder.") from exc
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")
     try:
-        with eval_mode(module), torch.no_grad(), warnings.catch_warnings(), _no_graph_dump():
-            warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's (spec pitfall 8)
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
-            if exporter == "torchscript":
-                torch.onnx.export(module, (x,), str(tmp), dynamo=False, do_constant_folding=fold_bn,
-                                  opset_version=opset, input_names=["input"], output_names=["logits"],
-                                  dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-            else:
-                program = torch.onnx.export(module, (x,), dynamo=True, optimize=fold_bn, opset_version=opset,
-                                            input_names=["input"], output_names=["logits"], verbose=False,
-                                            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
-                program.save(str(tmp))
-        model = onnx.load(str(tmp))
-        props = {"resstream.name": str(getattr(loaded, "name", type(module).__name__)),
-                 "resstream.mean": ",".join(repr(float(v)) for v in getattr(loaded, "mean", IMAGENET_MEAN)),
-                 "resstream.std": ",".join(repr(float(v)) for v in getattr(loaded, "std", IMAGENET_STD)),
-                 # Where the torch model's normalisation came from (an option, a zoo card, ImageNet's default);
-                 # loading the file back reads mean and std from here ("ONNX metadata") unless overridden.
-                 "resstream.normalisation_source": str(getattr(loaded, "meta", {}).get("normalisation_source", "")),
-                 "resstream.input_size": str(size), "resstream.exporter": exporter,
-                 # Only when there was BN to fold: a BN-free model (ConvNeXt) exported with fold_bn is not "folded".
-                 "resstream.fold_bn": "1" if fold_bn and _has_bn(module) else "0",
-                 "resstream.source": str(getattr(loaded, "spec", ""))}
-        if getattr(loaded, "class_names", None):
-            props["resstream.class_names"] = json.dumps(list(loaded.class_names))
-        del model.metadata_props[:]
-        for k, v in props.items():
-            model.metadata_props.add(key=k, value=v)
-        onnx.save(model, str(tmp))
+        _run_exporter(module, x, tmp, exporter=exporter, fold_bn=fold_bn, opset=opset)
+        _write_metadata(tmp, _metadata(loaded, module, size, exporter, fold_bn))
         os.replace(tmp, path)
     except OSError as exc:
         raise OutputError(f"Cannot write the ONNX file {str(path)!r} ({exc}). Give a path in a writable "
@@ -108,6 +71,74 @@ def export_onnx(loaded, path: str | Path, *, fold_bn: bool = False, exporter: st
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _export_target(loaded, path: str | Path, exporter: str, opset: int | None) -> tuple[Path, Any]:
+    """The output path and the torch module to export, after refusing an unknown exporter, an opset it cannot
+    write, a folder as the output path and a model that is not torch."""
+    import onnx  # noqa: F401 - missing onnx fails here, before any export work
+    import torch
+
+    if exporter not in EXPORTERS:
+        raise ModelSpecError(f"Unknown ONNX exporter {exporter!r}; use one of {', '.join(EXPORTERS)}.")
+    check_opset(opset, exporter)
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"Output path {str(path)!r} is a directory. Give the file to write, e.g. "
+                          f"{str(path / 'model.onnx')!r}.")
+    module = getattr(loaded, "module", loaded)
+    if not isinstance(module, torch.nn.Module):
+        raise ModelSpecError(f"export_onnx needs a torch model, got {type(module).__name__} (is it already ONNX?).")
+    return path, module
+
+
+def _run_exporter(module, x, tmp: Path, *, exporter: str, fold_bn: bool, opset: int | None) -> None:
+    """Write ``module`` traced on ``x`` to ``tmp`` with torch's ``exporter``, in eval mode, its noise silenced."""
+    import torch
+
+    with eval_mode(module), torch.no_grad(), warnings.catch_warnings(), _no_graph_dump():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the legacy exporter's (spec pitfall 8)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
+        if exporter == "torchscript":
+            torch.onnx.export(module, (x,), str(tmp), dynamo=False, do_constant_folding=fold_bn,
+                              opset_version=opset, input_names=["input"], output_names=["logits"],
+                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        else:
+            program = torch.onnx.export(module, (x,), dynamo=True, optimize=fold_bn, opset_version=opset,
+                                        input_names=["input"], output_names=["logits"], verbose=False,
+                                        dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+            assert program is not None  # the dynamo exporter returns its program
+            program.save(str(tmp))
+
+
+def _metadata(loaded, module, size: int, exporter: str, fold_bn: bool) -> dict[str, str]:
+    """The ``resstream.*`` metadata an exported file carries: name, normalisation and its source, input size,
+    exporter, whether BN was folded, the source spec, the class names."""
+    props = {"resstream.name": str(getattr(loaded, "name", type(module).__name__)),
+             "resstream.mean": ",".join(repr(float(v)) for v in getattr(loaded, "mean", IMAGENET_MEAN)),
+             "resstream.std": ",".join(repr(float(v)) for v in getattr(loaded, "std", IMAGENET_STD)),
+             # Where the torch model's normalisation came from (an option, a zoo card, ImageNet's default);
+             # loading the file back reads mean and std from here ("ONNX metadata") unless overridden.
+             "resstream.normalisation_source": str(getattr(loaded, "meta", {}).get("normalisation_source", "")),
+             "resstream.input_size": str(size), "resstream.exporter": exporter,
+             # Only when there was BN to fold: a BN-free model (ConvNeXt) exported with fold_bn is not "folded".
+             "resstream.fold_bn": "1" if fold_bn and _has_bn(module) else "0",
+             "resstream.source": str(getattr(loaded, "spec", ""))}
+    if getattr(loaded, "class_names", None):
+        props["resstream.class_names"] = json.dumps(list(loaded.class_names))
+    return props
+
+
+def _write_metadata(path: Path, props: dict[str, str]) -> None:
+    """Replace the ONNX file's ``metadata_props`` with ``props``."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for k, v in props.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
 
 
 @contextlib.contextmanager

@@ -1,5 +1,8 @@
 """The pytest plugin: options, ini keys, fixtures and hook wiring. No logic and no torch here.
 
+The run's state the hooks share (option values, the checked config, the models, the pipeline) is
+:mod:`.run_state`; the report header's lines are :mod:`.header`.
+
 Every option (``resstream_assert.config.OPTIONS``) is also an ini key (``resstream_model = ...``
 in ``[pytest]``) and is validated at start-up: a bad value stops the run with a usage error
 (exit status 4) before any test. The work happens in :class:`resstream_assert.pipeline.Pipeline`;
@@ -9,12 +12,13 @@ unrelated project's pytest.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from resstream_assert.config import OPTION, OPTIONS, ConfigError, RunConfig, build_run_config
+from resstream_assert.config import OPTIONS, RunConfig
 from resstream_assert.config.options import METAVARS, help_text
+from resstream_assert.pytest_plugin.header import report_header
+from resstream_assert.pytest_plugin.run_state import (_MODEL_INFO, _NOTES, _RUN, _checked, _pipeline, _refs,
+                                                      _uses_models, register_reports, run_config)
 
 # Failures inside our assertion helpers get pytest's rich assertion rewriting (registered here,
 # before any test module imports them, so that `import resstream_assert` never imports pytest).
@@ -45,59 +49,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             parser.addini(opt.dest, text, default=None if opt.default is None else str(opt.default))
 
 
-def _get(config: pytest.Config, name: str):
-    """Command line first, then ini, then ``None`` (the built-in default applies later)."""
-    opt = OPTION[name]
-    value = config.getoption(opt.dest)
-    if value is not None:
-        return value
-    ini = config.getini(opt.dest)
-    if opt.kind == "list":
-        return list(ini) or None
-    if opt.kind == "bool":
-        return bool(ini)
-    if ini in (None, ""):
-        return None
-    if opt.kind == "rgb":  # the check counts and bounds them; here only numbers are read
-        try:
-            return [float(x) for x in str(ini).replace(",", " ").split()]
-        except ValueError:
-            raise pytest.UsageError(f"ini key {opt.dest} = {ini!r}: expected three numbers (R G B), e.g. "
-                                    f"0.4914 0.4822 0.4465; fix the value in the ini file (or override it with "
-                                    f"--resstream-{opt.name})") from None
-    try:
-        return {"int": int, "float": float}.get(opt.kind, str)(ini)
-    except ValueError:
-        what = {"int": "a whole number", "float": "a number"}.get(opt.kind, opt.kind)
-        raise pytest.UsageError(f"ini key {opt.dest} = {ini!r}: expected {what}; fix the value in the ini file "
-                                f"(or override it with --resstream-{opt.name})") from None
-
-
-def _checked(config: pytest.Config) -> RunConfig:
-    """Every option's value checked once (a bad one is a usage error), before the cache folder is known."""
-    if not hasattr(config, "_resstream_run_config"):
-        try:
-            config._resstream_run_config = build_run_config({o.name: _get(config, o.name) for o in OPTIONS})
-        except ConfigError as exc:
-            raise pytest.UsageError(str(exc)) from None
-    return config._resstream_run_config
-
-
-def run_config(config: pytest.Config) -> RunConfig:
-    """The validated :class:`~resstream_assert.config.RunConfig` of this pytest run."""
-    cfg = _checked(config)
-    if cfg.cache_dir is None and not _get(config, "no-cache"):  # resolved on first use: it creates a folder
-        cache = _get(config, "cache-dir") or (str(config.cache.mkdir("resstream")) if getattr(config, "cache", None)
-                                             else None)
-        cfg = config._resstream_run_config = cfg.with_(cache_dir=cache)
-    return cfg
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "resstream(**options): claim thresholds for resstream_check in this test "
                             "(alpha, mostly, min_effect, n_resamples, n_boot, min_channels, ...; see ClaimOptions)")
     _checked(config)  # a bad value stops the run here, before any test
-    _register_reports(config)
+    register_reports(config)
     from resstream_assert.pipeline import enter_run  # no torch: the pipeline is built on first use
 
     config.stash[_RUN] = enter_run(lambda: _pipeline(config))  # assertion helpers in a test use this run
@@ -120,71 +76,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return ModelScheduling(config, log, [str(r) for r in _refs(config)])
 
 
-def _register_reports(config: pytest.Config) -> None:
-    """Wire the report hooks (collect, baseline gate, terminal summary, files): resstream_assert.report."""
-    from resstream_assert.pytest_plugin.reporting import ReportOptions, ReportPlugin  # stdlib + pytest only
-
-    options = ReportOptions(
-        json=_get(config, "report-json"), md=_get(config, "report-md"), html=_get(config, "report-html"),
-        figures=_get(config, "report-figures"), baseline=_get(config, "baseline"),
-        compare_fail=tuple(_get(config, "compare-fail") or ()), update_baseline=bool(_get(config, "update-baseline")),
-        allow_probe_size=bool(_get(config, "allow-probe-size")))
-    if options.update_baseline and options.baseline:  # the file this run will write: checked now, not at the end
-        why = OPTION["report-json"].check(str(Path(config.invocation_params.dir) / options.baseline))
-        if why:
-            raise pytest.UsageError(f"--resstream-baseline {options.baseline} (to be written): {why}")
-    config.pluginmanager.register(ReportPlugin(config, options, lambda: run_config(config),
-                                               models=lambda: config.stash.get(_MODEL_INFO, []),
-                                               runs_suite=_runs_suite(config)), "resstream-report")
-
-
-def _runs_suite(config: pytest.Config) -> bool:
-    """A run of the built-in claims suite (``--pyargs resstream_assert.suite``, ``resstream run`` or its path)."""
-    suite = str(Path(__file__).parent / "suite")
-    return any("resstream_assert.suite" in str(a) or str(Path(str(a).split("::")[0]).resolve()).startswith(suite)
-               for a in config.args)
-
-
-def _refs(config: pytest.Config):
-    from resstream_assert.errors import ModelSpecError
-    from resstream_assert.pipeline import model_refs
-
-    try:
-        return model_refs(run_config(config))
-    except (ModelSpecError, ConfigError) as exc:
-        raise pytest.UsageError(f"--resstream-model: {exc}") from None
-
-
-def _uses_models(config: pytest.Config) -> bool:
-    """A run that names models or runs the suite (unrelated projects pay nothing)."""
-    return bool(_get(config, "model")) or any("resstream" in str(a) for a in config.args)
-
-
-def _pipeline(config: pytest.Config):
-    """The session's one :class:`~resstream_assert.pipeline.Pipeline` (start-up checks and fixtures share it)."""
-    pipe = config.stash.get(_PIPELINE, None)
-    if pipe is None:
-        from resstream_assert.pipeline import Pipeline
-
-        reporter = config.pluginmanager.get_plugin("terminalreporter")
-        capman = config.pluginmanager.get_plugin("capturemanager")
-        log = None
-        if reporter is not None and capman is not None and not hasattr(config, "workerinput") \
-                and config.get_verbosity() >= 0:
-            from resstream_assert.pytest_plugin.progress import ProgressLog
-
-            log = ProgressLog(reporter, capman)  # long captures: tell the user what is happening
-            config.pluginmanager.register(log, "resstream-progress")
-        pipe = config.stash[_PIPELINE] = Pipeline(run_config(config), log=log)
-    return pipe
-
-
-_PIPELINE = pytest.StashKey[object]()
-_RUN = pytest.StashKey[object]()  # this run's entry in resstream_assert.pipeline's current runs
-_NOTES = pytest.StashKey[list]()
-_MODEL_INFO = pytest.StashKey[list]()  # (label, backend label, model_info entry) of every model, from start-up
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Load and discover every model (and read a probe folder) before any test: a bad model, weights file
@@ -200,7 +91,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     from resstream_assert.gate.compat import describe_model
 
     refs, pipe = _refs(config), _pipeline(config)
-    info = config.stash[_MODEL_INFO] = []
+    info: list = []
+    config.stash[_MODEL_INFO] = info
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResstreamWarning)
         for ref in refs:
@@ -223,44 +115,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
-    if not _uses_models(config):
-        return None  # unrelated projects: no header, no cost
-    from importlib.metadata import PackageNotFoundError, version
-
-    from resstream_assert.formatting import fnorm
-
-    def v(pkg: str) -> str:
-        try:
-            return version(pkg)
-        except PackageNotFoundError:
-            return "-"
-
-    cfg, refs = run_config(config), _refs(config)
-    lines = [f"resstream_assert {v('resstream_assert')}: torch {v('torch')}, torchvision {v('torchvision')}, "
-             f"onnxruntime {v('onnxruntime')}, numpy {v('numpy')}, scipy {v('scipy')}; device {cfg.device}; "
-             f"seed {cfg.seed}; images {cfg.images}; models {', '.join(str(r) for r in refs)}"]
-    if cfg.stimuli != "exemplars":
-        fv = {k: v for k, v in cfg.featviz.items() if v is not None}
-        lines.append(f"stimuli {cfg.stimuli}: featviz channels per block {cfg.channels or 'all'}, "
-                     + ", ".join(f"{k} {v}" for k, v in fv.items()))
-    pipe = config.stash.get(_PIPELINE, None)
-    for ref in refs:
-        loaded = pipe.loaded(ref.spec, ref.backend) if pipe is not None else None
-        if loaded is not None:
-            source = loaded.input_size_source
-            weights = f"; weights {loaded.weights}" if loaded.weights else ""
-            probe = pipe.probe_source(ref.spec) or "embedded"
-            resize = "" if probe == "embedded" else f" (resize {cfg.resize}" + \
-                (f", class index {Path(cfg.class_index).name})" if cfg.class_index else ")")
-            norm = {"mean": loaded.mean, "std": loaded.std, "source": loaded.normalisation_source}
-            lines.append(f"resstream model {ref}: input {loaded.input_size}px{f' ({source})' if source else ''}"
-                         f"{weights}; probe {probe}{resize}; normalisation: {fnorm(norm)}")
-    lines += [f"resstream WARNING: {note}" for note in config.stash.get(_NOTES, [])]
-    if any(r.backend == "onnx" for r in refs):  # the providers a session really gets (pitfall 6)
-        from resstream_assert.loading.ort_session import provider_report
-
-        lines.append(provider_report(cfg.providers))
-    return lines
+    return report_header(config)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -284,7 +139,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     wanted = run_config(config).claims
     if wanted is None:
         return
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         claim = getattr(getattr(item, "callspec", None), "params", {}).get("claim")
         (drop if claim is not None and claim not in wanted else keep).append(item)
