@@ -24,10 +24,8 @@ recipe (:mod:`resstream_assert.zoo`); this module holds how it is trained, and
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import sys
 import tarfile
 import time
 from dataclasses import asdict, dataclass
@@ -267,31 +265,3 @@ def make_probe(data_dir: Path = DEFAULT_DATA, per_class: int = 100) -> Path:
                 info = zipfile.ZipInfo(f"cifar10/{cls}/{fname}", date_time=(2026, 1, 1, 0, 0, 0))
                 zf.writestr(info, data)  # fixed timestamps: the same bytes on every rebuild
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m model_zoo.train NAME`` for a natural-image model: train or resume, then write the card."""
-    argv = sys.argv[1:] if argv is None else argv
-    p = argparse.ArgumentParser(prog="python -m model_zoo.train", description=__doc__.splitlines()[0])
-    p.add_argument("name", nargs="?", choices=list(NATURAL_RECIPES))
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.tar.gz and test.tar.gz")
-    p.add_argument("--work-dir", type=Path, default=None, help="epoch checkpoints (default: runs/NAME)")
-    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's (20)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--make-probe", action="store_true", help="write the shipped probe set and exit")
-    args = p.parse_args(argv)
-    if args.make_probe:
-        print(make_probe(args.data))
-        return 0
-    if args.name is None:
-        p.error("name a model to train, or pass --make-probe")
-    from model_zoo.natural_card import finalize  # it reads this module's data and recipes
-
-    train_natural(args.name, data_dir=args.data, work_dir=args.work_dir, epochs=args.epochs, threads=args.threads)
-    finalize(args.name, work_dir=args.work_dir, data_dir=args.data,
-             command="python -m model_zoo.train " + " ".join(argv))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -2,21 +2,24 @@
 card (accuracy on the test photographs, by zoom and under the control variants, and on the shipped
 probe, with how it was trained), written into ``resstream_assert/zoo/``.
 
-Run by ``python -m model_zoo.train NAME`` after training (:mod:`model_zoo.natural`).
+``python -m model_zoo.train NAME`` runs :func:`main` here: it trains (:mod:`model_zoo.natural`), then
+writes what ships.
 """
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import platform
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from model_zoo.natural import (CIFAR10_CLASSES, CONTROL_VARIANTS, DEFAULT_DATA, NATURAL_RECIPES, TABLE_ZOOMS,
-                               _normalize, load_cifar10_jpeg, upsample_u8)
+                               _normalize, load_cifar10_jpeg, make_probe, train_natural, upsample_u8)
 from resstream_assert import zoo
 
 
@@ -140,3 +143,27 @@ steps {card['steps']}; seed {card['seed']}.
 - Command: `{card['command']}`
 - Trained at: {card['trained_at']}
 """
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model_zoo.train NAME`` for a natural-image model: train or resume, then write the card."""
+    argv = sys.argv[1:] if argv is None else argv
+    import model_zoo.natural as natural
+
+    p = argparse.ArgumentParser(prog="python -m model_zoo.train", description=(natural.__doc__ or "").splitlines()[0])
+    p.add_argument("name", nargs="?", choices=list(NATURAL_RECIPES))
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with train.tar.gz and test.tar.gz")
+    p.add_argument("--work-dir", type=Path, default=None, help="epoch checkpoints (default: runs/NAME)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's (20)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--make-probe", action="store_true", help="write the shipped probe set and exit")
+    args = p.parse_args(argv)
+    if args.make_probe:
+        print(make_probe(args.data))
+        return 0
+    if args.name is None:
+        p.error("name a model to train, or pass --make-probe")
+    train_natural(args.name, data_dir=args.data, work_dir=args.work_dir, epochs=args.epochs, threads=args.threads)
+    finalize(args.name, work_dir=args.work_dir, data_dir=args.data,
+             command="python -m model_zoo.train " + " ".join(argv))
+    return 0

@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     from model_zoo.natural import NATURAL_RECIPES
 
     if argv[:1] and argv[0] in NATURAL_RECIPES:  # trained on photographs: its own data and recipe
-        from model_zoo.natural import main as natural_main
+        from model_zoo.natural_card import main as natural_main  # train, then write what ships
 
         return natural_main(argv)
     p.add_argument("name", choices=list(RECIPES) + list(NATURAL_RECIPES))

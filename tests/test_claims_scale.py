@@ -168,6 +168,8 @@ def test_c6_reports_direction_and_peak_zoom(planted):
 
 
 def test_c8_reference_only_for_resnet18_names():
+    from resstream_assert.loading import as_spec
+
     ctx = synth_ctx()
     ms = list(ctx.measures)
     ms[3] = BlockMeasures(**{**ms[3].__dict__, "block": "layer2.1", "channels": 200})
@@ -182,8 +184,12 @@ def test_c8_reference_only_for_resnet18_names():
     assert v["reference_diff"] == pytest.approx(v["frac_scale_inv"] - 23 / 128)
     # tolerance and channel numbers mean nothing without the author's ImageNet weights
     assert "reference_overlap_p" not in v and "within_reference_tolerance" not in v
-    res = evaluate("C8", ClaimContext(**{**ctx.__dict__, "measures": tuple(ms),
-                                         "model": "torchvision:resnet18@IMAGENET1K_V1"}))
+    # the weights are read from the run's parsed spec, not from the label (a label is free-form: --resstream-label)
+    author = "torchvision:resnet18@IMAGENET1K_V1"
+    res = evaluate("C8", ClaimContext(**{**ctx.__dict__, "measures": tuple(ms), "model": author}))
+    assert "reference_overlap_p" not in res.rows[2].values
+    res = evaluate("C8", ClaimContext(**{**ctx.__dict__, "measures": tuple(ms), "model": "r18-v1",
+                                         "model_spec": as_spec(author)}))
     assert 0 <= res.rows[2].values["reference_overlap_p"] <= 1
     assert res.rows[2].values["within_reference_tolerance"] in (0.0, 1.0)
 

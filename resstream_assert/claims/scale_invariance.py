@@ -149,7 +149,8 @@ def _author_weights(spec: "ModelSpec | None") -> bool:
 def _reference(ctx: ClaimContext, bm, out: Outcomes) -> dict[str, float]:
     """Spec §5.2 reference (ResNet18 V1): fraction reported where names match, overlap only for V1 weights."""
     ref = SCALE_INVARIANT_CHANNELS.get(bm.block)
-    if ref is None or "resnet18" not in ctx.model.lower() or BLOCK_CHANNELS[bm.block] != bm.channels:
+    name = ctx.model_spec.architecture if ctx.model_spec is not None else ctx.model  # a label may be free-form
+    if ref is None or "resnet18" not in name.lower() or BLOCK_CHANNELS[bm.block] != bm.channels:
         return {}
     f = float(out.hit.mean()) if out.hit.size else math.nan
     vals = {"reference_frac": len(ref) / bm.channels, "reference_diff": f - len(ref) / bm.channels}
