@@ -245,7 +245,7 @@ def _featviz(args: argparse.Namespace) -> int:
     chans = sample_channels(rmap, args.channels, args.seed, skip_first=False)[block.index]
     fz = featviz_stimuli(loaded, rmap, loaded, rmap, pipe.responses(args.spec, ("id",))["id"],
                          channels={block.index: chans}, seeds=args.seeds, settings=pipe.featviz_settings(),
-                         batch_size=cfg.batch_size, device=cfg.device, cache_dir=cfg.cache_dir, log=pipe.log)
+                         run=pipe.capture_settings(), cache_dir=cfg.cache_dir)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "wb") as fh:
         fh.write(block_grid(fz, block.index, max_channels=None))

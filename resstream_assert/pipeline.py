@@ -18,6 +18,7 @@ from resstream_assert.kinds import Backend, StimulusSource
 from resstream_assert.run_models import ModelRef, load_model, model_refs
 
 if TYPE_CHECKING:
+    from resstream_assert.capture import CaptureSettings
     from resstream_assert.capture.cache import ResponseCache
     from resstream_assert.claims import ClaimOptions
     from resstream_assert.discovery import ResidualMap
@@ -219,12 +220,24 @@ class Pipeline:
         for storage, group in storage_groups(missing, self.config.storage):
             loaded = self.model(spec, run_on)
             got = capture(loaded, self.map(spec, run_on), self.model_probe(spec, backend), variants=group,
-                          batch_size=self.config.batch_size, device=self.config.device, cache=self.cache,
-                          progress=self.config.progress, log=self.log, storage=storage,
-                          reducers=("center",))  # the measures read the center unit only
+                          cache=self.cache, settings=self.capture_settings(storage))
             for v, r in got.items():
                 self._memo[key(v)] = r
         return {v: replace(self._memo[key(v)], variant=v) for v in variants}
+
+    def capture_settings(self, storage: str = "float32") -> CaptureSettings:
+        """How this run captures: its batch size, device, progress and log; the center unit only (the measures
+        read nothing else).
+
+        Example:
+            >>> Pipeline(RunConfig(batch_size=16)).capture_settings().batch_size
+            16
+        """
+        from resstream_assert.capture import CaptureSettings
+
+        cfg = self.config
+        return CaptureSettings(batch_size=cfg.batch_size, device=cfg.device, progress=cfg.progress, log=self.log,
+                               storage=storage, reducers=("center",))
 
     def measures(self, spec: str, backend: Backend, variants: tuple[str, ...], stimuli: str = "exemplars") -> tuple:
         """Per-block measures from the responses to ``variants`` (scale and zoom quantities need theirs),
@@ -253,8 +266,8 @@ class Pipeline:
             return featviz_stimuli(
                 torch_loaded, self.map(spec, "torch"), loaded, rmap, self.responses(spec, ("id",), backend)["id"],
                 channels=sample_channels(rmap, cfg.channels, cfg.seed), seeds=int(cfg.featviz.get("seeds") or 1),
-                settings=self.featviz_settings(), variants=variants, batch_size=cfg.batch_size, device=cfg.device,
-                cache_dir=cfg.cache_dir, log=self.log)
+                settings=self.featviz_settings(), variants=variants,
+                run=self.capture_settings(), cache_dir=cfg.cache_dir)
 
         return self.memo(("featviz", spec, backend, tuple(variants)), run)
 

@@ -7,72 +7,100 @@ graph) return the same :class:`Responses`; ``cache`` stores them on disk by cont
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import types
-from typing import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from resstream_assert.capture.cache import ResponseCache, cache_key
 from resstream_assert.capture.responses import REDUCERS, Responses, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.errors import CaptureError
 
-__all__ = ["capture", "storage_groups", "check_finite", "Responses", "ResponseCache", "REDUCERS", "site_key", "COUNTERS"]
+if TYPE_CHECKING:
+    from resstream_assert.loading import LoadedModel
+    from resstream_assert.stimuli.probe_set import ProbeSet
+
+__all__ = ["capture", "CaptureSettings", "storage_groups", "check_finite", "Responses", "ResponseCache", "REDUCERS", "site_key", "COUNTERS"]
 
 #: Running totals for benchmarks: forward passes (batches) and images sent through a model.
 COUNTERS = {"batches": 0, "images": 0, "cache_hits": 0}
 
 
-def capture(loaded, rmap: ResidualMap, probe, *, variants: Iterable[str] = ("id",), sites: Iterable[str] = SITES,
-            batch_size: int = 64, device: str = "cpu", cache: ResponseCache | None = None,
-            progress: bool = True, keep_maps: Iterable[str] = (),
-            log: Callable[[str], None] | None = None, storage: str = "float32",
-            reducers: Iterable[str] = REDUCERS) -> dict[str, Responses]:
+@dataclass(frozen=True)
+class CaptureSettings:
+    """How a capture runs and what it keeps: images per forward pass, device, a progress bar, the storage dtype
+    of the reductions and the spatial reducers (``center`` always: the measures read it), and ``log`` for one
+    line per variant actually run (the pytest plugin prints them, since pytest hides the progress bar).
+
+    Example:
+        >>> CaptureSettings(storage="float16", reducers=("center",)).check().reducers
+        ('center',)
+    """
+
+    batch_size: int = 64
+    device: str = "cpu"
+    progress: bool = True
+    storage: str = "float32"
+    reducers: tuple[str, ...] = REDUCERS
+    log: Callable[[str], None] | None = None
+
+    def check(self) -> "CaptureSettings":
+        """These settings with the reducers in canonical order; refuses a set without ``center``."""
+        reducers = tuple(r for r in REDUCERS if r in tuple(self.reducers))
+        if "center" not in reducers:
+            raise ValueError(f"reducers must include 'center' (the measures read it), got {tuple(self.reducers)}")
+        return replace(self, reducers=reducers)
+
+
+def capture(loaded: LoadedModel, rmap: ResidualMap, probe: ProbeSet, *, variants: Iterable[str] = ("id",),
+            sites: Iterable[str] = SITES, keep_maps: Iterable[str] = (), cache: ResponseCache | None = None,
+            settings: CaptureSettings | None = None, **fields: Any) -> dict[str, Responses]:
     """Capture every site of every block for each stimulus variant of ``probe``.
 
     One forward pass per variant covers all sites of all blocks. Results come from
     ``cache`` when an identical capture (same weights, images, variant, sites, versions)
-    was stored before.
-
-    ``log`` receives one line per variant actually run (the pytest plugin prints them, since
-    pytest hides the progress bar). ``storage="float16"`` keeps the reductions in half precision
+    was stored before. How it runs is a :class:`CaptureSettings`, given whole (``settings=``) or by its
+    fields (``batch_size=8, progress=False``). ``storage="float16"`` keeps the reductions in half precision
     (half the memory; :meth:`Responses.get` upcasts, and any value beyond float16's range keeps its
-    site in float32). ``reducers=("center",)`` skips the spatial mean (half the memory again; the
-    measures read the center unit only).
+    site in float32). ``reducers=("center",)`` skips the spatial mean (half the memory again).
 
     Example:
-        >>> out = capture(loaded, rmap, probe, variants=("id", "S"))  # doctest: +SKIP
+        >>> out = capture(loaded, rmap, probe, variants=("id", "S"), progress=False)  # doctest: +SKIP
         >>> out["S"].get(3, "branch_out").shape  # doctest: +SKIP
         (512, 128)
     """
     from resstream_assert import __version__
 
+    try:
+        run = replace(settings or CaptureSettings(), **fields).check()
+    except TypeError:
+        known = ", ".join(f.name for f in dataclasses.fields(CaptureSettings))
+        raise TypeError(f"capture() got an unknown setting among {sorted(fields)}; the settings: {known}") from None
     sites = tuple(sites)
     keep_maps = tuple(keep_maps)
-    reducers = tuple(r for r in REDUCERS if r in tuple(reducers))
-    if "center" not in reducers:
-        raise ValueError(f"reducers must include 'center' (the measures read it), got {reducers}")
     cache = cache or ResponseCache(None)
     out: dict[str, Responses] = {}
     for variant in variants:
         key = cache_key(model=loaded.digest, probe=probe.digest, variant=variant, sites=sites, keep=keep_maps,
                         size=rmap.input_size, backend=loaded.backend, version=__version__,
                         framework=_framework_version(loaded.backend), provider=loaded.onnx.providers if loaded.onnx else None,
-                        storage=storage, reducers=reducers,
+                        storage=run.storage, reducers=run.reducers,
                         normalisation=[list(map(float, loaded.mean)), list(map(float, loaded.std))])
 
         def compute(v: str = variant) -> Responses:  # the default binds this iteration's variant
-            return check_finite(_run(loaded, rmap, probe, v, sites, batch_size, device, progress, keep_maps,
-                                     (storage, reducers)), rmap, loaded.name)
+            return check_finite(_run(loaded, rmap, probe, v, sites, keep_maps, run), rmap, loaded.name)
 
         before = cache.hits
         start = time.perf_counter()
         # Checked after the cache too: a non-finite entry read back is the same error as one just computed.
         out[variant] = check_finite(cache.get_or_compute(key, compute), rmap, loaded.name)
         COUNTERS["cache_hits"] += cache.hits - before
-        if log is not None:
+        if run.log is not None:
             how = "from cache" if cache.hits > before else f"{len(probe)} images in {time.perf_counter() - start:.1f} s"
-            log(f"[resstream] captured {loaded.name} [{variant}]: {how}")
+            run.log(f"[resstream] captured {loaded.name} [{variant}]: {how}")
     return out
 
 
@@ -119,14 +147,16 @@ def check_finite(responses: Responses, rmap: ResidualMap, name: str = "the model
     return responses
 
 
-def _run(loaded, rmap, probe, variant, sites, batch_size, device, progress, keep_maps, keep) -> Responses:
+def _run(loaded: LoadedModel, rmap: ResidualMap, probe: ProbeSet, variant: str, sites: tuple[str, ...],
+         keep_maps: tuple[str, ...], run: CaptureSettings) -> Responses:
+    """One variant's capture on the model's backend, with a progress bar when asked and on a terminal."""
     from tqdm.auto import tqdm
 
     from resstream_assert.stimuli.variants import apply_variant, parse_variant
 
     parse_variant(variant)  # fail early, with the list of valid names
     bar = tqdm(total=len(probe), desc=f"capture {loaded.name} [{variant}]", unit="img", leave=False,
-               disable=not progress or not sys.stderr.isatty())
+               disable=not run.progress or not sys.stderr.isatty())
 
     def tick(n: int) -> None:
         COUNTERS["batches"] += 1
@@ -138,13 +168,13 @@ def _run(loaded, rmap, probe, variant, sites, batch_size, device, progress, keep
         if loaded.backend == "onnx":
             from resstream_assert.capture.onnx_runtime import capture_onnx
 
-            return capture_onnx(loaded, rmap, probe.batches(batch_size), variant=variant, sites=sites,
-                                transform=transform, progress=tick, storage=keep[0], reducers=keep[1])
+            return capture_onnx(loaded, rmap, probe.batches(run.batch_size), variant=variant, sites=sites,
+                                transform=transform, progress=tick, storage=run.storage, reducers=run.reducers)
         from resstream_assert.capture.torch_fx import capture_torch
 
-        return capture_torch(loaded, rmap, probe.batches(batch_size), variant=variant, sites=sites,
-                             keep_maps=keep_maps, device=device, transform=transform, progress=tick, storage=keep[0],
-                             reducers=keep[1])
+        return capture_torch(loaded, rmap, probe.batches(run.batch_size), variant=variant, sites=sites,
+                             keep_maps=keep_maps, device=run.device, transform=transform, progress=tick,
+                             storage=run.storage, reducers=run.reducers)
     finally:
         bar.close()
 

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from resstream_assert.capture import CaptureSettings
+from resstream_assert.capture.responses import REDUCERS
 from resstream_assert.capture.cache import ArrayCache, ResponseCache, cache_key
 from resstream_assert.capture.responses import Responses
 from resstream_assert.discovery.residual_map import Block, ResidualMap
@@ -232,12 +234,13 @@ def stimulus_indices(blocks: Sequence[BlockImages], ok: np.ndarray, rmap: Residu
 
 def featviz_stimuli(torch_loaded, torch_rmap: ResidualMap, loaded, rmap: ResidualMap, probe_id: Responses, *,
                     channels: Mapping[int, np.ndarray], seeds: int, settings: FeatvizSettings,
-                    variants: Sequence[str] = ("id",), batch_size: int = 64, device: str = "cpu",
-                    cache_dir: str | None = None, log: Callable[[str], None] | None = None) -> FeatvizStimuli:
+                    variants: Sequence[str] = ("id",), run: CaptureSettings = CaptureSettings(),
+                    cache_dir: str | None = None) -> FeatvizStimuli:
     """Optimise (``torch_loaded``), capture the images (``loaded``: the run's backend), check success.
 
     ``probe_id`` are the run's probe-set responses (variant ``id``) on ``loaded``: the success
-    thresholds come from them. Disk caches (images and responses) live under ``cache_dir``.
+    thresholds come from them. Disk caches (images and responses) live under ``cache_dir``. The images are
+    captured with ``run``'s batch size, device and log, without a progress bar, keeping every reducer.
 
     Example:
         >>> fz = featviz_stimuli(m, rmap, m, rmap, resp["id"], channels=sample_channels(rmap, 8, 0), seeds=1,
@@ -253,14 +256,14 @@ def featviz_stimuli(torch_loaded, torch_rmap: ResidualMap, loaded, rmap: Residua
     for index, chans in channels.items():
         block = torch_rmap[index]
         bi = visualize_block(torch_loaded, block, chans, seeds, settings, image_cache)
-        if log is not None:
+        if run.log is not None:
             how = "from cache" if bi.cached else f"{settings.steps} steps in {bi.seconds:.1f} s"
-            log(f"[resstream] featviz {torch_loaded.name} {block.name}: {len(bi.targets)} images "
+            run.log(f"[resstream] featviz {torch_loaded.name} {block.name}: {len(bi.targets)} images "
                 f"({len(chans)} channels x I/B/O x {seeds} seed(s)), {how}")
         blocks.append(bi)
     fz_probe = as_probe(blocks)
-    responses = capture(loaded, rmap, fz_probe, variants=tuple(variants), batch_size=batch_size, device=device,
-                        cache=ResponseCache(cache_dir), progress=False, log=log)
+    responses = capture(loaded, rmap, fz_probe, variants=tuple(variants), cache=ResponseCache(cache_dir),
+                        settings=replace(run, progress=False, reducers=REDUCERS))
     value, threshold, ok = success(blocks, responses["id"], probe_id)
     return FeatvizStimuli(responses, stimulus_indices(blocks, ok, rmap, seeds), tuple(blocks), value, threshold, ok,
                           seeds, settings)
