@@ -133,7 +133,7 @@ def test_missing_claims_fail_the_session_only_with_the_missing_rule(pytester):
 
 @pytest.mark.parametrize("args, message", [
     (("--resstream-baseline", "b.json", "--resstream-compare-fail", "rho>0.1"),
-     "*invalid --resstream-compare-fail expression 'rho>0.1': expected verdict | missing | NAME:abs>LIMIT*"),
+     "*invalid --resstream-compare-fail expression 'rho>0.1': expected verdict | missing | decided | NAME:abs>LIMIT*"),
     (("--resstream-compare-fail", "effect:abs>big"), "*invalid --resstream-compare-fail expression 'effect:abs>big'*"),
     (("--resstream-baseline", "nowhere.json",), "*--resstream-baseline nowhere.json: no such file*"),
     (("--resstream-update-baseline",), "*--resstream-update-baseline needs --resstream-baseline PATH*"),

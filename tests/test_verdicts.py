@@ -149,6 +149,31 @@ def test_a_verdict_change_inside_the_stored_interval_is_unstable_not_a_drift():
     assert d.outcome == Outcome.XFAIL and "unstable" in d.reason
 
 
+def test_the_decided_rule_fails_a_claim_the_baseline_decided_and_this_run_cannot():
+    base, now = _report("holds", 0.09, 0.06, 0.13), _report("inconclusive", 0.08, 0.045, 0.12)
+    rules = ["verdict", "decided"]
+    assert not compare(base, now).failed  # the default rules: unstable, within noise
+    diff = compare(base, now, rules)
+    assert diff.failed and any(e.quantity == "decided" and e.status == "FAIL" for e in diff.entries)
+    d = decide(_result("inconclusive"), baseline=BaselineCheck("b.json", "holds", diff.failed, diff.table()))
+    assert d.outcome == Outcome.FAIL
+    # controls: the same verdict, a claim undecided in the baseline too, and a change towards a decision pass it
+    for b, n in (("holds", "holds"), ("inconclusive", "inconclusive"), ("inconclusive", "holds")):
+        assert not compare(_report(b, 0.09, 0.06, 0.13), _report(n, 0.09, 0.06, 0.13), rules).failed, (b, n)
+    # a report-only claim is only warned about, as with every rule
+    ro = lambda r: {"results": [{**r["results"][0], "gate": False}]}  # noqa: E731
+    assert not compare(ro(base), ro(now), rules).failed
+
+
+def test_a_typo_in_a_rule_word_is_refused():
+    from resstream_assert.errors import CompareFailError
+    from resstream_assert.gate.rules import parse_rule
+
+    for typo in ("decide", "Decided", "decided>0", "verdicts"):
+        with pytest.raises(CompareFailError, match="verdict \\| missing \\| decided"):
+            parse_rule(typo)
+
+
 def test_a_verdict_change_outside_the_stored_interval_is_a_drift():
     diff = compare(_report("holds", 0.3, 0.2, 0.4), _report("inconclusive", 0.07, 0.04, 0.11))
     assert diff.failed and "FAIL" in diff.table()

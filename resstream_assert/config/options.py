@@ -158,7 +158,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("baseline", "str", None, "baseline report (JSON) to compare this run with; a drift beyond "
            "--resstream-compare-fail fails the test that recorded it"),
     Option("compare-fail", "list", None, "tolerance EXPR for the baseline gate (repeatable): verdict | missing | "
-           "NAME:abs>LIMIT | NAME:pct>LIMIT, e.g. rho:abs>0.1. Default with a baseline: verdict"),
+           "decided | NAME:abs>LIMIT | NAME:pct>LIMIT | effect:ci>LIMIT, e.g. rho:abs>0.1; decided fails a claim "
+           "the baseline decided and this run cannot. Default with a baseline: verdict"),
     Option("update-baseline", "bool", False, "write this run's results to --resstream-baseline PATH instead of "
            "comparing (refused when a test failed or errored, a model has no results, or nothing was decided)"),
     Option("allow-probe-size", "bool", False, "compare with a baseline made at another number of probe images "

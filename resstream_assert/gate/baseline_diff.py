@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from resstream_assert.formatting import fnum
 from resstream_assert.gate.rules import Rule, parse_rules
 from resstream_assert.keys import model_label
+from resstream_assert.kinds import GateStatus
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class DiffEntry:
     now: Any
     change: str
     tolerance: str
-    status: str
+    status: GateStatus
     note: str = ""
 
     def row(self) -> list[str]:
@@ -58,7 +59,7 @@ def absent_entry(key: tuple[str, str, str], block: str, quantity: str, now_has: 
         >>> absent_entry(("m", "torch", "C1"), "", "claim", True, ABSENT, "present", strict=False).status
         'new'
     """
-    kind = "new" if now_has else "missing"
+    kind: GateStatus = "new" if now_has else "missing"
     return DiffEntry(*key, block, quantity, base, now, "", "missing" if strict else tol,
                      "FAIL" if strict else kind, kind if strict else "")
 

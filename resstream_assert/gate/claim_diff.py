@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 from resstream_assert.formatting import to_float
 from resstream_assert.gate.baseline_diff import ABSENT, DiffEntry, absent_entry
 from resstream_assert.gate.rules import FIELDS, Rule
+from resstream_assert.kinds import GateStatus
 
 _MISSING = object()
 
@@ -24,17 +25,32 @@ def _quantity(d: Mapping[str, Any], name: str) -> Any:
     return values[name] if name in values else _MISSING
 
 
+def _decided_entry(key: tuple[str, str, str], base: Mapping[str, Any], now: Mapping[str, Any],
+                   fail_word: GateStatus) -> list[DiffEntry]:
+    """The ``decided`` rule: a claim that held or failed in the baseline and is undecided now, whether or not its
+    interval moved beyond noise (the ``verdict`` rule calls such a change unstable)."""
+    b, n = base.get("verdict"), now.get("verdict")
+    if b not in ("holds", "fails") or n != "inconclusive":
+        return []
+    return [DiffEntry(*key, "", "decided", b, n, "undecided now", "decided", fail_word,
+                      "the baseline decided it; this run cannot")]
+
+
 def _compare_level(key: tuple[str, str, str], block: str, base: Mapping[str, Any], now: Mapping[str, Any],
-                   rules: Sequence[Rule], fail_word: str, strict: bool) -> list[DiffEntry]:
+                   rules: Sequence[Rule], fail_word: GateStatus, strict: bool) -> list[DiffEntry]:
     model, backend, claim = key
     out = []
     for rule in rules:
         if rule.mode == "missing":
             continue
+        if rule.mode == "decided":
+            if not block:  # the claim's verdict: what the gate reads
+                out += _decided_entry(key, base, now, fail_word)
+            continue
         if rule.mode == "verdict":
             b, n = base.get("verdict"), now.get("verdict")
             noise = b != n and within_noise(base, now)
-            status = "ok" if b == n else ("unstable" if noise else fail_word)
+            status: GateStatus = "ok" if b == n else ("unstable" if noise else fail_word)
             out.append(DiffEntry(model, backend, claim, block, "verdict", b, n, "changed" if b != n else "",
                                  "beyond noise", status, "the two intervals overlap" if noise else ""))
             continue
@@ -94,7 +110,7 @@ def within_noise(base: Mapping[str, Any], now: Mapping[str, Any]) -> bool:
 
 
 def _ci_entry(key: tuple[str, str, str], block: str, base: Mapping[str, Any], now: Mapping[str, Any],
-              rule: Rule, fail_word: str) -> DiffEntry:
+              rule: Rule, fail_word: GateStatus) -> DiffEntry:
     """``effect:ci>K``: the effect moved by more than K combined half-widths of the two intervals."""
     model, backend, claim = key
     b, n = to_float(base.get("effect")), to_float(now.get("effect"))
@@ -123,7 +139,7 @@ def compare_claim(key: tuple[str, str, str], base: Mapping[str, Any], now: Mappi
         [('', 'verdict', 'ok'), ('', 'effect', 'FAIL'), ('layer2.0', 'block', 'missing')]
     """
     gate = bool(now.get("gate", True)) and bool(base.get("gate", True))
-    fail_word = "FAIL" if gate else "warn"
+    fail_word: GateStatus = "FAIL" if gate else "warn"
     strict = any(r.mode == "missing" for r in rules) and gate
     out = _compare_level(key, "", base, now, rules, fail_word, strict)
     base_rows = {r["block"]: r for r in base.get("rows", [])}

@@ -4,6 +4,8 @@
                          intervals of the two effects do not overlap, or holds <-> fails;
                          a change whose intervals overlap is reported as unstable
     missing              a claim or block present on one side only fails
+    decided              a gated claim decided in the baseline (holds or fails) that is undecided now
+                         fails, even within noise: a release must still show what its baseline showed
     NAME:abs>LIMIT       |now - baseline| > LIMIT fails            e.g. rho:abs>0.1
     NAME:pct>LIMIT       |now - baseline| / |baseline| > LIMIT %   e.g. frac_skip:pct>20
     effect:ci>LIMIT      |now - baseline| > LIMIT combined interval half-widths
@@ -21,25 +23,27 @@ from resstream_assert.errors import CompareFailError
 
 __all__ = ["GRAMMAR", "FIELDS", "CompareFailError", "Rule", "parse_rule", "parse_rules", "gate_rules"]
 
-GRAMMAR = ("verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT | effect:ci>LIMIT  (NAME: a claim field such "
+GRAMMAR = ("verdict | missing | decided | NAME:abs>LIMIT | NAME:pct>LIMIT | effect:ci>LIMIT  (NAME: a claim field such "
            "as effect, p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number; ci: in "
            "units of the two effects' interval half-widths)")
 
 _RULE_RE = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*):(?P<mode>abs|pct|ci)>(?P<limit>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)$")
+#: The rules that are one word.
+_WORDS = ("verdict", "missing", "decided")
 #: The numeric claim fields a rule can compare (besides the ``values`` keys).
 FIELDS = ("statistic", "p_value", "p_adjusted", "effect", "ci_low", "ci_high", "n")
 
 
 @dataclass(frozen=True)
 class Rule:
-    """One tolerance. ``mode`` is ``verdict``, ``missing``, ``abs`` or ``pct``."""
+    """One tolerance. ``mode`` is ``verdict``, ``missing``, ``decided``, ``abs``, ``pct`` or ``ci``."""
 
     mode: str
     quantity: str = ""
     limit: float = 0.0
 
     def __str__(self) -> str:
-        return self.mode if self.mode in ("verdict", "missing") else f"{self.quantity}:{self.mode}>{self.limit:g}"
+        return self.mode if self.mode in _WORDS else f"{self.quantity}:{self.mode}>{self.limit:g}"
 
 
 def parse_rule(expr: str) -> Rule:
@@ -51,10 +55,10 @@ def parse_rule(expr: str) -> Rule:
         >>> parse_rule("rho>0.1")
         Traceback (most recent call last):
         ...
-        resstream_assert.errors.CompareFailError: invalid --resstream-compare-fail expression 'rho>0.1': expected verdict | missing | NAME:abs>LIMIT | NAME:pct>LIMIT | effect:ci>LIMIT  (NAME: a claim field such as effect, p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number; ci: in units of the two effects' interval half-widths)
+        resstream_assert.errors.CompareFailError: invalid --resstream-compare-fail expression 'rho>0.1': expected verdict | missing | decided | NAME:abs>LIMIT | NAME:pct>LIMIT | effect:ci>LIMIT  (NAME: a claim field such as effect, p_adjusted, or a values key such as rho, frac_skip; LIMIT: a non-negative number; ci: in units of the two effects' interval half-widths)
     """
     text = str(expr).strip()
-    if text in ("verdict", "missing"):
+    if text in _WORDS:
         return Rule(text)
     m = _RULE_RE.match(text)
     if not m:
