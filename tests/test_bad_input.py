@@ -126,7 +126,8 @@ CASES = [
     Case("onnx-bad-normalisation", "pytest", ("--resstream-model", "{d}/bad_norm.onnx"), 4, r"resstream\.mean = 'a,b,c'.* is not a normalisation", r"--resstream-mean R G B --resstream-std R G B"),
     # --- reports and the baseline gate ----------------------------------------------------------------------------
     Case("compare-fail-unknown-quantity", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "nosuchquantity:abs>0.1"), 4, r"has the quantity 'nosuchquantity', so the rule would compare nothing", r"Use one of: .*frac_skip"),
-    Case("compare-fail-malformed", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "rho>0.1"), 4, r"invalid --resstream-compare-fail expression 'rho>0\.1'", r"expected verdict \| missing \| NAME:abs>LIMIT"),
+    Case("compare-fail-malformed", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "rho>0.1"), 4, r"invalid --resstream-compare-fail expression 'rho>0\.1'", r"expected verdict \| missing \| decided \| NAME:abs>LIMIT"),
+    Case("compare-fail-word-misspelled", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "decide"), 4, r"invalid --resstream-compare-fail expression 'decide'", r"expected verdict \| missing \| decided \| NAME:abs>LIMIT"),
     Case("compare-fail-negative-limit", "pytest", ("--resstream-baseline", "{d}/base_ok.json", "--resstream-compare-fail", "rho:abs>-1"), 4, r"invalid --resstream-compare-fail expression 'rho:abs>-1'", r"LIMIT: a non-negative number"),
     Case("compare-fail-without-baseline", "pytest", ("--resstream-compare-fail", "rho:abs>0.1"), 4, r"a tolerance needs a baseline to compare with", r"add --resstream-baseline PATH"),
     Case("baseline-missing", "pytest", ("--resstream-baseline", "{d}/nowhere.json"), 4, r"--resstream-baseline .*nowhere\.json: no such file", r"create it with --resstream-update-baseline"),
