@@ -75,10 +75,11 @@ def capture(loaded: LoadedModel, rmap: ResidualMap, probe: ProbeSet, *, variants
     from resstream_assert import __version__
 
     try:
-        run = replace(settings or CaptureSettings(), **fields).check()
-    except TypeError:
+        run = replace(settings or CaptureSettings(), **fields)
+    except TypeError:  # replace() refuses a name that is not a field; check() below keeps its own errors
         known = ", ".join(f.name for f in dataclasses.fields(CaptureSettings))
         raise TypeError(f"capture() got an unknown setting among {sorted(fields)}; the settings: {known}") from None
+    run = run.check()
     sites = tuple(sites)
     keep_maps = tuple(keep_maps)
     cache = cache or ResponseCache(None)
