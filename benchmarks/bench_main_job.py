@@ -92,11 +92,15 @@ def memory(arch: str, n: int, size: int, batch: int, storage: str = "float16", r
     resp = capture(loaded, rmap, probe, batch_size=batch, progress=False, storage=storage, reducers=reducers)["id"]
     took = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    arrays = {id(a): a for a in (*resp.center.values(), *resp.mean.values())}
-    nbytes = sum(a.nbytes for a in arrays.values())
+    from resstream_assert.capture.memory import LazyTable, identity
+
+    tables = (resp.center, resp.mean)
+    distinct = {identity(t, k): (t, k) for t in tables for k in t}  # read one at a time, after the peak
+    nbytes = sum(t[k].nbytes for t, k in distinct.values())
+    where = "on disk" if isinstance(resp.center, LazyTable) else "in memory"
     streamed = "streamed from disk" if isinstance(probe.images.base, np.memmap) else "in memory"
     print(f"{arch} at {size} px, {n} images: probe {probe.images.nbytes / 2**20:.0f} MiB ({streamed}), responses "
-          f"{nbytes / 2**20:.0f} MiB ({len(arrays)} distinct arrays, {storage}, {'+'.join(reducers)}), capture "
+          f"{nbytes / 2**20:.0f} MiB {where} ({len(distinct)} distinct arrays, {storage}, {'+'.join(reducers)}), capture "
           f"{took:.1f} s; peak RSS {peak:.0f} MiB (start {before:.0f}, after loading model + probe {after_probe:.0f})")
 
 

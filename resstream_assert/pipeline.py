@@ -227,7 +227,7 @@ class Pipeline:
 
     def capture_settings(self, storage: str = "float32") -> CaptureSettings:
         """How this run captures: its batch size, device, progress and log; the center unit only (the measures
-        read nothing else).
+        read nothing else); a large capture spills into the cache folder when there is one.
 
         Example:
             >>> Pipeline(RunConfig(batch_size=16)).capture_settings().batch_size
@@ -237,7 +237,8 @@ class Pipeline:
 
         cfg = self.config
         return CaptureSettings(batch_size=cfg.batch_size, device=cfg.device, progress=cfg.progress, log=self.log,
-                               storage=storage, reducers=("center",))
+                               storage=storage, reducers=("center",),
+                               spill_dir=str(cfg.cache_dir) if cfg.cache_dir else None)
 
     def measures(self, spec: str, backend: Backend, variants: tuple[str, ...], stimuli: str = "exemplars") -> tuple:
         """Per-block measures from the responses to ``variants`` (scale and zoom quantities need theirs),

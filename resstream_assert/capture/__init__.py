@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from resstream_assert.capture.cache import ResponseCache, cache_key
+from resstream_assert.capture.memory import SPILL_BYTES, Spill, release_free_memory
 from resstream_assert.capture.responses import REDUCERS, Responses, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.errors import CaptureError
@@ -34,6 +35,8 @@ class CaptureSettings:
     """How a capture runs and what it keeps: images per forward pass, device, a progress bar, the storage dtype
     of the reductions and the spatial reducers (``center`` always: the measures read it), and ``log`` for one
     line per variant actually run (the pytest plugin prints them, since pytest hides the progress bar).
+    Reductions that would pass ``spill_over`` bytes go to disk batch by batch (``spill_dir``, else the
+    system's temporary folder) and are read back one site at a time; ``spill_over=None`` keeps them in memory.
 
     Example:
         >>> CaptureSettings(storage="float16", reducers=("center",)).check().reducers
@@ -46,12 +49,17 @@ class CaptureSettings:
     storage: str = "float32"
     reducers: tuple[str, ...] = REDUCERS
     log: Callable[[str], None] | None = None
+    spill_over: int | None = SPILL_BYTES
+    spill_dir: str | None = None
 
     def check(self) -> "CaptureSettings":
         """These settings with the reducers in canonical order; refuses a set without ``center``."""
         reducers = tuple(r for r in REDUCERS if r in tuple(self.reducers))
         if "center" not in reducers:
             raise ValueError(f"reducers must include 'center' (the measures read it), got {tuple(self.reducers)}")
+        if self.spill_over is not None and (isinstance(self.spill_over, bool) or not isinstance(self.spill_over, int)
+                                            or self.spill_over < 0):
+            raise ValueError(f"spill_over must be a number of bytes >= 0 or None, got {self.spill_over!r}")
         return replace(self, reducers=reducers)
 
 
@@ -163,19 +171,22 @@ def _run(loaded: LoadedModel, rmap: ResidualMap, probe: ProbeSet, variant: str, 
         COUNTERS["batches"] += 1
         COUNTERS["images"] += n
         bar.update(n)
+        release_free_memory()  # the forward pass's freed intermediates (memory.py says why)
 
     transform = None if variant == "id" else (lambda x: apply_variant(x, variant))
+    spill = Spill(len(probe), run.spill_over, run.spill_dir)
     try:
         if loaded.backend == "onnx":
             from resstream_assert.capture.onnx_runtime import capture_onnx
 
             return capture_onnx(loaded, rmap, probe.batches(run.batch_size), variant=variant, sites=sites,
-                                transform=transform, progress=tick, storage=run.storage, reducers=run.reducers)
+                                transform=transform, progress=tick, storage=run.storage, reducers=run.reducers,
+                                spill=spill)
         from resstream_assert.capture.torch_fx import capture_torch
 
         return capture_torch(loaded, rmap, probe.batches(run.batch_size), variant=variant, sites=sites,
                              keep_maps=keep_maps, device=run.device, transform=transform, progress=tick,
-                             storage=run.storage, reducers=run.reducers)
+                             storage=run.storage, reducers=run.reducers, spill=spill)
     finally:
         bar.close()
 

@@ -96,7 +96,7 @@ class ArrayCache:
         with FileLock(str(path) + ".lock"):
             if path.exists():
                 try:
-                    result = load_checked(path, key)
+                    result = dict(load_checked(path, key))
                     self.hits += 1
                     return result
                 except _UNTRUSTED as exc:

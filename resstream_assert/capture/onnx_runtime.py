@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from resstream_assert.capture.responses import Responses, compact, concatenate_shared, site_key
+from resstream_assert.capture.memory import Spill
+from resstream_assert.capture.responses import Responses, compact, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.errors import CaptureError
 from resstream_assert.loading.onnx_file import image_input, read_model, value_shapes
@@ -178,7 +179,7 @@ def _store(store: dict[str, dict[str, list]], reduced: dict[str, tuple[np.ndarra
 def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, variant: str = "id",
                  sites: Iterable[str] = SITES, transform: Callable | None = None, progress=None,
                  check_faithful: bool = True, reduce: str = "graph", storage: str = "float32",
-                 reducers: Iterable[str] = ("center", "mean")) -> Responses:
+                 reducers: Iterable[str] = ("center", "mean"), spill: Spill | None = None) -> Responses:
     """Run ``batches`` (float [0, 1], (B, 3, H, W)) through onnxruntime once, capturing every site.
 
     Same reductions and keys as :func:`resstream_assert.capture.torch_fx.capture_torch`:
@@ -186,7 +187,8 @@ def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, va
     applied to the [0, 1] torch batch before normalization. The first images of the first
     batch are also run through the plain session and the outputs compared; a mismatch
     raises :class:`CaptureError`. ``reduce="numpy"`` returns whole maps from onnxruntime
-    and reduces them in numpy (slower; a cross-check of the in-graph reductions).
+    and reduces them in numpy (slower; a cross-check of the in-graph reductions). ``spill`` moves the
+    reductions to disk as they come once they grow large (:class:`~resstream_assert.capture.memory.Spill`).
 
     Example:
         >>> r = capture_onnx(loaded, rmap, probe.batches(64))  # doctest: +SKIP
@@ -201,6 +203,7 @@ def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, va
     mean = np.asarray(loaded.mean, np.float32).reshape(1, 3, 1, 1)
     std = np.asarray(loaded.std, np.float32).reshape(1, 3, 1, 1)
     store: dict[str, dict[str, list]] = {"center": {}, "mean": {}}
+    spill = spill or Spill(0, None)
     logits, first = [], True
     for batch in batches:
         x = _model_input(batch, transform, mean, std, dtype)
@@ -216,13 +219,13 @@ def capture_onnx(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, va
         first = False
         _store(store, _reduce(plan, outs, storage), rmap, sites, reducers)
         logits.append(np.asarray(outs[0], np.float32).reshape(len(x), -1))
+        spill.after_batch(store, len(x))
         if progress is not None:
             progress(len(x))
     if first:
         raise CaptureError("capture received no images (the probe set is empty)")
-    center = concatenate_shared(store["center"], np.concatenate)
-    avg = concatenate_shared(store["mean"], np.concatenate)
-    return Responses(variant, center, avg, np.concatenate(logits))
+    return Responses(variant, spill.join("center", store["center"], np.concatenate),
+                     spill.join("mean", store["mean"], np.concatenate), np.concatenate(logits))
 
 
 def _check_faithful(loaded, input_name: str, x: np.ndarray, outs: list) -> None:

@@ -6,13 +6,20 @@ Data only (numpy). Both capture backends (torch hooks, onnxruntime) return this 
 from __future__ import annotations
 
 import hashlib
+import os
+import zipfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Hashable, Mapping
 
 import numpy as np
 
+from resstream_assert.capture.memory import SPILL_BYTES, LazyTable, concatenate_shared, identity
 from resstream_assert.errors import CacheEntryError
+
+__all__ = ["REDUCERS", "STORAGES", "Responses", "compact", "concatenate_shared", "site_key", "checksum",
+           "save_checked", "load_checked"]
 
 #: Per-channel reductions of a feature map: the paper's center unit and the spatial mean.
 REDUCERS = ("center", "mean")
@@ -37,36 +44,6 @@ def compact(values: np.ndarray, storage: str = "float16") -> np.ndarray:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     peak = np.abs(values).max()
     return values.astype(np.float16) if np.isfinite(peak) and peak < FP16_LIMIT else values
-
-
-def concatenate_shared(chunks_by_key: dict, concat) -> dict:
-    """``{key: concat(chunks)}``, concatenating each distinct list of chunk objects once.
-
-    Sites that are one tensor (a block's ``resid_pre`` is the previous block's ``resid_post``,
-    an identity shortcut's ``skip_out`` is its ``resid_pre``) are tapped once and their chunk
-    lists hold the same objects; their keys then share one read-only array, which saves about
-    a third of the memory of a capture.
-
-    Example:
-        >>> a = [np.ones(2)]
-        >>> out = concatenate_shared({"x": a, "y": list(a)}, np.concatenate)
-        >>> out["x"] is out["y"], out["x"].flags.writeable
-        (True, False)
-    """
-    done: dict[tuple, np.ndarray] = {}
-    out = {}
-    for key, chunks in chunks_by_key.items():
-        ident = tuple(id(c) for c in chunks)
-        if ident in done:
-            done[ident].flags.writeable = False
-            out[key] = done[ident]
-        else:
-            out[key] = done[ident] = np.asarray(concat(chunks))
-        # Emptied as soon as it is joined (the caller's lists are these): a chunk is freed once every key that
-        # holds it is done, so the capture never holds its responses twice.
-        if isinstance(chunks, list):
-            chunks.clear()
-    return out
 
 
 def site_key(block: int, site: str) -> str:
@@ -95,10 +72,10 @@ class Responses:
     """
 
     variant: str
-    center: dict[str, np.ndarray]
-    mean: dict[str, np.ndarray]
+    center: Mapping[str, np.ndarray]
+    mean: Mapping[str, np.ndarray]
     logits: np.ndarray | None
-    maps: dict[str, np.ndarray] = field(default_factory=dict)
+    maps: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def get(self, block, site: str, reducer: str = "center") -> np.ndarray:
         """The ``(N, C)`` float32 array of one site (a float32 copy when stored as float16); ``block`` is an index
@@ -115,7 +92,7 @@ class Responses:
         return arr.astype(np.float32) if arr.dtype == np.float16 else arr
 
     def subset(self, rows) -> "Responses":
-        """The same responses for some of the images only (``rows``: indices into the probe set).
+        """The same responses for some of the images only (``rows``: indices into the probe set), in memory.
 
         Example:
             >>> r = Responses("id", {"0/branch_out": np.arange(6.).reshape(3, 2)}, {}, None)
@@ -123,10 +100,16 @@ class Responses:
             [[4.0, 5.0], [0.0, 1.0]]
         """
         idx = np.asarray(rows, dtype=np.int64)
-        done: dict[int, np.ndarray] = {}  # sites that share one array keep sharing one
+        done: dict[Hashable, np.ndarray] = {}  # sites that share one array keep sharing one
 
-        def pick(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return {k: done[id(v)] if id(v) in done else done.setdefault(id(v), v[idx]) for k, v in table.items()}
+        def pick(table: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+            out = {}
+            for k in table:
+                ident = identity(table, k)
+                if ident not in done:
+                    done[ident] = table[k][idx]
+                out[k] = done[ident]
+            return out
 
         return Responses(self.variant, pick(self.center), pick(self.mean),
                          None if self.logits is None else self.logits[idx], pick(self.maps))
@@ -134,50 +117,57 @@ class Responses:
     @property
     def n_images(self) -> int:
         """Number of images (rows)."""
-        arr = next(iter(self.center.values()), None)
-        return 0 if arr is None else int(arr.shape[0])
+        key = next(iter(self.center), None)
+        return 0 if key is None else int(self.center[key].shape[0])
 
     def save(self, path: str | Path, key: str = "") -> None:
         """Write to one ``.npz`` file (no pickle); a shared array is written once, the others as aliases.
 
         The file also holds ``key`` (the cache key it is written for) and a checksum of the key and every
-        array, which :meth:`load` verifies."""
-        arrays: dict[str, np.ndarray] = {}
-        first: dict[int, str] = {}
+        array, which :meth:`load` verifies. Arrays are read and written one at a time (a spilled capture is
+        never held whole)."""
+        readers: dict[str, Callable[[], np.ndarray]] = {}
+        first: dict[Hashable, str] = {}
         for kind, table in (("center", self.center), ("mean", self.mean), ("maps", self.maps)):
-            for k, v in table.items():
+            for k in table:
                 name = f"{kind}|{k}"
-                if id(v) in first:
-                    arrays[f"alias|{name}"] = np.array(first[id(v)])
+                ident = identity(table, k)
+                if ident in first:
+                    readers[f"alias|{name}"] = partial(np.array, first[ident])
                 else:
-                    first[id(v)] = name
-                    arrays[name] = v
+                    first[ident] = name
+                    readers[name] = partial(table.__getitem__, k)
         if self.logits is not None:
-            arrays["logits"] = self.logits
-        arrays["variant"] = np.array(self.variant)
-        save_checked(path, arrays, key)
+            readers["logits"] = partial(np.asarray, self.logits)
+        readers["variant"] = partial(np.array, self.variant)
+        save_checked(path, LazyTable(readers, {n: n for n in readers}), key)
 
     @classmethod
     def load(cls, path: str | Path, key: str | None = None) -> "Responses":
         """Read a file written by :meth:`save`; with ``key``, a :class:`CacheEntryError` unless the file was
-        written for that key and its content is unchanged (:func:`load_checked`)."""
-        z = load_checked(path, key) if key is not None else _load_all(path)
-        parts: dict[str, dict[str, np.ndarray]] = {"center": {}, "mean": {}, "maps": {}}
-        loaded = {name: arr for name, arr in z.items() if "|" in name and not name.startswith("alias|")}
-        for name, arr in z.items():
-            if name.startswith("alias|"):
-                loaded[name[len("alias|"):]] = loaded[str(arr)]
-                loaded[str(arr)].flags.writeable = False
-        for name, arr in loaded.items():
-            kind, site = name.split("|", 1)
-            parts[kind][site] = arr
-        return cls(str(z["variant"]), parts["center"], parts["mean"], z.get("logits"), parts["maps"])
+        written for that key and its content is unchanged (:func:`load_checked`). A file over
+        :data:`~resstream_assert.capture.memory.SPILL_BYTES` is read one site at a time, when asked for."""
+        z = load_checked(path, key, lazy_over=SPILL_BYTES) if key is not None else _load_all(path)
+        names = list(z)
+        target = {n[len("alias|"):]: str(z[n]) for n in names if n.startswith("alias|")}
+        target.update({n: n for n in names if "|" in n and not n.startswith("alias|")})
+        tables: dict[str, Mapping[str, np.ndarray]] = {}
+        shared = {t for t in target.values() if list(target.values()).count(t) > 1}
+        for kind in ("center", "mean", "maps"):
+            mine = {name.split("|", 1)[1]: t for name, t in target.items() if name.split("|", 1)[0] == kind}
+            if isinstance(z, LazyTable):
+                tables[kind] = LazyTable({k: partial(z.__getitem__, t) for k, t in mine.items()}, dict(mine))
+            else:
+                for t in shared & set(mine.values()):
+                    z[t].flags.writeable = False  # one array for several sites
+                tables[kind] = {k: z[t] for k, t in mine.items()}
+        return cls(str(z["variant"]), tables["center"], tables["mean"], z.get("logits"), tables["maps"])
 
 
 _KEY, _SUM = "__cache_key__", "__checksum__"
 
 
-def checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
+def checksum(key: str, arrays: Mapping[str, np.ndarray]) -> str:
     """sha256 of a cache key and every array's name, dtype, shape and bytes (in name order).
 
     Example:
@@ -187,15 +177,20 @@ def checksum(key: str, arrays: dict[str, np.ndarray]) -> str:
     """
     h = hashlib.sha256(key.encode())
     for name in sorted(arrays):
-        arr = np.ascontiguousarray(arrays[name])
-        h.update(f"|{name}|{arr.dtype.str}|{arr.shape}|".encode())
-        h.update(arr.tobytes())
+        _digest(h, name, arrays[name])
     return h.hexdigest()
 
 
-def save_checked(path: str | Path, arrays: dict[str, np.ndarray], key: str) -> None:
+def _digest(h, name: str, arr: np.ndarray) -> None:
+    arr = np.ascontiguousarray(arr)
+    h.update(f"|{name}|{arr.dtype.str}|{arr.shape}|".encode())
+    h.update(arr.tobytes())
+
+
+def save_checked(path: str | Path, arrays: Mapping[str, np.ndarray], key: str) -> None:
     """Write ``arrays`` to one ``.npz`` file with the ``key`` they are for and their :func:`checksum`
-    (atomically: a temporary file, then a rename).
+    (atomically: a temporary file, then a rename). ``arrays`` is read one at a time, in name order, so a
+    :class:`~resstream_assert.capture.memory.LazyTable` is never held whole.
 
     Example:
         >>> import tempfile
@@ -205,10 +200,21 @@ def save_checked(path: str | Path, arrays: dict[str, np.ndarray], key: str) -> N
         [0.0, 1.0, 2.0]
     """
     tmp = Path(str(path) + ".tmp.npz")
-    # Typed loosely: the arrays' names are keywords, which mypy would match against savez's bool options.
-    savez: Callable[..., None] = np.savez
-    savez(tmp, **arrays, **{_KEY: np.array(key), _SUM: np.array(checksum(key, arrays))})
+    h = hashlib.sha256(key.encode())
+    # np.savez's layout (stored, not compressed; zip64 for large members), written member by member.
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name in sorted(arrays):
+            arr = np.asanyarray(arrays[name])
+            _digest(h, name, arr)
+            _member(zf, name, arr)
+        _member(zf, _KEY, np.array(key))
+        _member(zf, _SUM, np.array(h.hexdigest()))
     tmp.replace(path)
+
+
+def _member(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
+    with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array(f, arr, allow_pickle=False)
 
 
 def _load_all(path: str | Path) -> dict[str, np.ndarray]:
@@ -216,9 +222,21 @@ def _load_all(path: str | Path) -> dict[str, np.ndarray]:
         return {name: z[name] for name in z.files}
 
 
-def load_checked(path: str | Path, key: str) -> dict[str, np.ndarray]:
+def _member_reader(path: str | Path, name: str) -> Callable[[], np.ndarray]:
+    def read() -> np.ndarray:
+        with np.load(path, allow_pickle=False) as z:
+            arr = z[name]
+        arr.flags.writeable = False  # one member may stand for several sites
+        return arr
+
+    return read
+
+
+def load_checked(path: str | Path, key: str, lazy_over: int | None = None) -> Mapping[str, np.ndarray]:
     """The arrays of a file written by :func:`save_checked` for ``key``; :class:`CacheEntryError` when it was
-    written for another key, carries no checksum, or its content no longer matches it.
+    written for another key, carries no checksum, or its content no longer matches it. The check reads one
+    array at a time; a file over ``lazy_over`` bytes comes back as a
+    :class:`~resstream_assert.capture.memory.LazyTable` (each array read again when asked for).
 
     Example:
         >>> import tempfile
@@ -229,13 +247,24 @@ def load_checked(path: str | Path, key: str) -> dict[str, np.ndarray]:
         ...
         resstream_assert.errors.CacheEntryError: it was written for another key (k...)
     """
-    z = _load_all(path)
-    stored_key, stored_sum = (str(z.pop(_KEY)) if _KEY in z else None), (str(z.pop(_SUM)) if _SUM in z else None)
-    if stored_key is None or stored_sum is None:
-        raise CacheEntryError("it carries no key or checksum (written by an older version, or not by "
-                              "resstream_assert)")
-    if stored_key != key:
-        raise CacheEntryError(f"it was written for another key ({stored_key[:12]}...)")
-    if checksum(key, z) != stored_sum:
+    lazy = lazy_over is not None and os.path.getsize(path) > lazy_over
+    kept: dict[str, np.ndarray] = {}
+    with np.load(path, allow_pickle=False) as z:
+        if _KEY not in z.files or _SUM not in z.files:
+            raise CacheEntryError("it carries no key or checksum (written by an older version, or not by "
+                                  "resstream_assert)")
+        stored_key, stored_sum = str(z[_KEY]), str(z[_SUM])
+        if stored_key != key:
+            raise CacheEntryError(f"it was written for another key ({stored_key[:12]}...)")
+        h = hashlib.sha256(key.encode())
+        names = sorted(n for n in z.files if n not in (_KEY, _SUM))
+        for name in names:
+            arr = z[name]
+            _digest(h, name, arr)
+            if not lazy:
+                kept[name] = arr
+    if h.hexdigest() != stored_sum:
         raise CacheEntryError("its content does not match its checksum (edited or damaged)")
-    return z
+    if lazy:
+        return LazyTable({n: _member_reader(path, n) for n in names}, {n: n for n in names})
+    return kept

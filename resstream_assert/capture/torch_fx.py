@@ -15,7 +15,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from resstream_assert.capture.responses import Responses, compact, concatenate_shared, site_key
+from resstream_assert.capture.memory import Spill
+from resstream_assert.capture.responses import Responses, compact, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.discovery.torch_graph import block_nodes, copy_graph
 from resstream_assert.errors import CaptureError
@@ -44,11 +45,11 @@ class _Tap(nn.Module):
         full = x.to(device="cpu", dtype=torch.float32, copy=True) if self.keep_map else None
         center, mean = (torch.from_numpy(compact(a.numpy(), self.storage)) for a in (center, mean))
         for key in self.keys:
-            self.store.setdefault(("center", key), []).append(center)
+            self.store["center"].setdefault(key, []).append(center)
             if self.keep_mean:
-                self.store.setdefault(("mean", key), []).append(mean)
+                self.store["mean"].setdefault(key, []).append(mean)
             if full is not None:
-                self.store.setdefault(("maps", key), []).append(full)
+                self.store["maps"].setdefault(key, []).append(full)
 
 
 class _Edit(nn.Module):
@@ -77,7 +78,7 @@ def instrument(module: nn.Module, rmap: ResidualMap, sites: Iterable[str] = SITE
     """
     graph, by_name = copy_graph(module)
     gm = fx.GraphModule(module, graph)
-    store: dict = {}
+    store: dict[str, dict[str, list]] = {"center": {}, "mean": {}, "maps": {}}
     wanted = set(sites)
     keep = set(keep_maps)
     taps: dict[str, list[str]] = {}
@@ -118,12 +119,13 @@ def capture_torch(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, v
                   sites: Iterable[str] = SITES, keep_maps: Iterable[str] = (), device: str = "cpu",
                   transform: Callable[[torch.Tensor], torch.Tensor] | None = None, edits: dict | None = None,
                   check_faithful: bool = True, progress=None, storage: str = "float32",
-                  reducers: Iterable[str] = ("center", "mean")) -> Responses:
+                  reducers: Iterable[str] = ("center", "mean"), spill: Spill | None = None) -> Responses:
     """Run ``batches`` (float [0, 1], (B, 3, H, W)) through the model once, capturing every site.
 
     ``transform`` (e.g. a zoom) is applied to each [0, 1] batch before normalization.
     The first batch is also run through the plain model and the logits compared
-    (faithfulness); a mismatch raises :class:`CaptureError`.
+    (faithfulness); a mismatch raises :class:`CaptureError`. ``spill`` moves the reductions to disk as they
+    come once they grow large (:class:`~resstream_assert.capture.memory.Spill`).
 
     Example:
         >>> r = capture_torch(loaded, rmap, probe.batches(64))  # doctest: +SKIP
@@ -135,11 +137,11 @@ def capture_torch(loaded, rmap: ResidualMap, batches: Iterable[np.ndarray], *, v
         if any(m.training for m in module.modules()):
             raise CaptureError("the model has submodules in training mode after eval(); capture needs eval mode")
         return _capture(loaded, module, rmap, batches, variant, sites, keep_maps, device, transform, edits,
-                        check_faithful, progress, (storage, tuple(reducers)))
+                        check_faithful, progress, (storage, tuple(reducers)), spill or Spill(0, None))
 
 
 def _capture(loaded, module, rmap, batches, variant, sites, keep_maps, device, transform, edits, check_faithful,
-             progress, keep=("float32", ("center", "mean"))) -> Responses:
+             progress, keep, spill: Spill) -> Responses:
     dev = torch.device(device)
     module.to(dev)
     gm, store = instrument(module, rmap, sites, keep_maps, edits, *keep)
@@ -157,11 +159,12 @@ def _capture(loaded, module, rmap, batches, variant, sites, keep_maps, device, t
                 _check_faithful(module, x, y)
             first = False
             logits.append(y.float().cpu())
+            spill.after_batch({k: store[k] for k in ("center", "mean")}, len(x))
             if progress is not None:
                 progress(len(x))
     if first:
         raise CaptureError("capture received no images (the probe set is empty)")
-    return _collect(store, variant, torch.cat(logits).numpy())
+    return _collect(store, variant, torch.cat(logits).numpy(), spill)
 
 
 def _check_faithful(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -176,11 +179,9 @@ def _check_faithful(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None
                            f"(scale {scale:.3g}). The traced graph does not reproduce forward(); report this model.")
 
 
-def _collect(store: dict, variant: str, logits: np.ndarray) -> Responses:
-    parts: dict[str, dict] = {"center": {}, "mean": {}, "maps": {}}
-    for (kind, key), chunks in store.items():
-        parts[kind][key] = chunks
+def _collect(store: dict[str, dict[str, list]], variant: str, logits: np.ndarray, spill: Spill) -> Responses:
     # numpy's concatenate promotes: a float32 chunk among float16 ones (a large value) makes the site float32.
     cat = lambda chunks: np.concatenate([c.numpy() for c in chunks])  # noqa: E731
-    return Responses(variant, concatenate_shared(parts["center"], cat), concatenate_shared(parts["mean"], cat), logits,
-                     concatenate_shared(parts["maps"], cat))
+    maps = Spill(0, None).join("maps", store["maps"], cat)  # whole maps are asked for by name: kept in memory
+    return Responses(variant, spill.join("center", store["center"], cat), spill.join("mean", store["mean"], cat),
+                     logits, maps)
