@@ -70,6 +70,25 @@ def test_spilled_capture_equals_the_capture_in_memory(model, rmap, tmp_path, sto
     assert not folder.exists(), "the spill folder outlives its responses"
 
 
+def test_spilled_onnx_capture_equals_the_capture_in_memory(model, tmp_path):
+    """The onnxruntime backend spills the same way (an ONNX file exported as torch.onnx writes it)."""
+    pytest.importorskip("onnxruntime")
+    from resstream_assert.capture.onnx_runtime import capture_onnx
+    from resstream_assert.discovery import discover
+    from resstream_assert.loading import LoadedModel
+    from resstream_assert.loading.onnx_export import export_onnx
+    from resstream_assert.pipeline import load_model
+
+    wrapped = LoadedModel(spec="r18", name="r18", backend="torch", module=model, input_size=SIZE, num_classes=1000,
+                          digest="r18")
+    loaded = load_model(str(export_onnx(wrapped, tmp_path / "r18.onnx")), providers=("cpu",))
+    omap = discover(loaded)
+    kept = capture_onnx(loaded, omap, _batches(), storage="float16")
+    spilled = capture_onnx(loaded, omap, _batches(), storage="float16", spill=Spill(10, 0, tmp_path / "spill"))
+    assert isinstance(spilled.center, LazyTable)
+    _same(kept, spilled)
+
+
 def test_small_capture_stays_in_memory(model, rmap, tmp_path):
     got = capture_torch(model, rmap, _batches(), spill=Spill(10, 10 * 2**20, tmp_path))
     assert isinstance(got.center, dict) and not any(tmp_path.iterdir())
@@ -126,6 +145,15 @@ def test_entries_written_by_numpy_savez_still_load(tmp_path):
     assert np.array_equal(got["center|0/a"], arrays["center|0/a"]) and got["center|0/a"].dtype == np.float16
     with zipfile.ZipFile(path) as zf:  # and ours is a plain numpy archive
         assert sorted(zf.namelist()) == ["__cache_key__.npy", "__checksum__.npy", "center|0/a.npy", "variant.npy"]
+
+
+def test_a_spill_folder_that_cannot_be_written_is_a_clear_error(model, rmap, tmp_path):
+    from resstream_assert.errors import CaptureError
+
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    with pytest.raises(CaptureError, match="could not be written to .*a-file.*Free space there, or give another"):
+        capture_torch(model, rmap, _batches(), spill=Spill(10, 0, blocked))
 
 
 @pytest.mark.parametrize("bad", [-1, True, "1GB", 1.5])

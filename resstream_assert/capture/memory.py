@@ -25,6 +25,8 @@ from typing import Callable, Hashable, Iterator, Mapping
 
 import numpy as np
 
+from resstream_assert.errors import CaptureError
+
 #: A capture whose reductions would pass this many bytes spills them to disk (the probe set's own rule).
 SPILL_BYTES = 256 * 2**20
 
@@ -160,6 +162,16 @@ class Spill:
         return read
 
     def _write(self, kind: str, chunks: Mapping[str, list]) -> None:
+        try:
+            self._write_all(kind, chunks)
+        except OSError as exc:  # a full disk, a folder that cannot be made: say where, and what to do
+            where = self._folder or self.directory or tempfile.gettempdir()
+            raise CaptureError(f"the capture's responses could not be written to {str(where)!r} ({exc}); they go to "
+                               "disk once they would pass "
+                               f"{(self.limit or 0) / 2**20:.0f} MiB. Free space there, or give another folder "
+                               "(--resstream-cache-dir, or CaptureSettings(spill_dir=...)).") from exc
+
+    def _write_all(self, kind: str, chunks: Mapping[str, list]) -> None:
         written: set[int] = set()
         for key, items in chunks.items():
             path = self._files.get((kind, key)) or self._new_file((kind, key), items)
