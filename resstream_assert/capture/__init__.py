@@ -2,7 +2,7 @@
 
 ``torch_fx`` (taps in the traced graph) and ``onnx_runtime`` (reductions inside the ONNX
 graph) return the same :class:`Responses`; ``cache`` stores them on disk by content hash;
-``module_hooks`` is the plain forward-hook reference path used to check the other two.
+``memory`` keeps a large capture's memory flat (spilled reductions, freed heap handed back).
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def capture(loaded: LoadedModel, rmap: ResidualMap, probe: ProbeSet, *, variants
     was stored before. How it runs is a :class:`CaptureSettings`, given whole (``settings=``) or by its
     fields (``batch_size=8, progress=False``). ``storage="float16"`` keeps the reductions in half precision
     (half the memory; :meth:`Responses.get` upcasts, and any value beyond float16's range keeps its
-    site in float32). ``reducers=("center",)`` skips the spatial mean (half the memory again).
+    site in float32). ``reducers=("center",)`` skips the spatial mean (half the memory again). Reductions
+    that would pass ``spill_over`` bytes (256 MiB) are kept on disk and read one site at a time.
 
     Example:
         >>> out = capture(loaded, rmap, probe, variants=("id", "S"), progress=False)  # doctest: +SKIP
