@@ -10,8 +10,11 @@ with the same number of channels); runs use one thread and checkpoint every inst
 
 Families and their effect sizes (population values of the generator, :mod:`calibration.generator`):
 
-- ``c1`` / ``c3`` (earlier runs, converted): C1's rarest-category share on synthetic measures;
-  C3's Spearman rho between M and the branch gain.
+- ``c1``: C1's rarest-category share, set exactly on synthetic measures (the other two categories share
+  the rest), against channels per block;
+- ``c3``: C3's population Spearman rho between M and the branch gain (a Gaussian copula on synthetic
+  responses with ``log_scale_sd = 0.4``), against channels and probe images; the measured rho, attenuated by
+  the noise of M, is kept beside the power.
 - ``scale`` (C5, C6, C8, C9 from one instance): ``scale_size`` (in SDs of the channel's own input
   feature) on ``scale_frac = 0.3`` of the channels: the branch's response to zoomed-in images gains a
   copy of the input's feature, the input's response to zoomed-out images a copy of the branch's, and
@@ -34,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.calibrate import Checkpoint
+from calibration.calibrate import N_BOOT, Checkpoint
 from calibration.generator import ALL_VARIANTS, Effects, synthetic_responses
 from resstream_assert.claims import ClaimOptions
 from resstream_assert.claims.verdict_stability import evaluate_responses
@@ -47,7 +50,7 @@ SCALE_CLAIMS = ("C5", "C6", "C8", "C9")
 def _scale_instance(size: float, channels: int, images: int, seed: int, frac: float = 0.3) -> dict:
     rmap, resp = synthetic_responses(seed, n_images=images, channels=channels, variants=ALL_VARIANTS,
                                      effects=Effects(scale_frac=frac if size else 0.0, scale_size=size or 1.0))
-    out = evaluate_responses(rmap, resp, SCALE_CLAIMS, options=ClaimOptions(n_boot=0), seed=seed)
+    out = evaluate_responses(rmap, resp, SCALE_CLAIMS, options=ClaimOptions(n_boot=N_BOOT), seed=seed)
     return {c: [r.verdict.value] for c, r in out.items()}
 
 
@@ -146,6 +149,50 @@ def run_c10(instances: int) -> list[dict]:
     return cells
 
 
+def _c3_instance(rho: float, channels: int, images: int, seed: int) -> dict:
+    rmap, resp = synthetic_responses(seed, n_images=images, channels=channels,
+                                     effects=Effects(gain_rho=rho, log_scale_sd=0.4))
+    out = evaluate_responses(rmap, resp, ["C3"], options=ClaimOptions(n_boot=N_BOOT), seed=seed)["C3"]
+    return {"C3": [out.verdict.value], "rho": [float(out.effect)]}
+
+
+def run_c3(instances: int) -> list[dict]:
+    """C3 against the planted rho x channels at 512 images, and against images (128, 2000) at rho = -0.3."""
+    grid = [(r, ch, 512) for r in (-0.2, -0.3, -0.4, -0.5) for ch in (32, 64, 128, 256)]
+    grid += [(-0.3, ch, n) for ch in (32, 64, 128, 256) for n in (128, 2000)]
+    cells = []
+    for rho, ch, n in grid:
+        name = f"power-c3-{rho:g}-{ch}ch-{n}img"
+        got = Checkpoint(name).run(range(instances), lambda s: _c3_instance(rho, ch, n, s), name)
+        cells.append({"claim": "C3", "effect": rho, "channels": ch, "images": n, "instances": len(got),
+                      "power": sum(g["C3"][0] == "holds" for g in got) / len(got),
+                      "measured_rho": float(np.nanmean([g["rho"][0] for g in got]))})
+        print(f"  c3 rho {rho:g} {ch} ch {n} img: {cells[-1]['power']:.2f}", flush=True)
+    return cells
+
+
+def _c1_instance(p_min: float, channels: int, seed: int) -> str:
+    from resstream_assert.claims import REGISTRY
+    from calibration.generator import spectrum_context
+
+    rare = np.random.default_rng([seed, 5]).integers(3)
+    probs = tuple(p_min if i == rare else (1 - p_min) / 2 for i in range(3))
+    ctx = spectrum_context(seed, [probs] * 7, channels=channels, options=ClaimOptions(n_boot=0))
+    return REGISTRY["C1"].evaluate(ctx.for_claim(REGISTRY["C1"])).verdict.value
+
+
+def run_c1(instances: int) -> list[dict]:
+    """C1 against the rarest category's share (its boundary is 5%) x channels per block, on synthetic measures."""
+    cells = []
+    for p_min in (0.05, 0.075, 0.10, 0.15, 0.20):
+        for ch in (16, 32, 64, 128, 256):
+            got = [_c1_instance(p_min, ch, s) for s in range(instances)]
+            cells.append({"claim": "C1", "effect": p_min, "channels": ch, "images": 512, "instances": instances,
+                          "power": got.count("holds") / instances})
+        print(f"  c1 rarest {p_min:g}: " + " ".join(f"{c['power']:.2f}" for c in cells[-5:]), flush=True)
+    return cells
+
+
 def converted_c1_c3(old: dict) -> list[dict]:
     """The earlier C1/C3 runs (``responses``/``measures`` tables) as cells (their code is unchanged)."""
     cells = [{"claim": "C3", "effect": r["rho"], "channels": r["channels"], "images": r["images"],
@@ -159,7 +206,7 @@ def converted_c1_c3(old: dict) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instances", type=int, default=40)
-    ap.add_argument("--claims", default="scale,x1,c10", help="families to run: scale, x1, c10")
+    ap.add_argument("--claims", default="scale,x1,c10", help="families to run: c1, c3, scale, scale60, x1, c10")
     args = ap.parse_args()
     import torch
 
@@ -167,14 +214,18 @@ def main() -> None:
     t0 = time.perf_counter()
     old = json.loads(POWER.read_text()) if POWER.exists() else {}
     cells = old.get("cells") or converted_c1_c3(old)
-    runners = {"scale": run_scale, "scale60": run_scale60, "x1": run_x1, "c10": run_c10}
+    runners = {"c1": run_c1, "c3": run_c3, "scale": run_scale, "scale60": run_scale60, "x1": run_x1, "c10": run_c10}
+    unknown = sorted(set(args.claims.split(",")) - set(runners))
+    if unknown:
+        ap.error(f"unknown families {unknown}; choose from {sorted(runners)}")
     commands = dict(old.get("commands", {}))
     for fam in args.claims.split(","):
-        new = runners[fam](args.instances if fam.startswith("scale") else max(args.instances, 200))  # x1, c10: cheap
+        many = fam in ("x1", "c10", "c1")  # cheap: at least 200 instances a cell
+        new = runners[fam](max(args.instances, 200) if many else args.instances)
         done = {(c["claim"], c.get("config", "")) for c in new}
         cells = [c for c in cells if (c["claim"], c.get("config", "")) not in done] + new
         commands[fam] = f"python -m calibration.power --claims {fam} --instances {args.instances}" + \
-            ("" if fam.startswith("scale") else f" (this family runs max(instances, 200) = {max(args.instances, 200)})")
+            (f" (this family runs max(instances, 200) = {max(args.instances, 200)})" if many else "")
         POWER.write_text(json.dumps({"commands": commands, "cells": cells}, indent=1) + "\n")
     from calibration.report import power_markdown
 

@@ -30,7 +30,9 @@ def fpr_markdown(rows: list[dict]) -> str:
     for r in sorted(rows, key=lambda r: (int(r["claim"][1:]) if r["claim"][1:].isdigit() else 99, r["null"])):
         blocks = (f"{r['block_rejections']}/{r['blocks_tested']} = {r['block_rate']:.3f} "
                   f"[{r['block_ci_low']:.3f}, {r['block_ci_high']:.3f}]" if r.get("blocks_tested") else "")
-        if r.get("is_null") is False:
+        if r.get("void"):
+            verdict = f"**void**: {r['void']}"
+        elif r.get("is_null") is False:
             verdict = "not a null for this claim"
         elif r["calibrated"]:
             verdict = "yes"
@@ -46,7 +48,7 @@ def fpr_figure(rows: list[dict], path: Path) -> None:
     """Each row's rate with its Clopper-Pearson interval against alpha, claim-level and block-level."""
     from matplotlib.figure import Figure
 
-    rows = [r for r in rows if r.get("is_null") is not False]
+    rows = [r for r in rows if r.get("is_null") is not False and not r.get("void")]
     fig = Figure(figsize=(12, 0.3 * len(rows) + 1.6))
     ax = fig.add_subplot(1, 1, 1)
     for i, r in enumerate(rows):
@@ -181,10 +183,12 @@ def power_markdown(result: dict, figures: Path | None = None) -> str:
             continue
         n = max(c["instances"] for c in mine)
         parts += [f"### {claim}: power against {EFFECT_NAMES[claim]} ({n} instances per cell)", ""]
-        if claim in ("C1", "C3"):
-            parts += [("From the previous release's power run (`python -m calibration.power --instances 60` there); "
-                       "the claim's test is unchanged. " + ("Synthetic measures: probe images do not enter."
-                                                            if claim == "C1" else "")).strip(), ""]
+        if claim == "C1":
+            parts += ["At the current rule (`python -m calibration.power --claims c1`); synthetic measures: probe "
+                      "images do not enter.", ""]
+        if claim == "C3":
+            parts += ["From an earlier power run at the two-answer rule (`python -m calibration.power --claims c3` "
+                      "reruns it at the current one).", ""]
         groups = {c.get("config", "") for c in mine}
         for g in sorted(groups):
             sub = [c for c in mine if c.get("config", "") == g]
@@ -201,7 +205,9 @@ def power_markdown(result: dict, figures: Path | None = None) -> str:
                 parts += ["Against probe images:", "", _grid_images(sub), ""]
         if figures is not None:
             slug = claim.replace("/", "-")
-            power_figure(claim, [c for c in mine if c.get("config", "") in ("", "defaults: N=40, h=2, zooms 1,2")],
+            main = [c for c in mine if c.get("config", "") in ("", "defaults: N=40, h=2, zooms 1,2")]
+            first = min(groups)  # a claim whose cells all carry a configuration: its first one
+            power_figure(claim, main or [c for c in mine if c.get("config", "") == first],
                          figures / f"power-{slug}.png", EFFECT_NAMES[claim])
             parts += [f"![{claim} power](power-{slug}.png)", ""]
     return "\n".join(parts)

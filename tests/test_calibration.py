@@ -74,3 +74,14 @@ def test_tiny_runs_produce_complete_tables_and_resume(tmp_path, monkeypatch):
              for e, p in ((0.0, 0.0), (2.0, 0.9))]
     table = report.power_markdown({"cells": cells}, tmp_path)
     assert "| 2 | 0.90 |" in table and (tmp_path / "power-C6.png").exists()
+
+
+def test_the_harness_can_see_a_planted_effect_hold():
+    """A null on which a claim can never hold shows nothing: at the harness's own options (the three-answer rule
+    needs each block's bootstrap interval) planted effects must hold, claim by claim, before a 0/600 means
+    anything. With n_boot=0 C3, C5, C8 and C9 were inconclusive on every instance, planted or not."""
+    assert calibrate.N_BOOT > 0
+    scale = power._scale_instance(2.0, 128, 512, 0, 0.6)  # a scale copy of 2 SD in 60% of 128 channels
+    assert {c: scale[c][0] for c in power.SCALE_CLAIMS} == {c: "holds" for c in power.SCALE_CLAIMS}
+    assert power._c3_instance(-0.5, 256, 512, 0)["C3"] == ["holds"]
+    assert power._c3_instance(0.0, 256, 512, 0)["C3"] != ["holds"]
