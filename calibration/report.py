@@ -187,8 +187,8 @@ def power_markdown(result: dict, figures: Path | None = None) -> str:
             parts += ["At the current rule (`python -m calibration.power --claims c1`); synthetic measures: probe "
                       "images do not enter.", ""]
         if claim == "C3":
-            parts += ["From an earlier power run at the two-answer rule (`python -m calibration.power --claims c3` "
-                      "reruns it at the current one).", ""]
+            parts += ["At the current rule with bootstrap intervals (`python -m calibration.power --claims c3`): every "
+                      "identity block's interval must clear rho = -0.1.", ""]
         groups = {c.get("config", "") for c in mine}
         for g in sorted(groups):
             sub = [c for c in mine if c.get("config", "") == g]
