@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from resstream_assert.capture.cache import ResponseCache, cache_key
-from resstream_assert.capture.memory import SPILL_BYTES, Spill, release_free_memory
+from resstream_assert.capture.memory import SPILL_BYTES, Spill, release_when_grown
 from resstream_assert.capture.responses import REDUCERS, Responses, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.errors import CaptureError
@@ -172,7 +172,7 @@ def _run(loaded: LoadedModel, rmap: ResidualMap, probe: ProbeSet, variant: str, 
         COUNTERS["batches"] += 1
         COUNTERS["images"] += n
         bar.update(n)
-        release_free_memory()  # the forward pass's freed intermediates (memory.py says why)
+        release_when_grown()  # the forward pass's freed intermediates, once they add up (memory.py says why)
 
     transform = None if variant == "id" else (lambda x: apply_variant(x, variant))
     spill = Spill(len(probe), run.spill_over, run.spill_dir)
