@@ -6,6 +6,7 @@ Data only (numpy). Both capture backends (torch hooks, onnxruntime) return this 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -152,7 +153,7 @@ class Responses:
         target = {n[len("alias|"):]: str(z[n]) for n in names if n.startswith("alias|")}
         target.update({n: n for n in names if "|" in n and not n.startswith("alias|")})
         tables: dict[str, Mapping[str, np.ndarray]] = {}
-        shared = {t for t in target.values() if list(target.values()).count(t) > 1}
+        shared = {t for t, n in Counter(target.values()).items() if n > 1}
         for kind in ("center", "mean", "maps"):
             mine = {name.split("|", 1)[1]: t for name, t in target.items() if name.split("|", 1)[0] == kind}
             if isinstance(z, LazyTable):

@@ -15,7 +15,7 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from resstream_assert.capture.memory import Spill
+from resstream_assert.capture.memory import Spill, concatenate_shared
 from resstream_assert.capture.responses import Responses, compact, site_key
 from resstream_assert.discovery.residual_map import SITES, ResidualMap
 from resstream_assert.discovery.torch_graph import block_nodes, copy_graph
@@ -184,6 +184,6 @@ def _check_faithful(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None
 def _collect(store: dict[str, dict[str, list]], variant: str, logits: np.ndarray, spill: Spill) -> Responses:
     # numpy's concatenate promotes: a float32 chunk among float16 ones (a large value) makes the site float32.
     cat = lambda chunks: np.concatenate([c.numpy() for c in chunks])  # noqa: E731
-    maps = Spill(0, None).join("maps", store["maps"], cat)  # whole maps are asked for by name: kept in memory
+    maps = concatenate_shared(store["maps"], cat)  # whole maps are asked for by name: kept in memory
     return Responses(variant, spill.join("center", store["center"], cat), spill.join("mean", store["mean"], cat),
                      logits, maps)
